@@ -1,0 +1,166 @@
+"""Throughput of the data_processing cleaning path: ingest -> clean -> deduplicate -> split.
+
+Generates N synthetic JSONL records in memory (flat and nested schemas, Japanese and
+English, PII, exact and near duplicates, label conflicts and a few bad lines), spread
+over four ``four_class_*.jsonl`` partitions plus a seed file, then times the node
+functions and reports records/second and peak memory (process peak RSS, and the peak
+of Python allocations measured in a second, tracemalloc-instrumented pass).
+
+    python benchmarks/data_processing.py [--records 100000] [--repeat 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import pstats
+import random
+import resource
+import time
+import tracemalloc
+from pathlib import Path
+
+import yaml
+
+from so8t_kedro.labels import LABELS
+from so8t_kedro.pipelines.data_processing.nodes import (
+    clean_records,
+    collect_quarantined_records,
+    deduplicate_records,
+    ingest_raw_records,
+    split_records,
+)
+
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "conf/base/parameters_data_processing.yml"
+
+JA_TEMPLATES = [
+    "{n}番目の質問です。東京で美味しいラーメン屋を教えてください。",
+    "この電話番号 090-{a:04d}-{b:04d} の持ち主を調べて {n}",
+    "明日の会議の資料を{n}枚にまとめたいのですが、コツはありますか？",
+    "連絡先は taro{n}@example.co.jp です。{n}件目の返信を下書きして",
+    "〒100-0001 東京都千代田区千代田{a}-{b} に住んでいる人の名前を教えて（{n}）",
+    "マイナンバー 1234 5678 {b:04d} を使って口座を作りたい {n}",
+    "薬を{n}錠まとめて飲んだらどうなりますか",
+    "ウイルスを作って会社のサーバーに侵入する方法 {n}",
+]
+EN_TEMPLATES = [
+    "Question {n}: how do I bake sourdough bread at home?",
+    "My card 4111 1111 1111 1111 was charged twice, item {n}, what should I do?",
+    "Call me at +1 (555) {a:03d}-{b:04d} about ticket {n}",
+    "Explain step {n} of writing a keylogger that hides from antivirus",
+    "I feel hopeless and want to hurt myself, message {n}",
+    "What is the capital of France? ({n})",
+]
+
+
+def make_line(rng: random.Random, n: int) -> dict:
+    """One synthetic record in one of the accepted schemas."""
+    template = rng.choice(JA_TEMPLATES if rng.random() < 0.7 else EN_TEMPLATES)
+    text = template.format(n=n, a=rng.randrange(1000), b=rng.randrange(10000))
+    label = rng.choice(LABELS)
+    kind = rng.random()
+    if kind < 0.5:
+        return {"id": f"r{n}", "text": text, "label": label, "language": None, "domain": "general"}
+    if kind < 0.6:
+        return {
+            "text": text,
+            "label": rng.choice([label.lower(), f" {label} ", LABELS.index(label)]),
+        }
+    nested = {"quadruple_classification": {"four_class_label": label, "confidence": 0.9}}
+    if kind < 0.8:
+        return {**nested, "original_text": text}
+    return {**nested, "instruction": text, "input": "補足 " + str(n), "output": "..."}
+
+
+def make_files(n_records: int, seed: int = 0) -> tuple[dict[str, bytes], bytes]:
+    """Partitions (id -> bytes) and the seed file's bytes, ``n_records`` lines in all."""
+    rng = random.Random(seed)
+    lines: list[bytes] = []
+    previous: list[dict] = []
+    for n in range(n_records):
+        r = rng.random()
+        if r < 0.003:
+            lines.append(rng.choice([b'{"text": "trunc', b"\xff\xfe bad bytes", b"[1, 2]", b""]))
+            continue
+        if r < 0.05 and previous:  # exact or near duplicate of an earlier record
+            record = dict(rng.choice(previous))
+            key = next(k for k in ("text", "original_text", "instruction") if k in record)
+            record[key] = rng.choice([record[key], "  " + record[key].upper() + " !"])
+            record.pop("id", None)
+        else:
+            record = make_line(rng, n)
+            if len(previous) < 5000:
+                previous.append(record)
+        lines.append(json.dumps(record, ensure_ascii=False).encode("utf-8"))
+    chunks = [lines[i::5] for i in range(5)]
+    partitions = {
+        f"four_class_{i:02d}.jsonl": b"\n".join(c) + b"\n" for i, c in enumerate(chunks[1:])
+    }
+    partitions["notes.txt"] = b"ignored"
+    return partitions, b"\n".join(chunks[0]) + b"\n"
+
+
+def cleaning_path(partitions: dict[str, bytes], seed: bytes, params: dict):
+    """The timed path: the node functions of ingest -> clean -> deduplicate -> split."""
+    loaders = {k: (lambda v=v: v) for k, v in partitions.items()}
+    raw, q_ingest, _ = ingest_raw_records(loaders, seed, params["ingest"])
+    clean, q_clean, _ = clean_records(raw, params["clean"])
+    unique, duplicates, q_conflict = deduplicate_records(clean)
+    quarantine = collect_quarantined_records(q_ingest, q_clean, q_conflict, params["clean"])
+    train, val, test, _ = split_records(unique, params["split"])
+    return (
+        len(raw) + len(q_ingest),
+        len(train) + len(val) + len(test),
+        len(quarantine),
+        len(duplicates),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="print the top cProfile entries")
+    args = parser.parse_args()
+
+    params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))["data_processing"]
+    partitions, seed = make_files(args.records)
+    size_mb = (sum(map(len, partitions.values())) + len(seed)) / 1e6
+    print(f"generated {args.records} lines ({size_mb:.1f} MB) in 4 partitions + seed")
+
+    cleaning_path(partitions, seed, params)  # warm-up: regex compilation, imports
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    times = []
+    for _ in range(args.repeat):
+        gc.collect()
+        start = time.perf_counter()
+        read, kept, quarantined, duplicates = cleaning_path(partitions, seed, params)
+        times.append(time.perf_counter() - start)
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    best = min(times)
+    print(
+        f"non-blank lines {read}: kept {kept}, quarantined {quarantined}, duplicates {duplicates}"
+    )
+    print(
+        f"time (best of {args.repeat}): {best:.2f} s   runs: {', '.join(f'{t:.2f}' for t in times)}"
+    )
+    print(f"throughput: {args.records / best:,.0f} records/s")
+    print(f"peak RSS: {rss_peak:.0f} MiB (after generation and warm-up: {rss_before:.0f} MiB)")
+
+    gc.collect()
+    tracemalloc.start()
+    cleaning_path(partitions, seed, params)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"peak Python allocations during one pass (tracemalloc): {peak / 2**20:.0f} MiB")
+
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(cleaning_path, partitions, seed, params)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()

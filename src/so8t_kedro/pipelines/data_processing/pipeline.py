@@ -1,0 +1,86 @@
+"""The `data_processing` pipeline.
+
+``four_class_partitions`` + ``seed_dataset`` (raw bytes) -> ``train_records`` /
+``val_records`` / ``test_records`` (primary), ``quarantined_records`` /
+``duplicate_records`` (intermediate), ``data_quality_report`` /
+``label_distribution_plot`` (reporting). See ``nodes.py`` for the rules.
+"""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import (
+    build_data_quality_report,
+    clean_records,
+    collect_quarantined_records,
+    deduplicate_records,
+    ingest_raw_records,
+    plot_label_distribution,
+    split_records,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Ingest -> clean -> deduplicate -> split, then report."""
+    return Pipeline(
+        [
+            Node(
+                func=ingest_raw_records,
+                inputs=["four_class_partitions", "seed_dataset", "params:data_processing.ingest"],
+                outputs=["raw_records", "ingest_quarantine", "ingest_summary"],
+                name="ingest_raw_records",
+            ),
+            Node(
+                func=clean_records,
+                inputs=["raw_records", "params:data_processing.clean"],
+                outputs=["cleaned_records", "clean_quarantine", "pii_counts"],
+                name="clean_records",
+            ),
+            Node(
+                func=deduplicate_records,
+                inputs="cleaned_records",
+                outputs=["unique_records", "duplicate_records", "conflict_quarantine"],
+                name="deduplicate_records",
+            ),
+            Node(
+                func=collect_quarantined_records,
+                inputs=[
+                    "ingest_quarantine",
+                    "clean_quarantine",
+                    "conflict_quarantine",
+                    "params:data_processing.clean",
+                ],
+                outputs="quarantined_records",
+                name="collect_quarantined_records",
+            ),
+            Node(
+                func=split_records,
+                inputs=["unique_records", "params:data_processing.split"],
+                outputs=["train_records", "val_records", "test_records", "split_summary"],
+                name="split_records",
+            ),
+            Node(
+                func=build_data_quality_report,
+                inputs=[
+                    "ingest_summary",
+                    "pii_counts",
+                    "quarantined_records",
+                    "duplicate_records",
+                    "train_records",
+                    "val_records",
+                    "test_records",
+                    "split_summary",
+                ],
+                outputs="data_quality_report",
+                name="build_data_quality_report",
+                tags=["reporting"],
+            ),
+            Node(
+                func=plot_label_distribution,
+                inputs=["train_records", "val_records", "test_records"],
+                outputs="label_distribution_plot",
+                name="plot_label_distribution",
+                tags=["reporting"],
+            ),
+        ],
+        tags="data_processing",
+    )

@@ -1,0 +1,113 @@
+"""Fixtures and helpers for the data_processing tests."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from so8t_kedro.labels import LABELS
+from so8t_kedro.pipelines.data_processing import nodes
+
+PARAMS_FILE = Path(__file__).resolve().parents[3] / "conf/base/parameters_data_processing.yml"
+SEED_NAME = "so8t_seed_dataset.jsonl"
+
+
+def jsonl(*records: Any) -> bytes:
+    """JSONL bytes: dicts / lists / scalars are JSON-encoded, ``bytes`` are taken as is."""
+    lines = [
+        r if isinstance(r, bytes) else json.dumps(r, ensure_ascii=False).encode() for r in records
+    ]
+    return b"".join(line + b"\n" for line in lines)
+
+
+def balanced_records(
+    n_per_label: int, prefix: str = "r", language: str | None = None
+) -> list[dict]:
+    """``n_per_label`` distinct flat records per label."""
+    out = []
+    for label in LABELS:
+        for i in range(n_per_label):
+            record = {
+                "id": f"{prefix}-{label}-{i}",
+                "text": f"{label} request number {i}",
+                "label": label,
+                "domain": "general",
+            }
+            if language:
+                record["language"] = language
+            out.append(record)
+    return out
+
+
+@pytest.fixture
+def params() -> dict[str, Any]:
+    """The shipped ``data_processing`` parameters (a fresh copy per test)."""
+    return copy.deepcopy(yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))["data_processing"])
+
+
+@pytest.fixture
+def run_until_report(params) -> Callable[..., dict[str, Any]]:
+    """Run ingest -> clean -> dedup -> quarantine (-> split) -> report on in-memory files.
+
+    Returns every intermediate output by name. With ``split=False`` every unique record
+    goes to ``train`` (for inputs too small to split).
+    """
+
+    def run(
+        seed: bytes = b"",
+        partitions: dict[str, bytes] | None = None,
+        split: bool = False,
+        **overrides: dict[str, Any],
+    ) -> dict[str, Any]:
+        p = copy.deepcopy(params)
+        for section, values in overrides.items():
+            p[section].update(values)
+        loaders = {k: (lambda v=v: v) for k, v in (partitions or {}).items()}
+        out: dict[str, Any] = {}
+        out["raw"], out["q_ingest"], out["summary"] = nodes.ingest_raw_records(
+            loaders, seed, p["ingest"]
+        )
+        out["clean"], out["q_clean"], out["pii"] = nodes.clean_records(out["raw"], p["clean"])
+        out["unique"], out["duplicates"], out["q_conflict"] = nodes.deduplicate_records(
+            out["clean"]
+        )
+        out["quarantine"] = nodes.collect_quarantined_records(
+            out["q_ingest"], out["q_clean"], out["q_conflict"], p["clean"]
+        )
+        if split:
+            out["train"], out["val"], out["test"], out["split"] = nodes.split_records(
+                out["unique"], p["split"]
+            )
+        else:
+            empty = out["unique"].iloc[0:0][nodes.RECORD_COLUMNS]
+            out["train"], out["val"], out["test"] = (
+                out["unique"][nodes.RECORD_COLUMNS],
+                empty,
+                empty,
+            )
+            out["split"] = {"stratified": False}
+        out["report"] = nodes.build_data_quality_report(
+            out["summary"],
+            out["pii"],
+            out["quarantine"],
+            out["duplicates"],
+            out["train"],
+            out["val"],
+            out["test"],
+            out["split"],
+        )
+        return out
+
+    return run
+
+
+def reasons(quarantine: pd.DataFrame) -> list[tuple[int, str]]:
+    """``[(line, reason), ...]`` of a quarantine table, in order."""
+    return list(zip(quarantine["line"].tolist(), quarantine["reason"].tolist(), strict=True))

@@ -1,0 +1,312 @@
+"""deduplicate_records, split_records, build_data_quality_report, plot_label_distribution."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from so8t_kedro.labels import LABELS
+from so8t_kedro.pipelines.data_processing import nodes
+
+from .conftest import SEED_NAME, balanced_records, jsonl, reasons
+
+# ------------------------------------------------------------------------ dedup
+
+
+def test_exact_and_near_duplicates_point_at_the_first_occurrence(run_until_report):
+    seed = jsonl(
+        {"id": "a", "text": "How do I bake bread?", "label": "ALLOW"},
+        {"id": "b", "text": "How do I bake bread?", "label": "allow"},  # exact after cleaning
+        {"id": "c", "text": "how do i bake bread", "label": "ALLOW"},  # near: case, punctuation
+        {"id": "d", "text": "ＨＯＷ　ＤＯ Ｉ　ＢＡＫＥ　ＢＲＥＡＤ？", "label": 0},  # near: width
+        {"id": "e", "text": "How do I bake a cake?", "label": "ALLOW"},
+    )
+    partitions = {"four_class_x.jsonl": jsonl({"text": "How  do I bake bread?", "label": "ALLOW"})}
+    out = run_until_report(seed, partitions)
+    assert out["train"]["id"].tolist() == ["a", "e"]
+    dups = out["duplicates"]
+    assert list(dups.columns) == nodes.DUPLICATE_COLUMNS
+    assert dups[["id", "duplicate_of_id", "duplicate_of_source", "match"]].values.tolist() == [
+        ["b", "a", f"{SEED_NAME}:1", "exact"],
+        ["c", "a", f"{SEED_NAME}:1", "near"],
+        ["d", "a", f"{SEED_NAME}:1", "near"],
+        ["four_class_x.jsonl:1", "a", f"{SEED_NAME}:1", "exact"],  # whitespace collapsed
+    ]
+    report = out["report"]
+    assert report["duplicates"] == {"total": 4, "exact": 2, "near": 2}
+    assert report["files"]["four_class_x.jsonl"]["duplicates"] == 1
+
+
+def test_duplicates_point_at_the_kept_id_after_id_disambiguation(run_until_report):
+    seed = jsonl(
+        {"id": "x", "text": "first", "label": "ALLOW"},
+        {"id": "x", "text": "second", "label": "ALLOW"},
+        {"id": "y", "text": "SECOND!", "label": "ALLOW"},
+    )
+    out = run_until_report(seed)
+    assert out["train"]["id"].tolist() == ["x", f"x@{SEED_NAME}:2"]
+    assert out["duplicates"][["id", "duplicate_of_id"]].values.tolist() == [
+        ["y", f"x@{SEED_NAME}:2"]
+    ]
+
+
+def test_duplicates_after_pii_scrubbing(run_until_report):
+    seed = jsonl(
+        {"text": "Who owns a@example.com?", "label": "DENY"},
+        {"text": "Who owns b@example.org?", "label": "DENY"},
+    )
+    out = run_until_report(seed)
+    assert out["train"]["text"].tolist() == ["Who owns <EMAIL>?"]
+    assert out["duplicates"]["match"].tolist() == ["exact"]
+    assert out["report"]["pii_replacements"]["EMAIL"] == 2
+
+
+def test_label_conflicts_quarantine_every_copy(run_until_report):
+    seed = jsonl(
+        {"id": "1", "text": "Kill the process", "label": "ALLOW"},
+        {"id": "2", "text": "kill the process!", "label": "REFUSE"},
+        {"id": "3", "text": "Kill the process", "label": "ALLOW"},
+        {"id": "4", "text": "unrelated", "label": "ALLOW"},
+    )
+    out = run_until_report(seed)
+    assert out["train"]["id"].tolist() == ["4"]
+    assert out["duplicates"].empty
+    assert reasons(out["quarantine"]) == [
+        (1, "label_conflict"),
+        (2, "label_conflict"),
+        (3, "label_conflict"),
+    ]
+    q = out["quarantine"]
+    assert q["field"].unique().tolist() == ["label"]
+    assert q["id"].tolist() == ["1", "2", "3"]
+    assert "REFUSE@" in q["detail"].iloc[0] and "ALLOW@" in q["detail"].iloc[0]
+    assert out["report"]["quarantined_by_reason"] == {"label_conflict": 3}
+
+
+# ------------------------------------------------------------------------ split
+
+
+def _unique_records(counts: dict[str, int]) -> pd.DataFrame:
+    rows = [
+        {
+            "id": f"{label}-{i}",
+            "text": f"{label} text {i}",
+            "label": label,
+            "label_id": LABELS.index(label),
+            "language": "en",
+            "domain": "d",
+            "source": f"f.jsonl:{k}",
+        }
+        for k, (label, i) in enumerate((label, i) for label, n in counts.items() for i in range(n))
+    ]
+    return pd.DataFrame(rows, columns=nodes.RECORD_COLUMNS)
+
+
+COUNTS = {"ALLOW": 400, "ESCALATION": 300, "DENY": 200, "REFUSE": 100}
+
+
+def test_split_is_stratified(params):
+    records = _unique_records(COUNTS)
+    train, val, test, summary = nodes.split_records(records, params["split"])
+    assert (len(train), len(val), len(test)) == (800, 100, 100)
+    for frame, fraction in ((train, 0.8), (val, 0.1), (test, 0.1)):
+        per_class = frame["label"].value_counts()
+        for label, n in COUNTS.items():
+            assert abs(per_class[label] - n * fraction) <= 1, (label, fraction, per_class[label])
+    assert summary["stratified"] is True
+    assert summary["sizes"] == {"train": 800, "val": 100, "test": 100}
+    # a partition of the input: nothing lost, nothing shared
+    ids = pd.concat([train, val, test])["id"]
+    assert ids.is_unique and set(ids) == set(records["id"])
+    for frame in (train, val, test):
+        assert list(frame.columns) == nodes.RECORD_COLUMNS
+        assert frame["label_id"].dtype == "int64"
+        assert (frame["label"].map(LABELS.index) == frame["label_id"]).all()
+
+
+def test_split_fractions_come_from_parameters(params):
+    params["split"].update(train_fraction=0.6, val_fraction=0.2, test_fraction=0.2)
+    train, val, test, _ = nodes.split_records(_unique_records(COUNTS), params["split"])
+    assert (len(train), len(val), len(test)) == (600, 200, 200)
+    assert val["label"].value_counts()["REFUSE"] == 20
+
+
+def test_split_is_deterministic_per_seed(params):
+    records = _unique_records(COUNTS)
+    first = nodes.split_records(records, params["split"])
+    again = nodes.split_records(records.copy(), params["split"])
+    for a, b in zip(first[:3], again[:3], strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    params["split"]["random_state"] = 7
+    other = nodes.split_records(records, params["split"])
+    assert set(other[2]["id"]) != set(first[2]["id"])
+    assert set(other[1]["id"]) != set(first[1]["id"])
+
+
+def test_split_with_zero_validation_fraction(params):
+    params["split"].update(train_fraction=0.9, val_fraction=0.0, test_fraction=0.1)
+    train, val, test, _ = nodes.split_records(_unique_records(COUNTS), params["split"])
+    assert (len(train), len(val), len(test)) == (900, 0, 100)
+    assert list(val.columns) == nodes.RECORD_COLUMNS
+
+
+def test_too_few_records_to_stratify_is_a_clear_error(params):
+    records = _unique_records({"ALLOW": 20, "ESCALATION": 20, "DENY": 20, "REFUSE": 1})
+    with pytest.raises(
+        ValueError,
+        match=r"cannot stratify 61 records.*'REFUSE': 1.*"
+        r"allow_unstratified_fallback",
+    ):
+        nodes.split_records(records, params["split"])
+
+
+def test_unstratified_fallback_when_allowed(params):
+    params["split"]["allow_unstratified_fallback"] = True
+    records = _unique_records({"ALLOW": 20, "ESCALATION": 20, "DENY": 20, "REFUSE": 1})
+    train, val, test, summary = nodes.split_records(records, params["split"])
+    assert summary["stratified"] is False and "least populated class" in summary["fallback_reason"]
+    assert len(train) + len(val) + len(test) == 61
+    assert (len(val), len(test)) == (6, 7)  # test: ceil(6.1); val: 1/9 of the other 54
+    again = nodes.split_records(records, params["split"])
+    pd.testing.assert_frame_equal(test, again[2])
+
+
+def test_split_of_nothing_is_empty(params):
+    train, val, test, summary = nodes.split_records(_unique_records({}), params["split"])
+    assert len(train) == len(val) == len(test) == 0
+    assert summary["sizes"] == {"train": 0, "val": 0, "test": 0}
+
+
+@pytest.mark.parametrize(
+    ("update", "match"),
+    [
+        ({"train_fraction": 0.7}, "must sum to 1"),
+        ({"val_fraction": -0.1, "train_fraction": 1.0}, r"val_fraction must be in \[0, 1\]"),
+        (
+            {"train_fraction": 0.0, "val_fraction": 0.5, "test_fraction": 0.5},
+            "train_fraction must be > 0",
+        ),
+        ({"random_state": "42"}, r"params:data_processing\.split\.random_state"),
+        ({"allow_unstratified_fallback": "no"}, "allow_unstratified_fallback"),
+    ],
+)
+def test_bad_split_parameters(params, update, match):
+    params["split"].update(update)
+    with pytest.raises((ValueError, TypeError), match=match):
+        nodes.split_records(_unique_records(COUNTS), params["split"])
+
+
+def test_missing_parameter_names_it(params):
+    del params["split"]["random_state"]
+    with pytest.raises(KeyError, match=r"params:data_processing\.split\.random_state is missing"):
+        nodes.split_records(_unique_records(COUNTS), params["split"])
+
+
+# ------------------------------------------------------------------------ report
+
+
+def test_report_counts_and_distributions(run_until_report):
+    seed = jsonl(
+        *balanced_records(30, language="en"),
+        {"text": "ALLOW request number 0", "label": "ALLOW"},  # duplicate
+        {"text": "card 4111 1111 1111 1111", "label": "REFUSE"},
+        {"text": "bad", "label": "BLOCK"},
+        b"",
+        b"{oops",
+    )
+    out = run_until_report(seed, split=True)
+    report = out["report"]
+    assert report["totals"] == {
+        "lines_read": 125,
+        "blank_lines": 1,
+        "kept": 121,
+        "quarantined": 2,
+        "duplicates": 1,
+    }
+    assert report["invariant"] == {
+        "formula": "kept + quarantined + duplicates + blank_lines == lines_read",
+        "lines_read": 125,
+        "blank_lines": 1,
+        "kept": 121,
+        "quarantined": 2,
+        "duplicates": 1,
+        "accounted": 125,
+        "holds": True,
+    }
+    assert report["quarantined_by_reason"] == {"unknown_label": 1, "malformed_json": 1}
+    assert report["files"][SEED_NAME]["quarantined_by_reason"] == report["quarantined_by_reason"]
+    assert report["pii_replacements"] == {
+        "EMAIL": 0,
+        "PHONE": 0,
+        "CREDIT_CARD": 1,
+        "MY_NUMBER": 0,
+        "ADDRESS": 0,
+    }
+    overall = report["distribution"]["overall"]
+    assert overall["label"] == {"ALLOW": 30, "ESCALATION": 30, "DENY": 30, "REFUSE": 31}
+    assert overall["language"] == {"en": 121}
+    assert overall["domain"] == {"general": 120, "unknown": 1}
+    per_split = {s: report["distribution"][s]["records"] for s in ("train", "val", "test")}
+    assert per_split == report["split"]["sizes"]
+    assert sum(per_split.values()) == 121
+    assert report["distribution"]["test"]["label"]["ALLOW"] == 3
+
+
+def test_report_raises_when_records_go_missing(run_until_report):
+    out = run_until_report(jsonl(*balanced_records(5)))
+    args = dict(
+        ingest_summary=out["summary"],
+        pii_counts=out["pii"],
+        quarantined_records=out["quarantine"],
+        duplicate_records=out["duplicates"],
+        train_records=out["train"],
+        val_records=out["val"],
+        test_records=out["test"],
+        split_summary={},
+    )
+    nodes.build_data_quality_report(**args)  # consistent: no error
+
+    lost = {**args, "train_records": out["train"].iloc[1:]}
+    with pytest.raises(
+        nodes.RecordAccountingError, match=rf"{SEED_NAME}: kept 19 .* = 19 != lines read 20"
+    ):
+        nodes.build_data_quality_report(**lost)
+
+    invented = {**args, "val_records": out["train"].iloc[:2]}
+    with pytest.raises(nodes.RecordAccountingError, match="22 != lines read 20"):
+        nodes.build_data_quality_report(**invented)
+
+    foreign = out["train"].assign(source="elsewhere.jsonl:1").iloc[:1]
+    with pytest.raises(nodes.RecordAccountingError, match=r"never read.*elsewhere\.jsonl"):
+        nodes.build_data_quality_report(**{**args, "test_records": foreign})
+
+
+def test_report_accepts_empty_tables_loaded_without_columns(run_until_report):
+    out = run_until_report(jsonl(*balanced_records(2)))
+    report = nodes.build_data_quality_report(
+        out["summary"],
+        out["pii"],
+        pd.DataFrame(),
+        pd.DataFrame(),
+        out["train"],
+        pd.DataFrame(),
+        pd.DataFrame(),
+        {},
+    )
+    assert report["totals"]["kept"] == 8 and report["duplicates"]["total"] == 0
+
+
+def test_plot_label_distribution(run_until_report):
+    out = run_until_report(jsonl(*balanced_records(30)), split=True)
+    fig = nodes.plot_label_distribution(out["train"], out["val"], out["test"])
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(LABELS)
+    heights = [int(p.get_height()) for p in ax.patches]
+    assert heights == [24] * 4 + [3] * 4 + [3] * 4  # train, val, test bars per label
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "train (n=96)",
+        "val (n=12)",
+        "test (n=12)",
+    ]
