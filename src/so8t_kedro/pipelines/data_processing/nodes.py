@@ -624,20 +624,8 @@ def clean_records(
         ):
             bad[column].append(value)
 
-    columns = [
-        "file",
-        "line",
-        "source",
-        "id",
-        "text",
-        "label",
-        "label_field",
-        "language",
-        "domain",
-        "raw",
-    ]
     for file, line, source, record_id, text, raw_label, label_field, language, domain, raw in zip(
-        *(raw_records[c].tolist() for c in columns), strict=True
+        *(raw_records[c].tolist() for c in _RAW_COLUMNS), strict=True
     ):
         try:
             label = normalise_label(raw_label)
