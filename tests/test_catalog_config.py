@@ -1,0 +1,62 @@
+"""The catalog resolves every path from the webdataset root, in both environments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kedro.config import OmegaConfigLoader
+
+LAYERS = {"raw", "intermediate", "primary", "model_input", "reporting"}
+
+
+def load_catalog(project_root: Path, env: str) -> dict:
+    loader = OmegaConfigLoader(
+        conf_source=str(project_root / "conf"), base_env="base", default_run_env=env
+    )
+    return {name: entry for name, entry in loader["catalog"].items() if not name.startswith("_")}
+
+
+def entry_path(entry: dict) -> str:
+    return entry.get("filepath") or entry["path"]
+
+
+@pytest.mark.parametrize(
+    ("env", "root", "expected"),
+    [
+        (
+            "local",
+            "data/",
+            {
+                "four_class_partitions": "data/01_raw/four_class",
+                "thinking_sft_dataset": "data/05_model_input/thinking_sft/thinking_sft_dataset.jsonl",
+            },
+        ),
+        (
+            "webdataset",
+            "D:/webdataset/",
+            {
+                "four_class_partitions": "D:/webdataset/processed/four_class",
+                "thinking_sft_dataset": (
+                    "D:/webdataset/processed/thinking_sft/thinking_sft_dataset.jsonl"
+                ),
+            },
+        ),
+    ],
+)
+def test_paths_follow_the_environment_root(project_root, env, root, expected):
+    catalog = load_catalog(project_root, env)
+    for name, path in expected.items():
+        assert entry_path(catalog[name]) == path
+    for name, entry in catalog.items():
+        if name == "seed_dataset":  # shipped in the repo, the same in every environment
+            assert entry_path(entry) == "data/01_raw/so8t_seed_dataset.jsonl"
+        else:
+            assert entry_path(entry).startswith(root), name
+
+
+def test_every_dataset_sits_on_a_kedro_viz_layer(project_root):
+    catalog = load_catalog(project_root, "local")
+    layers = {name: entry["metadata"]["kedro-viz"]["layer"] for name, entry in catalog.items()}
+    assert set(layers.values()) <= LAYERS | {"models", "model_output", "feature"}
+    assert LAYERS <= set(layers.values())
