@@ -1,0 +1,464 @@
+"""The base model: the embedded tiny default and the loader for a real local checkpoint.
+
+No weights can be downloaded at run time, so the default base model is built here,
+locally and deterministically (see DESIGN.md, "The embedded default"):
+
+* ``build_embedded_tokenizer``: a SentencePiece BPE model trained on the shipped corpus,
+  wrapped as a transformers ``LlamaTokenizer`` (Phi-3's own tokenizer class), carrying the
+  Phi-3.5 special tokens, the /think tags and the Phi-3.5 chat template;
+* ``build_embedded_model``: a tiny, seeded ``Phi3ForCausalLM`` sized to that tokenizer;
+* ``save_base_model``: ``save_pretrained`` for both, plus the SentencePiece
+  ``tokenizer.model`` (transformers 5 does not write it; llama.cpp's GGUF conversion reads it);
+* ``load_base_model``: the one loader for the saved default and for a real local
+  Borea-Phi-3.5 directory alike (optionally quantised with bitsandbytes).
+
+Framework-free: transformers, sentencepiece and torch only (no Kedro).
+
+Tokenizer choices (mirroring microsoft/Phi-3.5-mini-instruct)
+-------------------------------------------------------------
+* ids: ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2 as in Llama / Phi-3; then the chat tokens and the
+  think tags as SentencePiece user-defined symbols (one piece each, also for a plain
+  SentencePiece / llama.cpp reader), then 256 byte pieces (``byte_fallback``), then BPE merges.
+* ``eos_token = pad_token = "<|endoftext|>"`` and ``bos_token = "<s>"`` as in Phi-3.5's
+  tokenizer and model config. ``<|end|>`` ends a turn: the model's ``generation_config``
+  stops on ``<|end|>``, ``<|assistant|>`` and ``<|endoftext|>`` (Phi-3.5's
+  ``generation_config.json`` lists the same three).
+* ``add_bos_token=False`` (Phi-3.5's setting) and the chat template writes no ``<s>``, so
+  ``render_prompt`` (which has no ``<s>``) and the template agree without changing either,
+  and ``tokenizer(render_prompt(x))`` equals the template's ids.
+* The chat tokens (and ``</s>``) are *special*: ``decode(..., skip_special_tokens=True)``
+  drops them. The think tags are added tokens but *not* special, so decoding never loses
+  them (the /think parser needs them to tell thinking from the final answer).
+* Identity normalisation (no NFKC, whitespace kept as is), digits split, Metaspace with a
+  prefix space on the first word only (``legacy=False``): ``decode(encode(x)) == x``,
+  with one caveat shared with Phi-3.5's own tokenizer in transformers 5: a text that is
+  encoded *on its own* and starts with a space loses that one space (``" a"`` encodes as
+  ``▁a`` and decodes as ``"a"``). Inside a chat text (after a special token or other
+  text) every space survives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from so8t_kedro import think_format as tf
+
+#: Phi-3.5's chat tokens, in Phi-3.5's id order (``<|endoftext|>`` 32000, ``<|assistant|>``
+#: 32001, ``<|system|>`` 32006, ``<|end|>`` 32007, ``<|user|>`` 32010).
+CHAT_TOKENS: tuple[str, ...] = (
+    tf.EOS_TOKEN,
+    tf.ASSISTANT_TOKEN,
+    tf.SYSTEM_TOKEN,
+    tf.END_TOKEN,
+    tf.USER_TOKEN,
+)
+#: The /think tags as single tokens: opening tags, closing tags, then ``<final>``/``</final>``.
+THINK_TAG_TOKENS: tuple[str, ...] = (
+    *(f"<{tag}>" for tag in tf.THINK_TAGS.values()),
+    *(f"</{tag}>" for tag in tf.THINK_TAGS.values()),
+    tf.FINAL_OPEN,
+    tf.FINAL_CLOSE,
+)
+UNK_TOKEN, BOS_TOKEN, LLAMA_EOS_TOKEN = "<unk>", "<s>", "</s>"
+#: The tokens generation stops on (Phi-3.5's ``generation_config.eos_token_id``).
+STOP_TOKENS: tuple[str, ...] = (tf.END_TOKEN, tf.ASSISTANT_TOKEN, tf.EOS_TOKEN)
+
+#: Phi-3.5-mini-instruct's chat template, spelled with the ``think_format`` constants.
+#: No ``<s>``: Phi-3.5 neither writes one in the template nor adds one (``add_bos_token``
+#: is false), which is what ``think_format.render_prompt`` renders.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' and message['content'] %}"
+    f"{{{{'{tf.SYSTEM_TOKEN}\\n' + message['content'] + '{tf.END_TOKEN}\\n'}}}}"
+    "{% elif message['role'] == 'user' %}"
+    f"{{{{'{tf.USER_TOKEN}\\n' + message['content'] + '{tf.END_TOKEN}\\n'}}}}"
+    "{% elif message['role'] == 'assistant' %}"
+    f"{{{{'{tf.ASSISTANT_TOKEN}\\n' + message['content'] + '{tf.END_TOKEN}\\n'}}}}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}"
+    f"{{{{ '{tf.ASSISTANT_TOKEN}\\n' }}}}"
+    "{% else %}"
+    "{{ eos_token }}"
+    "{% endif %}"
+)
+
+SPM_FILENAME = "tokenizer.model"
+QUANTIZATION_MODES: tuple[str | None, ...] = (None, "8bit", "4bit")
+
+DEFAULT_TOKENIZER_PARAMS: dict[str, Any] = {"vocab_size": 4000, "seed": 0}
+DEFAULT_MODEL_PARAMS: dict[str, Any] = {
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "intermediate_size": 344,
+    "max_position_embeddings": 1024,
+    "seed": 0,
+}
+_PARAM_ALIASES = {"layers": "num_hidden_layers", "heads": "num_attention_heads",
+                  "kv_heads": "num_key_value_heads"}
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def train_sentencepiece(corpus: Iterable[str], *, vocab_size: int = 4000, seed: int = 0) -> bytes:
+    """Train the SentencePiece BPE model in memory and return its serialized bytes.
+
+    Deterministic: one thread, every sentence used in corpus order (no sampling, no
+    shuffling), a fixed random seed. ``vocab_size`` is an upper bound
+    (``hard_vocab_limit=False``): a small corpus gives a smaller vocabulary.
+    """
+    import sentencepiece as spm
+
+    sentences = [str(text) for text in corpus if text is not None and str(text).strip()]
+    if not sentences:
+        raise ValueError("build_embedded_tokenizer: the corpus has no non-empty text")
+    reserved = 3 + len(CHAT_TOKENS) + len(THINK_TAG_TOKENS) + 256
+    if vocab_size <= reserved:
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small: {reserved} ids are reserved for "
+            "<unk>/<s>/</s>, the chat tokens, the think tags and the 256 byte pieces"
+        )
+    buffer = io.BytesIO()
+    spm.set_random_generator_seed(int(seed))
+    try:
+        _train(spm, sentences, buffer, int(vocab_size))
+    except RuntimeError as error:
+        if "Vocabulary size is smaller than required_chars" in str(error):
+            raise ValueError(
+                f"vocab_size={vocab_size} is smaller than the number of characters the corpus "
+                f"needs at character_coverage=0.9995 (SentencePiece: {error}); raise vocab_size"
+            ) from error
+        raise
+    return buffer.getvalue()
+
+
+def _train(spm, sentences: list[str], buffer: io.BytesIO, vocab_size: int) -> None:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=buffer,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        character_coverage=0.9995,
+        byte_fallback=True,
+        split_digits=True,
+        allow_whitespace_only_pieces=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        unk_piece=UNK_TOKEN,
+        bos_piece=BOS_TOKEN,
+        eos_piece=LLAMA_EOS_TOKEN,
+        user_defined_symbols=list(CHAT_TOKENS + THINK_TAG_TOKENS),
+        num_threads=1,
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        max_sentence_length=1 << 20,
+        minloglevel=2,
+    )
+
+
+def _spm_cache_dir(model_bytes: bytes) -> Path:
+    """A content-addressed folder holding ``tokenizer.model`` (the tokenizer's
+    ``vocab_file`` must stay a real file so that it can be copied on save)."""
+    digest = hashlib.sha256(model_bytes).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / "so8t_embedded_spm" / digest
+    target = folder / SPM_FILENAME
+    if not (target.is_file() and target.read_bytes() == model_bytes):
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{SPM_FILENAME}.{os.getpid()}"
+        partial.write_bytes(model_bytes)
+        os.replace(partial, target)
+    return folder
+
+
+def build_embedded_tokenizer(
+    corpus: Iterable[str],
+    *,
+    vocab_size: int = 4000,
+    seed: int = 0,
+    model_max_length: int = 1024,
+):
+    """Train a SentencePiece BPE tokenizer on ``corpus`` and wrap it as Phi-3.5's tokenizer.
+
+    Returns a transformers ``LlamaTokenizer`` (tokenizers backend) with the Phi-3.5 special
+    tokens, the think tags as single tokens, byte fallback and ``CHAT_TEMPLATE``. The same
+    corpus and parameters give a byte-identical ``tokenizer.model``. The serialized
+    SentencePiece model is kept as ``tokenizer.sp_model_bytes`` and ``tokenizer.vocab_file``.
+    See the module docstring for the eos / pad / bos choices.
+    """
+    from transformers import LlamaTokenizer
+
+    model_bytes = train_sentencepiece(corpus, vocab_size=vocab_size, seed=seed)
+    folder = _spm_cache_dir(model_bytes)
+    tokenizer = LlamaTokenizer.from_pretrained(
+        str(folder),
+        local_files_only=True,
+        legacy=False,
+        add_bos_token=False,
+        add_eos_token=False,
+        bos_token=BOS_TOKEN,
+        eos_token=tf.EOS_TOKEN,
+        pad_token=tf.EOS_TOKEN,
+        unk_token=UNK_TOKEN,
+        model_max_length=int(model_max_length),
+        chat_template=CHAT_TEMPLATE,
+    )
+    # The SentencePiece extractor marks every user-defined symbol "extra special"; keep that
+    # for the chat tokens only, so skip_special_tokens never drops a think tag.
+    tokenizer.add_special_tokens(
+        {"extra_special_tokens": [LLAMA_EOS_TOKEN, *CHAT_TOKENS]},
+        replace_extra_special_tokens=True,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.sp_model_bytes = model_bytes
+    _check_token_ids(tokenizer)
+    return tokenizer
+
+
+def _check_token_ids(tokenizer) -> None:
+    expected = {UNK_TOKEN: 0, BOS_TOKEN: 1, LLAMA_EOS_TOKEN: 2}
+    for offset, token in enumerate(CHAT_TOKENS + THINK_TAG_TOKENS):
+        expected[token] = 3 + offset
+    got = {token: tokenizer.convert_tokens_to_ids(token) for token in expected}
+    if got != expected or len(tokenizer) != tokenizer.vocab_size:
+        raise RuntimeError(f"embedded tokenizer: unexpected special-token ids {got}")
+
+
+# --------------------------------------------------------------------------- model
+
+
+def build_embedded_model(
+    tokenizer,
+    *,
+    hidden_size: int = 128,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 4,
+    intermediate_size: int = 344,
+    max_position_embeddings: int = 1024,
+    seed: int = 0,
+):
+    """A tiny fp32 ``Phi3ForCausalLM`` for ``tokenizer``, initialised from ``seed``.
+
+    Vocabulary = ``len(tokenizer)``; bos / eos / pad ids from the tokenizer; generation
+    stops on ``STOP_TOKENS``. ``hidden_size`` must be a multiple of 8 (the SO8T gate works
+    on 8-dim blocks) and of ``num_attention_heads``. The global torch RNG is left untouched.
+    """
+    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+
+    if hidden_size <= 0 or hidden_size % 8:
+        raise ValueError(f"hidden_size must be a positive multiple of 8, got {hidden_size}")
+    if hidden_size % num_attention_heads:
+        raise ValueError(f"hidden_size={hidden_size} is not divisible by "
+                         f"num_attention_heads={num_attention_heads}")
+    if num_attention_heads % num_key_value_heads:
+        raise ValueError(f"num_attention_heads={num_attention_heads} is not a multiple of "
+                         f"num_key_value_heads={num_key_value_heads}")
+    config = Phi3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=max_position_embeddings,
+        original_max_position_embeddings=max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        sliding_window=None,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype="float32",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = Phi3ForCausalLM(config).to(torch.float32)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS],
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.eval()
+    return model
+
+
+def embedded_base_model(corpus: Iterable[str], params: Mapping[str, Any] | None = None):
+    """``(model, tokenizer)``: the embedded default built from a parameters dict.
+
+    Keys: ``vocab_size``, ``seed`` (both tokenizer and model), ``tokenizer_seed`` /
+    ``model_seed`` (override ``seed``), and the ``build_embedded_model`` arguments
+    (``hidden_size``, ``num_hidden_layers`` / ``layers``, ``num_attention_heads`` /
+    ``heads``, ``num_key_value_heads`` / ``kv_heads``, ``intermediate_size``,
+    ``max_position_embeddings``). Missing keys take the defaults; unknown keys raise.
+    """
+    params = {_PARAM_ALIASES.get(k, k): v for k, v in dict(params or {}).items()}
+    known = set(DEFAULT_TOKENIZER_PARAMS) | set(DEFAULT_MODEL_PARAMS) | {
+        "tokenizer_seed", "model_seed"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"embedded_base_model: unknown parameter(s) {unknown}; "
+                         f"known: {sorted(known | set(_PARAM_ALIASES))}")
+    seed = params.get("seed", 0)
+    tokenizer = build_embedded_tokenizer(
+        corpus,
+        vocab_size=params.get("vocab_size", DEFAULT_TOKENIZER_PARAMS["vocab_size"]),
+        seed=params.get("tokenizer_seed", seed),
+        model_max_length=params.get("max_position_embeddings",
+                                    DEFAULT_MODEL_PARAMS["max_position_embeddings"]),
+    )
+    model_kwargs = {k: params.get(k, v) for k, v in DEFAULT_MODEL_PARAMS.items() if k != "seed"}
+    model = build_embedded_model(tokenizer, seed=params.get("model_seed", seed), **model_kwargs)
+    return model, tokenizer
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def save_base_model(model, tokenizer, out_dir: str | os.PathLike) -> Path:
+    """``save_pretrained`` for the model and the tokenizer, plus ``tokenizer.model``.
+
+    The SentencePiece model comes from ``tokenizer.sp_model_bytes`` (embedded tokenizer)
+    or ``tokenizer.vocab_file`` (a tokenizer loaded from a directory that had one). A
+    tokenizer with neither (e.g. a ``tokenizer.json``-only checkpoint) is saved without it;
+    ``has_sentencepiece_model(out_dir)`` tells. Returns ``out_dir`` as a ``Path``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    target = out / SPM_FILENAME
+    model_bytes = getattr(tokenizer, "sp_model_bytes", None)
+    vocab_file = getattr(tokenizer, "vocab_file", None)
+    if model_bytes:
+        target.write_bytes(model_bytes)
+    elif vocab_file and str(vocab_file).endswith(".model") and Path(vocab_file).is_file():
+        if Path(vocab_file).resolve() != target.resolve():
+            shutil.copyfile(vocab_file, target)
+    return out
+
+
+def has_sentencepiece_model(path: str | os.PathLike) -> bool:
+    """Whether a saved directory carries the SentencePiece ``tokenizer.model``."""
+    return (Path(path) / SPM_FILENAME).is_file()
+
+
+def _quantization_config(quantization: str | None, dtype):
+    if quantization not in QUANTIZATION_MODES:
+        raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
+    if quantization is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+def _resolve_dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}")
+    return resolved
+
+
+def load_base_model(
+    path: str | os.PathLike,
+    *,
+    dtype=None,
+    quantization: str | None = None,
+    trust_remote_code: bool = False,
+    device_map=None,
+):
+    """Load ``(model, tokenizer)`` from a local Hugging Face directory of a Phi-3 model.
+
+    ``local_files_only`` always; remote code only with ``trust_remote_code=True`` (the
+    built-in ``Phi3ForCausalLM`` reads Borea-Phi-3.5 without it). ``dtype``: a
+    ``torch.dtype``, its name (``"bfloat16"``) or ``"auto"``; ``None`` keeps fp32 (4-bit:
+    the compute dtype, bf16 on CUDA / fp32 on CPU). ``quantization``: ``None``, ``"8bit"``
+    (LLM.int8) or ``"4bit"`` (NF4, double quantisation), through bitsandbytes.
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the path and what was found.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    directory = Path(path).expanduser()
+    if not directory.exists():
+        raise FileNotFoundError(f"base model directory {str(directory)!r} does not exist")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"base model path {str(directory)!r} is not a directory")
+    if not (directory / "config.json").is_file():
+        found = sorted(p.name for p in directory.iterdir())[:20]
+        raise FileNotFoundError(
+            f"base model directory {str(directory)!r} has no config.json (not a Hugging Face "
+            f"model directory); found: {found}"
+        )
+    config = AutoConfig.from_pretrained(
+        directory, local_files_only=True, trust_remote_code=trust_remote_code
+    )
+    if getattr(config, "model_type", None) != "phi3":
+        raise ValueError(
+            f"base model at {str(directory)!r} is not a Phi-3 model: config.model_type is "
+            f"{getattr(config, 'model_type', None)!r} (architectures "
+            f"{getattr(config, 'architectures', None)}); expected 'phi3' "
+            "(Phi3ForCausalLM, e.g. Borea-Phi-3.5-mini-Instruct-Jp)"
+        )
+    dtype = _resolve_dtype(dtype)
+    quantization_config = _quantization_config(quantization, dtype)
+    kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    elif quantization == "4bit":
+        kwargs["dtype"] = quantization_config.bnb_4bit_compute_dtype
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    tokenizer = AutoTokenizer.from_pretrained(
+        directory, local_files_only=True, trust_remote_code=trust_remote_code
+    )
+    model = AutoModelForCausalLM.from_pretrained(directory, config=config, **kwargs)
+    model.eval()
+    return model, tokenizer
+
+
+__all__ = [
+    "CHAT_TEMPLATE",
+    "CHAT_TOKENS",
+    "DEFAULT_MODEL_PARAMS",
+    "DEFAULT_TOKENIZER_PARAMS",
+    "QUANTIZATION_MODES",
+    "SPM_FILENAME",
+    "STOP_TOKENS",
+    "THINK_TAG_TOKENS",
+    "build_embedded_model",
+    "build_embedded_tokenizer",
+    "embedded_base_model",
+    "has_sentencepiece_model",
+    "load_base_model",
+    "save_base_model",
+    "train_sentencepiece",
+]

@@ -1,0 +1,724 @@
+"""Checkpoints of the SO8T training loop: atomic saves, a rolling stock, exact resume, signals.
+
+Framework-free (torch + safetensors + numpy + stdlib; never kedro). The training loop owns
+one :class:`CheckpointManager` per training session and calls it at optimiser-step
+boundaries (after ``optimizer.step()`` / ``scheduler.step()`` / ``zero_grad()``).
+
+Layout on disk::
+
+    <root>/checkpoints/training/<session_id>/   # session_id: new_session_id()
+    ├── session_info.json                       # id, created, status, params, checkpoints
+    ├── checkpoint_rolling_<step:08d>_<ts>/     # each interval; newest max_checkpoints kept
+    ├── checkpoint_epoch_<N>/                   # each epoch end; never deleted
+    ├── checkpoint_final/                       # end of training; never deleted
+    ├── checkpoint_emergency_<ts>/              # on SIGINT/SIGTERM/SIGBREAK; never deleted
+    └── .tmp-<name>-<pid>/                      # a save in progress (ignored, cleaned on start)
+
+Each checkpoint folder holds::
+
+    trainable.safetensors   LoRA + gate θ tensors (safetensors)
+    optimizer.pt            optimizer.state_dict()      } torch.save, read back with
+    scheduler.pt            scheduler.state_dict()      } torch.load(weights_only=True)
+    scaler.pt               GradScaler.state_dict()     } (optional files)
+    rng.json                python ``random`` and numpy global RNG states (JSON)
+    rng.safetensors         torch CPU RNG state and one state per CUDA device (uint8 tensors)
+    checkpoint.json         written last: kind, step, epoch, data position, params, saved_at, files
+
+Nothing is ever unpickled beyond what ``weights_only=True`` allows.
+
+Atomicity: a save writes every file into ``.tmp-<name>-<pid>/`` next to its final place,
+fsyncs the files and the folder, then renames the folder into place (one ``os.replace``).
+A process killed at any moment therefore leaves either no new folder under a final name or
+a complete one; earlier checkpoints are untouched. Old rolling checkpoints are deleted only
+after the new one is in place, by renaming them to ``.tmp-…`` first, so a half-deleted folder
+never carries a final name either. ``session_info.json`` is rewritten atomically (temporary
+file + ``os.replace``) after each save; it is informational: loading and
+:func:`latest` scan the folders themselves. One manager (one process) writes a session.
+
+Typical loop::
+
+    manager = CheckpointManager.create(root, params=params, interval_seconds=180)
+    with graceful_shutdown() as stop:
+        for epoch in range(start_epoch, epochs):
+            for index in range(start_index, len(order)):
+                ... forward / backward / optimizer.step() / scheduler.step() ...
+                if stop.requested:
+                    raise manager.interrupt(make_state(), stop)   # saves, marks, prints hint
+                if manager.should_save():
+                    manager.save("rolling", make_state())
+            manager.save("epoch", make_state(), epoch=epoch + 1)
+    manager.save("final", make_state())                           # status -> finished
+
+Exit contract on a signal: :meth:`CheckpointManager.interrupt` saves an ``emergency``
+checkpoint, sets the session status to ``interrupted``, prints one line to stdout with the
+resume command (``kedro run --pipelines=training --params=training.resume=latest`` and the
+checkpoint path), and returns a :class:`TrainingInterrupted` for the loop to raise. Inside a
+Kedro run the node then fails with that one-line message; a standalone entry point catches
+it and exits with ``exc.exit_code`` = 128 + signal number (130 for SIGINT, 143 for SIGTERM,
+149 for SIGBREAK), the shell convention for "stopped by a signal" — never a traceback.
+
+Resume: ``resolve_resume("latest", root)`` (or an explicit path) → :func:`load` →
+``model.load_state_dict(state.trainable, strict=False)``, ``optimizer.load_state_dict``,
+``scheduler.load_state_dict``, :func:`restore_rng_state`, then continue at
+``state.epoch`` / ``state.position.index`` with the data order rebuilt from
+``state.position.seed``. Under DDP only the main process should save; RNG states are then
+those of rank 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+Kind = Literal["rolling", "epoch", "final", "emergency"]
+KINDS: tuple[str, ...] = ("rolling", "epoch", "final", "emergency")
+STATUSES: tuple[str, ...] = ("running", "interrupted", "finished", "failed")
+
+SESSION_INFO = "session_info.json"
+META_FILE = "checkpoint.json"
+TRAINABLE_FILE = "trainable.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+SCALER_FILE = "scaler.pt"
+RNG_JSON_FILE = "rng.json"
+RNG_TENSOR_FILE = "rng.safetensors"
+TMP_PREFIX = ".tmp-"
+CHECKPOINT_PREFIX = "checkpoint_"
+SESSIONS_SUBDIR = ("checkpoints", "training")
+RESUME_COMMAND = "kedro run --pipelines=training --params=training.resume=latest"
+
+_ROLLING_RE = re.compile(r"^checkpoint_rolling_(\d+)_")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder that cannot be loaded (missing, corrupt or unsafe content)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No loadable checkpoint where :func:`resolve_resume` / :func:`latest` looked."""
+
+
+class TrainingInterrupted(Exception):
+    """Raised by the loop after an emergency checkpoint was saved on a signal.
+
+    ``exit_code`` is 128 + the signal number (130 SIGINT, 143 SIGTERM); entry points outside
+    Kedro exit with it. ``str(exc)`` is the one-line resume hint.
+    """
+
+    def __init__(self, checkpoint_path: str | os.PathLike, signal_name: str | None,
+                 signum: int | None = None):
+        self.checkpoint_path = Path(checkpoint_path)
+        self.signal_name = signal_name
+        self.signum = signum
+        self.exit_code = 128 + signum if signum else 1
+        super().__init__(resume_hint(self.checkpoint_path, signal_name))
+
+
+@dataclass
+class DataPosition:
+    """Where the loop is in the current epoch's data order.
+
+    ``index``: the next sample/batch index into the epoch's order; ``seed``: the seed the
+    order (permutation) is built from, so the same order can be rebuilt on resume.
+    """
+
+    index: int = 0
+    seed: int = 0
+
+
+@dataclass
+class TrainingState:
+    """Everything exact resume needs; see the module docstring for the files."""
+
+    trainable: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None
+    scheduler: dict[str, Any] | None
+    rng: dict[str, Any]
+    step: int
+    epoch: int = 0
+    position: DataPosition = field(default_factory=DataPosition)
+    params: dict[str, Any] = field(default_factory=dict)
+    scaler: dict[str, Any] | None = None
+
+
+# --------------------------------------------------------------------------- RNG states
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The global RNG states: python ``random``, numpy, torch CPU, torch CUDA (all devices)."""
+    version, internal, gauss_next = random.getstate()
+    name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+        "numpy": {"bit_generator": str(name), "key": [int(k) for k in key], "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Set the global RNG states from :func:`capture_rng_state` (or a loaded checkpoint)."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["bit_generator"], np.asarray(npy["key"], dtype=np.uint32),
+                         npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = list(state.get("cuda") or [])
+    if cuda:
+        if not torch.cuda.is_available():
+            log.warning("Checkpoint has CUDA RNG states but CUDA is not available; skipped.")
+        else:
+            count = torch.cuda.device_count()
+            if count != len(cuda):
+                log.warning("Checkpoint has %d CUDA RNG states, this machine %d devices; "
+                            "restoring the first %d.", len(cuda), count, min(count, len(cuda)))
+            for device, rng in enumerate(cuda[:count]):
+                torch.cuda.set_rng_state(rng.cpu(), device)
+
+
+# --------------------------------------------------------------------------- file helpers
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "r+b") as f:  # writable handle: Windows' fsync (_commit) needs one
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """fsync a directory (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_json_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}")
+    _write_json(obj, tmp)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _save_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    # clone: safetensors refuses tensors that share storage (views, tied weights).
+    save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()},
+              str(path))
+    _fsync_file(path)
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a folder without ever leaving a half-deleted one under its own name."""
+    if not path.exists():
+        return
+    trash = path.with_name(f"{TMP_PREFIX}deleting-{path.name}-{os.getpid()}")
+    os.replace(path, trash)
+    _fsync_dir(path.parent)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def new_session_id() -> str:
+    """A timestamp session id (UTC, microseconds), lexicographically sortable by time."""
+    return datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S_%f")
+
+
+def sessions_dir(root: str | os.PathLike) -> Path:
+    """``<root>/checkpoints/training``: the folder that holds the session folders."""
+    return Path(root).joinpath(*SESSIONS_SUBDIR)
+
+
+def resume_hint(checkpoint_path: str | os.PathLike, signal_name: str | None = None) -> str:
+    """The one-line message printed when training stops on a signal."""
+    by = f" by {signal_name}" if signal_name else ""
+    return (f"Training interrupted{by}; emergency checkpoint saved to {checkpoint_path}. "
+            f"Resume with: {RESUME_COMMAND} "
+            f"(or --params=training.resume={checkpoint_path})")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """``checkpoint.json`` of a checkpoint folder, checked for the files it lists.
+
+    Raises :class:`CheckpointError` when the folder is not a complete checkpoint.
+    """
+    path = Path(path)
+    meta_path = path / META_FILE
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a checkpoint folder (no such directory)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} has no {META_FILE}: not a complete checkpoint") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{meta_path} is unreadable or corrupt: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path}: unknown checkpoint format {meta!r:.200}")
+    missing = [name for name in meta.get("files", []) if not (path / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
+    return meta
+
+
+def _torch_load(path: Path, map_location: Any) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...
+        raise CheckpointError(
+            f"Refusing to load {path}: torch.load(weights_only=True) rejected it "
+            f"(only plain state dicts of tensors and primitives are accepted): {exc}"
+        ) from exc
+
+
+def _load_tensors(path: Path, device: Any) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"Cannot read {path} as safetensors: {exc}") from exc
+
+
+def load(path: str | os.PathLike, *, map_location: Any = "cpu") -> TrainingState:
+    """Load a checkpoint folder: safetensors + JSON + ``torch.load(weights_only=True)`` only.
+
+    ``map_location`` applies to the trainable tensors and the optimizer / scheduler / scaler
+    states; RNG states always stay on the CPU (that is where torch expects them).
+    """
+    path = Path(path)
+    meta = read_checkpoint_meta(path)
+    files = set(meta["files"])
+    trainable = _load_tensors(path / TRAINABLE_FILE, map_location)
+    optimizer = _torch_load(path / OPTIMIZER_FILE, map_location) if OPTIMIZER_FILE in files \
+        else None
+    scheduler = _torch_load(path / SCHEDULER_FILE, map_location) if SCHEDULER_FILE in files \
+        else None
+    scaler = _torch_load(path / SCALER_FILE, map_location) if SCALER_FILE in files else None
+    try:
+        rng = json.loads((path / RNG_JSON_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path / RNG_JSON_FILE} is unreadable or corrupt: {exc}") from exc
+    rng_tensors = _load_tensors(path / RNG_TENSOR_FILE, "cpu")
+    rng["torch"] = rng_tensors["torch_cpu"]
+    rng["cuda"] = [rng_tensors[f"torch_cuda_{i}"] for i in range(rng.pop("cuda_devices", 0))]
+    position = meta.get("position") or {}
+    return TrainingState(
+        trainable=trainable, optimizer=optimizer, scheduler=scheduler, rng=rng,
+        step=int(meta["state_step"]), epoch=int(meta["state_epoch"]),
+        position=DataPosition(index=int(position.get("index", 0)),
+                              seed=int(position.get("seed", 0))),
+        params=meta.get("params") or {}, scaler=scaler,
+    )
+
+
+def _candidate_dirs(base: Path) -> tuple[list[Path], list[str]]:
+    """Checkpoint folders under ``base`` (itself, a session, a sessions dir or a root)."""
+    patterns = [".", f"{CHECKPOINT_PREFIX}*", f"*/{CHECKPOINT_PREFIX}*",
+                f"{'/'.join(SESSIONS_SUBDIR)}/*/{CHECKPOINT_PREFIX}*"]
+    found: dict[Path, None] = {}
+    for pattern in patterns:
+        matches = [base] if pattern == "." else base.glob(pattern)
+        for p in matches:
+            if (p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)
+                    and not p.parent.name.startswith(TMP_PREFIX)):
+                found[p] = None
+    return list(found), [str(base / p) for p in patterns]
+
+
+def latest(session_dir_or_root: str | os.PathLike) -> Path:
+    """The newest loadable checkpoint (by save time, then step) under a session dir or root.
+
+    Accepts a checkpoint folder, a session folder, the folder of sessions, or a root that has
+    ``checkpoints/training/<session>/``. ``.tmp-*`` folders are ignored; a folder whose
+    ``checkpoint.json`` is missing or corrupt is skipped with a warning. Raises
+    :class:`CheckpointNotFoundError` naming what was searched when nothing loadable is found.
+    """
+    base = Path(session_dir_or_root)
+    candidates, searched = _candidate_dirs(base) if base.is_dir() else ([], [str(base)])
+    best: tuple[tuple[float, int, str], Path] | None = None
+    skipped: list[str] = []
+    for path in candidates:
+        try:
+            meta = read_checkpoint_meta(path)
+            key = (float(meta["saved_at"]), int(meta["step"]), path.name)
+        except (CheckpointError, KeyError, TypeError, ValueError) as exc:
+            log.warning("Skipping checkpoint folder %s: %s", path, exc)
+            skipped.append(str(path))
+            continue
+        if best is None or key > best[0]:
+            best = (key, path)
+    if best is None:
+        detail = f" (skipped as broken: {', '.join(skipped)})" if skipped else ""
+        raise CheckpointNotFoundError(
+            f"No loadable checkpoint found; searched {', '.join(searched)}{detail}"
+        )
+    return best[1]
+
+
+def resolve_resume(spec: str | os.PathLike | None,
+                   checkpoint_root: str | os.PathLike) -> Path | None:
+    """Turn the ``training.resume`` parameter into a checkpoint folder.
+
+    ``None`` / ``""`` / ``"none"`` → ``None`` (start from scratch). ``"latest"`` → the
+    newest loadable checkpoint across all sessions under ``checkpoint_root``. Anything else
+    is a path (absolute, relative to the working directory, or relative to
+    ``checkpoint_root``) to a checkpoint folder, or to a session folder whose newest
+    checkpoint is taken. Raises :class:`CheckpointNotFoundError` / :class:`CheckpointError`.
+    """
+    if spec is None or str(spec).strip().lower() in ("", "none", "null", "false"):
+        return None
+    if str(spec).strip().lower() == "latest":
+        return latest(checkpoint_root)
+    path = Path(spec).expanduser()
+    if not path.exists() and not path.is_absolute() and (Path(checkpoint_root) / path).exists():
+        path = Path(checkpoint_root) / path
+    if not path.exists():
+        raise CheckpointNotFoundError(
+            f"Resume checkpoint {spec!s} not found (looked at {Path(spec).resolve()} and "
+            f"{Path(checkpoint_root) / spec})"
+        )
+    if (path / META_FILE).exists() or path.name.startswith(CHECKPOINT_PREFIX):
+        read_checkpoint_meta(path)  # clear error if incomplete/corrupt
+        return path
+    return latest(path)
+
+
+# --------------------------------------------------------------------------- the manager
+
+
+class CheckpointManager:
+    """Saves the checkpoints of one training session (see the module docstring).
+
+    ``clock`` (monotonic seconds) drives :meth:`should_save` only; save times recorded on
+    disk are wall-clock UTC. Creating a manager creates the session folder, removes stale
+    ``.tmp-*`` folders left by a killed save, and marks the session ``running``.
+    """
+
+    def __init__(self, session_dir: str | os.PathLike, *, interval_seconds: float = 180,
+                 max_checkpoints: int = 5, clock: Callable[[], float] = time.monotonic,
+                 params: Mapping[str, Any] | None = None):
+        if max_checkpoints < 1:
+            raise ValueError(f"max_checkpoints must be >= 1, got {max_checkpoints}")
+        self.session_dir = Path(session_dir)
+        self.session_id = self.session_dir.name
+        self.interval_seconds = float(interval_seconds)
+        self.max_checkpoints = int(max_checkpoints)
+        self.clock = clock
+        self.session_dir.mkdir(parents=True, exist_ok=True)
+        self.clean_stale_tmp()
+        info = self._read_info()
+        self._info: dict[str, Any] = {
+            "session_id": self.session_id,
+            "created_at": info.get("created_at") or datetime.now(timezone.utc).isoformat(),
+            "updated_at": None,
+            "status": "running",
+            "params": dict(params) if params is not None else info.get("params", {}),
+            "interval_seconds": self.interval_seconds,
+            "max_checkpoints": self.max_checkpoints,
+            "checkpoints": [],
+        }
+        self._last_save = self.clock()
+        self._write_info()
+
+    @classmethod
+    def create(cls, root: str | os.PathLike, *, session_id: str | None = None,
+               **kwargs: Any) -> CheckpointManager:
+        """A manager for a (new, by default) session under ``<root>/checkpoints/training/``."""
+        return cls(sessions_dir(root) / (session_id or new_session_id()), **kwargs)
+
+    # ---------------------------------------------------------------- session info
+
+    @property
+    def status(self) -> str:
+        return self._info["status"]
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """A copy of what ``session_info.json`` holds."""
+        return json.loads(json.dumps(self._info))
+
+    def _read_info(self) -> dict[str, Any]:
+        try:
+            info = json.loads((self.session_dir / SESSION_INFO).read_text(encoding="utf-8"))
+            return info if isinstance(info, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _scan(self) -> list[dict[str, Any]]:
+        entries = []
+        for path in sorted(self.session_dir.glob(f"{CHECKPOINT_PREFIX}*")):
+            try:
+                meta = read_checkpoint_meta(path)
+            except CheckpointError as exc:
+                log.warning("Session %s: ignoring %s", self.session_id, exc)
+                continue
+            entries.append({"kind": meta["kind"], "step": meta["step"], "epoch": meta["epoch"],
+                            "path": path.name, "saved_at": meta["saved_at"],
+                            "time": meta["saved_at_iso"]})
+        entries.sort(key=lambda e: (e["saved_at"], e["step"], e["path"]))
+        return entries
+
+    def _write_info(self) -> None:
+        self._info["checkpoints"] = self._scan()
+        self._info["updated_at"] = datetime.now(timezone.utc).isoformat()
+        _write_json_atomic(self._info, self.session_dir / SESSION_INFO)
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        """Set the session status (running / interrupted / finished / failed) + JSON extras."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        self._info["status"] = status
+        self._info.update(extra)
+        self._write_info()
+
+    def clean_stale_tmp(self) -> list[Path]:
+        """Remove ``.tmp-*`` leftovers of killed saves/deletes; returns what was removed."""
+        removed = []
+        for path in self.session_dir.glob(f"{TMP_PREFIX}*"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+        if removed:
+            log.info("Removed %d stale temporary item(s) in %s", len(removed), self.session_dir)
+        return removed
+
+    # ---------------------------------------------------------------- saving
+
+    def should_save(self, now: float | None = None) -> bool:
+        """True once ``interval_seconds`` have passed (on ``clock``) since the last save."""
+        now = self.clock() if now is None else now
+        return now - self._last_save >= self.interval_seconds
+
+    def checkpoints(self, kind: str | None = None) -> list[Path]:
+        """Complete checkpoint folders of this session, oldest first (optionally one kind)."""
+        return [self.session_dir / e["path"] for e in self._scan()
+                if kind is None or e["kind"] == kind]
+
+    def _folder_name(self, kind: str, step: int, epoch: int | None) -> str:
+        if kind == "rolling":
+            return f"checkpoint_rolling_{step:08d}_{_utc_stamp()}"
+        if kind == "epoch":
+            return f"checkpoint_epoch_{epoch}"
+        if kind == "final":
+            return "checkpoint_final"
+        return f"checkpoint_emergency_{_utc_stamp()}"
+
+    def save(self, kind: Kind, state: TrainingState, *, step: int | None = None,
+             epoch: int | None = None) -> Path:
+        """Write ``state`` atomically as a ``kind`` checkpoint; returns its folder.
+
+        ``step`` defaults to ``state.step`` (a different value is an error). ``epoch`` names
+        ``checkpoint_epoch_<N>`` and defaults to ``state.epoch``. Saving ``final`` marks the
+        session ``finished``. Any save restarts the :meth:`should_save` interval.
+
+        Re-saving a name that exists (``epoch``/``final`` again in the same session) moves
+        the old folder aside (to ``.tmp-deleting-…``) just before the rename; a kill in that
+        instant loses that one folder, never leaves a half-written one.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if step is not None and int(step) != int(state.step):
+            raise ValueError(f"step={step} but state.step={state.step}")
+        step = int(state.step)
+        epoch = int(state.epoch if epoch is None else epoch)
+        name = self._folder_name(kind, step, epoch)
+        final = self.session_dir / name
+        tmp = self.session_dir / f"{TMP_PREFIX}{name}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            self._write_folder(tmp, kind, state, step, epoch)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # e.g. unserialisable params: no leftover
+            raise
+        if final.exists():  # re-saving an epoch/final of this session: replace it
+            _remove_tree(final)
+        os.replace(tmp, final)
+        _fsync_dir(self.session_dir)
+        if kind == "rolling":
+            self._prune_rolling()
+        if kind == "final":
+            self._info["status"] = "finished"
+        self._write_info()
+        self._last_save = self.clock()
+        log.info("Saved %s checkpoint (step %d) to %s", kind, step, final)
+        return final
+
+    def _write_folder(self, tmp: Path, kind: str, state: TrainingState, step: int,
+                      epoch: int) -> float:
+        files = self._write_state(state, tmp)
+        now = time.time()
+        _write_json({
+            "format": FORMAT_VERSION,
+            "kind": kind, "step": step, "epoch": epoch,
+            "state_step": int(state.step), "state_epoch": int(state.epoch),
+            "position": {"index": int(state.position.index), "seed": int(state.position.seed)},
+            "params": state.params,
+            "session_id": self.session_id,
+            "saved_at": now,
+            "saved_at_iso": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+            "torch_version": torch.__version__,
+            "files": files,
+        }, tmp / META_FILE)
+        _fsync_dir(tmp)
+        return now
+
+    def _write_state(self, state: TrainingState, folder: Path) -> list[str]:
+        _save_tensors(state.trainable, folder / TRAINABLE_FILE)
+        files = [TRAINABLE_FILE]
+        for obj, name in ((state.optimizer, OPTIMIZER_FILE), (state.scheduler, SCHEDULER_FILE),
+                          (state.scaler, SCALER_FILE)):
+            if obj is not None:
+                _torch_save(obj, folder / name)
+                files.append(name)
+        rng = dict(state.rng)
+        cuda = list(rng.pop("cuda", None) or [])
+        tensors = {"torch_cpu": rng.pop("torch")}
+        tensors.update({f"torch_cuda_{i}": t for i, t in enumerate(cuda)})
+        _save_tensors(tensors, folder / RNG_TENSOR_FILE)
+        _write_json({**rng, "cuda_devices": len(cuda)}, folder / RNG_JSON_FILE)
+        return [*files, RNG_TENSOR_FILE, RNG_JSON_FILE]
+
+    def _prune_rolling(self) -> None:
+        rolling = []
+        for path in self.session_dir.glob("checkpoint_rolling_*"):
+            match = _ROLLING_RE.match(path.name)
+            if path.is_dir() and match:
+                rolling.append((int(match.group(1)), path.name, path))
+        rolling.sort()
+        for _, _, path in rolling[: max(0, len(rolling) - self.max_checkpoints)]:
+            _remove_tree(path)
+
+    def interrupt(self, state: TrainingState, shutdown: ShutdownFlag | None = None, *,
+                  signal_name: str | None = None) -> TrainingInterrupted:
+        """On a stop request: save ``emergency``, mark ``interrupted``, print the resume hint.
+
+        Returns the :class:`TrainingInterrupted` for the loop to ``raise``.
+        """
+        name = signal_name or (shutdown.signal_name if shutdown else None)
+        signum = shutdown.signum if shutdown else None
+        path = self.save("emergency", state)
+        exc = TrainingInterrupted(path, name, signum)
+        self.set_status("interrupted", signal=name, resume=str(path))
+        print(str(exc), flush=True)
+        return exc
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def _default_signals() -> tuple[signal.Signals, ...]:
+    names = ("SIGINT", "SIGTERM", "SIGBREAK")  # SIGBREAK: Windows Ctrl-Break only
+    return tuple(getattr(signal, n) for n in names if hasattr(signal, n))
+
+
+DEFAULT_SIGNALS = _default_signals()
+
+
+class ShutdownFlag:
+    """Set by :func:`graceful_shutdown`'s handler; the loop polls ``requested``."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signum: int | None = None
+        self.signal_name: str | None = None
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.requested
+
+    def __bool__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        # Only flag assignments here: no I/O, no locks, nothing that may re-enter.
+        if self.requested and signum == getattr(signal, "SIGINT", None):
+            # Second Ctrl-C while stopping: behave like Python's default (KeyboardInterrupt),
+            # which aborts the emergency save; earlier checkpoints stay valid (atomic writes).
+            signal.default_int_handler(signum, frame)
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        self.requested = True
+
+
+@contextmanager
+def graceful_shutdown(signals: Sequence[int] = DEFAULT_SIGNALS) -> Iterator[ShutdownFlag]:
+    """Turn ``signals`` into a flag the loop checks at a safe point; restore handlers after.
+
+    The handler only records the signal. A second SIGINT while the stop is pending raises
+    ``KeyboardInterrupt`` (Python's default handler), so a hung save can still be aborted;
+    other repeated signals are just recorded again. Outside the main thread (where Python
+    cannot install handlers) nothing is installed and a warning is logged.
+    """
+    flag = ShutdownFlag()
+    if threading.current_thread() is not threading.main_thread():
+        log.warning("graceful_shutdown: not in the main thread; signal handlers not installed")
+        yield flag
+        return
+    previous = {}
+    try:
+        for sig in signals:
+            previous[sig] = signal.signal(sig, flag._handle)
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+__all__ = [
+    "DEFAULT_SIGNALS", "KINDS", "RESUME_COMMAND", "STATUSES",
+    "CheckpointError", "CheckpointManager", "CheckpointNotFoundError", "DataPosition",
+    "ShutdownFlag", "TrainingInterrupted", "TrainingState",
+    "capture_rng_state", "graceful_shutdown", "latest", "load", "new_session_id",
+    "read_checkpoint_meta", "restore_rng_state", "resolve_resume", "resume_hint",
+    "sessions_dir",
+]
