@@ -328,6 +328,39 @@ def embedded_base_model(corpus: Iterable[str], params: Mapping[str, Any] | None 
     return model, tokenizer
 
 
+def pretrain_causal_lm(model, tokenizer, texts: Iterable[str], *, epochs: int = 5,
+                       learning_rate: float = 3e-3, batch_size: int = 32, seed: int = 0):
+    """Full-parameter next-token training of the embedded model on plain ``texts``, in place.
+
+    A randomly initialised model is no "original model": LoRA on random weights learns
+    slowly and an A/B test against it means little. A few epochs on the raw requests give
+    the embedded default some knowledge of the language (not of the /think format or the
+    labels), as a real base model has. Deterministic for the same inputs.
+    """
+    sequences = [tokenizer(text + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+                 for text in texts]
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(sequences), generator=generator).tolist()
+        for start in range(0, len(order), batch_size):
+            batch = [sequences[i] for i in order[start : start + batch_size]]
+            length = max(map(len, batch))
+            input_ids = torch.full((len(batch), length), tokenizer.pad_token_id)
+            labels = torch.full((len(batch), length), -100)
+            attention = torch.zeros((len(batch), length), dtype=torch.long)
+            for row, ids in enumerate(batch):
+                input_ids[row, : len(ids)] = labels[row, : len(ids)] = torch.tensor(ids)
+                attention[row, : len(ids)] = 1
+            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    return model
+
+
 # --------------------------------------------------------------------------- save / load
 
 

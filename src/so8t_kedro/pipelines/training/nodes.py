@@ -1,0 +1,94 @@
+"""Nodes of the `training` pipeline: the base model, the SO8T QLoRA training run, its plot.
+
+The loop itself is ``so8t_kedro.training.loop``; these nodes connect it to the catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from so8t_kedro.so8t import save_adapter
+from so8t_kedro.training.base_model import (
+    embedded_base_model,
+    pretrain_causal_lm,
+    save_base_model,
+)
+from so8t_kedro.training.loop import LOSS_TERMS, request_text, train_so8t
+
+logger = logging.getLogger(__name__)
+
+
+class BaseModelBundle:
+    """A model and its tokenizer, saved together (plus SentencePiece's tokenizer.model)."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    def save_pretrained(self, path: str | Path) -> None:
+        save_base_model(self.model, self.tokenizer, path)
+
+
+class AdapterBundle:
+    """A PEFT adapter with its SO8T gates, and the tokenizer it was trained with."""
+
+    def __init__(self, peft_model, tokenizer):
+        self.peft_model, self.tokenizer = peft_model, tokenizer
+
+    def save_pretrained(self, path: str | Path) -> None:
+        save_adapter(self.peft_model, path)
+        self.tokenizer.save_pretrained(str(path))
+
+
+def build_embedded_base_model(thinking_sft_dataset: pd.DataFrame,
+                              params: dict[str, Any]) -> BaseModelBundle:
+    """The embedded default: a tokenizer trained on the train split's SFT texts and a tiny
+    Phi-3 pre-trained briefly on the train split's raw requests (never their labels or the
+    /think answers), so that it is a base model that knows some language.
+
+    Deterministic for the same corpus and ``params`` (``params:base_model.embedded``).
+    """
+    params = dict(params)
+    pretrain = params.pop("pretrain")
+    train = thinking_sft_dataset[thinking_sft_dataset["split"] == "train"]
+    model, tokenizer = embedded_base_model(train["text"].tolist(), params)
+    pretrain_causal_lm(model, tokenizer, [request_text(p) for p in train["prompt"]],
+                       seed=params.get("seed", 0), **pretrain)
+    logger.info("Embedded base model: %d parameters, vocabulary %d",
+                sum(p.numel() for p in model.parameters()), len(tokenizer))
+    return BaseModelBundle(model, tokenizer)
+
+
+def train_so8t_adapter(
+    embedded_base_model_dir: Path,
+    thinking_sft_dataset: pd.DataFrame,
+    base_model_params: dict[str, Any],
+    training_params: dict[str, Any],
+) -> tuple[AdapterBundle, pd.DataFrame, dict[str, Any]]:
+    """Train LoRA + SO8T gates on ``base_model.path`` (or the embedded default).
+
+    Returns the adapter (+ gates, + tokenizer), the per-step loss history and a summary
+    with the validation LM loss before and after training.
+    """
+    base_dir = base_model_params.get("path") or embedded_base_model_dir
+    result = train_so8t(base_dir, thinking_sft_dataset, training_params,
+                        checkpoint_dir=training_params["checkpoint"]["dir"])
+    return AdapterBundle(result.model, result.tokenizer), result.history, result.summary
+
+
+def plot_learning_curve(training_history: pd.DataFrame) -> Figure:
+    """Every loss term per optimiser step, and the learning rate."""
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    losses, rate = figure.subplots(1, 2)
+    for term in LOSS_TERMS:
+        if term in training_history and training_history[term].abs().sum() > 0:
+            losses.plot(training_history["step"], training_history[term], label=term)
+    losses.set(xlabel="optimiser step", ylabel="loss", yscale="log", title="training losses")
+    losses.legend()
+    rate.plot(training_history["step"], training_history["lr"])
+    rate.set(xlabel="optimiser step", ylabel="learning rate", title="schedule")
+    return figure

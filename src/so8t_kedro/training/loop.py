@@ -1,0 +1,437 @@
+"""The SO8T QLoRA training loop: one readable loop, no framework inside a framework.
+
+Per optimiser step (``gradient_accumulation_steps`` micro-batches)::
+
+    loss = cmd_weight · LM loss on completion tokens only
+         + safety_weight · cross-entropy over the four labels' log-likelihoods (classifier.py)
+         + λ(step) · PET(last hidden state)           (three-phase schedule)
+         + orthogonal_reg · orthogonality(gates)
+
+then gradient clipping, AdamW, a cosine schedule with warm-up. ``accelerate`` places the
+model and runs mixed precision on GPU, so ``accelerate launch`` works unchanged. Rolling,
+epoch, final and emergency checkpoints come from ``checkpoint.py``; progress logs from
+``progress.py``. Framework-free (no kedro): the ``training`` pipeline's node calls
+:func:`train_so8t`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import get_cosine_schedule_with_warmup
+
+from so8t_kedro.classifier import FourClassScorer, split_token_ids
+from so8t_kedro.so8t import (
+    PETSchedule,
+    SO8TConfig,
+    install_gates,
+    list_gates,
+    orthogonality_loss,
+    pet_loss,
+)
+from so8t_kedro.training.base_model import load_base_model
+from so8t_kedro.training.checkpoint import (
+    CheckpointManager,
+    DataPosition,
+    ShutdownFlag,
+    TrainingState,
+    capture_rng_state,
+    graceful_shutdown,
+    load,
+    new_session_id,
+    resolve_resume,
+    restore_rng_state,
+)
+from so8t_kedro.training.progress import PerformanceProfiler, ProgressLogger
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+LOSS_TERMS = ("loss", "lm", "safety", "pet", "orthogonality")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Example:
+    """One SFT sample, tokenised: ``labels`` mask the prompt with ``IGNORE_INDEX``."""
+
+    input_ids: list[int]
+    labels: list[int]
+    text: str  # the user's request, for the four-class probe
+    language: str
+    label_id: int
+
+
+def request_text(prompt: str) -> str:
+    """The user's request inside a rendered Phi-3.5 prompt."""
+    start = prompt.index("<|user|>\n") + len("<|user|>\n")
+    return prompt[start : prompt.index("<|end|>", start)]
+
+
+def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int) -> list[Example]:
+    """Tokenise prompt + completion; the model learns only from the completion's tokens.
+
+    A sample longer than ``max_seq_length`` is cut at the end of its completion.
+    """
+    examples = []
+    for row in samples.itertuples(index=False):
+        prompt_ids, completion_ids = split_token_ids(tokenizer, row.prompt, row.completion)
+        ids = (prompt_ids + completion_ids)[:max_seq_length]
+        n_prompt = min(len(prompt_ids), len(ids))
+        labels = [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
+        examples.append(Example(ids, labels, request_text(row.prompt), row.language,
+                                int(row.label_id)))
+    return examples
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a micro-batch; padding is masked out of attention and loss."""
+    length = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(examples), length), dtype=torch.long)
+    for i, e in enumerate(examples):
+        input_ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        labels[i, : len(e.labels)] = torch.tensor(e.labels)
+        attention[i, : len(e.input_ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of ``epoch``: a permutation that depends only on (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the unmasked (completion) tokens."""
+    return F.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        labels[:, 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX,
+    )
+
+
+@torch.no_grad()
+def mean_lm_loss(model, examples: Sequence[Example], pad_id: int, batch_size: int,
+                 device: torch.device) -> float:
+    """Token-weighted mean LM loss on completion tokens (e.g. the validation split)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in
+                 collate(examples[start : start + batch_size], pad_id).items()}
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits
+        n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        total += float(lm_loss(logits, batch["labels"])) * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+# --------------------------------------------------------------------------- model
+
+
+def load_training_base(base_model_dir: str | Path, params: Mapping[str, Any],
+                       device_is_cuda: bool):
+    """The base model as training will start from it (quantised per ``params``) + tokenizer."""
+    dtype = torch.bfloat16 if device_is_cuda and params.get("bf16", True) else torch.float32
+    return load_base_model(
+        base_model_dir, dtype=dtype, quantization=params.get("quantization"),
+        trust_remote_code=bool(params.get("trust_remote_code", False)),
+    )
+
+
+def add_adapters(model, params: Mapping[str, Any]):
+    """Prepare for k-bit training, add LoRA and (unless disabled) the SO8T gates."""
+    checkpointing = bool(params.get("gradient_checkpointing", False))
+    if params.get("quantization"):
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    lora = params["lora"]
+    model = get_peft_model(model, LoraConfig(
+        r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+        target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM",
+    ))
+    so8t = dict(params["so8t"])
+    if so8t.pop("enabled", True):
+        install_gates(model, SO8TConfig.from_dict(so8t))  # after PEFT: θ stays trainable
+    return model
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """The trainable tensors (LoRA + gate θ) by parameter name, detached on the CPU."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model, state: Mapping[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = sorted(n for n, p in params.items() if p.requires_grad and n not in state)
+    unexpected = sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match the model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor.to(params[name].device))
+
+
+# --------------------------------------------------------------------------- loop
+
+
+@dataclass
+class TrainResult:
+    model: Any  # the PeftModel with gates, in eval mode
+    tokenizer: Any
+    history: pd.DataFrame  # one row per optimiser step
+    summary: dict[str, Any]
+    session_dir: Path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _Int8CastNotice(logging.Filter):
+    """bitsandbytes logs, on every 8-bit matmul, that fp32 inputs are cast to fp16 for the
+    int8 product: that is how LLM.int8 works, and one line per step hides the progress."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
+
+
+def _quiet_int8_casts(func):
+    """Run ``func`` with :class:`_Int8CastNotice` filtered out of bitsandbytes' logger."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        bnb_logger = logging.getLogger("bitsandbytes.autograd._functions")
+        notice = _Int8CastNotice()
+        bnb_logger.addFilter(notice)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            bnb_logger.removeFilter(notice)
+
+    return wrapper
+
+
+@_quiet_int8_casts
+def train_so8t(
+    base_model_dir: str | Path,
+    samples: pd.DataFrame,
+    params: Mapping[str, Any],
+    *,
+    checkpoint_dir: str | Path,
+    shutdown: ShutdownFlag | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> TrainResult:
+    """Train LoRA + SO8T gates on the ``split == "train"`` rows of the SFT ``samples``.
+
+    Args:
+        base_model_dir: a Hugging Face Phi-3 directory (the embedded default or a real one).
+        samples: the thinking_sft dataset (``prompt``, ``completion``, ``label_id``,
+            ``language``, ``split``).
+        params: ``params:training`` (see conf/base/parameters_training.yml).
+        checkpoint_dir: where sessions live (``<checkpoint_dir>/<session_id>/``).
+        shutdown: a stop flag; by default SIGINT/SIGTERM/SIGBREAK set one. On a stop, an
+            emergency checkpoint is saved and ``TrainingInterrupted`` raised.
+        on_step: called after each optimiser step with (step, losses); a hook for tests and
+            hyperparameter search.
+        clock: the clock of the checkpoint interval and the progress logger.
+    """
+    seed = int(params["seed"])
+    seed_everything(seed)
+    accelerator = Accelerator(
+        mixed_precision=params.get("mixed_precision", "no") if torch.cuda.is_available() else "no",
+    )
+    model, tokenizer = load_training_base(base_model_dir, params,
+                                          accelerator.device.type == "cuda")
+    pad_id = tokenizer.pad_token_id
+    scorer = FourClassScorer(tokenizer, fmt=str(samples["format"].iloc[0]),
+                             max_probe_tokens=int(params["max_seq_length"]))
+
+    max_len = int(params["max_seq_length"])
+    train = tokenise_samples(samples[samples["split"] == "train"], tokenizer, max_len)
+    val = tokenise_samples(samples[samples["split"] == "val"], tokenizer, max_len)
+    if not train:
+        raise ValueError("training: the thinking_sft dataset has no split == 'train' rows")
+
+    batch_size = int(params["batch_size"])
+    accumulation = int(params["gradient_accumulation_steps"])
+    epochs = int(params["epochs"])
+    micro_per_epoch = math.ceil(len(train) / batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / accumulation)
+    total_steps = epochs * steps_per_epoch
+    weights = params["loss_weights"]
+    pet_schedule = PETSchedule(**params["pet_schedule"])
+    safety_temperature = float(params.get("safety_temperature", 1.0))
+
+    untrained_val_loss = (mean_lm_loss(model.to(accelerator.device), val, pad_id, batch_size,
+                                       accelerator.device) if val else None)
+    model = add_adapters(model, params)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=float(params["learning_rate"]),
+                                  weight_decay=float(params["weight_decay"]))
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, int(float(params["warmup_ratio"]) * total_steps), total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    device = accelerator.device
+    gates = list_gates(model)
+
+    step, start_epoch, start_micro = 0, 0, 0
+    resume_from = resolve_resume(params.get("resume"), checkpoint_dir)
+    if resume_from is not None:
+        state = load(resume_from)
+        load_trainable_state(model, state.trainable)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        restore_rng_state(state.rng)
+        step, start_epoch, start_micro = state.step, state.epoch, state.position.index
+        logger.info("Resuming from %s (step %d, epoch %d)", resume_from, step, start_epoch)
+
+    checkpoint_dir = Path(checkpoint_dir)
+    manager = CheckpointManager(
+        checkpoint_dir / new_session_id(),
+        interval_seconds=float(params["checkpoint"]["interval_seconds"]),
+        max_checkpoints=int(params["checkpoint"]["max_checkpoints"]),
+        clock=clock, params=dict(params),
+    )
+
+    def snapshot(next_epoch: int, next_micro: int) -> TrainingState:
+        return TrainingState(
+            trainable=trainable_state(accelerator.unwrap_model(model)),
+            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            rng=capture_rng_state(), step=step, epoch=next_epoch,
+            position=DataPosition(index=next_micro, seed=seed), params=dict(params),
+        )
+
+    history: list[dict[str, float]] = []
+    profiler = PerformanceProfiler(clock=time.perf_counter)
+    model.train()
+    with ExitStack() as stack:
+        stop = shutdown if shutdown is not None else stack.enter_context(graceful_shutdown())
+        progress = stack.enter_context(ProgressLogger(
+            manager.session_dir, interval_seconds=float(params["progress"]["interval_seconds"]),
+            thresholds=params["progress"].get("thresholds"), total_steps=total_steps,
+            clock=clock, initial_step=step,
+            show_progress_bar=bool(params["progress"].get("show_progress_bar", True)),
+        ))
+        for epoch in range(start_epoch, epochs):
+            order = epoch_order(len(train), seed, epoch)
+            micro = start_micro if epoch == start_epoch else 0
+            while micro < micro_per_epoch:
+                group = range(micro, min(micro + accumulation, micro_per_epoch))
+                sums = dict.fromkeys(LOSS_TERMS, 0.0)
+                tokens = samples_seen = 0
+                profiler.step_started()
+                for m in group:
+                    batch_examples = [train[i] for i in
+                                      order[m * batch_size : (m + 1) * batch_size]]
+                    terms = _losses(model, scorer, gates, batch_examples, pad_id, device,
+                                    weights, pet_schedule.lambda_at(step, total_steps),
+                                    safety_temperature)
+                    accelerator.backward(terms["loss"] / len(group))
+                    for k in LOSS_TERMS:
+                        sums[k] += float(terms[k]) / len(group)
+                    tokens += sum(len(e.input_ids) for e in batch_examples)
+                    samples_seen += len(batch_examples)
+                accelerator.clip_grad_norm_(trainable, float(params["max_grad_norm"]))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                micro = group[-1] + 1
+                profiler.step_finished(tokens=tokens, samples=samples_seen)
+                record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
+                          "pet_lambda": pet_schedule.lambda_at(step - 1, total_steps),
+                          "tokens": tokens, **sums}
+                history.append(record)
+                progress.update(step, epoch, {k: sums[k] for k in LOSS_TERMS},
+                                record["lr"], samples_seen, tokens)
+                if on_step is not None:
+                    on_step(step, dict(sums))
+                at_epoch_end = micro >= micro_per_epoch
+                next_epoch, next_micro = (epoch + 1, 0) if at_epoch_end else (epoch, micro)
+                if stop:
+                    raise manager.interrupt(snapshot(next_epoch, next_micro), stop)
+                if at_epoch_end:
+                    manager.save("epoch", snapshot(next_epoch, next_micro), epoch=epoch + 1)
+                elif manager.should_save():
+                    manager.save("rolling", snapshot(next_epoch, next_micro))
+        manager.save("final", snapshot(epochs, 0))
+
+    trained_val_loss = mean_lm_loss(model, val, pad_id, batch_size, device) if val else None
+    profiler.write(manager.session_dir / "performance_report.json")
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.eval()
+    summary = {
+        "session_dir": str(manager.session_dir),
+        "resumed_from": str(resume_from) if resume_from else None,
+        "base_model_dir": str(base_model_dir),
+        "train_samples": len(train),
+        "val_samples": len(val),
+        "optimizer_steps": step,
+        "epochs": epochs,
+        "val_lm_loss_untrained": untrained_val_loss,
+        "val_lm_loss_trained": trained_val_loss,
+        "trainable_parameters": sum(p.numel() for p in trainable),
+        "gates": len(gates),
+        "performance": profiler.report(),
+    }
+    logger.info("Validation LM loss: untrained %s -> trained %s",
+                _fmt(untrained_val_loss), _fmt(trained_val_loss))
+    return TrainResult(unwrapped, tokenizer, pd.DataFrame(history), summary, manager.session_dir)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _losses(model, scorer: FourClassScorer, gates, examples: Sequence[Example], pad_id: int,
+            device, weights: Mapping[str, float], pet_lambda: float,
+            safety_temperature: float) -> dict[str, torch.Tensor]:
+    """The four loss terms of one micro-batch and their weighted sum."""
+    batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                output_hidden_states=pet_lambda > 0)
+    lm = lm_loss(out.logits, batch["labels"])
+    zero = lm.new_zeros(())
+    pet = pet_loss(out.hidden_states[-1], batch["attention_mask"]) if pet_lambda > 0 else zero
+    if weights["safety"] > 0:
+        probes = scorer.batch([e.text for e in examples], [e.language for e in examples])
+        scores = scorer.label_log_likelihoods(model, probes.to(device))
+        target = torch.tensor([e.label_id for e in examples], device=device)
+        safety = F.cross_entropy(scores / safety_temperature, target)
+    else:
+        safety = zero
+    ortho = orthogonality_loss(gates) if gates else zero
+    loss = (weights["cmd"] * lm + weights["safety"] * safety + pet_lambda * pet
+            + weights["orthogonal_reg"] * ortho)
+    return {"loss": loss, "lm": lm, "safety": safety, "pet": pet, "orthogonality": ortho}
