@@ -52,3 +52,21 @@ def test_training_pipeline_slice(sft_samples, training_params, tmp_path):
                                          adapter_dir)
     load_gates(restored, adapter_dir)
     assert sorted(list_gates(restored)) == [0, 1]
+
+
+def test_an_interrupted_run_exits_with_the_signal_code(monkeypatch, tmp_path):
+    import signal
+
+    import pytest
+
+    from so8t_kedro.pipelines.training import nodes
+    from so8t_kedro.training.checkpoint import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted(tmp_path / "checkpoint_emergency_x", "SIGTERM", signal.SIGTERM)
+
+    monkeypatch.setattr(nodes, "train_so8t", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        nodes.train_so8t_adapter(tmp_path, None, {"path": None},
+                                 {"checkpoint": {"dir": str(tmp_path)}})
+    assert exit_info.value.code == 128 + signal.SIGTERM

@@ -18,6 +18,7 @@ from so8t_kedro.training.base_model import (
     pretrain_causal_lm,
     save_base_model,
 )
+from so8t_kedro.training.checkpoint import TrainingInterrupted
 from so8t_kedro.training.loop import LOSS_TERMS, request_text, train_so8t
 
 logger = logging.getLogger(__name__)
@@ -75,8 +76,14 @@ def train_so8t_adapter(
     with the validation LM loss before and after training.
     """
     base_dir = base_model_params.get("path") or embedded_base_model_dir
-    result = train_so8t(base_dir, thinking_sft_dataset, training_params,
-                        checkpoint_dir=training_params["checkpoint"]["dir"])
+    try:
+        result = train_so8t(base_dir, thinking_sft_dataset, training_params,
+                            checkpoint_dir=training_params["checkpoint"]["dir"])
+    except TrainingInterrupted as stop:
+        # Stopped by a signal after an emergency checkpoint (the loop printed how to resume):
+        # leave the way the signal asks, with 128 + its number, not as a crashed node.
+        logger.warning("%s", stop)
+        raise SystemExit(stop.exit_code) from None
     return AdapterBundle(result.model, result.tokenizer), result.history, result.summary
 
 
