@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import get_cosine_schedule_with_warmup
 
@@ -49,6 +50,7 @@ from so8t_kedro.training.checkpoint import (
     CheckpointManager,
     DataPosition,
     ShutdownFlag,
+    TrainingInterrupted,
     TrainingState,
     capture_rng_state,
     graceful_shutdown,
@@ -286,7 +288,13 @@ def train_so8t(
     batch_size = int(params["batch_size"])
     accumulation = int(params["gradient_accumulation_steps"])
     epochs = int(params["epochs"])
-    micro_per_epoch = math.ceil(len(train) / batch_size)
+    # Under `accelerate launch`, process `rank` takes its slice of each global batch. Every
+    # process must run the same number of micro-batches, so with several processes the last
+    # incomplete global batch is dropped; a single process keeps every sample.
+    world, rank = accelerator.num_processes, accelerator.process_index
+    global_batch = batch_size * world
+    micro_per_epoch = (math.ceil(len(train) / batch_size) if world == 1
+                       else len(train) // global_batch)
     steps_per_epoch = math.ceil(micro_per_epoch / accumulation)
     total_steps = epochs * steps_per_epoch
     weights = params["loss_weights"]
@@ -316,13 +324,14 @@ def train_so8t(
         step, start_epoch, start_micro = state.step, state.epoch, state.position.index
         logger.info("Resuming from %s (step %d, epoch %d)", resume_from, step, start_epoch)
 
-    checkpoint_dir = Path(checkpoint_dir)
+    # One session folder, written by the main process only (the others hold the same state).
+    session_dir = Path(checkpoint_dir) / broadcast_object_list([new_session_id()])[0]
     manager = CheckpointManager(
-        checkpoint_dir / new_session_id(),
+        session_dir,
         interval_seconds=float(params["checkpoint"]["interval_seconds"]),
         max_checkpoints=int(params["checkpoint"]["max_checkpoints"]),
         clock=clock, params=dict(params),
-    )
+    ) if accelerator.is_main_process else None
 
     def snapshot(next_epoch: int, next_micro: int) -> TrainingState:
         return TrainingState(
@@ -338,11 +347,11 @@ def train_so8t(
     with ExitStack() as stack:
         stop = shutdown if shutdown is not None else stack.enter_context(graceful_shutdown())
         progress = stack.enter_context(ProgressLogger(
-            manager.session_dir, interval_seconds=float(params["progress"]["interval_seconds"]),
+            session_dir, interval_seconds=float(params["progress"]["interval_seconds"]),
             thresholds=params["progress"].get("thresholds"), total_steps=total_steps,
             clock=clock, initial_step=step,
             show_progress_bar=bool(params["progress"].get("show_progress_bar", True)),
-        ))
+        )) if manager else None
         for epoch in range(start_epoch, epochs):
             order = epoch_order(len(train), seed, epoch)
             micro = start_micro if epoch == start_epoch else 0
@@ -352,8 +361,8 @@ def train_so8t(
                 tokens = samples_seen = 0
                 profiler.step_started()
                 for m in group:
-                    batch_examples = [train[i] for i in
-                                      order[m * batch_size : (m + 1) * batch_size]]
+                    start = m * global_batch + rank * batch_size
+                    batch_examples = [train[i] for i in order[start : start + batch_size]]
                     terms = _losses(model, scorer, gates, batch_examples, pad_id, device,
                                     weights, pet_schedule.lambda_at(step, total_steps),
                                     safety_temperature)
@@ -373,26 +382,31 @@ def train_so8t(
                           "pet_lambda": pet_schedule.lambda_at(step - 1, total_steps),
                           "tokens": tokens, **sums}
                 history.append(record)
-                progress.update(step, epoch, {k: sums[k] for k in LOSS_TERMS},
-                                record["lr"], samples_seen, tokens)
+                if progress:
+                    progress.update(step, epoch, {k: sums[k] for k in LOSS_TERMS},
+                                    record["lr"], samples_seen, tokens)
                 if on_step is not None:
                     on_step(step, dict(sums))
                 at_epoch_end = micro >= micro_per_epoch
                 next_epoch, next_micro = (epoch + 1, 0) if at_epoch_end else (epoch, micro)
                 if stop:
+                    if manager is None:
+                        raise TrainingInterrupted(session_dir, stop.signal_name, stop.signum)
                     raise manager.interrupt(snapshot(next_epoch, next_micro), stop)
-                if at_epoch_end:
+                if manager and at_epoch_end:
                     manager.save("epoch", snapshot(next_epoch, next_micro), epoch=epoch + 1)
-                elif manager.should_save():
+                elif manager and manager.should_save():
                     manager.save("rolling", snapshot(next_epoch, next_micro))
-        manager.save("final", snapshot(epochs, 0))
+        if manager:
+            manager.save("final", snapshot(epochs, 0))
 
     trained_val_loss = mean_lm_loss(model, val, pad_id, batch_size, device) if val else None
-    profiler.write(manager.session_dir / "performance_report.json")
+    if manager:
+        profiler.write(session_dir / "performance_report.json")
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
     summary = {
-        "session_dir": str(manager.session_dir),
+        "session_dir": str(session_dir),
         "resumed_from": str(resume_from) if resume_from else None,
         "base_model_dir": str(base_model_dir),
         "train_samples": len(train),
@@ -407,7 +421,7 @@ def train_so8t(
     }
     logger.info("Validation LM loss: untrained %s -> trained %s",
                 _fmt(untrained_val_loss), _fmt(trained_val_loss))
-    return TrainResult(unwrapped, tokenizer, pd.DataFrame(history), summary, manager.session_dir)
+    return TrainResult(unwrapped, tokenizer, pd.DataFrame(history), summary, session_dir)
 
 
 def _fmt(value: float | None) -> str:
