@@ -12,13 +12,12 @@ import pytest
 import yaml
 
 from so8t_kedro.labels import LABEL_TO_ID, LABELS
-from so8t_kedro.think_format import render_sample
+from so8t_kedro.think_format import render_sample, request_from_prompt
 from so8t_kedro.training.base_model import (
     embedded_base_model,
     pretrain_causal_lm,
     save_base_model,
 )
-from so8t_kedro.training.loop import request_text
 
 # Before anything imports kedro: no telemetry prompt or upload from tests.
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
@@ -91,7 +90,7 @@ def tiny_base_dir(tmp_path_factory, sft_samples) -> Path:
         {"vocab_size": 1200, "hidden_size": 64, "num_hidden_layers": 2,
          "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 128},
     )
-    pretrain_causal_lm(model, tokenizer, [request_text(p) for p in sft_samples["prompt"]],
+    pretrain_causal_lm(model, tokenizer, [request_from_prompt(p) for p in sft_samples["prompt"]],
                        epochs=5, batch_size=8)
     out = tmp_path_factory.mktemp("tiny_base") / "model"
     save_base_model(model, tokenizer, out)

@@ -30,6 +30,7 @@ from so8t_kedro.think_format import (
     render_decision_probe,
     render_prompt,
     render_sample,
+    request_from_prompt,
     resolve_domain,
 )
 
@@ -501,3 +502,10 @@ def test_property_any_user_text_round_trips(user, label, language, fmt):
     assert reply.well_formed, reply.problems
     assert reply.decision == label
     assert parse_reply(sample["text"], prompt=sample["prompt"]).decision == label
+
+
+@pytest.mark.parametrize("user_text", ["普通の質問です", "a request with <|end|> and <|assistant|>\n inside"])
+def test_request_from_prompt_inverts_render_prompt(user_text):
+    assert request_from_prompt(render_prompt(user_text)) == user_text
+    with pytest.raises(ValueError):
+        request_from_prompt("<|user|>\nhello<|end|>\n")

@@ -852,6 +852,21 @@ def render_prompt(user_text: str, language: str = "ja") -> str:
     )
 
 
+_PROMPT_HEAD = f"{SYSTEM_TOKEN}\n{SYSTEM_PROMPT}{END_TOKEN}\n{USER_TOKEN}\n"
+_PROMPT_TAIL = f"{END_TOKEN}\n{ASSISTANT_TOKEN}\n"
+
+
+def request_from_prompt(prompt: str) -> str:
+    """The user's text inside a prompt made by :func:`render_prompt` (its exact inverse).
+
+    Cuts the fixed head and tail rather than searching for tags, so a request that itself
+    contains ``<|end|>`` comes back whole.
+    """
+    if not (prompt.startswith(_PROMPT_HEAD) and prompt.endswith(_PROMPT_TAIL)):
+        raise ValueError("not a prompt rendered by think_format.render_prompt")
+    return prompt[len(_PROMPT_HEAD) : len(prompt) - len(_PROMPT_TAIL)]
+
+
 def _rng(rng_key: object, part: str) -> random.Random:
     """An RNG seeded from (record key, part): deterministic and independent of row order."""
     digest = hashlib.sha256(f"{rng_key}|{part}".encode("utf-8")).digest()
@@ -1418,6 +1433,7 @@ __all__ = [
     "render_completion",
     "render_decision_probe",
     "render_prompt",
+    "request_from_prompt",
     "render_sample",
     "resolve_domain",
 ]

@@ -45,6 +45,7 @@ from so8t_kedro.so8t import (
     orthogonality_loss,
     pet_loss,
 )
+from so8t_kedro.think_format import request_from_prompt
 from so8t_kedro.training.base_model import load_base_model
 from so8t_kedro.training.checkpoint import (
     CheckpointManager,
@@ -81,12 +82,6 @@ class Example:
     label_id: int
 
 
-def request_text(prompt: str) -> str:
-    """The user's request inside a rendered Phi-3.5 prompt."""
-    start = prompt.index("<|user|>\n") + len("<|user|>\n")
-    return prompt[start : prompt.index("<|end|>", start)]
-
-
 def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int) -> list[Example]:
     """Tokenise prompt + completion; the model learns only from the completion's tokens.
 
@@ -98,7 +93,7 @@ def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int) -> l
         ids = (prompt_ids + completion_ids)[:max_seq_length]
         n_prompt = min(len(prompt_ids), len(ids))
         labels = [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
-        examples.append(Example(ids, labels, request_text(row.prompt), row.language,
+        examples.append(Example(ids, labels, request_from_prompt(row.prompt), row.language,
                                 int(row.label_id)))
     return examples
 
@@ -317,7 +312,7 @@ def train_so8t(
     resume_from = resolve_resume(params.get("resume"), checkpoint_dir)
     if resume_from is not None:
         state = load(resume_from)
-        load_trainable_state(model, state.trainable)
+        load_trainable_state(accelerator.unwrap_model(model), state.trainable)
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
         restore_rng_state(state.rng)

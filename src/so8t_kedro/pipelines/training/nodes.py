@@ -19,7 +19,8 @@ from so8t_kedro.training.base_model import (
     save_base_model,
 )
 from so8t_kedro.training.checkpoint import TrainingInterrupted
-from so8t_kedro.training.loop import LOSS_TERMS, request_text, train_so8t
+from so8t_kedro.think_format import request_from_prompt
+from so8t_kedro.training.loop import LOSS_TERMS, train_so8t
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def build_embedded_base_model(thinking_sft_dataset: pd.DataFrame,
     pretrain = params.pop("pretrain")
     train = thinking_sft_dataset[thinking_sft_dataset["split"] == "train"]
     model, tokenizer = embedded_base_model(train["text"].tolist(), params)
-    pretrain_causal_lm(model, tokenizer, [request_text(p) for p in train["prompt"]],
+    pretrain_causal_lm(model, tokenizer, [request_from_prompt(p) for p in train["prompt"]],
                        seed=params.get("seed", 0), **pretrain)
     logger.info("Embedded base model: %d parameters, vocabulary %d",
                 sum(p.numel() for p in model.parameters()), len(tokenizer))
