@@ -117,12 +117,14 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the unmasked (completion) tokens."""
-    return F.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-        labels[:, 1:].reshape(-1),
-        ignore_index=IGNORE_INDEX,
-    )
+    """Mean next-token cross-entropy over the unmasked (completion) tokens.
+
+    The labels are shifted (padded at the end) instead of the logits being sliced, which
+    would copy the [batch, seq, vocab] tensor.
+    """
+    next_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                           next_labels.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
 @torch.no_grad()
