@@ -66,6 +66,7 @@ logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 LOSS_TERMS = ("loss", "lm", "safety", "pet", "orthogonality")
+HISTORY_COLUMNS = ("step", "epoch", "lr", "pet_lambda", "tokens", *LOSS_TERMS)
 
 
 # --------------------------------------------------------------------------- data
@@ -418,7 +419,8 @@ def train_so8t(
     }
     logger.info("Validation LM loss: untrained %s -> trained %s",
                 _fmt(untrained_val_loss), _fmt(trained_val_loss))
-    return TrainResult(unwrapped, tokenizer, pd.DataFrame(history), summary, session_dir)
+    return TrainResult(unwrapped, tokenizer, pd.DataFrame(history, columns=list(HISTORY_COLUMNS)),
+                       summary, session_dir)
 
 
 def _fmt(value: float | None) -> str:

@@ -70,3 +70,13 @@ def test_an_interrupted_run_exits_with_the_signal_code(monkeypatch, tmp_path):
         nodes.train_so8t_adapter(tmp_path, None, {"path": None},
                                  {"checkpoint": {"dir": str(tmp_path)}})
     assert exit_info.value.code == 128 + signal.SIGTERM
+
+
+def test_learning_curve_of_a_run_without_steps():
+    import pandas as pd
+
+    from so8t_kedro.pipelines.training.nodes import plot_learning_curve
+    from so8t_kedro.training.loop import HISTORY_COLUMNS
+
+    figure = plot_learning_curve(pd.DataFrame(columns=list(HISTORY_COLUMNS)))
+    assert "no optimiser steps" in figure.axes[0].get_title()

@@ -89,14 +89,21 @@ def train_so8t_adapter(
 
 
 def plot_learning_curve(training_history: pd.DataFrame) -> Figure:
-    """Every loss term per optimiser step, and the learning rate."""
+    """Every loss term per optimiser step, and the learning rate.
+
+    A run resumed from a finished session has no steps: the figure then says so.
+    """
     figure = Figure(figsize=(10, 4), layout="constrained")
     losses, rate = figure.subplots(1, 2)
+    losses.set(xlabel="optimiser step", ylabel="loss", title="training losses")
+    rate.set(xlabel="optimiser step", ylabel="learning rate", title="schedule")
+    if training_history.empty:
+        losses.set_title("training losses: no optimiser steps in this run")
+        return figure
     for term in LOSS_TERMS:
-        if term in training_history and training_history[term].abs().sum() > 0:
+        if training_history[term].abs().sum() > 0:
             losses.plot(training_history["step"], training_history[term], label=term)
-    losses.set(xlabel="optimiser step", ylabel="loss", yscale="log", title="training losses")
+    losses.set_yscale("log")
     losses.legend()
     rate.plot(training_history["step"], training_history["lr"])
-    rate.set(xlabel="optimiser step", ylabel="learning rate", title="schedule")
     return figure
