@@ -330,7 +330,7 @@ MALFORMED = {
         "判定: ALLOW\nok more"),
     "special tokens": (f"<think-task>{S}</think-task><final>判定: ALLOW<|end|>\nok"
                        "<|endoftext|></final><|end|>", "判定: ALLOW\nok"),
-    "new turn after reply": (f"<final>判定: ALLOW\nok<|end|>\n<|user|>\nhi<|end|>", 
+    "new turn after reply": ("<final>判定: ALLOW\nok<|end|>\n<|user|>\nhi<|end|>", 
                              "判定: ALLOW\nok"),
     "special token splits a tag": (
         f"<final>判定: ALLOW\nok<think-<|end|>task>{S}</think-task></final>",
