@@ -22,20 +22,25 @@ from so8t_kedro.labels import LABELS
 from so8t_kedro.think_format import DEFAULT_FORMAT, label_continuations, render_decision_probe
 
 
-def split_token_ids(tokenizer, prefix: str, suffix: str) -> tuple[list[int], list[int]]:
-    """Token ids of ``prefix + suffix``, split where ``prefix``'s own tokens end.
+def continuation_ids(tokenizer, prefix_ids: list[int], prefix: str, suffix: str) -> list[int]:
+    """The ids ``suffix`` gets when it follows ``prefix`` (whose ids are ``prefix_ids``).
 
     Tokenising the whole string (not the two parts apart) gives the ids the model sees in
     running text; the check makes sure the boundary does not merge across the two parts.
     """
     whole = tokenizer(prefix + suffix, add_special_tokens=False)["input_ids"]
-    head = tokenizer(prefix, add_special_tokens=False)["input_ids"]
-    if whole[: len(head)] != head:
+    if whole[: len(prefix_ids)] != prefix_ids:
         raise ValueError(
             "the tokenizer merges tokens across the prompt/continuation boundary "
             f"(prefix ends {prefix[-20:]!r}, continuation starts {suffix[:20]!r})"
         )
-    return head, whole[len(head):]
+    return whole[len(prefix_ids):]
+
+
+def split_token_ids(tokenizer, prefix: str, suffix: str) -> tuple[list[int], list[int]]:
+    """Token ids of ``prefix + suffix``, split where ``prefix``'s own tokens end."""
+    head = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    return head, continuation_ids(tokenizer, head, prefix, suffix)
 
 
 @dataclass(frozen=True)
@@ -76,11 +81,10 @@ class FourClassScorer:
         decision position at its end.
         """
         probe = render_decision_probe(text, self.fmt, language)
-        sequences = []
-        for label in LABELS:
-            head, tail = split_token_ids(self.tokenizer, probe, self.continuations[label])
-            sequences.append((head[-self.max_probe_tokens:], tail))
-        return sequences
+        head = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+        return [(head[-self.max_probe_tokens:], continuation_ids(self.tokenizer, head, probe,
+                                                                 self.continuations[label]))
+                for label in LABELS]
 
     def batch(self, texts: Sequence[str], languages: Sequence[str]) -> ProbeBatch:
         """A left-padded :class:`ProbeBatch` for requests ``texts`` in ``languages``."""
