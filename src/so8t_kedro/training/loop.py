@@ -151,12 +151,19 @@ def mean_lm_loss(model, examples: Sequence[Example], pad_id: int, batch_size: in
 
 
 def load_training_base(base_model_dir: str | Path, params: Mapping[str, Any],
-                       device_is_cuda: bool):
-    """The base model as training will start from it (quantised per ``params``) + tokenizer."""
-    dtype = torch.bfloat16 if device_is_cuda and params.get("bf16", True) else torch.float32
+                       device: torch.device):
+    """The base model as training will start from it (quantised per ``params``) + tokenizer.
+
+    On CUDA the weights are loaded straight onto this process's GPU: a bitsandbytes 8-/4-bit
+    model cannot be moved with ``.to()`` after loading.
+    """
+    on_cuda = device.type == "cuda"
     return load_base_model(
-        base_model_dir, dtype=dtype, quantization=params.get("quantization"),
+        base_model_dir,
+        dtype=torch.bfloat16 if on_cuda and params.get("bf16", True) else torch.float32,
+        quantization=params.get("quantization"),
         trust_remote_code=bool(params.get("trust_remote_code", False)),
+        device_map={"": device} if on_cuda else None,
     )
 
 
@@ -271,8 +278,7 @@ def train_so8t(
     accelerator = Accelerator(
         mixed_precision=params.get("mixed_precision", "no") if torch.cuda.is_available() else "no",
     )
-    model, tokenizer = load_training_base(base_model_dir, params,
-                                          accelerator.device.type == "cuda")
+    model, tokenizer = load_training_base(base_model_dir, params, accelerator.device)
     pad_id = tokenizer.pad_token_id
     scorer = FourClassScorer(tokenizer, fmt=str(samples["format"].iloc[0]),
                              max_probe_tokens=int(params["max_seq_length"]))
@@ -299,8 +305,8 @@ def train_so8t(
     pet_schedule = PETSchedule(**params["pet_schedule"])
     safety_temperature = float(params.get("safety_temperature", 1.0))
 
-    untrained_val_loss = (mean_lm_loss(model.to(accelerator.device), val, pad_id, batch_size,
-                                       accelerator.device) if val else None)
+    untrained_val_loss = (mean_lm_loss(model, val, pad_id, batch_size, accelerator.device)
+                          if val else None)
     model = add_adapters(model, params)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=float(params["learning_rate"]),
