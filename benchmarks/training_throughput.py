@@ -4,8 +4,8 @@ In one run, on the same tiny config (nothing is downloaded):
 
 1. builds the embedded default base model deterministically, as the training pipeline's
    ``build_embedded_base_model`` node does (``embedded_base_model`` + ``pretrain_causal_lm``
-   on the train split's raw requests), from the shipped seed data rendered with
-   ``render_sample``, and saves it with ``save_base_model`` to a temp dir;
+   on the train split's raw requests), from the shipped seed data rendered by the
+   thinking_sft pipeline's ``render_thinking_sft_samples`` node, and saves it with ``save_base_model`` to a temp dir;
 2. tokens/s over the optimiser steps after warm-up of
    a. ``train_so8t`` with the LM-only objective (safety 0, PET λ 0, orthogonality weight 0,
       gates on): the like-for-like comparison with the baseline;
@@ -86,24 +86,21 @@ def load_parameters() -> dict:
 
 
 def seed_samples(per_label: int) -> pd.DataFrame:
-    """Balanced seed rows rendered as /think SFT samples (as tests/training/conftest.py)."""
+    """Balanced seed rows rendered as /think SFT samples by the thinking_sft pipeline's node."""
     from so8t_kedro.labels import LABEL_TO_ID, LABELS
-    from so8t_kedro.think_format import render_sample
+    from so8t_kedro.pipelines.thinking_sft.nodes import render_thinking_sft_samples
 
     rows = [json.loads(line) for line in
             (PROJECT_ROOT / "data/01_raw/so8t_seed_dataset.jsonl").read_text().splitlines()]
     picked = []
     for label in LABELS:
         picked += [r for r in rows if r["label"] == label][:per_label]
-    records = []
-    for i, r in enumerate(picked):
-        sample = render_sample(r["label"], r["domain"], r["text"], r["language"], "quadruple",
-                               rng_key=r["id"])
-        records.append({**sample, "id": r["id"], "split": "val" if i % 8 >= 6 else "train",
-                        "format": "quadruple", "label": r["label"],
-                        "label_id": LABEL_TO_ID[r["label"]], "language": r["language"],
-                        "domain": r["domain"], "source": "seed"})
-    return pd.DataFrame(records)
+    records = pd.DataFrame([
+        {**r, "label_id": LABEL_TO_ID[r["label"]], "source": "seed",
+         "split": "val" if i % 8 >= 6 else "train"}
+        for i, r in enumerate(picked)
+    ])
+    return render_thinking_sft_samples(records, {"format": "quadruple", "seed": 0})
 
 
 def build_base(samples: pd.DataFrame, embedded: dict, out_dir: Path) -> Path:
@@ -156,7 +153,8 @@ def run_trainer(base_dir: Path, samples: pd.DataFrame, params: dict, warmup: int
 
     seed_everything(int(params["seed"]))
     cuda = torch.cuda.is_available()
-    model, tokenizer = load_training_base(base_dir, params, cuda)
+    model, tokenizer = load_training_base(base_dir, params,
+                                          torch.device("cuda" if cuda else "cpu"))
     if params.get("quantization"):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=bool(params.get("gradient_checkpointing")),

@@ -11,16 +11,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from so8t_kedro.labels import LABEL_TO_ID, LABELS
-from so8t_kedro.think_format import render_sample, request_from_prompt
+# Before anything imports kedro: no telemetry prompt or upload from tests.
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+
+from so8t_kedro.labels import LABEL_TO_ID, LABELS  # noqa: E402 (after the telemetry switch)
+from so8t_kedro.pipelines.thinking_sft.nodes import render_thinking_sft_samples
+from so8t_kedro.think_format import request_from_prompt
 from so8t_kedro.training.base_model import (
     embedded_base_model,
     pretrain_causal_lm,
     save_base_model,
 )
-
-# Before anything imports kedro: no telemetry prompt or upload from tests.
-os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,15 +73,12 @@ def _seed_records(per_label: int) -> list[dict]:
 @pytest.fixture(scope="session")
 def sft_samples() -> pd.DataFrame:
     """24 train + 8 val /think samples, balanced over the labels."""
-    records = []
-    for i, r in enumerate(_seed_records(8)):
-        sample = render_sample(r["label"], r["domain"], r["text"], r["language"], "quadruple",
-                               rng_key=r["id"])
-        records.append({**sample, "id": r["id"], "split": "val" if i % 8 >= 6 else "train",
-                        "format": "quadruple", "label": r["label"],
-                        "label_id": LABEL_TO_ID[r["label"]], "language": r["language"],
-                        "domain": r["domain"], "source": "seed"})
-    return pd.DataFrame(records)
+    records = pd.DataFrame([
+        {**r, "label_id": LABEL_TO_ID[r["label"]], "source": "seed",
+         "split": "val" if i % 8 >= 6 else "train"}
+        for i, r in enumerate(_seed_records(8))
+    ])
+    return render_thinking_sft_samples(records, {"format": "quadruple", "seed": 0})
 
 
 @pytest.fixture(scope="session")
