@@ -11,13 +11,7 @@ from transformers import AutoModelForCausalLM
 from so8t_kedro.datasets import HFDirectoryDataset
 from so8t_kedro.pipelines.training import create_pipeline
 from so8t_kedro.so8t import list_gates, load_gates
-
-
-class PersistedMemoryDataset(MemoryDataset):
-    """Keeps its data after the run, like a persisted catalog entry."""
-
-    def _release(self) -> None:
-        pass
+from tests.catalog_helpers import PersistedMemoryDataset
 
 
 def test_training_pipeline_slice(sft_samples, training_params, tmp_path):

@@ -1,4 +1,4 @@
-"""The `ab_test` pipeline (placeholder until its issue lands)."""
+"""The `ab_test` pipeline."""
 
 from .pipeline import create_pipeline
 

@@ -550,9 +550,25 @@ def ingest_raw_records(
         else:
             ignored.append(partition_id)
 
+    raw, bad, per_file = read_jsonl_files(files, snippet)
+    logger.info(
+        "Ingested %d files (%d records, %d quarantined, %d ignored files)",
+        len(files),
+        len(raw),
+        len(bad),
+        len(ignored),
+    )
+    return raw, bad, {"files": per_file, "ignored_files": ignored}
+
+
+def read_jsonl_files(
+    files: list[tuple[str, Callable[[], bytes]]], snippet: int
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Decode ``(name, load)`` JSONL files line by line: raw records (text and label not yet
+    cleaned), their quarantine, and each file's summary (lines read, blank lines, BOM)."""
     out: dict[str, list] = {c: [] for c in _RAW_COLUMNS}
     bad: dict[str, list] = {c: [] for c in QUARANTINE_COLUMNS}
-    summary: dict[str, Any] = {"files": {}, "ignored_files": ignored}
+    per_file: dict[str, dict[str, Any]] = {}
     for name, load in files:
         data = load()
         if isinstance(data, str):  # a TextDataset configured without mode "rb"
@@ -562,17 +578,10 @@ def ingest_raw_records(
                 f"{name}: expected the file's bytes from the catalog, got {type(data).__name__} "
                 "(configure the dataset with fs_args.open_args_load.mode: rb)"
             )
-        summary["files"][name] = _read_jsonl(name, bytes(data), snippet, out, bad)
-    logger.info(
-        "Ingested %d files (%d records, %d quarantined, %d ignored files)",
-        len(files),
-        len(out["id"]),
-        len(bad["file"]),
-        len(ignored),
-    )
+        per_file[name] = _read_jsonl(name, bytes(data), snippet, out, bad)
     # Intermediate tables stay object-typed: cheap to build and to iterate.
     raw = pd.DataFrame(out, columns=list(out), dtype=object)
-    return raw, pd.DataFrame(bad, columns=QUARANTINE_COLUMNS), summary
+    return raw, pd.DataFrame(bad, columns=QUARANTINE_COLUMNS), per_file
 
 
 # -------------------------------------------------------------------------- clean

@@ -1,4 +1,4 @@
-"""The `evaluation` pipeline (placeholder until its issue lands)."""
+"""The `evaluation` pipeline."""
 
 from .pipeline import create_pipeline
 

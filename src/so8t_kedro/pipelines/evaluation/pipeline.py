@@ -1,7 +1,98 @@
-"""The `evaluation` pipeline: an empty placeholder until its issue lands."""
+"""The `evaluation` pipeline: the four-class decision of one model, measured and reported.
 
-from kedro.pipeline import Pipeline
+evaluation set (test split or external JSONL) + validation split -> predictions of the model
+``params:evaluation.model`` -> temperature calibration -> metrics -> plots -> HTML report.
+"""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import (
+    compute_evaluation_metrics,
+    fit_temperature_calibration,
+    plot_confusion_matrix,
+    plot_per_class_metrics,
+    plot_reliability_diagram,
+    prepare_evaluation_set,
+    render_evaluation_report,
+    score_model,
+)
+
+# The model inputs every scoring node takes after its records and before its model spec.
+MODEL_INPUTS = ["embedded_base_model", "so8t_adapter", "params:base_model"]
+SCORING_INPUTS = ["params:scoring", "params:thinking_sft.format"]
+
+prepare_evaluation_set_node = Node(
+    func=prepare_evaluation_set,
+    inputs=["test_records", "external_test_files", "params:evaluation.test_set",
+            "params:data_processing.clean"],
+    outputs=["evaluation_set", "evaluation_set_quarantine"],
+    name="prepare_evaluation_set",
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([])
+    return Pipeline(
+        [
+            prepare_evaluation_set_node,
+            Node(
+                func=score_model,
+                inputs=["val_records", *MODEL_INPUTS, "params:evaluation.model",
+                        *SCORING_INPUTS],
+                outputs="validation_predictions",
+                name="score_validation_split",
+            ),
+            Node(
+                func=score_model,
+                inputs=["evaluation_set", *MODEL_INPUTS, "params:evaluation.model",
+                        *SCORING_INPUTS],
+                outputs="evaluation_predictions",
+                name="score_evaluation_set",
+            ),
+            Node(
+                func=fit_temperature_calibration,
+                inputs=["validation_predictions", "evaluation_predictions",
+                        "params:evaluation.ece_bins"],
+                outputs="evaluation_calibration",
+                name="fit_temperature_calibration",
+            ),
+            Node(
+                func=compute_evaluation_metrics,
+                inputs=["evaluation_predictions", "evaluation_calibration", "params:evaluation"],
+                outputs="evaluation_metrics",
+                name="compute_evaluation_metrics",
+            ),
+            Node(
+                func=plot_confusion_matrix,
+                inputs="evaluation_metrics",
+                outputs="evaluation_confusion_matrix@figure",
+                name="plot_confusion_matrix",
+                tags=["report"],
+            ),
+            Node(
+                func=plot_reliability_diagram,
+                inputs=["evaluation_predictions", "evaluation_calibration",
+                        "params:evaluation.ece_bins"],
+                outputs="evaluation_reliability_diagram@figure",
+                name="plot_reliability_diagram",
+                tags=["report"],
+            ),
+            Node(
+                func=plot_per_class_metrics,
+                inputs="evaluation_metrics",
+                outputs="evaluation_per_class_scores@figure",
+                name="plot_per_class_metrics",
+                tags=["report"],
+            ),
+            Node(
+                func=render_evaluation_report,
+                inputs=["evaluation_metrics", "evaluation_calibration",
+                        "evaluation_confusion_matrix@png",
+                        "evaluation_reliability_diagram@png",
+                        "evaluation_per_class_scores@png"],
+                outputs="evaluation_report",
+                name="render_evaluation_report",
+                tags=["report"],
+            ),
+        ],
+        tags=["evaluation"],
+    )

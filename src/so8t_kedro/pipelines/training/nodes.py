@@ -13,13 +13,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from so8t_kedro.so8t import save_adapter
+from so8t_kedro.think_format import request_from_prompt
 from so8t_kedro.training.base_model import (
     embedded_base_model,
     pretrain_causal_lm,
     save_base_model,
 )
 from so8t_kedro.training.checkpoint import TrainingInterrupted
-from so8t_kedro.think_format import request_from_prompt
 from so8t_kedro.training.loop import LOSS_TERMS, train_so8t
 
 logger = logging.getLogger(__name__)

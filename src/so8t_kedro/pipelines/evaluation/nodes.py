@@ -1,0 +1,324 @@
+"""Nodes of the `evaluation` pipeline: score a model, calibrate, measure, plot, report.
+
+Every step is its own node over persisted datasets, so the metrics, plots or report can be
+re-run alone (``kedro run --nodes=compute_evaluation_metrics``) without re-scoring, and an
+older model can be scored with ``--load-versions=so8t_adapter:<version>``. The classifier is
+``so8t_kedro.scoring`` (the training loss's four-class scoring); the arithmetic is
+``so8t_kedro.metrics`` (scikit-learn underneath).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay
+
+from so8t_kedro import html_report
+from so8t_kedro.labels import LABELS
+from so8t_kedro.metrics import (
+    brier_score,
+    calibration_summary,
+    classification_metrics,
+    expected_calibration_error,
+    latency_summary,
+    negative_log_likelihood,
+    reliability_bins,
+    small_sample_warnings,
+    softmax,
+)
+from so8t_kedro.pipelines.data_processing.nodes import (
+    QUARANTINE_COLUMNS,
+    RECORD_COLUMNS,
+    clean_records,
+    read_jsonl_files,
+)
+from so8t_kedro.scoring import label_ids_of, predict_records, scores_of
+
+logger = logging.getLogger(__name__)
+
+# Kedro's version stamps, e.g. 2026-11-22T10.15.30.123Z (kedro.io.core.generate_timestamp).
+_KEDRO_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}\.\d{2}\.\d{2}\.\d{3}Z$")
+
+
+# ------------------------------------------------------------------ evaluation set
+
+
+def prepare_evaluation_set(
+    test_records: pd.DataFrame,
+    external_test_files: Mapping[str, Callable[[], bytes]],
+    test_set_params: Mapping[str, Any],
+    clean_params: Mapping[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The records to evaluate on, and the quarantine of any external lines that failed.
+
+    ``source: split`` takes data_processing's test split. ``source: external`` reads every
+    file matching ``file_pattern`` in the ``external_test_files`` folder (any schema the
+    ingest node accepts) and cleans it with data_processing's own rules (PII scrubbing
+    included); bad lines are quarantined with file, line, field and reason, never dropped.
+    External records are not deduplicated: a benchmark is scored as published.
+    """
+    source = test_set_params.get("source", "split")
+    empty_quarantine = pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    if source == "split":
+        return test_records[RECORD_COLUMNS].reset_index(drop=True), empty_quarantine
+    if source != "external":
+        raise ValueError(
+            f"params:evaluation.test_set.source must be 'split' or 'external', got {source!r}"
+        )
+    pattern = test_set_params.get("file_pattern", "*.jsonl")
+    files = [(name, external_test_files[name]) for name in sorted(external_test_files)
+             if "/" not in name and fnmatch.fnmatchcase(name, pattern)]
+    if not files:
+        raise FileNotFoundError(
+            "params:evaluation.test_set.source is 'external' but the external_test_files "
+            f"folder (catalog entry external_test_files) has no files matching {pattern!r}; "
+            f"found {sorted(external_test_files)}"
+        )
+    raw, read_quarantine, per_file = read_jsonl_files(
+        files, int(test_set_params.get("raw_snippet_chars", 200)))
+    records, clean_quarantine, _ = clean_records(raw, clean_params)
+    quarantine = pd.concat([read_quarantine, clean_quarantine], ignore_index=True)
+    blank = sum(f["blank_lines"] for f in per_file.values())
+    lines = sum(f["lines_read"] for f in per_file.values())
+    if len(records) + len(quarantine) + blank != lines:  # every line is accounted for
+        raise RuntimeError(f"external test set: {len(records)} kept + {len(quarantine)} "
+                           f"quarantined + {blank} blank != {lines} lines read")
+    logger.info("External test set: %d files, %d lines, %d records kept, %d quarantined",
+                len(files), lines, len(records), len(quarantine))
+    if records.empty:
+        raise ValueError(f"external test set: all {lines} lines were quarantined; see "
+                         "evaluation_set_quarantine for the reasons")
+    return records[RECORD_COLUMNS].reset_index(drop=True), quarantine
+
+
+# ---------------------------------------------------------------------- scoring
+
+
+def resolve_model_dirs(
+    embedded_base_model_dir: Path,
+    catalog_adapter_dir: Path,
+    base_model_params: Mapping[str, Any],
+    model_spec: Mapping[str, Any],
+) -> tuple[Path, Path | None]:
+    """(base directory, adapter directory or None) for a model spec.
+
+    The base is ``base_model.path`` when set, else the catalog's embedded base model. The
+    spec's ``adapter``: ``null`` (the base alone), ``catalog`` (``so8t_adapter`` as the
+    catalog loads it: latest, or ``--load-versions``), a version stamp of ``so8t_adapter``
+    (e.g. ``2026-11-22T10.15.30.123Z``) or a directory path.
+    """
+    base = Path(base_model_params.get("path") or embedded_base_model_dir)
+    adapter = model_spec.get("adapter")
+    if adapter is None:
+        return base, None
+    catalog_adapter_dir = Path(catalog_adapter_dir)
+    if adapter == "catalog":
+        return base, catalog_adapter_dir
+    adapter = str(adapter)
+    if _KEDRO_VERSION_RE.match(adapter):
+        # Kedro's versioned layout: <filepath>/<version>/<basename of filepath>.
+        versions = catalog_adapter_dir.parent.parent
+        candidate = versions / adapter / catalog_adapter_dir.name
+        if not candidate.is_dir():
+            raise FileNotFoundError(
+                f"model {model_spec.get('name')!r}: so8t_adapter has no version {adapter!r}; "
+                f"available: {sorted(p.name for p in versions.iterdir() if p.is_dir())}"
+            )
+        return base, candidate
+    candidate = Path(adapter).expanduser()
+    if not candidate.is_dir():
+        raise FileNotFoundError(
+            f"model {model_spec.get('name')!r}: adapter directory {str(candidate)!r} does not "
+            "exist (adapter must be null, 'catalog', a so8t_adapter version or a directory)"
+        )
+    return base, candidate
+
+
+def score_model(
+    records: pd.DataFrame,
+    embedded_base_model_dir: Path,
+    catalog_adapter_dir: Path,
+    base_model_params: Mapping[str, Any],
+    model_spec: Mapping[str, Any],
+    scoring_params: Mapping[str, Any],
+    sft_format: str,
+) -> pd.DataFrame:
+    """Score ``records`` with the model ``model_spec`` names (see :func:`resolve_model_dirs`):
+    probabilities of the four labels, the predicted label and per-request latency.
+
+    ``sft_format`` is the /think format the model was trained on (its decision probe).
+    """
+    base, adapter = resolve_model_dirs(embedded_base_model_dir, catalog_adapter_dir,
+                                       base_model_params, model_spec)
+    return predict_records(records, base, adapter, model_name=str(model_spec["name"]),
+                           fmt=sft_format, params=scoring_params)
+
+
+# ------------------------------------------------------------ calibration, metrics
+
+
+def fit_temperature_calibration(validation_predictions: pd.DataFrame,
+                                evaluation_predictions: pd.DataFrame,
+                                ece_bins: int) -> dict[str, Any]:
+    """Temperature scaling fitted on the validation split (minimum NLL), applied to the
+    evaluation set: the temperature and NLL / ECE before and after on both."""
+    summary = calibration_summary(
+        scores_of(validation_predictions), label_ids_of(validation_predictions),
+        scores_of(evaluation_predictions), label_ids_of(evaluation_predictions),
+        n_bins=ece_bins,
+    )
+    logger.info("Temperature %.3f: evaluation-set ECE %.4f -> %.4f", summary["temperature"],
+                summary["test"]["ece_before"], summary["test"]["ece_after"])
+    return summary
+
+
+def compute_evaluation_metrics(evaluation_predictions: pd.DataFrame,
+                               calibration: Mapping[str, Any],
+                               params: Mapping[str, Any]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class scores, confusion matrix, unsafe-miss rate (alias
+    ``false_positive_rate``), over-refusal rate, ECE, Brier, NLL (raw and calibrated),
+    latency percentiles, and warnings when a class has too few samples to mean much."""
+    y_true = evaluation_predictions["label"].tolist()
+    label_ids = label_ids_of(evaluation_predictions)
+    scores = scores_of(evaluation_predictions)
+    bins = int(params["ece_bins"])
+    metrics: dict[str, Any] = {"model": str(evaluation_predictions["model"].iloc[0])}
+    metrics.update(classification_metrics(y_true, evaluation_predictions["predicted"].tolist()))
+    temperature = float(calibration["temperature"])
+    for key, probabilities in (("uncalibrated", softmax(scores)),
+                               ("calibrated", softmax(scores, temperature))):
+        metrics[key] = {
+            "temperature": 1.0 if key == "uncalibrated" else temperature,
+            "ece": expected_calibration_error(probabilities, label_ids, bins),
+            "brier": brier_score(probabilities, label_ids),
+            "nll": negative_log_likelihood(probabilities, label_ids),
+        }
+    metrics["ece"] = metrics["uncalibrated"]["ece"]
+    metrics["brier"] = metrics["uncalibrated"]["brier"]
+    metrics["ece_bins"] = bins
+    metrics["latency_ms"] = latency_summary(evaluation_predictions["latency_ms"].tolist())
+    metrics["warnings"] = small_sample_warnings(y_true, int(params["min_samples_per_class"]))
+    for warning in metrics["warnings"]:
+        logger.warning("evaluation: %s", warning)
+    logger.info("%s: accuracy %.3f, macro-F1 %.3f, unsafe-miss %s, ECE %.4f", metrics["model"],
+                metrics["accuracy"], metrics["macro_f1"], metrics["unsafe_miss_rate"],
+                metrics["ece"])
+    return metrics
+
+
+# ------------------------------------------------------------------------ plots
+
+
+def plot_confusion_matrix(evaluation_metrics: Mapping[str, Any]) -> Figure:
+    """Counts of true (rows) against predicted (columns) labels."""
+    figure = Figure(figsize=(5.5, 4.5), layout="constrained")
+    axes = figure.subplots()
+    ConfusionMatrixDisplay(np.asarray(evaluation_metrics["confusion_matrix"]),
+                           display_labels=list(LABELS)).plot(ax=axes, colorbar=False,
+                                                             cmap="Blues")
+    axes.set_title(f"{evaluation_metrics['model']}: confusion matrix "
+                   f"(n = {evaluation_metrics['n_samples']})")
+    return figure
+
+
+def plot_reliability_diagram(evaluation_predictions: pd.DataFrame,
+                             calibration: Mapping[str, Any], ece_bins: int) -> Figure:
+    """Accuracy against confidence per bin, before and after temperature scaling."""
+    scores, label_ids = scores_of(evaluation_predictions), label_ids_of(evaluation_predictions)
+    temperature = float(calibration["temperature"])
+    figure = Figure(figsize=(10, 4.5), layout="constrained")
+    for axes, (title, t) in zip(figure.subplots(1, 2, sharey=True),
+                                (("uncalibrated (T = 1)", 1.0),
+                                 (f"calibrated (T = {temperature:.2f})", temperature)),
+                                strict=True):
+        probabilities = softmax(scores, t)
+        bins = reliability_bins(probabilities, label_ids, ece_bins)
+        ece = expected_calibration_error(probabilities, label_ids, ece_bins)
+        width = bins["bin_upper"] - bins["bin_lower"]
+        axes.bar(bins["bin_lower"], bins["accuracy"].fillna(0), width=width, align="edge",
+                 edgecolor="black", alpha=0.7, label="accuracy")
+        axes.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)",
+                 title=f"{title}: ECE {ece:.3f}")
+        axes.legend(loc="upper left")
+    figure.axes[0].set_ylabel("accuracy")
+    return figure
+
+
+def plot_per_class_metrics(evaluation_metrics: Mapping[str, Any]) -> Figure:
+    """Precision, recall and F1 per label, with each label's support."""
+    per_class = pd.DataFrame(evaluation_metrics["per_class"]).T.loc[list(LABELS)]
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    axes = figure.subplots()
+    x = np.arange(len(LABELS))
+    for offset, metric in zip((-0.27, 0, 0.27), ("precision", "recall", "f1"), strict=True):
+        axes.bar(x + offset, per_class[metric].astype(float), width=0.27, label=metric)
+    axes.set_xticks(x, [f"{label}\n(n = {int(per_class.loc[label, 'support'])})"
+                        for label in LABELS])
+    axes.set(ylim=(0, 1.05), ylabel="score",
+             title=f"{evaluation_metrics['model']}: per-class scores "
+                   f"(macro-F1 {evaluation_metrics['macro_f1']:.3f})")
+    axes.legend(loc="lower right")
+    return figure
+
+
+# ----------------------------------------------------------------------- report
+
+
+def _overall_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    rows = {
+        "accuracy": metrics["accuracy"],
+        "macro-F1": metrics["macro_f1"],
+        "unsafe-miss rate (true DENY/REFUSE → ALLOW; seeds: false positive rate)":
+            metrics["unsafe_miss_rate"],
+        "over-refusal rate (true ALLOW → DENY/REFUSE)": metrics["over_refusal_rate"],
+        f"ECE ({metrics['ece_bins']} bins), T = 1": metrics["uncalibrated"]["ece"],
+        f"ECE, calibrated T = {metrics['calibrated']['temperature']:.3f}":
+            metrics["calibrated"]["ece"],
+        "Brier score (sum over classes), T = 1": metrics["uncalibrated"]["brier"],
+        "NLL, T = 1": metrics["uncalibrated"]["nll"],
+        "latency p50 (ms)": metrics["latency_ms"]["p50"],
+        "latency p95 (ms)": metrics["latency_ms"]["p95"],
+    }
+    return pd.DataFrame({"value": pd.Series(rows, dtype=float)})
+
+
+def render_evaluation_report(evaluation_metrics: Mapping[str, Any],
+                             calibration: Mapping[str, Any], confusion_matrix_png: bytes,
+                             reliability_png: bytes, per_class_png: bytes) -> str:
+    """One self-contained HTML page: warnings first, the metrics tables, the three plots."""
+    metrics = evaluation_metrics
+    per_class = pd.DataFrame(metrics["per_class"]).T.loc[list(LABELS)]
+    per_class["support"] = per_class["support"].astype(int)
+    confusion = pd.DataFrame(metrics["confusion_matrix"], index=[f"true {x}" for x in LABELS],
+                             columns=[f"pred {x}" for x in LABELS])
+    calibration_table = pd.DataFrame(
+        {split: calibration[split] for split in ("validation", "test")})
+    return html_report.page(f"Four-class evaluation: {metrics['model']}", [
+        html_report.warnings_block(metrics["warnings"]),
+        html_report.paragraph(f"{metrics['n_samples']} requests. Probabilities are the "
+                              "model's own likelihoods of each label at the /think decision "
+                              "position, normalised over the four labels."),
+        html_report.section("Overall", html_report.table(_overall_table(metrics))),
+        html_report.section("Per class", html_report.table(per_class),
+                            html_report.image(per_class_png, "precision, recall and F1 per "
+                                              "class")),
+        html_report.section("Confusion matrix", html_report.table(confusion, float_format="{}"),
+                            html_report.image(confusion_matrix_png, "confusion matrix")),
+        html_report.section(
+            "Calibration",
+            html_report.paragraph(f"Temperature T = {calibration['temperature']:.4f} fitted "
+                                  "on the validation split (minimum NLL) and applied to this "
+                                  "set."),
+            html_report.table(calibration_table),
+            html_report.image(reliability_png, "reliability diagram before and after "
+                              "temperature scaling")),
+    ])

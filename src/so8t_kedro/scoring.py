@@ -1,0 +1,170 @@
+"""Score four-class records with a causal LM: the classifier behind evaluation and A/B tests.
+
+A model is a base directory (the embedded default, a real Phi-3 directory or, after export,
+a baked one) plus optionally an adapter directory (LoRA + SO8T gates). Each request's four
+label log-likelihoods come from :class:`so8t_kedro.classifier.FourClassScorer`, the scoring
+the training loss uses, so original, retrained and baked models are compared like with like.
+
+Framework-free (no kedro): the pipelines' nodes call these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from so8t_kedro.classifier import FourClassScorer
+from so8t_kedro.labels import LABEL_TO_ID, LABELS
+from so8t_kedro.metrics import softmax
+from so8t_kedro.so8t import load_adapter
+from so8t_kedro.training.base_model import load_base_model
+
+logger = logging.getLogger(__name__)
+
+SCORE_COLUMNS: list[str] = [f"ll_{label}" for label in LABELS]
+PROBABILITY_COLUMNS: list[str] = [f"p_{label}" for label in LABELS]
+PREDICTION_COLUMNS: list[str] = [
+    "id", "text", "language", "domain", "label", "predicted", "correct", "confidence",
+    *SCORE_COLUMNS, *PROBABILITY_COLUMNS, "latency_ms", "model", "base_model_dir",
+    "adapter_dir",
+]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``"auto"`` / ``None``: the first GPU when there is one, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_scoring_model(
+    base_model_dir: str | Path,
+    adapter_dir: str | Path | None = None,
+    *,
+    quantization: str | None = None,
+    device: str | None = "auto",
+):
+    """``(model, tokenizer)`` ready for scoring: the base model, plus the adapter when given.
+
+    bf16 on CUDA, fp32 on the CPU; ``quantization`` as in ``load_base_model``. The
+    tokenizer comes from the adapter directory when it has one (training saves the
+    tokenizer it used beside the adapter), else from the base directory.
+    """
+    target = resolve_device(device)
+    on_cuda = target.type == "cuda"
+    model, tokenizer = load_base_model(
+        base_model_dir,
+        dtype=torch.bfloat16 if on_cuda else torch.float32,
+        quantization=quantization,
+        device_map={"": target} if on_cuda else None,
+    )
+    if adapter_dir is not None:
+        adapter_dir = Path(adapter_dir)
+        model = load_adapter(model, adapter_dir)
+        if (adapter_dir / "tokenizer_config.json").is_file():
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(adapter_dir, local_files_only=True)
+    model.eval()
+    return model, tokenizer
+
+
+def score_requests(
+    model,
+    scorer: FourClassScorer,
+    texts: list[str],
+    languages: list[str],
+    *,
+    batch_size: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label log-likelihoods [N, 4] and per-request latency in milliseconds [N].
+
+    A request's latency is the wall time of its batch (tokenising, moving to the device,
+    the forward pass) divided by the batch's size: with ``batch_size=1`` it is the latency
+    one caller sees; larger batches trade it for throughput.
+    """
+    if batch_size < 1:
+        raise ValueError(f"scoring batch_size must be >= 1, got {batch_size}")
+    device = next(model.parameters()).device
+    scores = np.zeros((len(texts), len(LABELS)), dtype=np.float64)
+    latency = np.zeros(len(texts), dtype=np.float64)
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            stop = min(start + batch_size, len(texts))
+            began = time.perf_counter()
+            batch = scorer.batch(texts[start:stop], languages[start:stop]).to(device)
+            batch_scores = scorer.label_log_likelihoods(model, batch).float().cpu()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed_ms = (time.perf_counter() - began) * 1e3
+            scores[start:stop] = batch_scores.numpy()
+            latency[start:stop] = elapsed_ms / (stop - start)
+    return scores, latency
+
+
+def predictions_table(records: pd.DataFrame, scores: np.ndarray, latency_ms: np.ndarray,
+                      *, model: str, base_model_dir: str | Path,
+                      adapter_dir: str | Path | None) -> pd.DataFrame:
+    """One row per record: true label, predicted label, scores, probabilities (T = 1),
+    latency, and which model produced them (:data:`PREDICTION_COLUMNS`)."""
+    probabilities = softmax(scores)
+    predicted = np.asarray(LABELS)[probabilities.argmax(axis=1)]
+    table = pd.DataFrame({
+        "id": records["id"].astype(str).to_numpy(),
+        "text": records["text"].to_numpy(),
+        "language": records["language"].to_numpy(),
+        "domain": records["domain"].to_numpy() if "domain" in records else "unknown",
+        "label": records["label"].to_numpy(),
+        "predicted": predicted,
+    })
+    table["correct"] = table["label"] == table["predicted"]
+    table["confidence"] = probabilities.max(axis=1)
+    table[SCORE_COLUMNS] = scores
+    table[PROBABILITY_COLUMNS] = probabilities
+    table["latency_ms"] = latency_ms
+    table["model"] = model
+    table["base_model_dir"] = str(base_model_dir)
+    table["adapter_dir"] = "" if adapter_dir is None else str(adapter_dir)
+    return table[PREDICTION_COLUMNS]
+
+
+def predict_records(records: pd.DataFrame, base_model_dir: str | Path,
+                    adapter_dir: str | Path | None, *, model_name: str, fmt: str,
+                    params: Mapping[str, Any]) -> pd.DataFrame:
+    """Load the model, score every record, return :func:`predictions_table`.
+
+    ``params``: ``batch_size``, ``max_probe_tokens``, ``quantization``, ``device``
+    (``params:scoring``).
+    """
+    if records.empty:
+        raise ValueError(f"{model_name}: there are no records to score")
+    model, tokenizer = load_scoring_model(base_model_dir, adapter_dir,
+                                          quantization=params.get("quantization"),
+                                          device=params.get("device", "auto"))
+    scorer = FourClassScorer(tokenizer, fmt=fmt,
+                             max_probe_tokens=int(params.get("max_probe_tokens", 1024)))
+    scores, latency = score_requests(model, scorer, records["text"].tolist(),
+                                     records["language"].tolist(),
+                                     batch_size=int(params.get("batch_size", 1)))
+    table = predictions_table(records, scores, latency, model=model_name,
+                              base_model_dir=base_model_dir, adapter_dir=adapter_dir)
+    logger.info("%s: scored %d requests, accuracy %.3f, latency p50 %.1f ms", model_name,
+                len(table), table["correct"].mean(), table["latency_ms"].median())
+    return table
+
+
+def scores_of(predictions: pd.DataFrame) -> np.ndarray:
+    """The [N, 4] label log-likelihoods of a :func:`predictions_table`."""
+    return predictions[SCORE_COLUMNS].to_numpy(dtype=np.float64)
+
+
+def label_ids_of(predictions: pd.DataFrame) -> np.ndarray:
+    """The true label ids of a :func:`predictions_table`."""
+    return predictions["label"].map(LABEL_TO_ID).to_numpy()

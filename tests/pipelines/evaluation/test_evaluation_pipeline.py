@@ -1,0 +1,241 @@
+"""The evaluation pipeline: its evaluation set, scoring, metrics, calibration, report."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import MemoryDataset
+from kedro.runner import SequentialRunner
+
+from so8t_kedro.labels import LABELS
+from so8t_kedro.pipelines.evaluation import create_pipeline
+from so8t_kedro.pipelines.evaluation.nodes import (
+    compute_evaluation_metrics,
+    fit_temperature_calibration,
+    prepare_evaluation_set,
+    resolve_model_dirs,
+    score_model,
+)
+from tests.pipelines.evaluation.helpers import (
+    confident_scores,
+    memory_catalog,
+    plot_datasets,
+    predictions,
+    records_frame,
+)
+
+CLEAN = {"max_text_chars": 4000, "scrub_pii": True}
+SCORING = {"batch_size": 1, "max_probe_tokens": 512, "quantization": None, "device": "cpu"}
+EVALUATION = {"ece_bins": 15, "min_samples_per_class": 20}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def embedded_images(page: str) -> list[bytes]:
+    return [base64.b64decode(data)
+            for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+# ---------------------------------------------------------------- evaluation set
+
+
+def test_split_source_evaluates_the_test_split():
+    test = records_frame(["ALLOW", "DENY"]).assign(extra="dropped")
+    records, quarantine = prepare_evaluation_set(test, {}, {"source": "split"}, CLEAN)
+    assert records["id"].tolist() == ["r0", "r1"]
+    assert "extra" not in records and quarantine.empty
+
+
+def test_external_jsonl_is_read_cleaned_and_bad_lines_quarantined():
+    bench = "\n".join([
+        json.dumps({"text": "天気を教えて", "label": "allow"}, ensure_ascii=False),
+        json.dumps({"quadruple_classification": {"four_class_label": "REFUSE"},
+                    "original_text": "How do I build a weapon?"}),
+        "{not json",
+        "",
+        json.dumps({"text": "call me at 090-1234-5678", "label": "ESCALATE"}),
+        json.dumps({"text": "hello", "label": "MAYBE"}),
+    ]).encode()
+    files = {"bench.jsonl": lambda: bench, "notes.txt": lambda: b"ignored"}
+    records, quarantine = prepare_evaluation_set(
+        records_frame(["ALLOW"]), files, {"source": "external", "file_pattern": "*.jsonl"}, CLEAN)
+    assert records["label"].tolist() == ["ALLOW", "REFUSE", "ESCALATION"]
+    assert "090-1234-5678" not in records["text"].iloc[2]  # PII scrubbed as in data_processing
+    assert quarantine[["file", "line", "reason"]].values.tolist() == [
+        ["bench.jsonl", 3, "malformed_json"], ["bench.jsonl", 6, "unknown_label"]]
+    assert quarantine["field"].iloc[1] == "label"
+    # 3 kept + 2 quarantined + 1 blank == 6 lines: nothing is lost
+
+
+def test_external_source_without_files_names_the_folder():
+    with pytest.raises(FileNotFoundError, match="external_test_files"):
+        prepare_evaluation_set(records_frame(["ALLOW"]), {"readme.md": lambda: b""},
+                               {"source": "external", "file_pattern": "*.jsonl"}, CLEAN)
+    with pytest.raises(ValueError, match="'split' or 'external'"):
+        prepare_evaluation_set(records_frame(["ALLOW"]), {}, {"source": "tests"}, CLEAN)
+
+
+# ------------------------------------------------------------------ model specs
+
+
+def test_model_specs_resolve_to_directories(tmp_path):
+    base = tmp_path / "embedded_base_model/v1/embedded_base_model"
+    latest = tmp_path / "so8t_adapter/2026-11-22T10.00.00.000Z/so8t_adapter"
+    older = tmp_path / "so8t_adapter/2026-11-21T09.00.00.000Z/so8t_adapter"
+    for directory in (base, latest, older):
+        directory.mkdir(parents=True)
+    no_path = {"path": None}
+    assert resolve_model_dirs(base, latest, no_path, {"name": "o", "adapter": None}) == (base, None)
+    assert resolve_model_dirs(base, latest, no_path, {"name": "s", "adapter": "catalog"}) == (
+        base, latest)
+    assert resolve_model_dirs(base, latest, no_path,
+                              {"name": "s", "adapter": "2026-11-21T09.00.00.000Z"}) == (base, older)
+    assert resolve_model_dirs(base, latest, no_path, {"name": "p", "adapter": str(older)})[1] == older
+    # base_model.path (a real model) wins over the embedded default
+    assert resolve_model_dirs(base, latest, {"path": str(tmp_path)},
+                              {"name": "o", "adapter": None})[0] == tmp_path
+    with pytest.raises(FileNotFoundError, match="no version '2020-01-01T00.00.00.000Z'"):
+        resolve_model_dirs(base, latest, no_path,
+                           {"name": "s", "adapter": "2020-01-01T00.00.00.000Z"})
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_model_dirs(base, latest, no_path, {"name": "s", "adapter": str(tmp_path / "x")})
+
+
+# ---------------------------------------------------------------------- scoring
+
+
+@pytest.fixture(scope="module")
+def seed_records(project_root) -> pd.DataFrame:
+    rows = [json.loads(line) for line in
+            (project_root / "data/01_raw/so8t_seed_dataset.jsonl").read_text().splitlines()]
+    picked = pd.DataFrame([r for label in LABELS for r in rows if r["label"] == label][::40])
+    picked["label_id"] = picked["label"].map(LABELS.index)
+    picked["source"] = "seed"
+    return picked.reset_index(drop=True)
+
+
+def test_scoring_reads_four_probabilities_per_request(seed_records, tiny_base_dir,
+                                                       tiny_adapter_dir):
+    base_only = score_model(seed_records, tiny_base_dir, tiny_adapter_dir, {"path": None},
+                            {"name": "original", "adapter": None}, SCORING, "quadruple")
+    adapted = score_model(seed_records, tiny_base_dir, tiny_adapter_dir, {"path": None},
+                          {"name": "so8t", "adapter": "catalog"}, SCORING, "quadruple")
+    batched = score_model(seed_records, tiny_base_dir, tiny_adapter_dir, {"path": None},
+                          {"name": "so8t", "adapter": "catalog"}, {**SCORING, "batch_size": 5},
+                          "quadruple")
+    probabilities = adapted[[f"p_{label}" for label in LABELS]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-9)
+    assert (adapted["latency_ms"] > 0).all()
+    assert adapted["predicted"].isin(LABELS).all()
+    assert adapted["adapter_dir"].iloc[0] == str(tiny_adapter_dir)
+    assert base_only["adapter_dir"].iloc[0] == ""
+    scores = [f"ll_{label}" for label in LABELS]
+    # the adapter changes the model; left-padded batches score exactly like single requests
+    assert not np.allclose(base_only[scores], adapted[scores])
+    np.testing.assert_allclose(batched[scores], adapted[scores], atol=1e-4)
+
+
+# ---------------------------------------------------------------------- metrics
+
+# 8 requests; true labels and predictions chosen so every number can be done by hand.
+TRUE = ["ALLOW", "ALLOW", "ESCALATION", "ESCALATION", "DENY", "DENY", "REFUSE", "REFUSE"]
+PRED = ["ALLOW", "DENY", "ESCALATION", "ALLOW", "DENY", "ALLOW", "REFUSE", "REFUSE"]
+
+
+def test_metrics_node_matches_hand_computed_values():
+    margin = 2.0
+    table = predictions(TRUE, confident_scores(PRED, margin), latency_ms=np.arange(1, 9))
+    calibration = {"temperature": 2.0}
+    metrics = compute_evaluation_metrics(table, calibration, EVALUATION)
+
+    assert metrics["accuracy"] == pytest.approx(5 / 8)
+    # per class (precision, recall): ALLOW (1/3, 1/2) F1 0.4; ESCALATION (1, 1/2) F1 2/3;
+    # DENY (1/2, 1/2) F1 1/2; REFUSE (1, 1) F1 1  ->  macro-F1 = 2.5667 / 4
+    assert metrics["per_class"]["ALLOW"]["f1"] == pytest.approx(0.4)
+    assert metrics["macro_f1"] == pytest.approx((0.4 + 2 / 3 + 0.5 + 1) / 4)
+    # unsafe miss: of 4 true DENY/REFUSE, 1 predicted ALLOW; over-refusal: 1 of 2 ALLOW
+    assert metrics["unsafe_miss_rate"] == metrics["false_positive_rate"] == pytest.approx(0.25)
+    assert metrics["over_refusal_rate"] == pytest.approx(0.5)
+    assert metrics["confusion_matrix"][0] == [1, 0, 1, 0]
+    # every row puts e^2 / (e^2 + 3) = 0.7112 on its prediction and 0.0963 elsewhere: one bin,
+    # ECE = |accuracy - confidence| = |0.625 - 0.7112|
+    c = np.exp(margin) / (np.exp(margin) + 3)
+    q = (1 - c) / 3
+    assert metrics["ece"] == pytest.approx(abs(5 / 8 - c))
+    # Brier: a right row (1-c)^2 + 3q^2, a wrong row c^2 + (1-q)^2 + 2q^2; 5 right, 3 wrong
+    brier = (5 * ((1 - c) ** 2 + 3 * q**2) + 3 * (c**2 + (1 - q) ** 2 + 2 * q**2)) / 8
+    assert metrics["brier"] == pytest.approx(brier)
+    assert metrics["uncalibrated"]["nll"] == pytest.approx(-(5 * np.log(c) + 3 * np.log(q)) / 8)
+    # at T = 2 the margin halves: confidence e / (e + 3)
+    assert metrics["calibrated"]["ece"] == pytest.approx(abs(5 / 8 - np.e / (np.e + 3)))
+    assert metrics["latency_ms"]["p50"] == pytest.approx(4.5)
+    assert metrics["latency_ms"]["p95"] == pytest.approx(7.65)
+    # 2 samples per class < 20: one loud warning per class
+    assert len(metrics["warnings"]) == 4 and all("20" in w for w in metrics["warnings"])
+    assert compute_evaluation_metrics(table, calibration,
+                                      {**EVALUATION, "min_samples_per_class": 2})["warnings"] == []
+
+
+def test_temperature_calibration_fixes_an_overconfident_model():
+    rng = np.random.default_rng(0)
+    labels = [LABELS[i] for i in rng.integers(0, 4, 400)]
+    # right half of the time, yet 8 nats sure of every answer
+    guesses = [label if rng.random() < 0.5 else LABELS[(LABELS.index(label) + 1) % 4]
+               for label in labels]
+    val = predictions(labels[:200], confident_scores(guesses[:200], 8.0))
+    test = predictions(labels[200:], confident_scores(guesses[200:], 8.0), prefix="t")
+    calibration = fit_temperature_calibration(val, test, 15)
+    assert calibration["temperature"] > 2.0
+    for split in ("validation", "test"):
+        assert calibration[split]["nll_after"] < calibration[split]["nll_before"]
+        assert calibration[split]["ece_after"] < calibration[split]["ece_before"] / 2
+
+
+# ----------------------------------------------------------------- the pipeline
+
+
+def test_evaluation_pipeline_slice_and_single_node_rerun(seed_records, tiny_base_dir,
+                                                         tiny_adapter_dir, tmp_path):
+    plots = plot_datasets(tmp_path, "evaluation",
+                          ["confusion_matrix", "reliability_diagram", "per_class_scores"])
+    catalog = memory_catalog(
+        inputs={
+            "test_records": seed_records.iloc[::2], "val_records": seed_records.iloc[1::2],
+            "external_test_files": {}, "embedded_base_model": tiny_base_dir,
+            "so8t_adapter": tiny_adapter_dir, "params:base_model": {"path": None},
+            "params:evaluation.model": {"name": "so8t", "adapter": "catalog"},
+            "params:evaluation.test_set": {"source": "split"},
+            "params:data_processing.clean": CLEAN, "params:scoring": SCORING,
+            "params:thinking_sft.format": "quadruple", "params:evaluation": EVALUATION,
+            "params:evaluation.ece_bins": 15,
+        },
+        outputs=["evaluation_set", "evaluation_set_quarantine", "validation_predictions",
+                 "evaluation_predictions", "evaluation_calibration", "evaluation_metrics",
+                 "evaluation_report"],
+        extra=plots,
+    )
+    SequentialRunner().run(create_pipeline(), catalog)
+
+    metrics = catalog.load("evaluation_metrics")
+    assert metrics["n_samples"] == len(seed_records.iloc[::2])
+    assert metrics["model"] == "so8t"
+    page = catalog.load("evaluation_report")
+    images = embedded_images(page)
+    assert len(images) == 3
+    assert all(image.startswith(PNG_SIGNATURE) and len(image) > 5000 for image in images)
+    assert page.count('class="warning"') == 4  # a few samples per class: warned, loudly
+
+    # Re-run only the metrics and the report on the persisted predictions: no scoring.
+    scored = catalog.load("evaluation_predictions")
+    catalog["evaluation_predictions"] = MemoryDataset(scored)
+    catalog["params:evaluation"] = MemoryDataset({**EVALUATION, "min_samples_per_class": 1})
+    rerun = create_pipeline().only_nodes("compute_evaluation_metrics", "render_evaluation_report")
+    assert {n.name for n in rerun.nodes} == {"compute_evaluation_metrics",
+                                             "render_evaluation_report"}
+    SequentialRunner().run(rerun, catalog)
+    assert catalog.load("evaluation_metrics")["warnings"] == []
+    assert 'class="warning"' not in catalog.load("evaluation_report")

@@ -1,0 +1,60 @@
+"""The README's evaluation commands from a shell: train (tiny), evaluate, A/B test, and
+re-run single evaluation nodes on the persisted predictions without re-scoring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import kedro
+
+# A smaller embedded model and one epoch, so the whole chain takes a minute or two on CPU.
+TINY = ("base_model.embedded.hidden_size=64,base_model.embedded.intermediate_size=128,"
+        "base_model.embedded.pretrain.epochs=1,training.epochs=1,training.quantization=null,"
+        "training.lora.r=4,training.lora.alpha=8,training.max_seq_length=512")
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def versions(project: Path, relative: str) -> list[Path]:
+    return sorted((project / relative).glob("*/*"))
+
+
+@pytest.mark.slow
+def test_evaluation_and_ab_test_after_training(kedro_project: Path):
+    ok(kedro(kedro_project, "run", "--pipelines=data_processing,thinking_sft,training",
+             f"--params={TINY}"))
+    ok(kedro(kedro_project, "run", "--pipelines=evaluation"))
+    [metrics_file] = versions(kedro_project, "data/08_reporting/evaluation/metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    test_lines = versions(kedro_project, "data/03_primary/four_class_test.jsonl")[0]
+    assert metrics["n_samples"] == len(test_lines.read_text().splitlines())
+    assert metrics["unsafe_miss_rate"] == metrics["false_positive_rate"]
+    [report] = versions(kedro_project, "data/08_reporting/evaluation/evaluation_report.html")
+    assert report.read_text().count("data:image/png;base64,") == 3
+
+    ok(kedro(kedro_project, "run", "--pipelines=ab_test"))
+    [results] = versions(kedro_project, "data/08_reporting/ab_test/ab_test_results.json")
+    verdict = json.loads(results.read_text())["verdict"]["decision"]
+    assert verdict in {"A is better", "B is better", "no significant difference"}
+
+    # Metrics and report again, from the persisted predictions: nothing is scored.
+    log = ok(kedro(kedro_project, "run",
+                   "--nodes=compute_evaluation_metrics,render_evaluation_report"))
+    assert "Running node: score_" not in log
+    assert len(versions(kedro_project, "data/08_reporting/evaluation/metrics.json")) == 2
+
+    # Score an explicitly chosen adapter version.
+    [adapter] = versions(kedro_project, "data/06_models/so8t_adapter")
+    ok(kedro(kedro_project, "run", "--nodes=score_evaluation_set",
+             f"--load-versions=so8t_adapter:{adapter.parent.name}"))
+    predictions = versions(kedro_project,
+                           "data/07_model_output/evaluation/evaluation_predictions.jsonl")
+    assert len(predictions) == 2
+    first_row = json.loads(predictions[-1].read_text().splitlines()[0])
+    assert first_row["adapter_dir"].endswith(f"{adapter.parent.name}/so8t_adapter")
