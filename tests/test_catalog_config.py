@@ -17,8 +17,9 @@ def load_catalog(project_root: Path, env: str) -> dict:
     return {name: entry for name, entry in loader["catalog"].items() if not name.startswith("_")}
 
 
-def entry_path(entry: dict) -> str:
-    return entry.get("filepath") or entry["path"]
+def entry_path(entry: dict) -> str | None:
+    """Where an entry reads and writes; None for an in-memory one."""
+    return entry.get("filepath") or entry.get("path")
 
 
 @pytest.mark.parametrize(
@@ -51,7 +52,7 @@ def test_paths_follow_the_environment_root(project_root, env, root, expected):
     for name, entry in catalog.items():
         if name == "seed_dataset":  # shipped in the repo, the same in every environment
             assert entry_path(entry) == "data/01_raw/so8t_seed_dataset.jsonl"
-        else:
+        elif entry["type"] != "MemoryDataset":
             assert entry_path(entry).startswith(root), name
 
 
@@ -60,3 +61,19 @@ def test_every_dataset_sits_on_a_kedro_viz_layer(project_root):
     layers = {name: entry["metadata"]["kedro-viz"]["layer"] for name, entry in catalog.items()}
     assert set(layers.values()) <= LAYERS | {"models", "model_output", "feature"}
     assert LAYERS <= set(layers.values())
+
+
+def test_every_pipeline_dataset_is_declared_with_a_layer(kedro_project):
+    """No dataset falls back to an undeclared MemoryDataset: each has its kedro-viz layer."""
+    from kedro.framework.project import pipelines
+    from kedro.framework.session import KedroSession
+
+    with KedroSession.create(kedro_project) as session:
+        catalog = session.load_context().catalog
+    names = {name for name in pipelines["__default__"].datasets()
+             if not name.startswith("params:") and name != "parameters"}
+    undeclared = sorted(name for name in names if name not in catalog)
+    assert undeclared == []
+    for name in names:
+        metadata = catalog.get(name).metadata or {}
+        assert metadata["kedro-viz"]["layer"], name
