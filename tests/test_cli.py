@@ -47,3 +47,14 @@ def test_deprecated_pipeline_option_still_runs(kedro_project: Path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     splits = list((kedro_project / "data/03_primary").glob("four_class_*.jsonl/*/*.jsonl"))
     assert len(splits) == 3
+
+
+def test_every_node_carries_its_pipeline_tag(kedro_project: Path):
+    """`--tags=<pipeline>` selects that pipeline's nodes; plots and reports add `report`."""
+    from kedro.framework.project import pipelines
+
+    for name, pipeline in pipelines.items():
+        for node in pipeline.nodes if name != "__default__" else []:
+            assert name in node.tags, (name, node.name)
+            if node.name.startswith("plot_") or node.name.endswith("_report"):
+                assert "report" in node.tags, node.name

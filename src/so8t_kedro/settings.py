@@ -2,6 +2,14 @@
 
 from kedro.config import OmegaConfigLoader
 
+from so8t_kedro.hooks import CompletionNotificationHooks, NodeFailureHooks, RunSummaryHooks
+from so8t_kedro.logging_filters import silence_benign_noise
+
+# Here, before Kedro builds its config loader, which raises the first benign warning.
+silence_benign_noise()
+
+HOOKS = (RunSummaryHooks(), NodeFailureHooks(), CompletionNotificationHooks())
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

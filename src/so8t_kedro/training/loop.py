@@ -37,6 +37,7 @@ from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import get_cosine_schedule_with_warmup
 
 from so8t_kedro.classifier import FourClassScorer, split_token_ids
+from so8t_kedro.logging_filters import BNB_MATMUL_LOGGER, Int8CastNotice
 from so8t_kedro.so8t import (
     PETSchedule,
     SO8TConfig,
@@ -224,21 +225,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class _Int8CastNotice(logging.Filter):
-    """bitsandbytes logs, on every 8-bit matmul, that fp32 inputs are cast to fp16 for the
-    int8 product: that is how LLM.int8 works, and one line per step hides the progress."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
-
-
 def _quiet_int8_casts(func):
-    """Run ``func`` with :class:`_Int8CastNotice` filtered out of bitsandbytes' logger."""
+    """Run ``func`` with :class:`Int8CastNotice` on bitsandbytes' logger, also outside Kedro."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        bnb_logger = logging.getLogger("bitsandbytes.autograd._functions")
-        notice = _Int8CastNotice()
+        bnb_logger = logging.getLogger(BNB_MATMUL_LOGGER)
+        notice = Int8CastNotice()
         bnb_logger.addFilter(notice)
         try:
             return func(*args, **kwargs)
@@ -372,7 +365,7 @@ def train_so8t(
                                     safety_temperature)
                     accelerator.backward(terms["loss"] / len(group))
                     for k in LOSS_TERMS:
-                        sums[k] += float(terms[k]) / len(group)
+                        sums[k] += float(terms[k].detach()) / len(group)
                     tokens += sum(len(e.input_ids) for e in batch_examples)
                     samples_seen += len(batch_examples)
                 accelerator.clip_grad_norm_(trainable, float(params["max_grad_norm"]))

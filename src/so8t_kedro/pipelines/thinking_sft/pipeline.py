@@ -26,6 +26,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs="thinking_sft_dataset",
                 outputs="thinking_sft_stats",
                 name="summarise_thinking_sft",
+                tags=["report"],
             ),
-        ]
+        ],
+        tags=["thinking_sft"],
     )

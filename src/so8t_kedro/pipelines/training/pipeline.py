@@ -30,7 +30,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs="training_history",
                 outputs="learning_curve_plot",
                 name="plot_learning_curve",
-                tags=["reporting"],
+                tags=["report"],
             ),
         ],
         tags=["training"],
