@@ -105,6 +105,22 @@ def test_model_specs_resolve_to_directories(tmp_path):
         resolve_model_dirs(base, latest, no_path, {"name": "s", "adapter": str(tmp_path / "x")})
 
 
+def test_an_adapter_is_scored_on_the_base_it_was_trained_on(tmp_path):
+    latest_base = tmp_path / "embedded_base_model/v2/embedded_base_model"
+    trained_on = tmp_path / "embedded_base_model/v1/embedded_base_model"
+    adapter = tmp_path / "so8t_adapter/v1/so8t_adapter"
+    for directory in (latest_base, trained_on, adapter):
+        directory.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(trained_on)}))
+    spec = {"name": "so8t", "adapter": "catalog"}
+    assert resolve_model_dirs(latest_base, adapter, {"path": None}, spec) == (trained_on, adapter)
+    # the recorded base is gone (another machine, a cleaned folder): the catalog's base
+    trained_on.rmdir()
+    assert resolve_model_dirs(latest_base, adapter, {"path": None}, spec) == (latest_base,
+                                                                              adapter)
+
+
 # ---------------------------------------------------------------------- scoring
 
 

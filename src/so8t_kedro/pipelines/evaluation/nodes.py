@@ -10,6 +10,7 @@ older model can be scored with ``--load-versions=so8t_adapter:<version>``. The c
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -110,8 +111,9 @@ def resolve_model_dirs(
 ) -> tuple[Path, Path | None]:
     """(base directory, adapter directory or None) for a model spec.
 
-    The base is ``base_model.path`` when set, else the catalog's embedded base model. The
-    spec's ``adapter``: ``null`` (the base alone), ``catalog`` (``so8t_adapter`` as the
+    The base is ``base_model.path`` when set, else the catalog's embedded base model; an
+    adapter goes on the base it was trained on when that is still on disk (see
+    :func:`_trained_base`). The spec's ``adapter``: ``null`` (the base alone), ``catalog`` (``so8t_adapter`` as the
     catalog loads it: latest, or ``--load-versions``), a version stamp of ``so8t_adapter``
     (e.g. ``2026-11-22T10.15.30.123Z``) or a directory path.
     """
@@ -119,27 +121,51 @@ def resolve_model_dirs(
     adapter = model_spec.get("adapter")
     if adapter is None:
         return base, None
-    catalog_adapter_dir = Path(catalog_adapter_dir)
+    adapter_dir = _adapter_dir(Path(catalog_adapter_dir), str(adapter), model_spec.get("name"))
+    return _trained_base(adapter_dir, base), adapter_dir
+
+
+def _adapter_dir(catalog_adapter_dir: Path, adapter: str, model_name: object) -> Path:
     if adapter == "catalog":
-        return base, catalog_adapter_dir
-    adapter = str(adapter)
+        return catalog_adapter_dir
     if _KEDRO_VERSION_RE.match(adapter):
         # Kedro's versioned layout: <filepath>/<version>/<basename of filepath>.
         versions = catalog_adapter_dir.parent.parent
         candidate = versions / adapter / catalog_adapter_dir.name
         if not candidate.is_dir():
             raise FileNotFoundError(
-                f"model {model_spec.get('name')!r}: so8t_adapter has no version {adapter!r}; "
+                f"model {model_name!r}: so8t_adapter has no version {adapter!r}; "
                 f"available: {sorted(p.name for p in versions.iterdir() if p.is_dir())}"
             )
-        return base, candidate
+        return candidate
     candidate = Path(adapter).expanduser()
     if not candidate.is_dir():
         raise FileNotFoundError(
-            f"model {model_spec.get('name')!r}: adapter directory {str(candidate)!r} does not "
-            "exist (adapter must be null, 'catalog', a so8t_adapter version or a directory)"
+            f"model {model_name!r}: adapter directory {str(candidate)!r} does not exist "
+            "(adapter must be null, 'catalog', a so8t_adapter version or a directory)"
         )
-    return base, candidate
+    return candidate
+
+
+def _trained_base(adapter_dir: Path, base: Path) -> Path:
+    """The base model ``adapter_dir`` was trained on, which PEFT records in
+    ``adapter_config.json``, while it is still on disk; else ``base``, with a warning.
+
+    An older adapter (``--load-versions``) is then scored on its own base even after the
+    embedded base was rebuilt from a changed corpus.
+    """
+    config = adapter_dir / "adapter_config.json"
+    recorded = json.loads(config.read_text()).get("base_model_name_or_path") if (
+        config.is_file()) else None
+    if not recorded or Path(recorded) == base:
+        return base
+    if Path(recorded).is_dir():
+        logger.info("Adapter %s is scored on the base it was trained on, %s", adapter_dir,
+                    recorded)
+        return Path(recorded)
+    logger.warning("Adapter %s was trained on %s, which no longer exists; scoring it on %s",
+                   adapter_dir, recorded, base)
+    return base
 
 
 def score_model(
