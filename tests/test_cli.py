@@ -41,6 +41,13 @@ def test_kedro_run_pipelines_builds_the_sft_dataset(kedro_project: Path):
 
 
 @pytest.mark.slow
+def test_parallel_runner_runs_data_processing(kedro_project: Path):
+    result = kedro(kedro_project, "run", "--pipelines=data_processing", "--runner=ParallelRunner")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert len(list((kedro_project / "data/03_primary").glob("four_class_*.jsonl/*/*"))) == 3
+
+
+@pytest.mark.slow
 def test_deprecated_pipeline_option_still_runs(kedro_project: Path):
     """Kedro's older ``--pipeline`` takes one name (no comma list) and still works."""
     result = kedro(kedro_project, "run", "--pipeline=data_processing")
