@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-KEDRO = [sys.executable, "-m", "kedro"]
+from tests.kedro_cli import kedro, ok
+
 PIPELINES = {"__default__", "data_processing", "thinking_sft", "training", "evaluation",
              "ab_test", "export"}
-
-
-def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
-    return subprocess.run(
-        [*KEDRO, *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_registry_lists_the_six_pipelines(project_root: Path):
@@ -30,8 +21,7 @@ def test_registry_lists_the_six_pipelines(project_root: Path):
 
 @pytest.mark.slow
 def test_kedro_run_pipelines_builds_the_sft_dataset(kedro_project: Path):
-    result = kedro(kedro_project, "run", "--pipelines=data_processing,thinking_sft")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ok(kedro(kedro_project, "run", "--pipelines=data_processing,thinking_sft"))
     sft_versions = list((kedro_project / "data/05_model_input/thinking_sft").glob("*/*/*.jsonl"))
     assert len(sft_versions) == 1
     lines = sft_versions[0].read_text(encoding="utf-8").splitlines()
@@ -42,16 +32,14 @@ def test_kedro_run_pipelines_builds_the_sft_dataset(kedro_project: Path):
 
 @pytest.mark.slow
 def test_parallel_runner_runs_data_processing(kedro_project: Path):
-    result = kedro(kedro_project, "run", "--pipelines=data_processing", "--runner=ParallelRunner")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ok(kedro(kedro_project, "run", "--pipelines=data_processing", "--runner=ParallelRunner"))
     assert len(list((kedro_project / "data/03_primary").glob("four_class_*.jsonl/*/*"))) == 3
 
 
 @pytest.mark.slow
 def test_deprecated_pipeline_option_still_runs(kedro_project: Path):
     """Kedro's older ``--pipeline`` takes one name (no comma list) and still works."""
-    result = kedro(kedro_project, "run", "--pipeline=data_processing")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ok(kedro(kedro_project, "run", "--pipeline=data_processing"))
     splits = list((kedro_project / "data/03_primary").glob("four_class_*.jsonl/*/*.jsonl"))
     assert len(splits) == 3
 

@@ -8,17 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import kedro
+from tests.kedro_cli import kedro, ok
+
+VERDICTS = {"A": "A is better", "B": "B is better", None: "no significant difference"}
 
 # A smaller embedded model and one epoch, so the whole chain takes a minute or two on CPU.
 TINY = ("base_model.embedded.hidden_size=64,base_model.embedded.intermediate_size=128,"
         "base_model.embedded.pretrain.epochs=1,training.epochs=1,training.quantization=null,"
         "training.lora.r=4,training.lora.alpha=8,training.max_seq_length=512")
-
-
-def ok(result) -> str:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
 
 
 def versions(project: Path, relative: str) -> list[Path]:
@@ -40,8 +37,8 @@ def test_evaluation_and_ab_test_after_training(kedro_project: Path):
 
     ok(kedro(kedro_project, "run", "--pipelines=ab_test"))
     [results] = versions(kedro_project, "data/08_reporting/ab_test/ab_test_results.json")
-    verdict = json.loads(results.read_text())["verdict"]["decision"]
-    assert verdict in {"A is better", "B is better", "no significant difference"}
+    verdict = json.loads(results.read_text())["verdict"]
+    assert verdict["decision"] == VERDICTS[verdict["winner"]]
 
     # Metrics and report again, from the persisted predictions: nothing is scored.
     log = ok(kedro(kedro_project, "run",
@@ -51,7 +48,7 @@ def test_evaluation_and_ab_test_after_training(kedro_project: Path):
 
     # Score an explicitly chosen adapter version.
     [adapter] = versions(kedro_project, "data/06_models/so8t_adapter")
-    ok(kedro(kedro_project, "run", "--nodes=score_evaluation_set",
+    ok(kedro(kedro_project, "run", "--nodes=score_validation_and_evaluation_sets",
              f"--load-versions=so8t_adapter:{adapter.parent.name}"))
     predictions = versions(kedro_project,
                            "data/07_model_output/evaluation/evaluation_predictions.jsonl")

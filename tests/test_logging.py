@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 
 from so8t_kedro.logging_filters import BNB_MATMUL_LOGGER, silence_benign_noise
+from tests.kedro_cli import kedro, ok
 
 GENUINE = "a genuine problem"
 
@@ -64,14 +62,7 @@ def test_the_int8_cast_notice_is_dropped_and_other_bitsandbytes_warnings_kept(ca
 
 @pytest.mark.slow
 def test_a_run_logs_milestones_through_the_project_config_without_warnings(kedro_project):
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
-    env.pop("KEDRO_LOGGING_CONFIG", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "kedro", "run", "--pipelines=data_processing"],
-        cwd=kedro_project, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    output = ok(kedro(kedro_project, "run", "--pipelines=data_processing"))
     assert "Using 'conf/logging.yml' as logging configuration" in output
     assert re.search(r"Run summary \(success\): \d+ nodes, ", output)
     assert "Loading data from" not in output  # dataset lines are below the console level

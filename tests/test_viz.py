@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -30,6 +29,7 @@ from urllib.parse import urlencode
 import pytest
 
 from so8t_kedro.datasets import OptionalPartitionedDataset
+from tests.kedro_cli import kedro
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 INSTALL_HINT = (
@@ -239,11 +239,7 @@ def test_viz_build_renders_every_registered_pipeline(
     with KedroSession.create(project_path=kedro_project) as session:
         session.run(pipeline_names=list(PREVIEWED_PIPELINES))
 
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
-    build = subprocess.run(
-        [sys.executable, "-m", "kedro", "viz", "build", "--include-previews"],
-        check=False, cwd=kedro_project, env=env, capture_output=True, text=True, timeout=600,
-    )
+    build = kedro(kedro_project, "viz", "build", "--include-previews", timeout=600)
     log = build.stdout[-4000:] + build.stderr[-4000:]
     # `kedro viz build` exits 0 even when it fails; it prints "Success!" only on success.
     assert build.returncode == 0 and "Success!" in build.stdout, log

@@ -33,10 +33,9 @@ def escape(value: object) -> str:
     return html.escape(str(value))
 
 
-def table(frame: pd.DataFrame, *, float_format: str = "{:.4f}", index: bool = True) -> str:
-    """A DataFrame as an HTML table (cells escaped; floats with ``float_format``)."""
-    return frame.to_html(float_format=float_format.format, index=index, border=0,
-                         na_rep="—", escape=True)
+def table(frame: pd.DataFrame) -> str:
+    """A DataFrame as an HTML table (cells escaped, floats to 4 decimals, — for missing)."""
+    return frame.to_html(float_format="{:.4f}".format, border=0, na_rep="—", escape=True)
 
 
 def image(png: bytes, caption: str) -> str:

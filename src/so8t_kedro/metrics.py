@@ -232,24 +232,24 @@ def fit_temperature(scores: np.ndarray, y_true_ids: Sequence[int],
     return float(np.exp(result.x))
 
 
-def calibration_summary(scores_val: np.ndarray, y_val: Sequence[int], scores_test: np.ndarray,
-                        y_test: Sequence[int], n_bins: int = 15) -> dict:
-    """Temperature fitted on the validation split, and NLL / ECE before and after it.
+def calibration_summary(scores_val: np.ndarray, y_val: Sequence[int],
+                        n_bins: int = 15) -> dict:
+    """Temperature fitted on the validation split, and its NLL / ECE before and after.
 
-    ``y_val`` and ``y_test`` are true label ids (0-3). Returns ``{"temperature": T,
-    "validation": {nll_before, nll_after, ece_before, ece_after}, "test": {...}}``.
+    ``y_val`` are true label ids (0-3). Returns ``{"temperature": T, "validation":
+    {nll_before, nll_after, ece_before, ece_after}}``.
     """
     temperature = fit_temperature(scores_val, y_val)
-    summary: dict = {"temperature": temperature}
-    for split, scores, ids in (("validation", scores_val, y_val), ("test", scores_test, y_test)):
-        before, after = softmax(scores), softmax(scores, temperature)
-        summary[split] = {
-            "nll_before": negative_log_likelihood(before, ids),
-            "nll_after": negative_log_likelihood(after, ids),
-            "ece_before": expected_calibration_error(before, ids, n_bins),
-            "ece_after": expected_calibration_error(after, ids, n_bins),
-        }
-    return summary
+    before, after = softmax(scores_val), softmax(scores_val, temperature)
+    return {
+        "temperature": temperature,
+        "validation": {
+            "nll_before": negative_log_likelihood(before, y_val),
+            "nll_after": negative_log_likelihood(after, y_val),
+            "ece_before": expected_calibration_error(before, y_val, n_bins),
+            "ece_after": expected_calibration_error(after, y_val, n_bins),
+        },
+    }
 
 
 def latency_summary(latencies_ms: Sequence[float]) -> dict:

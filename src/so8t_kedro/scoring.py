@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +53,9 @@ def load_scoring_model(
 ):
     """``(model, tokenizer)`` ready for scoring: the base model, plus the adapter when given.
 
-    bf16 on CUDA, fp32 on the CPU; ``quantization`` as in ``load_base_model``. The
-    tokenizer comes from the adapter directory when it has one (training saves the
-    tokenizer it used beside the adapter), else from the base directory.
+    bf16 on CUDA, fp32 on the CPU; ``quantization`` as in ``load_base_model``. The base's
+    tokenizer serves the adapter too: training never changes the tokenizer (the copy saved
+    beside the adapter is for users who load it with PEFT alone).
     """
     target = resolve_device(device)
     on_cuda = target.type == "cuda"
@@ -66,12 +66,7 @@ def load_scoring_model(
         device_map={"": target} if on_cuda else None,
     )
     if adapter_dir is not None:
-        adapter_dir = Path(adapter_dir)
         model = load_adapter(model, adapter_dir)
-        if (adapter_dir / "tokenizer_config.json").is_file():
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(adapter_dir, local_files_only=True)
     model.eval()
     return model, tokenizer
 
@@ -120,7 +115,7 @@ def predictions_table(records: pd.DataFrame, scores: np.ndarray, latency_ms: np.
         "id": records["id"].astype(str).to_numpy(),
         "text": records["text"].to_numpy(),
         "language": records["language"].to_numpy(),
-        "domain": records["domain"].to_numpy() if "domain" in records else "unknown",
+        "domain": records["domain"].to_numpy(),
         "label": records["label"].to_numpy(),
         "predicted": predicted,
     })
@@ -135,29 +130,33 @@ def predictions_table(records: pd.DataFrame, scores: np.ndarray, latency_ms: np.
     return table[PREDICTION_COLUMNS]
 
 
-def predict_records(records: pd.DataFrame, base_model_dir: str | Path,
+def predict_records(record_sets: Sequence[pd.DataFrame], base_model_dir: str | Path,
                     adapter_dir: str | Path | None, *, model_name: str, fmt: str,
-                    params: Mapping[str, Any]) -> pd.DataFrame:
-    """Load the model, score every record, return :func:`predictions_table`.
+                    params: Mapping[str, Any]) -> list[pd.DataFrame]:
+    """Load the model once, score every record of each set: one :func:`predictions_table`
+    per set, in order.
 
     ``params``: ``batch_size``, ``max_probe_tokens``, ``quantization``, ``device``
     (``params:scoring``).
     """
-    if records.empty:
+    if any(records.empty for records in record_sets):
         raise ValueError(f"{model_name}: there are no records to score")
     model, tokenizer = load_scoring_model(base_model_dir, adapter_dir,
                                           quantization=params.get("quantization"),
                                           device=params.get("device", "auto"))
     scorer = FourClassScorer(tokenizer, fmt=fmt,
                              max_probe_tokens=int(params.get("max_probe_tokens", 1024)))
-    scores, latency = score_requests(model, scorer, records["text"].tolist(),
-                                     records["language"].tolist(),
-                                     batch_size=int(params.get("batch_size", 1)))
-    table = predictions_table(records, scores, latency, model=model_name,
-                              base_model_dir=base_model_dir, adapter_dir=adapter_dir)
-    logger.info("%s: scored %d requests, accuracy %.3f, latency p50 %.1f ms", model_name,
-                len(table), table["correct"].mean(), table["latency_ms"].median())
-    return table
+    tables = []
+    for records in record_sets:
+        scores, latency = score_requests(model, scorer, records["text"].tolist(),
+                                         records["language"].tolist(),
+                                         batch_size=int(params.get("batch_size", 1)))
+        table = predictions_table(records, scores, latency, model=model_name,
+                                  base_model_dir=base_model_dir, adapter_dir=adapter_dir)
+        logger.info("%s: scored %d requests, accuracy %.3f, latency p50 %.1f ms", model_name,
+                    len(table), table["correct"].mean(), table["latency_ms"].median())
+        tables.append(table)
+    return tables
 
 
 def scores_of(predictions: pd.DataFrame) -> np.ndarray:

@@ -204,11 +204,15 @@ def test_temperature_calibration_fixes_an_overconfident_model():
                for label in labels]
     val = predictions(labels[:200], confident_scores(guesses[:200], 8.0))
     test = predictions(labels[200:], confident_scores(guesses[200:], 8.0), prefix="t")
-    calibration = fit_temperature_calibration(val, test, 15)
+    calibration = fit_temperature_calibration(val, 15)
     assert calibration["temperature"] > 2.0
-    for split in ("validation", "test"):
-        assert calibration[split]["nll_after"] < calibration[split]["nll_before"]
-        assert calibration[split]["ece_after"] < calibration[split]["ece_before"] / 2
+    fitted_on = calibration["validation"]
+    assert fitted_on["nll_after"] < fitted_on["nll_before"]
+    assert fitted_on["ece_after"] < fitted_on["ece_before"] / 2
+    # applied to the held-out evaluation set (the metrics node's before/after)
+    metrics = compute_evaluation_metrics(test, calibration, EVALUATION)
+    assert metrics["calibrated"]["nll"] < metrics["uncalibrated"]["nll"]
+    assert metrics["calibrated"]["ece"] < metrics["uncalibrated"]["ece"] / 2
 
 
 # ----------------------------------------------------------------- the pipeline

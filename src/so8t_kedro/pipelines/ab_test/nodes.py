@@ -171,8 +171,8 @@ def plot_ab_comparison(ab_test_results: Mapping[str, Any], predictions_a: pd.Dat
 
     latency_axes.boxplot([predictions_a["latency_ms"], predictions_b["latency_ms"]])
     latency_axes.set_xticks([1, 2], [names["A"], names["B"]])
-    latency_axes.set(ylabel="ms per request",
-                     title=f"latency (Wilcoxon p = {ab_test_results['latency_test']['p_value']:.3g})")
+    latency_p = ab_test_results["latency_test"]["p_value"]
+    latency_axes.set(ylabel="ms per request", title=f"latency (Wilcoxon p = {latency_p:.3g})")
     figure.suptitle(f"A/B verdict: {ab_test_results['verdict']['decision']}")
     return figure
 

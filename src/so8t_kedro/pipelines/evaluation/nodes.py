@@ -12,13 +12,14 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from kedro.io.core import VERSION_FORMAT
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -38,6 +39,7 @@ from so8t_kedro.metrics import (
 from so8t_kedro.pipelines.data_processing.nodes import (
     QUARANTINE_COLUMNS,
     RECORD_COLUMNS,
+    RecordAccountingError,
     clean_records,
     read_jsonl_files,
 )
@@ -45,8 +47,6 @@ from so8t_kedro.scoring import label_ids_of, predict_records, scores_of
 
 logger = logging.getLogger(__name__)
 
-# Kedro's version stamps, e.g. 2026-11-22T10.15.30.123Z (kedro.io.core.generate_timestamp).
-_KEDRO_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}\.\d{2}\.\d{2}\.\d{3}Z$")
 
 
 # ------------------------------------------------------------------ evaluation set
@@ -90,7 +90,7 @@ def prepare_evaluation_set(
     blank = sum(f["blank_lines"] for f in per_file.values())
     lines = sum(f["lines_read"] for f in per_file.values())
     if len(records) + len(quarantine) + blank != lines:  # every line is accounted for
-        raise RuntimeError(f"external test set: {len(records)} kept + {len(quarantine)} "
+        raise RecordAccountingError(f"external test set: {len(records)} kept + {len(quarantine)} "
                            f"quarantined + {blank} blank != {lines} lines read")
     logger.info("External test set: %d files, %d lines, %d records kept, %d quarantined",
                 len(files), lines, len(records), len(quarantine))
@@ -113,9 +113,9 @@ def resolve_model_dirs(
 
     The base is ``base_model.path`` when set, else the catalog's embedded base model; an
     adapter goes on the base it was trained on when that is still on disk (see
-    :func:`_trained_base`). The spec's ``adapter``: ``null`` (the base alone), ``catalog`` (``so8t_adapter`` as the
-    catalog loads it: latest, or ``--load-versions``), a version stamp of ``so8t_adapter``
-    (e.g. ``2026-11-22T10.15.30.123Z``) or a directory path.
+    :func:`_trained_base`). The spec's ``adapter``: ``null`` (the base alone), ``catalog``
+    (``so8t_adapter`` as the catalog loads it: latest, or ``--load-versions``), a version
+    stamp of ``so8t_adapter`` (e.g. ``2026-11-22T10.15.30.123Z``) or a directory path.
     """
     base = Path(base_model_params.get("path") or embedded_base_model_dir)
     adapter = model_spec.get("adapter")
@@ -125,10 +125,19 @@ def resolve_model_dirs(
     return _trained_base(adapter_dir, base), adapter_dir
 
 
+def _is_version_stamp(text: str) -> bool:
+    """True for a Kedro version stamp such as ``2026-11-22T10.15.30.123Z``."""
+    try:
+        datetime.strptime(text, VERSION_FORMAT)
+    except ValueError:
+        return False
+    return True
+
+
 def _adapter_dir(catalog_adapter_dir: Path, adapter: str, model_name: object) -> Path:
     if adapter == "catalog":
         return catalog_adapter_dir
-    if _KEDRO_VERSION_RE.match(adapter):
+    if _is_version_stamp(adapter):
         # Kedro's versioned layout: <filepath>/<version>/<basename of filepath>.
         versions = catalog_adapter_dir.parent.parent
         candidate = versions / adapter / catalog_adapter_dir.name
@@ -168,6 +177,16 @@ def _trained_base(adapter_dir: Path, base: Path) -> Path:
     return base
 
 
+def _score(record_sets: list[pd.DataFrame], embedded_base_model_dir: Path,
+           catalog_adapter_dir: Path, base_model_params: Mapping[str, Any],
+           model_spec: Mapping[str, Any], scoring_params: Mapping[str, Any],
+           sft_format: str) -> list[pd.DataFrame]:
+    base, adapter = resolve_model_dirs(embedded_base_model_dir, catalog_adapter_dir,
+                                       base_model_params, model_spec)
+    return predict_records(record_sets, base, adapter, model_name=str(model_spec["name"]),
+                           fmt=sft_format, params=scoring_params)
+
+
 def score_model(
     records: pd.DataFrame,
     embedded_base_model_dir: Path,
@@ -182,27 +201,42 @@ def score_model(
 
     ``sft_format`` is the /think format the model was trained on (its decision probe).
     """
-    base, adapter = resolve_model_dirs(embedded_base_model_dir, catalog_adapter_dir,
-                                       base_model_params, model_spec)
-    return predict_records(records, base, adapter, model_name=str(model_spec["name"]),
-                           fmt=sft_format, params=scoring_params)
+    [predictions] = _score([records], embedded_base_model_dir, catalog_adapter_dir,
+                           base_model_params, model_spec, scoring_params, sft_format)
+    return predictions
+
+
+def score_validation_and_evaluation_sets(
+    val_records: pd.DataFrame,
+    evaluation_set: pd.DataFrame,
+    embedded_base_model_dir: Path,
+    catalog_adapter_dir: Path,
+    base_model_params: Mapping[str, Any],
+    model_spec: Mapping[str, Any],
+    scoring_params: Mapping[str, Any],
+    sft_format: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`score_model` on the validation split (for calibration) and the evaluation set,
+    with one model load: the real model takes far longer to load than to score ~100 requests.
+    """
+    validation, evaluation = _score([val_records, evaluation_set], embedded_base_model_dir,
+                                    catalog_adapter_dir, base_model_params, model_spec,
+                                    scoring_params, sft_format)
+    return validation, evaluation
 
 
 # ------------------------------------------------------------ calibration, metrics
 
 
 def fit_temperature_calibration(validation_predictions: pd.DataFrame,
-                                evaluation_predictions: pd.DataFrame,
                                 ece_bins: int) -> dict[str, Any]:
-    """Temperature scaling fitted on the validation split (minimum NLL), applied to the
-    evaluation set: the temperature and NLL / ECE before and after on both."""
-    summary = calibration_summary(
-        scores_of(validation_predictions), label_ids_of(validation_predictions),
-        scores_of(evaluation_predictions), label_ids_of(evaluation_predictions),
-        n_bins=ece_bins,
-    )
-    logger.info("Temperature %.3f: evaluation-set ECE %.4f -> %.4f", summary["temperature"],
-                summary["test"]["ece_before"], summary["test"]["ece_after"])
+    """Temperature scaling fitted on the validation split (minimum NLL): the temperature and
+    the validation NLL / ECE before and after it. The evaluation set's before and after are
+    in the metrics (:func:`compute_evaluation_metrics`)."""
+    summary = calibration_summary(scores_of(validation_predictions),
+                                  label_ids_of(validation_predictions), n_bins=ece_bins)
+    logger.info("Temperature %.3f: validation ECE %.4f -> %.4f", summary["temperature"],
+                summary["validation"]["ece_before"], summary["validation"]["ece_after"])
     return summary
 
 
@@ -218,11 +252,11 @@ def compute_evaluation_metrics(evaluation_predictions: pd.DataFrame,
     bins = int(params["ece_bins"])
     metrics: dict[str, Any] = {"model": str(evaluation_predictions["model"].iloc[0])}
     metrics.update(classification_metrics(y_true, evaluation_predictions["predicted"].tolist()))
-    temperature = float(calibration["temperature"])
-    for key, probabilities in (("uncalibrated", softmax(scores)),
-                               ("calibrated", softmax(scores, temperature))):
+    for key, temperature in (("uncalibrated", 1.0),
+                             ("calibrated", float(calibration["temperature"]))):
+        probabilities = softmax(scores, temperature)
         metrics[key] = {
-            "temperature": 1.0 if key == "uncalibrated" else temperature,
+            "temperature": temperature,
             "ece": expected_calibration_error(probabilities, label_ids, bins),
             "brier": brier_score(probabilities, label_ids),
             "nll": negative_log_likelihood(probabilities, label_ids),
@@ -326,8 +360,12 @@ def render_evaluation_report(evaluation_metrics: Mapping[str, Any],
     per_class["support"] = per_class["support"].astype(int)
     confusion = pd.DataFrame(metrics["confusion_matrix"], index=[f"true {x}" for x in LABELS],
                              columns=[f"pred {x}" for x in LABELS])
-    calibration_table = pd.DataFrame(
-        {split: calibration[split] for split in ("validation", "test")})
+    before, after = metrics["uncalibrated"], metrics["calibrated"]
+    calibration_table = pd.DataFrame({
+        "validation": calibration["validation"],
+        "test": {"nll_before": before["nll"], "nll_after": after["nll"],
+                 "ece_before": before["ece"], "ece_after": after["ece"]},
+    })
     return html_report.page(f"Four-class evaluation: {metrics['model']}", [
         html_report.warnings_block(metrics["warnings"]),
         html_report.paragraph(f"{metrics['n_samples']} requests. Probabilities are the "
@@ -337,7 +375,7 @@ def render_evaluation_report(evaluation_metrics: Mapping[str, Any],
         html_report.section("Per class", html_report.table(per_class),
                             html_report.image(per_class_png, "precision, recall and F1 per "
                                               "class")),
-        html_report.section("Confusion matrix", html_report.table(confusion, float_format="{}"),
+        html_report.section("Confusion matrix", html_report.table(confusion),
                             html_report.image(confusion_matrix_png, "confusion matrix")),
         html_report.section(
             "Calibration",

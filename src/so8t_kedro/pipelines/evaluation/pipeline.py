@@ -14,10 +14,10 @@ from .nodes import (
     plot_reliability_diagram,
     prepare_evaluation_set,
     render_evaluation_report,
-    score_model,
+    score_validation_and_evaluation_sets,
 )
 
-# The model inputs every scoring node takes after its records and before its model spec.
+# The inputs every scoring node takes after its records and before its model spec.
 MODEL_INPUTS = ["embedded_base_model", "so8t_adapter", "params:base_model"]
 SCORING_INPUTS = ["params:scoring", "params:thinking_sft.format"]
 
@@ -35,23 +35,15 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             prepare_evaluation_set_node,
             Node(
-                func=score_model,
-                inputs=["val_records", *MODEL_INPUTS, "params:evaluation.model",
-                        *SCORING_INPUTS],
-                outputs="validation_predictions",
-                name="score_validation_split",
-            ),
-            Node(
-                func=score_model,
-                inputs=["evaluation_set", *MODEL_INPUTS, "params:evaluation.model",
-                        *SCORING_INPUTS],
-                outputs="evaluation_predictions",
-                name="score_evaluation_set",
+                func=score_validation_and_evaluation_sets,
+                inputs=["val_records", "evaluation_set", *MODEL_INPUTS,
+                        "params:evaluation.model", *SCORING_INPUTS],
+                outputs=["validation_predictions", "evaluation_predictions"],
+                name="score_validation_and_evaluation_sets",
             ),
             Node(
                 func=fit_temperature_calibration,
-                inputs=["validation_predictions", "evaluation_predictions",
-                        "params:evaluation.ece_bins"],
+                inputs=["validation_predictions", "params:evaluation.ece_bins"],
                 outputs="evaluation_calibration",
                 name="fit_temperature_calibration",
             ),
