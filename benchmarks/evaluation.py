@@ -46,7 +46,7 @@ AFTER_SCORING = ("compute_evaluation_metrics,plot_confusion_matrix,plot_reliabil
 
 def latest_version(versioned: Path) -> Path:
     """``<versioned>/<latest version>/<name>``, Kedro's versioned layout."""
-    versions = sorted(p for p in versioned.glob("*/*") if p.exists())
+    versions = sorted(versioned.glob("*/*"))
     if not versions:
         sys.exit(f"no saved version under {versioned}: run `kedro run` (or the training "
                  "pipeline) in the project first")
