@@ -81,7 +81,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 Kind = Literal["rolling", "epoch", "final", "emergency"]
-KINDS: tuple[str, ...] = ("rolling", "epoch", "final", "emergency")
+KINDS: tuple[str, ...] = get_args(Kind)
 STATUSES: tuple[str, ...] = ("running", "interrupted", "finished", "failed")
 
 SESSION_INFO = "session_info.json"
@@ -228,25 +228,39 @@ def _torch_save(obj: Any, path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _write_json(obj: Any, path: Path) -> None:
+def _write_json(obj: Any, path: Path, **dump_kwargs: Any) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
+        json.dump(obj, f, indent=2, ensure_ascii=False, **dump_kwargs)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
 
 
-def _write_json_atomic(obj: Any, path: Path) -> None:
+def write_json_atomic(obj: Any, path: str | os.PathLike, **dump_kwargs: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (also used by the progress logger).
+
+    The data goes to ``.tmp-<name>-<pid>`` beside ``path`` (created if missing), is fsynced,
+    then renamed over ``path``; a failed write removes its temporary file, a killed one
+    leaves a ``.tmp-*`` file that :class:`CheckpointManager` cleans on start.
+    ``dump_kwargs`` go to :func:`json.dump` (e.g. ``allow_nan=False``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}")
-    _write_json(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        _write_json(obj, tmp, **dump_kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
 def _save_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
-    # clone: safetensors refuses tensors that share storage (views, tied weights).
-    save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()},
-              str(path))
+    # One fresh contiguous CPU copy each: safetensors refuses tensors that share storage
+    # (views, tied weights) or are not contiguous.
+    save_file({k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+               for k, v in tensors.items()}, str(path))
     _fsync_file(path)
 
 
@@ -350,7 +364,7 @@ def load(path: str | os.PathLike, *, map_location: Any = "cpu") -> TrainingState
     position = meta.get("position") or {}
     return TrainingState(
         trainable=trainable, optimizer=optimizer, scheduler=scheduler, rng=rng,
-        step=int(meta["state_step"]), epoch=int(meta["state_epoch"]),
+        step=int(meta["step"]), epoch=int(meta["state_epoch"]),
         position=DataPosition(index=int(position.get("index", 0)),
                               seed=int(position.get("seed", 0))),
         params=meta.get("params") or {}, scaler=scaler,
@@ -474,15 +488,6 @@ class CheckpointManager:
 
     # ---------------------------------------------------------------- session info
 
-    @property
-    def status(self) -> str:
-        return self._info["status"]
-
-    @property
-    def info(self) -> dict[str, Any]:
-        """A copy of what ``session_info.json`` holds."""
-        return json.loads(json.dumps(self._info))
-
     def _read_info(self) -> dict[str, Any]:
         try:
             info = json.loads((self.session_dir / SESSION_INFO).read_text(encoding="utf-8"))
@@ -507,7 +512,7 @@ class CheckpointManager:
     def _write_info(self) -> None:
         self._info["checkpoints"] = self._scan()
         self._info["updated_at"] = datetime.now(timezone.utc).isoformat()
-        _write_json_atomic(self._info, self.session_dir / SESSION_INFO)
+        write_json_atomic(self._info, self.session_dir / SESSION_INFO)
 
     def set_status(self, status: str, **extra: Any) -> None:
         """Set the session status (running / interrupted / finished / failed) + JSON extras."""
@@ -532,15 +537,13 @@ class CheckpointManager:
 
     # ---------------------------------------------------------------- saving
 
-    def should_save(self, now: float | None = None) -> bool:
+    def should_save(self) -> bool:
         """True once ``interval_seconds`` have passed (on ``clock``) since the last save."""
-        now = self.clock() if now is None else now
-        return now - self._last_save >= self.interval_seconds
+        return self.clock() - self._last_save >= self.interval_seconds
 
-    def checkpoints(self, kind: str | None = None) -> list[Path]:
-        """Complete checkpoint folders of this session, oldest first (optionally one kind)."""
-        return [self.session_dir / e["path"] for e in self._scan()
-                if kind is None or e["kind"] == kind]
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoint folders of this session, oldest first."""
+        return [self.session_dir / e["path"] for e in self._scan()]
 
     def _folder_name(self, kind: str, step: int, epoch: int | None) -> str:
         if kind == "rolling":
@@ -580,8 +583,7 @@ class CheckpointManager:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # e.g. unserialisable params: no leftover
             raise
-        if final.exists():  # re-saving an epoch/final of this session: replace it
-            _remove_tree(final)
+        _remove_tree(final)  # re-saving an epoch/final of this session: replace it
         os.replace(tmp, final)
         _fsync_dir(self.session_dir)
         if kind == "rolling":
@@ -594,13 +596,13 @@ class CheckpointManager:
         return final
 
     def _write_folder(self, tmp: Path, kind: str, state: TrainingState, step: int,
-                      epoch: int) -> float:
+                      epoch: int) -> None:
         files = self._write_state(state, tmp)
         now = time.time()
         _write_json({
             "format": FORMAT_VERSION,
-            "kind": kind, "step": step, "epoch": epoch,
-            "state_step": int(state.step), "state_epoch": int(state.epoch),
+            "kind": kind, "step": step, "epoch": epoch,  # step is state.step (save checks)
+            "state_epoch": int(state.epoch),
             "position": {"index": int(state.position.index), "seed": int(state.position.seed)},
             "params": state.params,
             "session_id": self.session_id,
@@ -610,7 +612,6 @@ class CheckpointManager:
             "files": files,
         }, tmp / META_FILE)
         _fsync_dir(tmp)
-        return now
 
     def _write_state(self, state: TrainingState, folder: Path) -> list[str]:
         _save_tensors(state.trainable, folder / TRAINABLE_FILE)
@@ -638,17 +639,14 @@ class CheckpointManager:
         for _, _, path in rolling[: max(0, len(rolling) - self.max_checkpoints)]:
             _remove_tree(path)
 
-    def interrupt(self, state: TrainingState, shutdown: ShutdownFlag | None = None, *,
-                  signal_name: str | None = None) -> TrainingInterrupted:
+    def interrupt(self, state: TrainingState, shutdown: ShutdownFlag) -> TrainingInterrupted:
         """On a stop request: save ``emergency``, mark ``interrupted``, print the resume hint.
 
         Returns the :class:`TrainingInterrupted` for the loop to ``raise``.
         """
-        name = signal_name or (shutdown.signal_name if shutdown else None)
-        signum = shutdown.signum if shutdown else None
         path = self.save("emergency", state)
-        exc = TrainingInterrupted(path, name, signum)
-        self.set_status("interrupted", signal=name, resume=str(path))
+        exc = TrainingInterrupted(path, shutdown.signal_name, shutdown.signum)
+        self.set_status("interrupted", signal=shutdown.signal_name, resume=str(path))
         print(str(exc), flush=True)
         return exc
 
@@ -671,10 +669,6 @@ class ShutdownFlag:
         self.requested = False
         self.signum: int | None = None
         self.signal_name: str | None = None
-
-    @property
-    def stop_requested(self) -> bool:
-        return self.requested
 
     def __bool__(self) -> bool:
         return self.requested
@@ -715,10 +709,19 @@ def graceful_shutdown(signals: Sequence[int] = DEFAULT_SIGNALS) -> Iterator[Shut
 
 
 __all__ = [
-    "DEFAULT_SIGNALS", "KINDS", "RESUME_COMMAND", "STATUSES",
-    "CheckpointError", "CheckpointManager", "CheckpointNotFoundError", "DataPosition",
-    "ShutdownFlag", "TrainingInterrupted", "TrainingState",
-    "capture_rng_state", "graceful_shutdown", "latest", "load", "new_session_id",
-    "read_checkpoint_meta", "restore_rng_state", "resolve_resume", "resume_hint",
-    "sessions_dir",
+    "CheckpointError",
+    "CheckpointManager",
+    "CheckpointNotFoundError",
+    "DataPosition",
+    "ShutdownFlag",
+    "TrainingInterrupted",
+    "TrainingState",
+    "capture_rng_state",
+    "graceful_shutdown",
+    "latest",
+    "load",
+    "new_session_id",
+    "resolve_resume",
+    "restore_rng_state",
+    "write_json_atomic",
 ]

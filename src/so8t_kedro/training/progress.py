@@ -1,7 +1,7 @@
 """Progress logging and step profiling for the SO8T training loop.
 
-Framework-free (psutil, NVML through ``pynvml``, tqdm, numpy; torch only if already usable;
-never kedro). Three pieces:
+Framework-free (psutil, NVML through ``pynvml``, tqdm, numpy, torch; never kedro). Three
+pieces:
 
 * :class:`SystemMonitor` reads CPU %, memory %, the process RSS and, for one GPU, its
   utilisation, memory used/total and temperature. GPU figures come from NVML when the
@@ -46,21 +46,26 @@ delays, never skips, the next one; boundaries stay aligned to the start).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import psutil
+import pynvml
+import torch
+
+from so8t_kedro.training.checkpoint import write_json_atomic
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
@@ -132,15 +137,8 @@ class Monitor(Protocol):
 
 
 def _torch_cuda() -> Any | None:
-    """``torch.cuda`` when torch imports and CUDA is available, else None."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a project dependency
-        return None
-    try:
-        return torch.cuda if torch.cuda.is_available() else None
-    except Exception:  # pragma: no cover - broken driver setups
-        return None
+    """``torch.cuda`` when CUDA is available, else None (``is_available`` never raises)."""
+    return torch.cuda if torch.cuda.is_available() else None
 
 
 class SystemMonitor:
@@ -152,16 +150,18 @@ class SystemMonitor:
         use_nvml: ``False`` skips NVML (GPU memory then comes from torch when CUDA is up).
 
     ``gpu_backend`` tells where GPU figures come from: ``"nvml"``, ``"torch"`` or ``None``.
-    NVML failures never raise: initialisation failure is logged once at debug level and a
-    failing read yields ``None`` for the GPU fields. CPU % is psutil's non-blocking
-    ``cpu_percent(interval=None)`` (system-wide, since the previous call), primed here.
+    Monitoring never stops training: an NVML initialisation failure is logged at debug
+    level, and a read that fails (``NVMLError``, a CUDA ``RuntimeError``, ``psutil.Error`` /
+    ``OSError``) yields ``None`` for its fields, the first such failure logged at debug.
+    CPU % is psutil's non-blocking ``cpu_percent(interval=None)`` (system-wide, since the
+    previous call), primed here.
     """
 
     def __init__(self, gpu_index: int | None = None, *, use_nvml: bool = True) -> None:
         self._process = psutil.Process()
         psutil.cpu_percent(interval=None)  # prime: the first non-blocking call returns 0.0
-        self._nvml: Any | None = None
-        self._handle: Any | None = None
+        self._handle: Any | None = None  # NVML device handle while NVML is initialised
+        self._cuda: Any | None = None
         self._cuda_device: int | None = None
         self._warned_read_failure = False
         if use_nvml:
@@ -171,35 +171,32 @@ class SystemMonitor:
             self.gpu_backend = "nvml"
         elif (cuda := _torch_cuda()) is not None:
             self.gpu_backend = "torch"
-            self._cuda_device = cuda.current_device()
+            self._cuda, self._cuda_device = cuda, cuda.current_device()
         else:
             self.gpu_backend = None
 
     def _init_nvml(self, gpu_index: int | None) -> None:
         try:
-            import pynvml
-
-            pynvml.nvmlInit()
-        except Exception as exc:  # library missing, no driver, ...
+            pynvml.nvmlInit()  # NVMLError_LibraryNotFound / DriverNotLoaded without a GPU
+        except pynvml.NVMLError as exc:
             logger.debug("NVML unavailable (%s); GPU figures come from torch or are None", exc)
             return
         try:
-            self._handle = self._nvml_handle(pynvml, gpu_index)
-            self._nvml = pynvml
-        except Exception as exc:
+            self._handle = self._nvml_handle(gpu_index)
+        except pynvml.NVMLError as exc:
             logger.debug("NVML has no usable GPU (%s); GPU figures come from torch or are None",
                          exc)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(pynvml.NVMLError):
                 pynvml.nvmlShutdown()
 
     @staticmethod
-    def _nvml_handle(pynvml: Any, gpu_index: int | None) -> Any:
+    def _nvml_handle(gpu_index: int | None) -> Any:
         if gpu_index is not None:
             return pynvml.nvmlDeviceGetHandleByIndex(gpu_index)
         cuda = _torch_cuda()
         if cuda is not None:
             device = cuda.current_device()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(pynvml.NVMLError):  # e.g. a MIG UUID: fall back to index
                 uuid = str(cuda.get_device_properties(device).uuid)
                 uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
                 return pynvml.nvmlDeviceGetHandleByUUID(uuid)
@@ -213,36 +210,33 @@ class SystemMonitor:
             cpu = float(psutil.cpu_percent(interval=None))
             memory = float(psutil.virtual_memory().percent)
             rss = self._process.memory_info().rss / MIB
-        except Exception as exc:  # pragma: no cover - psutil failing on exotic platforms
+        except (psutil.Error, OSError) as exc:  # pragma: no cover - exotic platforms
             self._debug_once("psutil read failed: %s", exc)
         return SystemReading(cpu, memory, rss, *self._read_gpu())
 
     def _read_gpu(self) -> tuple[float | None, float | None, float | None, float | None]:
         util = used = total = temp = None
         if self.gpu_backend == "nvml":
-            pynvml = self._nvml
             try:
                 util = float(pynvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
-            except Exception as exc:
+            except pynvml.NVMLError as exc:
                 self._debug_once("NVML utilisation read failed: %s", exc)
             try:
                 info = pynvml.nvmlDeviceGetMemoryInfo(self._handle)
                 used, total = info.used / MIB, info.total / MIB
-            except Exception as exc:
+            except pynvml.NVMLError as exc:
                 self._debug_once("NVML memory read failed: %s", exc)
             try:
                 temp = float(
                     pynvml.nvmlDeviceGetTemperature(self._handle, pynvml.NVML_TEMPERATURE_GPU)
                 )
-            except Exception as exc:
+            except pynvml.NVMLError as exc:  # e.g. NotSupported on some boards
                 self._debug_once("NVML temperature read failed: %s", exc)
         elif self.gpu_backend == "torch":
             try:
-                import torch
-
-                free, total_bytes = torch.cuda.mem_get_info(self._cuda_device)
+                free, total_bytes = self._cuda.mem_get_info(self._cuda_device)
                 used, total = (total_bytes - free) / MIB, total_bytes / MIB
-            except Exception as exc:
+            except RuntimeError as exc:  # CUDA errors
                 self._debug_once("torch.cuda memory read failed: %s", exc)
         return util, used, total, temp
 
@@ -253,14 +247,13 @@ class SystemMonitor:
 
     def close(self) -> None:
         """Release NVML (idempotent)."""
-        if self._nvml is not None:
-            with contextlib.suppress(Exception):
-                self._nvml.nvmlShutdown()
-            self._nvml = None
+        if self._handle is not None:
+            with contextlib.suppress(pynvml.NVMLError):
+                pynvml.nvmlShutdown()
             self._handle = None
             self.gpu_backend = None
 
-    def __enter__(self) -> SystemMonitor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -268,23 +261,6 @@ class SystemMonitor:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _atomic_write_json(path: Path, payload: Any) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, ensure_ascii=False, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -321,6 +297,7 @@ class ProgressLogger:
         clock: monotonic seconds source (inject a fake one in tests).
         monitor: system monitor; default a :class:`SystemMonitor` owned (and closed) here.
         show_progress_bar: ``True`` shows tqdm on a TTY (``disable=None``), ``False`` never.
+            Without a bar (either way) ``update`` does no bar work.
         initial_step: the step the run resumes from (progress-bar start).
 
     Call :meth:`update` after every optimiser step with that step's counts; use the
@@ -392,7 +369,7 @@ class ProgressLogger:
         if show_progress_bar:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(
+            bar = tqdm(
                 total=total_steps,
                 initial=initial_step,
                 disable=None,  # off when stderr is not a TTY
@@ -401,13 +378,14 @@ class ProgressLogger:
                 desc="train",
                 file=sys.stderr,
             )
+            self._bar = None if bar.disable else bar
 
     # -- public API ---------------------------------------------------------------------
 
     def update(
         self,
         step: int,
-        epoch: int | float,
+        epoch: float,
         losses: Mapping[str, float],
         lr: float,
         samples: int,
@@ -488,23 +466,11 @@ class ProgressLogger:
             if self._owns_monitor and hasattr(self.monitor, "close"):
                 self.monitor.close()
 
-    def __enter__(self) -> ProgressLogger:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @property
-    def throughput(self) -> dict[str, float | None]:
-        """samples/s and tokens/s over the current interval and since the start."""
-        now = self._clock()
-        iv, total = now - self._iv_start, now - self._start
-        return {
-            "samples_per_second": _rate(self._iv_samples, iv),
-            "tokens_per_second": _rate(self._iv_tokens, iv),
-            "overall_samples_per_second": _rate(self._samples, total),
-            "overall_tokens_per_second": _rate(self._tokens, total),
-        }
 
     # -- internals ----------------------------------------------------------------------
 
@@ -571,7 +537,7 @@ class ProgressLogger:
             "warnings": warnings,
         }
         path = self._log_path(stamp)
-        _atomic_write_json(path, record)
+        write_json_atomic(record, path, allow_nan=False)
         self.log_files.append(path)
 
         if self._first_logged_step is None:
@@ -626,7 +592,7 @@ class ProgressLogger:
             "thresholds": dict(self.thresholds),
             "warnings": list(self._all_warnings),
         }
-        _atomic_write_json(self.summary_path, summary)
+        write_json_atomic(summary, self.summary_path, allow_nan=False)
 
 
 # --------------------------------------------------------------------------- profiler
@@ -642,9 +608,10 @@ class PerformanceProfiler:
     Args:
         clock: seconds source (``time.perf_counter``; inject a fake one in tests).
         warmup_steps: steps excluded from :meth:`report`.
-        cuda_synchronize: call ``torch.cuda.synchronize()`` at step boundaries so the wall
-            time includes queued kernels (off by default: ``loss.item()`` already syncs).
         rss_reader: bytes of process RSS (default psutil); sampled at every step end.
+
+    No CUDA synchronisation at step boundaries: the loop reads its losses as Python floats
+    inside the step, which already waits for the queued kernels.
     """
 
     def __init__(
@@ -652,16 +619,14 @@ class PerformanceProfiler:
         *,
         clock: Callable[[], float] = time.perf_counter,
         warmup_steps: int = 0,
-        cuda_synchronize: bool = False,
         rss_reader: Callable[[], int] | None = None,
     ) -> None:
         self._clock = clock
         self.warmup_steps = int(warmup_steps)
         self._cuda = _torch_cuda()
-        self._sync = cuda_synchronize and self._cuda is not None
         if rss_reader is None:
             process = psutil.Process()
-            rss_reader = lambda: process.memory_info().rss  # noqa: E731
+            rss_reader = lambda: process.memory_info().rss
         self._rss_reader = rss_reader
         self._started: float | None = None
         self.step_times: list[float] = []
@@ -669,26 +634,22 @@ class PerformanceProfiler:
         self.step_samples: list[int] = []
         self._peak_rss: int | None = None
         if self._cuda is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(RuntimeError):  # a CUDA error: peaks count from start
                 self._cuda.reset_peak_memory_stats()
 
     def step_started(self) -> None:
-        if self._sync:
-            self._cuda.synchronize()
         self._started = self._clock()
 
     def step_finished(self, tokens: int = 0, samples: int = 0) -> float:
         """Close the step opened by :meth:`step_started`; returns its wall time (s)."""
         if self._started is None:
             raise RuntimeError("step_finished() without step_started()")
-        if self._sync:
-            self._cuda.synchronize()
         duration = self._clock() - self._started
         self._started = None
         self.step_times.append(duration)
         self.step_tokens.append(int(tokens))
         self.step_samples.append(int(samples))
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(psutil.Error, OSError):
             rss = int(self._rss_reader())
             self._peak_rss = rss if self._peak_rss is None else max(self._peak_rss, rss)
         return duration
@@ -720,7 +681,7 @@ class PerformanceProfiler:
             step_time = dict.fromkeys(("mean", "p50", "p90", "p99", "min", "max", "total"))
         peak_alloc = peak_reserved = None
         if self._cuda is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(RuntimeError):
                 peak_alloc = self._cuda.max_memory_allocated() / MIB
                 peak_reserved = self._cuda.max_memory_reserved() / MIB
         return {
@@ -741,5 +702,5 @@ class PerformanceProfiler:
         path = Path(path)
         if path.suffix != ".json":
             path = path / PERFORMANCE_REPORT_FILE
-        _atomic_write_json(path, self.report())
+        write_json_atomic(self.report(), path, allow_nan=False)
         return path
