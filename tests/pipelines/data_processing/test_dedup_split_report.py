@@ -255,16 +255,16 @@ def test_report_counts_and_distributions(run_until_report):
 
 def test_report_raises_when_records_go_missing(run_until_report):
     out = run_until_report(jsonl(*balanced_records(5)))
-    args = dict(
-        ingest_summary=out["summary"],
-        pii_counts=out["pii"],
-        quarantined_records=out["quarantine"],
-        duplicate_records=out["duplicates"],
-        train_records=out["train"],
-        val_records=out["val"],
-        test_records=out["test"],
-        split_summary={},
-    )
+    args = {
+        "ingest_summary": out["summary"],
+        "pii_counts": out["pii"],
+        "quarantined_records": out["quarantine"],
+        "duplicate_records": out["duplicates"],
+        "train_records": out["train"],
+        "val_records": out["val"],
+        "test_records": out["test"],
+        "split_summary": {},
+    }
     nodes.build_data_quality_report(**args)  # consistent: no error
 
     lost = {**args, "train_records": out["train"].iloc[1:]}

@@ -146,6 +146,14 @@ def test_ids_are_strings_and_unique(run_until_report):
 # ---------------------------------------------------------------- quarantine reasons
 
 LONG = "x" * 4001
+NESTED_LABEL = "quadruple_classification.four_class_label"
+
+
+def nested_label_line(label: object) -> bytes:
+    """A JSONL line whose label is ``quadruple_classification.four_class_label``."""
+    return json.dumps(
+        {"text": "t", "quadruple_classification": {"four_class_label": label}}
+    ).encode()
 
 
 @pytest.mark.parametrize(
@@ -187,13 +195,7 @@ LONG = "x" * 4001
             "wrong_type",
             "quadruple_classification",
         ),
-        (
-            json.dumps(
-                {"text": "t", "quadruple_classification": {"four_class_label": 2.5}}
-            ).encode(),
-            "wrong_type",
-            "quadruple_classification.four_class_label",
-        ),
+        (nested_label_line(2.5), "wrong_type", NESTED_LABEL),
         (json.dumps({"id": [1], "text": "t", "label": "ALLOW"}).encode(), "wrong_type", "id"),
         (
             json.dumps({"text": "t", "label": "ALLOW", "language": 3}).encode(),
@@ -208,22 +210,10 @@ LONG = "x" * 4001
         (json.dumps({"text": "t"}).encode(), "missing_label", "label"),
         (json.dumps({"text": "t", "label": None}).encode(), "missing_label", "label"),
         (json.dumps({"text": "t", "label": "  "}).encode(), "missing_label", "label"),
-        (
-            json.dumps(
-                {"text": "t", "quadruple_classification": {"four_class_label": ""}}
-            ).encode(),
-            "missing_label",
-            "quadruple_classification.four_class_label",
-        ),
+        (nested_label_line(""), "missing_label", NESTED_LABEL),
         (json.dumps({"text": "t", "label": "BLOCK"}).encode(), "unknown_label", "label"),
         (json.dumps({"text": "t", "label": 7}).encode(), "unknown_label", "label"),
-        (
-            json.dumps(
-                {"text": "t", "quadruple_classification": {"four_class_label": "BLOCK"}}
-            ).encode(),
-            "unknown_label",
-            "quadruple_classification.four_class_label",
-        ),
+        (nested_label_line("BLOCK"), "unknown_label", NESTED_LABEL),
         (json.dumps({"text": " \u3000\u200b\n ", "label": "ALLOW"}).encode(), "empty_text", "text"),
         (json.dumps({"text": LONG, "label": "ALLOW"}).encode(), "text_too_long", "text"),
         (

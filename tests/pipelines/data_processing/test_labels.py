@@ -56,5 +56,8 @@ def test_normalise_label_rejects_wrong_type(raw):
 
 
 def test_label_ids_follow_label_order():
+    # Spelled out: LABEL_TO_ID and the int ids are both derived from LABELS, so comparing
+    # them with LABELS itself would pass for any order.
+    assert list(LABELS) == ["ALLOW", "ESCALATION", "DENY", "REFUSE"]
     assert [LABEL_TO_ID[label] for label in LABELS] == [0, 1, 2, 3]
     assert [normalise_label(i) for i in range(4)] == list(LABELS)

@@ -395,8 +395,9 @@ def _read_jsonl(name: str, data: bytes, snippet: int, out: dict[str, list], bad:
     blank = 0
 
     def quarantine(line_no, field, reason, detail, raw, record_id=None):
-        _append_row(bad, file=name, line=line_no, source=f"{name}:{line_no}", id=record_id,
-                    field=field, reason=reason, detail=detail, raw=raw[:snippet])
+        source = f"{name}:{line_no}"
+        _append_row(bad, file=name, line=line_no, source=source, id=record_id, field=field,
+                    reason=reason, detail=f"{source}: {detail}", raw=raw[:snippet])
 
     for line_no, raw_bytes in enumerate(lines, 1):
         if raw_bytes.endswith(b"\r"):
@@ -406,13 +407,9 @@ def _read_jsonl(name: str, data: bytes, snippet: int, out: dict[str, list], bad:
         try:
             line = raw_bytes.decode("utf-8")
         except UnicodeDecodeError as exc:
-            quarantine(
-                line_no,
-                None,
-                "invalid_utf8",
-                f"{name}:{line_no}: byte {exc.start} is not UTF-8 ({exc.reason})",
-                raw_bytes[: snippet * 4].decode("utf-8", "replace"),
-            )
+            detail = f"byte {exc.start} is not UTF-8 ({exc.reason})"
+            raw = raw_bytes[: snippet * 4].decode("utf-8", "replace")
+            quarantine(line_no, None, "invalid_utf8", detail, raw)
             continue
         if not line or line.isspace():
             blank += 1
@@ -421,16 +418,11 @@ def _read_jsonl(name: str, data: bytes, snippet: int, out: dict[str, list], bad:
             obj = json.loads(line)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             msg = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            quarantine(line_no, None, "malformed_json", f"{name}:{line_no}: {msg}", line)
+            quarantine(line_no, None, "malformed_json", msg, line)
             continue
         if not isinstance(obj, dict):
-            quarantine(
-                line_no,
-                None,
-                "not_an_object",
-                f"{name}:{line_no}: expected a JSON object, got {_json_type(obj)}",
-                line,
-            )
+            detail = f"expected a JSON object, got {_json_type(obj)}"
+            quarantine(line_no, None, "not_an_object", detail, line)
             continue
 
         record_id = obj.get("id")
@@ -441,14 +433,8 @@ def _read_jsonl(name: str, data: bytes, snippet: int, out: dict[str, list], bad:
         elif isinstance(record_id, str):
             record_id = record_id.strip() or f"{name}:{line_no}"
         else:
-            quarantine(
-                line_no,
-                "id",
-                "wrong_type",
-                f"{name}:{line_no}: field 'id' must be a string or an integer, "
-                f"got {_json_type(record_id)}",
-                line,
-            )
+            detail = f"field 'id' must be a string or an integer, got {_json_type(record_id)}"
+            quarantine(line_no, "id", "wrong_type", detail, line)
             continue
 
         text_field, text, error = _extract_text(obj)
@@ -471,7 +457,7 @@ def _read_jsonl(name: str, data: bytes, snippet: int, out: dict[str, list], bad:
                 detail = "no 'text', 'original_text' or 'instruction' field"
             else:  # missing_label
                 detail = f"no label ('{field}' is missing or empty)"
-            quarantine(line_no, field, error, f"{name}:{line_no}: {detail}", line, record_id)
+            quarantine(line_no, field, error, detail, line, record_id)
             continue
         if "\\u" in line:  # a \uD800-style escape can smuggle in a lone surrogate
             fields = {
@@ -486,14 +472,9 @@ def _read_jsonl(name: str, data: bytes, snippet: int, out: dict[str, list], bad:
                 None,
             )
             if bad_field is not None:
-                quarantine(
-                    line_no,
-                    bad_field,
-                    "invalid_utf8",
-                    f"{name}:{line_no}: field '{bad_field}' has a lone surrogate escape",
-                    line,
-                    None if bad_field == "id" else record_id,
-                )
+                detail = f"field '{bad_field}' has a lone surrogate escape"
+                usable_id = None if bad_field == "id" else record_id
+                quarantine(line_no, bad_field, "invalid_utf8", detail, line, usable_id)
                 continue
 
         # Hot path (every kept line): plain appends, ~10 % faster than _append_row's kwargs.
@@ -627,57 +608,32 @@ def clean_records(
     pii: Counter = Counter({t: 0 for t in PII_TYPES})
     scrubbed: Counter = Counter()  # the current record's replacements
 
-    def quarantine(file, line, source, record_id, field, reason, detail, raw):
+    def quarantine(row: tuple, field: str, reason: str, detail: str) -> None:
+        file, line, source, record_id, *_, raw = row  # a row of _RAW_COLUMNS
         _append_row(bad, file=file, line=line, source=source, id=record_id, field=field,
                     reason=reason, detail=f"{source}: {detail}", raw=raw)
 
-    for file, line, source, record_id, text, raw_label, label_field, language, domain, raw in zip(
-        *(raw_records[c].tolist() for c in _RAW_COLUMNS), strict=True
-    ):
+    for row in zip(*(raw_records[c].tolist() for c in _RAW_COLUMNS), strict=True):
+        file, line, source, record_id, text, raw_label, label_field, language, domain, raw = row
         try:
             label = normalise_label(raw_label)
         except (TypeError, ValueError) as exc:
-            quarantine(file, line, source, record_id, label_field, "unknown_label", str(exc), raw)
+            quarantine(row, label_field, "unknown_label", str(exc))
             continue
         text = normalise_text(text)
         if not text:
-            quarantine(
-                file,
-                line,
-                source,
-                record_id,
-                "text",
-                "empty_text",
-                "text is empty after normalisation",
-                raw,
-            )
+            quarantine(row, "text", "empty_text", "text is empty after normalisation")
             continue
         lang = _normalise_language(language)
         if lang is None:
-            quarantine(
-                file,
-                line,
-                source,
-                record_id,
-                "language",
-                "unsupported_language",
-                f"language {language!r} is not one of ja, en",
-                raw,
-            )
+            detail = f"language {language!r} is not one of ja, en"
+            quarantine(row, "language", "unsupported_language", detail)
             continue
         if do_scrub:
             text = scrub_pii(text, scrubbed)
         if len(text) > max_chars:  # after scrubbing: placeholders can be longer than PII
-            quarantine(
-                file,
-                line,
-                source,
-                record_id,
-                "text",
-                "text_too_long",
-                f"text has {len(text)} characters (max_text_chars={max_chars})",
-                raw,
-            )
+            detail = f"text has {len(text)} characters (max_text_chars={max_chars})"
+            quarantine(row, "text", "text_too_long", detail)
             scrubbed.clear()
             continue
         if scrubbed:  # count the PII of records that pass cleaning only
@@ -728,7 +684,7 @@ def deduplicate_records(
 
     ids = clean_records["id"].tolist()
     sources = clean_records["source"].tolist()
-    keep = [False] * len(texts)
+    kept_rows: list[int] = []  # ascending: groups are in order of their first record
     dup_rows: list[int] = []
     dup_of: list[int] = []
     conflicts: list[tuple[int, str]] = []
@@ -741,12 +697,11 @@ def deduplicate_records(
             for i in members:
                 conflicts.append((i, f"same normalised text labelled {summary}{more}"))
             continue
-        keep[first] = True
+        kept_rows.append(first)
         for i in members[1:]:
             dup_rows.append(i)
             dup_of.append(first)
 
-    kept_rows = [i for i, k in enumerate(keep) if k]
     seen: set[str] = set()
     for i in kept_rows:  # kept ids stay unique
         if ids[i] in seen:
@@ -762,13 +717,14 @@ def deduplicate_records(
         "exact" if texts[i] == texts[j] else "near" for i, j in zip(dup_rows, dup_of, strict=True)
     ]
 
-    rows = [i for i, _ in sorted(conflicts)]
+    conflicts.sort()  # input order
+    rows = [i for i, _ in conflicts]
     conflict = clean_records.iloc[rows][["file", "line", "source", "id", "raw"]].reset_index(
         drop=True
     )
     conflict["field"] = "label"
     conflict["reason"] = "label_conflict"
-    conflict["detail"] = [f"{sources[i]}: {detail}" for i, detail in sorted(conflicts)]
+    conflict["detail"] = [f"{sources[i]}: {detail}" for i, detail in conflicts]
     logger.info(
         "Deduplicated %d records: %d kept, %d duplicates, %d label conflicts",
         len(texts),
@@ -853,7 +809,6 @@ def split_records(
     seed = _param(params, "random_state", "split", int)
     fallback = _param(params, "allow_unstratified_fallback", "split", bool)
     records = records[RECORD_COLUMNS].reset_index(drop=True)
-    counts = {label: int(n) for label, n in records["label"].value_counts().items()}
     summary: dict[str, Any] = {
         "random_state": seed,
         "stratified": True,
@@ -885,6 +840,7 @@ def split_records(
         try:
             train, val, test = run(stratify=True)
         except ValueError as exc:
+            counts = {label: int(n) for label, n in records["label"].value_counts().items()}
             message = (
                 f"cannot stratify {len(records)} records with label counts {counts} into "
                 f"train/val/test = {summary['fractions']}: {exc}"
