@@ -39,4 +39,5 @@ def test_notebook_shows_the_processed_data(project_root: Path, kedro_project: Pa
     assert f"{n_seed} processed records" in outputs[1]
     for label in ("ALLOW", "ESCALATION", "DENY", "REFUSE"):
         assert label in outputs[1]
-    assert "lines read: True" in outputs[-1]
+    # the accounting line: every seed line read is accounted for
+    assert f"lines_read : {n_seed} == {n_seed}" in outputs[-1]

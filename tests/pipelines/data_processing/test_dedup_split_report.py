@@ -232,7 +232,6 @@ def test_report_counts_and_distributions(run_until_report):
         "quarantined": 2,
         "duplicates": 1,
         "accounted": 125,
-        "holds": True,
     }
     assert report["quarantined_by_reason"] == {"unknown_label": 1, "malformed_json": 1}
     assert report["files"][SEED_NAME]["quarantined_by_reason"] == report["quarantined_by_reason"]

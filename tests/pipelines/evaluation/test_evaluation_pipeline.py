@@ -88,21 +88,21 @@ def test_model_specs_resolve_to_directories(tmp_path):
     older = tmp_path / "so8t_adapter/2026-11-21T09.00.00.000Z/so8t_adapter"
     for directory in (base, latest, older):
         directory.mkdir(parents=True)
-    no_path = {"path": None}
-    assert resolve_model_dirs(base, latest, no_path, {"name": "o", "adapter": None}) == (base, None)
-    assert resolve_model_dirs(base, latest, no_path, {"name": "s", "adapter": "catalog"}) == (
-        base, latest)
-    assert resolve_model_dirs(base, latest, no_path,
-                              {"name": "s", "adapter": "2026-11-21T09.00.00.000Z"}) == (base, older)
-    assert resolve_model_dirs(base, latest, no_path, {"name": "p", "adapter": str(older)})[1] == older
+
+    def resolve(adapter, base_model_path=None):
+        return resolve_model_dirs(base, latest, {"path": base_model_path},
+                                  {"name": "m", "adapter": adapter})
+
+    assert resolve(None) == (base, None)
+    assert resolve("catalog") == (base, latest)
+    assert resolve("2026-11-21T09.00.00.000Z") == (base, older)
+    assert resolve(str(older)) == (base, older)
     # base_model.path (a real model) wins over the embedded default
-    assert resolve_model_dirs(base, latest, {"path": str(tmp_path)},
-                              {"name": "o", "adapter": None})[0] == tmp_path
+    assert resolve(None, base_model_path=str(tmp_path)) == (tmp_path, None)
     with pytest.raises(FileNotFoundError, match="no version '2020-01-01T00.00.00.000Z'"):
-        resolve_model_dirs(base, latest, no_path,
-                           {"name": "s", "adapter": "2020-01-01T00.00.00.000Z"})
+        resolve("2020-01-01T00.00.00.000Z")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        resolve_model_dirs(base, latest, no_path, {"name": "s", "adapter": str(tmp_path / "x")})
+        resolve(str(tmp_path / "x"))
 
 
 def test_an_adapter_is_scored_on_the_base_it_was_trained_on(tmp_path):

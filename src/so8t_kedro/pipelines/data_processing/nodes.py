@@ -47,6 +47,7 @@ from matplotlib.figure import Figure
 from sklearn.model_selection import train_test_split
 
 from so8t_kedro.labels import LABEL_TO_ID, LABELS, normalise_label
+from so8t_kedro.think_format import LANGUAGES
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,6 @@ QUARANTINE_REASONS: tuple[str, ...] = (
 )
 PII_TYPES: tuple[str, ...] = ("EMAIL", "PHONE", "CREDIT_CARD", "MY_NUMBER", "ADDRESS")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-LANGUAGES: frozenset[str] = frozenset({"ja", "en"})
 UNKNOWN_DOMAIN = "unknown"
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -523,14 +523,8 @@ def ingest_raw_records(
             f"params:data_processing.ingest.seed_file_name {seed_name!r} is also the name of a "
             "four_class partition; their lines could not be told apart"
         )
-    files: list[tuple[str, Any]] = [(seed_name, lambda: seed_dataset)]
-    ignored: list[str] = []
-    for partition_id in sorted(four_class_partitions):
-        if "/" not in partition_id and fnmatch.fnmatchcase(partition_id, pattern):
-            files.append((partition_id, four_class_partitions[partition_id]))
-        else:
-            ignored.append(partition_id)
-
+    partitions, ignored = matching_partitions(four_class_partitions, pattern)
+    files = [(seed_name, lambda: seed_dataset), *partitions]
     raw, bad, per_file = read_jsonl_files(files, snippet)
     logger.info(
         "Ingested %d files (%d records, %d quarantined, %d ignored files)",
@@ -540,6 +534,20 @@ def ingest_raw_records(
         len(ignored),
     )
     return raw, bad, {"files": per_file, "ignored_files": ignored}
+
+
+def matching_partitions(
+    partitions: Mapping[str, Callable[[], bytes]], pattern: str
+) -> tuple[list[tuple[str, Callable[[], bytes]]], list[str]]:
+    """The top-level partitions whose id matches ``pattern`` as (id, loader), sorted by id,
+    and the ids of the others (sub-folders included), which are not read."""
+    files, ignored = [], []
+    for partition_id in sorted(partitions):
+        if "/" not in partition_id and fnmatch.fnmatchcase(partition_id, pattern):
+            files.append((partition_id, partitions[partition_id]))
+        else:
+            ignored.append(partition_id)
+    return files, ignored
 
 
 def read_jsonl_files(
@@ -956,13 +964,13 @@ def build_data_quality_report(
     accounted = (
         totals["kept"] + totals["quarantined"] + totals["duplicates"] + totals["blank_lines"]
     )
+    # A report exists only if this holds: it records the check, it cannot say it failed.
     invariant = {
         "formula": "kept + quarantined + duplicates + blank_lines == lines_read",
         **totals,
         "accounted": accounted,
-        "holds": accounted == totals["lines_read"] and not errors,
     }
-    if not invariant["holds"]:
+    if errors or accounted != totals["lines_read"]:
         detail = "; ".join(errors) or (
             f"kept {totals['kept']} + quarantined {totals['quarantined']} + duplicates "
             f"{totals['duplicates']} + blank {totals['blank_lines']} = {accounted} != lines read "

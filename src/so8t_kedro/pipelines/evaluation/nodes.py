@@ -9,7 +9,6 @@ older model can be scored with ``--load-versions=so8t_adapter:<version>``. The c
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -41,6 +40,7 @@ from so8t_kedro.pipelines.data_processing.nodes import (
     RECORD_COLUMNS,
     RecordAccountingError,
     clean_records,
+    matching_partitions,
     read_jsonl_files,
 )
 from so8t_kedro.scoring import label_ids_of, predict_records, scores_of
@@ -75,8 +75,7 @@ def prepare_evaluation_set(
             f"params:evaluation.test_set.source must be 'split' or 'external', got {source!r}"
         )
     pattern = test_set_params.get("file_pattern", "*.jsonl")
-    files = [(name, external_test_files[name]) for name in sorted(external_test_files)
-             if "/" not in name and fnmatch.fnmatchcase(name, pattern)]
+    files, _ = matching_partitions(external_test_files, pattern)
     if not files:
         raise FileNotFoundError(
             "params:evaluation.test_set.source is 'external' but the external_test_files "

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from so8t_kedro.labels import LABEL_TO_ID, LABELS
+from so8t_kedro.pipelines.data_processing.nodes import RECORD_COLUMNS, SPLITS
 from so8t_kedro.think_format import (
     DEFAULT_FORMAT,
     DEFAULT_MAX_QUOTED_CHARS,
@@ -25,9 +26,6 @@ from so8t_kedro.think_format import (
 
 logger = logging.getLogger(__name__)
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-INPUT_COLUMNS: tuple[str, ...] = ("id", "text", "label", "label_id", "language", "domain",
-                                  "source")
 OUTPUT_COLUMNS: tuple[str, ...] = ("id", "split", "format", "prompt", "completion", "text",
                                    "label", "label_id", "language", "domain", "source")
 LENGTH_COLUMNS: tuple[str, ...] = ("prompt", "completion", "text")
@@ -44,10 +42,10 @@ def combine_splits(
     """
     frames = []
     for split, frame in zip(SPLITS, (train_records, val_records, test_records)):
-        missing = [c for c in INPUT_COLUMNS if c not in frame.columns]
+        missing = [c for c in RECORD_COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"{split}_records lacks columns {missing}")
-        frames.append(frame.loc[:, list(INPUT_COLUMNS)].assign(split=split))
+        frames.append(frame.loc[:, RECORD_COLUMNS].assign(split=split))
     records = pd.concat(frames, ignore_index=True)
     records["id"] = records["id"].astype(str)
 
