@@ -141,28 +141,22 @@ def run_ours(base_dir: Path, samples: pd.DataFrame, params: dict, warmup: int,
 def run_trainer(base_dir: Path, samples: pd.DataFrame, params: dict, warmup: int,
                 out_dir: Path) -> dict:
     """Plain ``Trainer`` + PEFT LoRA (no gates, no extra losses), timed per optimiser step."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from accelerate.utils import set_seed
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from so8t_kedro.training.loop import (
+        add_adapters,
         collate,
         load_training_base,
-        seed_everything,
         tokenise_samples,
     )
 
-    seed_everything(int(params["seed"]))
+    set_seed(int(params["seed"]))
     cuda = torch.cuda.is_available()
     model, tokenizer = load_training_base(base_dir, params,
                                           torch.device("cuda" if cuda else "cpu"))
-    if params.get("quantization"):
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=bool(params.get("gradient_checkpointing")),
-            gradient_checkpointing_kwargs={"use_reentrant": False})
-    lora = params["lora"]
-    model = get_peft_model(model, LoraConfig(
-        r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-        target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM"))
+    # The loop's own k-bit preparation and LoRA, without the SO8T gates.
+    model = add_adapters(model, {**params, "so8t": {**params["so8t"], "enabled": False}})
     train = tokenise_samples(samples[samples["split"] == "train"], tokenizer,
                              int(params["max_seq_length"]))
     pad_id = tokenizer.pad_token_id

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -14,7 +13,7 @@ import yaml
 # Before anything imports kedro: no telemetry prompt or upload from tests.
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
-from so8t_kedro.labels import LABEL_TO_ID, LABELS  # noqa: E402 (after the telemetry switch)
+from so8t_kedro.labels import LABEL_TO_ID, LABELS  # after the telemetry switch
 from so8t_kedro.pipelines.thinking_sft.nodes import render_thinking_sft_samples
 from so8t_kedro.think_format import request_from_prompt
 from so8t_kedro.training.base_model import (
@@ -99,9 +98,9 @@ def tiny_base_dir(tmp_path_factory, sft_samples) -> Path:
 def training_params(tmp_path) -> dict:
     """The project's training parameters, shrunk to a few CPU steps."""
     params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())
-    params = copy.deepcopy(params["training"])
-    params.update(quantization=None, epochs=2, batch_size=4, max_seq_length=512,
-                  learning_rate=5e-3)
+    params = params["training"]  # a fresh copy: the file is read for each test
+    params.update(quantization=None, epochs=2, batch_size=4, gradient_accumulation_steps=1,
+                  max_seq_length=512, learning_rate=5e-3)
     params["lora"].update(r=4, alpha=8)
     params["checkpoint"]["dir"] = str(tmp_path / "checkpoints")
     params["progress"]["show_progress_bar"] = False

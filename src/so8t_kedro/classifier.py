@@ -88,8 +88,13 @@ class FourClassScorer:
 
     def batch(self, texts: Sequence[str], languages: Sequence[str]) -> ProbeBatch:
         """A left-padded :class:`ProbeBatch` for requests ``texts`` in ``languages``."""
-        rows = [pair for text, lang in zip(texts, languages, strict=True)
-                for pair in self.encode(text, lang)]
+        return self.collate([self.encode(text, lang)
+                             for text, lang in zip(texts, languages, strict=True)])
+
+    def collate(self, encoded: Sequence[Sequence[tuple[list[int], list[int]]]]) -> ProbeBatch:
+        """A left-padded :class:`ProbeBatch` from :meth:`encode`'s results, one per request
+        (the training loop encodes each sample once and collates every step)."""
+        rows = [pair for request in encoded for pair in request]
         length = max(len(head) + len(tail) for head, tail in rows)
         input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), length), dtype=torch.long)
@@ -118,8 +123,3 @@ class FourClassScorer:
         token_ll = log_probs.gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
         token_ll = token_ll * batch.target_mask[:, -batch.keep + 1:]
         return token_ll.sum(dim=-1).view(-1, len(LABELS))
-
-
-def four_class_probabilities(scores: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Softmax of label log-likelihood ``scores`` [N, 4] at ``temperature``."""
-    return torch.softmax(scores / temperature, dim=-1)

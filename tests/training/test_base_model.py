@@ -222,7 +222,6 @@ def test_load_base_model_plain(built, saved):
 
 @pytest.mark.parametrize("mode,layer", [("8bit", "Linear8bitLt"), ("4bit", "Linear4bit")])
 def test_load_base_model_quantized_on_cpu(built, saved, mode, layer):
-    pytest.importorskip("bitsandbytes")
     model, tokenizer = load_base_model(saved, quantization=mode)
     qkv = model.model.layers[0].self_attn.qkv_proj
     assert type(qkv).__name__ == layer

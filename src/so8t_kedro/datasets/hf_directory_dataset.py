@@ -18,7 +18,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import fsspec
 from kedro.io.core import (
@@ -33,7 +33,6 @@ _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
 
 
-@runtime_checkable
 class SavesPretrained(Protocol):
     """Anything with ``save_pretrained(path)``: a model, tokenizer, PeftModel, bundle."""
 
@@ -65,7 +64,7 @@ class HFDirectoryDataset(AbstractVersionedDataset[SavesPretrained, Path]):
           save_args: {safe_serialization: true}
     """
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         *,
         filepath: str | os.PathLike,
@@ -132,17 +131,11 @@ class HFDirectoryDataset(AbstractVersionedDataset[SavesPretrained, Path]):
             )
         save_path = Path(str(self._get_save_path()))
         token = uuid.uuid4().hex[:8]
-        if self._version:
-            # Build the whole <version>/ dir aside, then rename it: the version appears
-            # complete or not at all.
-            version_dir = save_path.parent
-            staging_root = version_dir.with_name(f"{_TMP_PREFIX}{version_dir.name}-{token}")
-            target, staged = version_dir, staging_root
-            write_dir = staging_root / save_path.name
-        else:
-            staging_root = save_path.with_name(f"{_TMP_PREFIX}{save_path.name}-{token}")
-            target, staged = save_path, staging_root
-            write_dir = staging_root
+        # Versioned: build the whole <version>/ dir aside, then rename it, so that the
+        # version appears complete or not at all.
+        target = save_path.parent if self._version else save_path
+        staging_root = target.with_name(f"{_TMP_PREFIX}{target.name}-{token}")
+        write_dir = staging_root / save_path.name if self._version else staging_root
         write_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
             data.save_pretrained(str(write_dir), **self._save_args)
@@ -151,7 +144,7 @@ class HFDirectoryDataset(AbstractVersionedDataset[SavesPretrained, Path]):
                     f"{type(data).__name__}.save_pretrained did not create a "
                     f"directory at '{write_dir}'."
                 )
-            self._move_into_place(staged, target, token)
+            self._move_into_place(staging_root, target, token)
         finally:
             if staging_root.exists():
                 shutil.rmtree(staging_root, ignore_errors=True)

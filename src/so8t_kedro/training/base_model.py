@@ -101,7 +101,7 @@ DEFAULT_MODEL_PARAMS: dict[str, Any] = {
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
     "num_key_value_heads": 4,
-    "intermediate_size": 344,
+    "intermediate_size": 384,  # bitsandbytes' AVX512-BF16 4-bit CPU kernel wants multiples of 64
     "max_position_embeddings": 1024,
     "seed": 0,
 }
@@ -225,7 +225,6 @@ def build_embedded_tokenizer(
         {"extra_special_tokens": [LLAMA_EOS_TOKEN, *CHAT_TOKENS]},
         replace_extra_special_tokens=True,
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.sp_model_bytes = model_bytes
     _check_token_ids(tokenizer)
     return tokenizer
@@ -250,7 +249,7 @@ def build_embedded_model(
     num_hidden_layers: int = 2,
     num_attention_heads: int = 4,
     num_key_value_heads: int = 4,
-    intermediate_size: int = 344,
+    intermediate_size: int = 384,
     max_position_embeddings: int = 1024,
     seed: int = 0,
 ):
@@ -369,8 +368,8 @@ def save_base_model(model, tokenizer, out_dir: str | os.PathLike) -> Path:
 
     The SentencePiece model comes from ``tokenizer.sp_model_bytes`` (embedded tokenizer)
     or ``tokenizer.vocab_file`` (a tokenizer loaded from a directory that had one). A
-    tokenizer with neither (e.g. a ``tokenizer.json``-only checkpoint) is saved without it;
-    ``has_sentencepiece_model(out_dir)`` tells. Returns ``out_dir`` as a ``Path``.
+    tokenizer with neither (e.g. a ``tokenizer.json``-only checkpoint) is saved without it.
+    Returns ``out_dir`` as a ``Path``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -381,15 +380,10 @@ def save_base_model(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     vocab_file = getattr(tokenizer, "vocab_file", None)
     if model_bytes:
         target.write_bytes(model_bytes)
-    elif vocab_file and str(vocab_file).endswith(".model") and Path(vocab_file).is_file():
-        if Path(vocab_file).resolve() != target.resolve():
-            shutil.copyfile(vocab_file, target)
+    elif (vocab_file and str(vocab_file).endswith(".model") and Path(vocab_file).is_file()
+          and Path(vocab_file).resolve() != target.resolve()):
+        shutil.copyfile(vocab_file, target)
     return out
-
-
-def has_sentencepiece_model(path: str | os.PathLike) -> bool:
-    """Whether a saved directory carries the SentencePiece ``tokenizer.model``."""
-    return (Path(path) / SPM_FILENAME).is_file()
 
 
 def _quantization_config(quantization: str | None, dtype):
@@ -414,9 +408,9 @@ def _resolve_dtype(dtype):
     if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
     resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
-    if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}")
-    return resolved
+    if isinstance(resolved, torch.dtype):
+        return resolved
+    raise ValueError(f"unknown dtype {dtype!r}")
 
 
 def load_base_model(
@@ -490,7 +484,6 @@ __all__ = [
     "build_embedded_model",
     "build_embedded_tokenizer",
     "embedded_base_model",
-    "has_sentencepiece_model",
     "load_base_model",
     "save_base_model",
     "train_sentencepiece",
