@@ -24,8 +24,8 @@ def main() -> None:
     samples = pd.read_json(samples_path, lines=True, dtype=False)
     params = json.loads(Path(params_path).read_text())
 
-    def on_step(step, losses):
-        Path(ready).write_text(str(step))
+    def on_step(report):
+        Path(ready).write_text(str(report.step))
         time.sleep(0.5)  # give the test time to signal while training is under way
 
     try:

@@ -53,8 +53,8 @@ def test_batched_scores_equal_one_sequence_at_a_time(tiny_base_dir, sft_samples)
             head, tail = split_token_ids(tokenizer, render_decision_probe(text, "quadruple", language),
                                          label_continuations()[label])
             log_probs = torch.log_softmax(model(input_ids=torch.tensor([head + tail])).logits[0], -1)
-            expected = sum(float(log_probs[len(head) - 1 + k, t]) for k, t in enumerate(tail))
-            assert float(scores[i, j]) == pytest.approx(expected, abs=1e-4)
+            expected = sum(log_probs[len(head) - 1 + k, t].item() for k, t in enumerate(tail))
+            assert scores[i, j].item() == pytest.approx(expected, abs=1e-4)
 
 
 @pytest.mark.parametrize("quantization", [None, "8bit", "4bit"])
@@ -69,9 +69,9 @@ def test_training_runs_and_saves_lora_and_gates(tiny_base_dir, sft_samples, trai
     assert (result.history["safety"] > 0).all() and (result.history["pet"] > 0).all()
     assert result.summary["gates"] == 2 and result.summary["optimizer_steps"] == 6
 
-    initial = load(next(result.session_dir.glob("checkpoint_epoch_1")))
-    thetas = {k: v for k, v in initial.trainable.items() if "so8t_gate" in k}
-    assert len(thetas) == 2 and any("lora_A" in k for k in initial.trainable)
+    epoch_1 = load(result.session_dir / "checkpoint_epoch_1")
+    thetas = {k: v for k, v in epoch_1.trainable.items() if "so8t_gate" in k}
+    assert len(thetas) == 2 and any("lora_A" in k for k in epoch_1.trainable)
 
     from so8t_kedro.so8t import save_adapter
 
@@ -79,6 +79,22 @@ def test_training_runs_and_saves_lora_and_gates(tiny_base_dir, sft_samples, trai
     saved = load_file(tmp_path / "adapter" / GATES_FILE)
     assert len(saved) == 2
     assert all(v.abs().sum() > 0 for v in saved.values())
+
+
+def test_gradient_accumulation_without_the_safety_loss(tiny_base_dir, sft_samples,
+                                                      training_params):
+    """6 micro-batches in groups of 4: a full step and a last one of 2, every train sample
+    seen once; with safety weight 0 no probe is encoded or scored."""
+    training_params.update(epochs=1, gradient_accumulation_steps=4)
+    training_params["loss_weights"]["safety"] = 0.0
+    result = train_so8t(tiny_base_dir, sft_samples, training_params,
+                        checkpoint_dir=training_params["checkpoint"]["dir"])
+    _, tokenizer = load_base_model(tiny_base_dir)
+    train = tokenise_samples(sft_samples[sft_samples["split"] == "train"], tokenizer,
+                             training_params["max_seq_length"])
+    assert result.history["step"].tolist() == [1, 2]
+    assert result.history["tokens"].sum() == sum(len(e.input_ids) for e in train)
+    assert (result.history["safety"] == 0).all() and (result.history["lm"] > 0).all()
 
 
 def test_validation_lm_loss_falls_with_training(tiny_base_dir, sft_samples, training_params):
@@ -97,8 +113,8 @@ def test_resumed_run_repeats_the_uninterrupted_losses(tiny_base_dir, sft_samples
 
     flag = ShutdownFlag()
 
-    def stop_after_step_4(step, losses):
-        if step == 4:
+    def stop_after_step_4(report):
+        if report.step == 4:
             flag.requested, flag.signal_name = True, "SIGTERM"
 
     with pytest.raises(TrainingInterrupted) as interrupted:

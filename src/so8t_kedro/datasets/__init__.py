@@ -2,5 +2,6 @@
 
 from .hf_directory_dataset import HFDirectoryDataset
 from .optional_partitioned_dataset import OptionalPartitionedDataset
+from .optuna_storage_dataset import OptunaStorageDataset
 
-__all__ = ["HFDirectoryDataset", "OptionalPartitionedDataset"]
+__all__ = ["HFDirectoryDataset", "OptionalPartitionedDataset", "OptunaStorageDataset"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -32,7 +31,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, set_seed
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import get_cosine_schedule_with_warmup
 
@@ -79,15 +78,18 @@ class Example:
 
     input_ids: list[int]
     labels: list[int]
-    text: str  # the user's request, for the four-class probe
-    language: str
     label_id: int
+    # The four-class probe of the user's request, encoded (FourClassScorer.encode); None
+    # when no scorer was given (no safety loss).
+    probe: list[tuple[list[int], list[int]]] | None = None
 
 
-def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int) -> list[Example]:
+def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int,
+                     scorer: FourClassScorer | None = None) -> list[Example]:
     """Tokenise prompt + completion; the model learns only from the completion's tokens.
 
-    A sample longer than ``max_seq_length`` is cut at the end of its completion.
+    A sample longer than ``max_seq_length`` is cut at the end of its completion. With a
+    ``scorer``, each sample's decision probe is encoded here, once, not at every step.
     """
     examples = []
     for row in samples.itertuples(index=False):
@@ -95,8 +97,9 @@ def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int) -> l
         ids = (prompt_ids + completion_ids)[:max_seq_length]
         n_prompt = min(len(prompt_ids), len(ids))
         labels = [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
-        examples.append(Example(ids, labels, request_from_prompt(row.prompt), row.language,
-                                int(row.label_id)))
+        probe = (scorer.encode(request_from_prompt(row.prompt), row.language)
+                 if scorer is not None else None)
+        examples.append(Example(ids, labels, int(row.label_id), probe))
     return examples
 
 
@@ -210,6 +213,18 @@ def load_trainable_state(model, state: Mapping[str, torch.Tensor]) -> None:
 # --------------------------------------------------------------------------- loop
 
 
+@dataclass(frozen=True)
+class StepReport:
+    """What ``on_step`` sees after each optimiser step: the step, its mean loss terms, and
+    the model (unwrapped, in train mode) with its tokenizer, for in-training evaluation."""
+
+    step: int
+    epoch: int
+    losses: dict[str, float]
+    model: Any
+    tokenizer: Any
+
+
 @dataclass
 class TrainResult:
     model: Any  # the PeftModel with gates, in eval mode
@@ -217,12 +232,6 @@ class TrainResult:
     history: pd.DataFrame  # one row per optimiser step
     summary: dict[str, Any]
     session_dir: Path
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _quiet_int8_casts(func):
@@ -249,7 +258,7 @@ def train_so8t(
     *,
     checkpoint_dir: str | Path,
     shutdown: ShutdownFlag | None = None,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: Callable[[StepReport], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> TrainResult:
     """Train LoRA + SO8T gates on the ``split == "train"`` rows of the SFT ``samples``.
@@ -262,22 +271,25 @@ def train_so8t(
         checkpoint_dir: where sessions live (``<checkpoint_dir>/<session_id>/``).
         shutdown: a stop flag; by default SIGINT/SIGTERM/SIGBREAK set one. On a stop, an
             emergency checkpoint is saved and ``TrainingInterrupted`` raised.
-        on_step: called after each optimiser step with (step, losses); a hook for tests and
-            hyperparameter search.
+        on_step: called with a :class:`StepReport` after each optimiser step; a hook for
+            tests and hyperparameter search (an exception it raises ends training).
         clock: the clock of the checkpoint interval and the progress logger.
     """
     seed = int(params["seed"])
-    seed_everything(seed)
+    set_seed(seed)
     accelerator = Accelerator(
         mixed_precision=params.get("mixed_precision", "no") if torch.cuda.is_available() else "no",
     )
-    model, tokenizer = load_training_base(base_model_dir, params, accelerator.device)
+    device = accelerator.device
+    model, tokenizer = load_training_base(base_model_dir, params, device)
     pad_id = tokenizer.pad_token_id
-    scorer = FourClassScorer(tokenizer, fmt=str(samples["format"].iloc[0]),
-                             max_probe_tokens=int(params["max_seq_length"]))
-
+    weights = params["loss_weights"]
     max_len = int(params["max_seq_length"])
-    train = tokenise_samples(samples[samples["split"] == "train"], tokenizer, max_len)
+    # The safety loss's probes are encoded once, with the samples (none without that loss).
+    scorer = (FourClassScorer(tokenizer, fmt=str(samples["format"].iloc[0]),
+                              max_probe_tokens=max_len)
+              if weights["safety"] > 0 else None)
+    train = tokenise_samples(samples[samples["split"] == "train"], tokenizer, max_len, scorer)
     val = tokenise_samples(samples[samples["split"] == "val"], tokenizer, max_len)
     if not train:
         raise ValueError("training: the thinking_sft dataset has no split == 'train' rows")
@@ -293,13 +305,15 @@ def train_so8t(
     micro_per_epoch = (math.ceil(len(train) / batch_size) if world == 1
                        else len(train) // global_batch)
     steps_per_epoch = math.ceil(micro_per_epoch / accumulation)
+    # ``max_steps`` (a trial's budget in hyperparameter search) cuts the run short; the
+    # cosine schedule then spans the budget.
     total_steps = epochs * steps_per_epoch
-    weights = params["loss_weights"]
+    if params.get("max_steps"):
+        total_steps = min(total_steps, int(params["max_steps"]))
     pet_schedule = PETSchedule(**params["pet_schedule"])
     safety_temperature = float(params.get("safety_temperature", 1.0))
 
-    untrained_val_loss = (mean_lm_loss(model, val, pad_id, batch_size, accelerator.device)
-                          if val else None)
+    untrained_val_loss = mean_lm_loss(model, val, pad_id, batch_size, device) if val else None
     model = add_adapters(model, params)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=float(params["learning_rate"]),
@@ -307,7 +321,6 @@ def train_so8t(
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, int(float(params["warmup_ratio"]) * total_steps), total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    device = accelerator.device
     gates = list_gates(model)
 
     step, start_epoch, start_micro = 0, 0, 0
@@ -339,6 +352,7 @@ def train_so8t(
         )
 
     history: list[dict[str, float]] = []
+    next_epoch, next_micro = start_epoch, start_micro
     profiler = PerformanceProfiler(clock=time.perf_counter)
     model.train()
     with ExitStack() as stack:
@@ -352,22 +366,24 @@ def train_so8t(
         for epoch in range(start_epoch, epochs):
             order = epoch_order(len(train), seed, epoch)
             micro = start_micro if epoch == start_epoch else 0
-            while micro < micro_per_epoch:
+            while micro < micro_per_epoch and step < total_steps:
                 group = range(micro, min(micro + accumulation, micro_per_epoch))
-                sums = dict.fromkeys(LOSS_TERMS, 0.0)
+                pet_lambda = pet_schedule.lambda_at(step, total_steps)
+                micro_terms = []  # per micro-batch, on the device: read once per step
                 tokens = samples_seen = 0
                 profiler.step_started()
                 for m in group:
                     start = m * global_batch + rank * batch_size
                     batch_examples = [train[i] for i in order[start : start + batch_size]]
                     terms = _losses(model, scorer, gates, batch_examples, pad_id, device,
-                                    weights, pet_schedule.lambda_at(step, total_steps),
-                                    safety_temperature)
+                                    weights, pet_lambda, safety_temperature)
                     accelerator.backward(terms["loss"] / len(group))
-                    for k in LOSS_TERMS:
-                        sums[k] += float(terms[k].detach()) / len(group)
+                    micro_terms.append(torch.stack([terms[k].detach().float()
+                                                    for k in LOSS_TERMS]))
                     tokens += sum(len(e.input_ids) for e in batch_examples)
                     samples_seen += len(batch_examples)
+                means = torch.stack(micro_terms).cpu().double().mean(0).tolist()
+                losses = dict(zip(LOSS_TERMS, means, strict=True))
                 accelerator.clip_grad_norm_(trainable, float(params["max_grad_norm"]))
                 optimizer.step()
                 scheduler.step()
@@ -376,14 +392,13 @@ def train_so8t(
                 micro = group[-1] + 1
                 profiler.step_finished(tokens=tokens, samples=samples_seen)
                 record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                          "pet_lambda": pet_schedule.lambda_at(step - 1, total_steps),
-                          "tokens": tokens, **sums}
+                          "pet_lambda": pet_lambda, "tokens": tokens, **losses}
                 history.append(record)
                 if progress:
-                    progress.update(step, epoch, {k: sums[k] for k in LOSS_TERMS},
-                                    record["lr"], samples_seen, tokens)
+                    progress.update(step, epoch, dict(losses), record["lr"], samples_seen, tokens)
                 if on_step is not None:
-                    on_step(step, dict(sums))
+                    on_step(StepReport(step, epoch, dict(losses),
+                                       accelerator.unwrap_model(model), tokenizer))
                 at_epoch_end = micro >= micro_per_epoch
                 next_epoch, next_micro = (epoch + 1, 0) if at_epoch_end else (epoch, micro)
                 if stop:
@@ -395,7 +410,7 @@ def train_so8t(
                 elif manager and manager.should_save():
                     manager.save("rolling", snapshot(next_epoch, next_micro))
         if manager:
-            manager.save("final", snapshot(epochs, 0))
+            manager.save("final", snapshot(next_epoch, next_micro))
 
     trained_val_loss = mean_lm_loss(model, val, pad_id, batch_size, device) if val else None
     if manager:
@@ -426,18 +441,19 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _losses(model, scorer: FourClassScorer, gates, examples: Sequence[Example], pad_id: int,
-            device, weights: Mapping[str, float], pet_lambda: float,
+def _losses(model, scorer: FourClassScorer | None, gates, examples: Sequence[Example],
+            pad_id: int, device, weights: Mapping[str, float], pet_lambda: float,
             safety_temperature: float) -> dict[str, torch.Tensor]:
-    """The four loss terms of one micro-batch and their weighted sum."""
+    """The four loss terms of one micro-batch and their weighted sum (the safety term
+    needs a ``scorer`` and the examples' encoded probes; without one it is zero)."""
     batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 output_hidden_states=pet_lambda > 0)
     lm = lm_loss(out.logits, batch["labels"])
     zero = lm.new_zeros(())
     pet = pet_loss(out.hidden_states[-1], batch["attention_mask"]) if pet_lambda > 0 else zero
-    if weights["safety"] > 0:
-        probes = scorer.batch([e.text for e in examples], [e.language for e in examples])
+    if scorer is not None:
+        probes = scorer.collate([e.probe for e in examples])
         scores = scorer.label_log_likelihoods(model, probes.to(device))
         target = torch.tensor([e.label_id for e in examples], device=device)
         safety = F.cross_entropy(scores / safety_temperature, target)

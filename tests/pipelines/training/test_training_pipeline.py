@@ -1,40 +1,66 @@
-"""The training pipeline's nodes on a DataCatalog: embedded base -> adapter -> curve."""
+"""The training pipeline's nodes on a DataCatalog: embedded base -> (search) -> adapter ->
+curve."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from so8t_kedro.datasets import HFDirectoryDataset
+from so8t_kedro.datasets import HFDirectoryDataset, OptunaStorageDataset
 from so8t_kedro.pipelines.training import create_pipeline
 from so8t_kedro.so8t import list_gates, load_gates
 from tests.catalog_helpers import PersistedMemoryDataset
 
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+EMBEDDED = {"vocab_size": 1200, "hidden_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 128,
+            "max_position_embeddings": 1024, "seed": 0,
+            "pretrain": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 8}}
+PERSISTED_OUTPUTS = ("hpo_best_params", "hpo_trials", "hpo_optimization_history_plot",
+                     "hpo_param_importances_plot", "training_history", "training_summary",
+                     "learning_curve_plot")
 
-def test_training_pipeline_slice(sft_samples, training_params, tmp_path):
-    embedded = {"vocab_size": 1200, "hidden_size": 64, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 128,
-                "max_position_embeddings": 1024, "seed": 0,
-                "pretrain": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 8}}
-    training_params["epochs"] = 1
-    catalog = DataCatalog(datasets={
+
+def pipeline_catalog(sft_samples, training_params, hpo_params, tmp_path) -> DataCatalog:
+    return DataCatalog(datasets={
         "thinking_sft_dataset": MemoryDataset(sft_samples),
-        "params:base_model.embedded": MemoryDataset(embedded),
-        "params:base_model": MemoryDataset({"path": None, "embedded": embedded}),
+        "params:base_model.embedded": MemoryDataset(EMBEDDED),
+        "params:base_model": MemoryDataset({"path": None, "embedded": EMBEDDED}),
         "params:training": MemoryDataset(training_params),
+        "params:hpo": MemoryDataset(hpo_params),
+        "hpo_study_storage": OptunaStorageDataset(filepath=str(tmp_path / "hpo" / "study.db")),
         "embedded_base_model": HFDirectoryDataset(filepath=str(tmp_path / "base")),
         "so8t_adapter": HFDirectoryDataset(filepath=str(tmp_path / "adapter")),
-        "training_history": PersistedMemoryDataset(),
-        "training_summary": PersistedMemoryDataset(),
-        "learning_curve_plot": PersistedMemoryDataset(),
+        **{name: PersistedMemoryDataset() for name in PERSISTED_OUTPUTS},
     })
+
+
+@pytest.fixture
+def hpo_params() -> dict:
+    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())
+    return params["hpo"]
+
+
+def test_training_pipeline_slice(sft_samples, training_params, hpo_params, tmp_path):
+    training_params["epochs"] = 1
+    catalog = pipeline_catalog(sft_samples, training_params, hpo_params, tmp_path)
     SequentialRunner().run(create_pipeline(), catalog)
 
+    # The search is off by default: no overrides, no study.
+    assert catalog.load("hpo_best_params") == {}
+    assert catalog.load("hpo_trials").empty
+    assert not (tmp_path / "hpo" / "study.db").exists()
     history = catalog.load("training_history")
     summary = catalog.load("training_summary")
+    assert summary["hpo_overrides"] == {}
     assert len(history) == summary["optimizer_steps"] == 6
     assert summary["val_lm_loss_trained"] < summary["val_lm_loss_untrained"]
     assert isinstance(catalog.load("learning_curve_plot"), Figure)
@@ -62,7 +88,7 @@ def test_an_interrupted_run_exits_with_the_signal_code(monkeypatch, tmp_path):
     monkeypatch.setattr(nodes, "train_so8t", interrupted)
     with pytest.raises(SystemExit) as exit_info:
         nodes.train_so8t_adapter(tmp_path, None, {"path": None},
-                                 {"checkpoint": {"dir": str(tmp_path)}})
+                                 {"checkpoint": {"dir": str(tmp_path)}}, {})
     assert exit_info.value.code == 128 + signal.SIGTERM
 
 
@@ -74,3 +100,27 @@ def test_learning_curve_of_a_run_without_steps():
 
     figure = plot_learning_curve(pd.DataFrame(columns=list(HISTORY_COLUMNS)))
     assert "no optimiser steps" in figure.axes[0].get_title()
+
+
+def test_search_then_training_with_the_best_parameters(sft_samples, training_params,
+                                                       hpo_params, tmp_path):
+    """hpo -> train in one run: the train node trains with the best trial's parameters."""
+    training_params["epochs"] = 1
+    hpo_params.update(enabled=True, n_trials=3, n_startup_trials=3, steps_per_trial=2,
+                      eval_every_steps=1)
+    catalog = pipeline_catalog(sft_samples, training_params, hpo_params, tmp_path)
+    SequentialRunner().run(create_pipeline(), catalog)
+
+    study = optuna.load_study(study_name=hpo_params["study_name"],
+                              storage=f"sqlite:///{tmp_path / 'hpo' / 'study.db'}")
+    best = catalog.load("hpo_best_params")
+    assert best == study.best_params and set(best) == set(hpo_params["search_space"])
+    assert catalog.load("hpo_trials")["number"].tolist() == [0, 1, 2]
+    summary = catalog.load("training_summary")
+    assert summary["hpo_overrides"] == best
+    history = catalog.load("training_history")
+    # The PET schedule's largest phase is the best pet_lambda (λ of the last step).
+    assert history["pet_lambda"].iloc[-1] == pytest.approx(best["pet_lambda"])
+    for name in ("hpo_optimization_history_plot", "hpo_param_importances_plot"):
+        figure = catalog.load(name)
+        assert isinstance(figure, Figure) and figure.axes

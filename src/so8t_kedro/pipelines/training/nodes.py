@@ -1,16 +1,21 @@
-"""Nodes of the `training` pipeline: the base model, the SO8T QLoRA training run, its plot.
+"""Nodes of the `training` pipeline: the base model, the optional Optuna search, the SO8T
+QLoRA training run, their plots.
 
-The loop itself is ``so8t_kedro.training.loop``; these nodes connect it to the catalog.
+The loop itself is ``so8t_kedro.training.loop`` and the search ``so8t_kedro.training.hpo``;
+these nodes connect them to the catalog.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pandas as pd
 from matplotlib.figure import Figure
+from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
 from so8t_kedro.so8t import save_adapter
 from so8t_kedro.think_format import request_from_prompt
@@ -20,6 +25,14 @@ from so8t_kedro.training.base_model import (
     save_base_model,
 )
 from so8t_kedro.training.checkpoint import TrainingInterrupted
+from so8t_kedro.training.hpo import (
+    OBJECTIVE_TERMS,
+    apply_overrides,
+    best_parameters,
+    run_study,
+    study_storage,
+    trials_table,
+)
 from so8t_kedro.training.loop import LOSS_TERMS, train_so8t
 
 logger = logging.getLogger(__name__)
@@ -65,27 +78,88 @@ def build_embedded_base_model(thinking_sft_dataset: pd.DataFrame,
     return BaseModelBundle(model, tokenizer)
 
 
+def tune_hyperparameters(
+    embedded_base_model_dir: Path,
+    thinking_sft_dataset: pd.DataFrame,
+    base_model_params: dict[str, Any],
+    training_params: dict[str, Any],
+    hpo_params: dict[str, Any],
+    study_storage_url: str,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Run (or continue) the Optuna study when ``hpo.enabled``; else do nothing.
+
+    Returns the best complete trial's parameters (the train node's overrides; ``{}`` when
+    the search is off or no trial completed) and the study's trials table.
+    """
+    if not hpo_params["enabled"]:
+        logger.info("Hyperparameter search is off (hpo.enabled: false); training uses "
+                    "parameters_training.yml as it is. Run it with: kedro run "
+                    "--pipelines=training --tags=hpo --params=hpo.enabled=true")
+        return {}, pd.DataFrame(columns=["number", "value", "state", *OBJECTIVE_TERMS])
+    base_dir = base_model_params.get("path") or embedded_base_model_dir
+    study = run_study(base_dir, thinking_sft_dataset, training_params, hpo_params,
+                      study_storage(study_storage_url, hpo_params))
+    best = best_parameters(study)
+    logger.info("Study %s: best parameters %s", study.study_name, best or "none (no trial "
+                "completed)")
+    return best, trials_table(study)
+
+
+def plot_hpo_study(hpo_trials: pd.DataFrame, hpo_params: dict[str, Any],
+                   study_storage_url: str) -> tuple[Figure, Figure]:
+    """Optuna's own optimisation-history and parameter-importance plots of the study."""
+    if hpo_trials.empty:
+        return (_message_figure("optimisation history: no study (hpo.enabled is false)"),
+                _message_figure("parameter importances: no study (hpo.enabled is false)"))
+    study = optuna.load_study(study_name=str(hpo_params["study_name"]),
+                              storage=study_storage_url)
+    with warnings.catch_warnings():
+        # Optuna marks its matplotlib plots experimental; the plots are what we want.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        history = plot_optimization_history(study).figure
+        complete = int(hpo_trials["state"].eq("COMPLETE").sum())
+        if complete < 2:  # importances need at least two complete trials
+            return history, _message_figure(
+                f"parameter importances: {complete} complete trial(s), need at least 2")
+        return history, plot_param_importances(study).figure
+
+
+def _message_figure(message: str) -> Figure:
+    figure = Figure(figsize=(6, 2), layout="constrained")
+    axes = figure.subplots()
+    axes.axis("off")
+    axes.text(0.5, 0.5, message, ha="center", va="center")
+    return figure
+
+
 def train_so8t_adapter(
     embedded_base_model_dir: Path,
     thinking_sft_dataset: pd.DataFrame,
     base_model_params: dict[str, Any],
     training_params: dict[str, Any],
+    hpo_best_params: dict[str, Any],
 ) -> tuple[AdapterBundle, pd.DataFrame, dict[str, Any]]:
-    """Train LoRA + SO8T gates on ``base_model.path`` (or the embedded default).
+    """Train LoRA + SO8T gates on ``base_model.path`` (or the embedded default), with the
+    hyperparameter search's best parameters (if any) overriding ``params:training``.
 
     Returns the adapter (+ gates, + tokenizer), the per-step loss history and a summary
     with the validation LM loss before and after training.
     """
     base_dir = base_model_params.get("path") or embedded_base_model_dir
+    if hpo_best_params:
+        logger.info("Training with the hyperparameter search's best parameters: %s",
+                    hpo_best_params)
+    params = apply_overrides(training_params, hpo_best_params)
     try:
-        result = train_so8t(base_dir, thinking_sft_dataset, training_params,
-                            checkpoint_dir=training_params["checkpoint"]["dir"])
+        result = train_so8t(base_dir, thinking_sft_dataset, params,
+                            checkpoint_dir=params["checkpoint"]["dir"])
     except TrainingInterrupted as stop:
         # Stopped by a signal after an emergency checkpoint (the loop printed how to resume):
         # leave the way the signal asks, with 128 + its number, not as a crashed node.
         logger.warning("%s", stop)
         raise SystemExit(stop.exit_code) from None
-    return AdapterBundle(result.model, result.tokenizer), result.history, result.summary
+    summary = {**result.summary, "hpo_overrides": dict(hpo_best_params)}
+    return AdapterBundle(result.model, result.tokenizer), result.history, summary
 
 
 def plot_learning_curve(training_history: pd.DataFrame) -> Figure:

@@ -1,8 +1,20 @@
-"""The `training` pipeline: embedded base model -> SO8T QLoRA training -> learning curve."""
+"""The `training` pipeline: embedded base model -> (optional) Optuna search -> SO8T QLoRA
+training with the search's best parameters -> learning curve and search plots.
+
+The search nodes carry the ``hpo`` tag: ``kedro run --pipelines=training --tags=hpo
+--params=hpo.enabled=true`` runs the study alone; with ``hpo.enabled: false`` (the default)
+the search node returns no overrides at once.
+"""
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import build_embedded_base_model, plot_learning_curve, train_so8t_adapter
+from .nodes import (
+    build_embedded_base_model,
+    plot_hpo_study,
+    plot_learning_curve,
+    train_so8t_adapter,
+    tune_hyperparameters,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -15,12 +27,34 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="build_embedded_base_model",
             ),
             Node(
+                func=tune_hyperparameters,
+                inputs=[
+                    "embedded_base_model",
+                    "thinking_sft_dataset",
+                    "params:base_model",
+                    "params:training",
+                    "params:hpo",
+                    "hpo_study_storage",
+                ],
+                outputs=["hpo_best_params", "hpo_trials"],
+                name="tune_hyperparameters",
+                tags=["hpo"],
+            ),
+            Node(
+                func=plot_hpo_study,
+                inputs=["hpo_trials", "params:hpo", "hpo_study_storage"],
+                outputs=["hpo_optimization_history_plot", "hpo_param_importances_plot"],
+                name="plot_hpo_study",
+                tags=["hpo", "report"],
+            ),
+            Node(
                 func=train_so8t_adapter,
                 inputs=[
                     "embedded_base_model",
                     "thinking_sft_dataset",
                     "params:base_model",
                     "params:training",
+                    "hpo_best_params",
                 ],
                 outputs=["so8t_adapter", "training_history", "training_summary"],
                 name="train_so8t_adapter",
