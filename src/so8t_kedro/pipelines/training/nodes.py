@@ -116,12 +116,18 @@ def plot_hpo_study(hpo_trials: pd.DataFrame, hpo_params: dict[str, Any],
     with warnings.catch_warnings():
         # Optuna marks its matplotlib plots experimental; the plots are what we want.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        history = plot_optimization_history(study).figure
+        history = _fitted(plot_optimization_history(study).figure)
         complete = int(hpo_trials["state"].eq("COMPLETE").sum())
         if complete < 2:  # importances need at least two complete trials
             return history, _message_figure(
                 f"parameter importances: {complete} complete trial(s), need at least 2")
-        return history, plot_param_importances(study).figure
+        return history, _fitted(plot_param_importances(study).figure)
+
+
+def _fitted(figure: Figure) -> Figure:
+    """Optuna's figure with room for its axis labels (it leaves long names cut off)."""
+    figure.set_layout_engine("constrained")
+    return figure
 
 
 def _message_figure(message: str) -> Figure:
