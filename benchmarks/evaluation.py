@@ -35,6 +35,7 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 import numpy as np
 import pandas as pd
 import torch
+from saved_versions import latest_version
 
 from so8t_kedro.classifier import FourClassScorer
 from so8t_kedro.scoring import load_scoring_model, score_requests
@@ -42,15 +43,6 @@ from so8t_kedro.scoring import load_scoring_model, score_requests
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 AFTER_SCORING = ("compute_evaluation_metrics,plot_confusion_matrix,plot_reliability_diagram,"
                  "plot_per_class_metrics,render_evaluation_report,fit_temperature_calibration")
-
-
-def latest_version(versioned: Path) -> Path:
-    """``<versioned>/<latest version>/<name>``, Kedro's versioned layout."""
-    versions = sorted(versioned.glob("*/*"))
-    if not versions:
-        sys.exit(f"no saved version under {versioned}: run `kedro run` (or the training "
-                 "pipeline) in the project first")
-    return versions[-1]
 
 
 def classifier_throughput(project: Path, batch_sizes: list[int], repeats: int) -> None:

@@ -1,4 +1,4 @@
-"""The `export` pipeline (placeholder until its issue lands)."""
+"""The `export` pipeline: bake the SO8T adapter, write GGUF files and an Ollama Modelfile."""
 
 from .pipeline import create_pipeline
 

@@ -1,7 +1,108 @@
-"""The `export` pipeline: an empty placeholder until its issue lands."""
+"""The `export` pipeline: SO8T adapter -> baked stock Phi-3 -> GGUF files -> Ollama.
 
-from kedro.pipeline import Pipeline
+embedded base (or base_model.path) + so8t_adapter -> ``baked_model`` -> its logits checked
+against the gated model -> F16 and Q8_0 GGUF (gguf package), Q4_K_M from the F16 file
+(llama.cpp) -> each file checked in llama.cpp -> Modelfile beside the GGUFs ->
+``ollama create`` (skipped without Ollama) -> Japanese performance of original vs baked ->
+HTML report.
+"""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import (
+    bake_so8t_model,
+    create_ollama_model,
+    measure_japanese_performance,
+    quantize_gguf_q4_k_m,
+    render_export_report,
+    summarise_japanese_performance,
+    verify_bake,
+    verify_gguf_files,
+    write_gguf_f16,
+    write_gguf_q8_0,
+    write_ollama_modelfile,
+)
+
+# The base + adapter being exported, as evaluation resolves them.
+MODEL_INPUTS = ["embedded_base_model", "so8t_adapter", "params:base_model"]
+GGUF_PARAMS = ["params:export.model_name", "params:export.gguf"]
+GGUF_FILES = ["gguf_f16", "gguf_q8_0", "gguf_q4_k_m"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([])
+    return Pipeline(
+        [
+            Node(
+                func=bake_so8t_model,
+                inputs=[*MODEL_INPUTS, "params:export.bake"],
+                outputs="baked_model",
+                name="bake_so8t_model",
+            ),
+            Node(
+                func=verify_bake,
+                inputs=["thinking_sft_dataset", *MODEL_INPUTS, "baked_model",
+                        "params:export.bake", "params:export.verify"],
+                outputs="bake_verification",
+                name="verify_bake",
+            ),
+            Node(
+                func=write_gguf_f16,
+                inputs=["baked_model", "bake_verification", *GGUF_PARAMS],
+                outputs="gguf_f16",
+                name="write_gguf_f16",
+            ),
+            Node(
+                func=write_gguf_q8_0,
+                inputs=["baked_model", "bake_verification", *GGUF_PARAMS],
+                outputs="gguf_q8_0",
+                name="write_gguf_q8_0",
+            ),
+            Node(
+                func=quantize_gguf_q4_k_m,
+                inputs=["gguf_f16", *GGUF_PARAMS],
+                outputs="gguf_q4_k_m",
+                name="quantize_gguf_q4_k_m",
+            ),
+            Node(
+                func=verify_gguf_files,
+                inputs=[*GGUF_FILES, "baked_model", "thinking_sft_dataset",
+                        "params:export.verify", "params:export.gguf"],
+                outputs="gguf_verification",
+                name="verify_gguf_files",
+            ),
+            Node(
+                func=write_ollama_modelfile,
+                inputs=[*GGUF_FILES, "params:export.ollama"],
+                outputs="ollama_modelfile",
+                name="write_ollama_modelfile",
+            ),
+            Node(
+                func=create_ollama_model,
+                inputs=["ollama_modelfile", "params:export.ollama"],
+                outputs="ollama_model",
+                name="create_ollama_model",
+            ),
+            Node(
+                func=measure_japanese_performance,
+                inputs=[*MODEL_INPUTS, "baked_model", "params:export.japanese_performance"],
+                outputs="japanese_performance",
+                name="measure_japanese_performance",
+            ),
+            Node(
+                func=summarise_japanese_performance,
+                inputs="japanese_performance",
+                outputs="japanese_performance_summary",
+                name="summarise_japanese_performance",
+            ),
+            Node(
+                func=render_export_report,
+                inputs=["bake_verification", *GGUF_FILES, "gguf_verification",
+                        "ollama_modelfile", "ollama_model", "japanese_performance",
+                        "japanese_performance_summary"],
+                outputs="export_report",
+                name="render_export_report",
+                tags=["report"],
+            ),
+        ],
+        tags=["export"],
+    )

@@ -1,0 +1,515 @@
+"""GGUF export of a stock Hugging Face ``Phi3ForCausalLM`` directory, and its checks.
+
+* ``write_gguf``: F16 or Q8_0 GGUF, written with the ``gguf`` package (llama.cpp's own
+  Python GGUF library: ``GGUFWriter``, ``gguf.quants`` for Q8_0, its tensor-name map and
+  ``SpecialVocab``);
+* ``quantize_gguf``: Q4_K_M from the F16 file with llama.cpp's quantiser, through
+  llama-cpp-python (``gguf.quants`` has no K-quant *quantiser*, only dequantisers);
+* ``gguf_summary``: what a written file holds, read back with ``gguf.GGUFReader``;
+* ``verify_gguf``: loads a file in llama.cpp (llama-cpp-python) and compares vocabulary,
+  tokenisation and next-token logits with the Hugging Face tokenizer and fp32 model.
+
+Framework-free (no Kedro): the ``export`` pipeline's nodes call these functions.
+
+Why a writer of our own rather than llama.cpp's ``convert_hf_to_gguf.py``: that converter
+is a script inside the llama.cpp repository (with its ``conversion/`` package), not part
+of any pip-installable package; the ``gguf`` package on PyPI ships the file format only.
+For the one architecture this project exports the writer is small, and it follows the
+converter's ``Phi3MiniModel`` (``conversion/phi.py``) and llama.cpp's phi3 loader
+(``src/models/phi3.cpp``):
+
+* arch ``phi3``; tensor names from ``gguf``'s own name map (``token_embd``,
+  ``blk.N.attn_qkv`` / ``attn_output`` / ``attn_norm`` / ``ffn_up`` / ``ffn_down`` /
+  ``ffn_norm``, ``output_norm``, ``output``). ``qkv_proj`` and ``gate_up_proj`` stay fused
+  and unpermuted: the loader wants ``ffn_up`` as ``{n_embd, 2*n_ff}`` and splits it gate
+  first (SwiGLU), as Hugging Face's ``Phi3MLP`` does, and Phi-3 uses NeoX-style RoPE, which
+  is Hugging Face's ``rotate_half``;
+* 1-D tensors and norms in F32, every other weight in the file's type (Q8_0 falls back to
+  F16 for a row length that is not a multiple of 32, as the converter does);
+* LongRoPE (Phi-3.5's ``rope_scaling`` of type ``longrope``): ``rope_factors_long`` /
+  ``rope_factors_short`` tensors and ``rope.scaling.attn_factor``, the attention scaling
+  computed by transformers' own LongRoPE initialiser (so it is Hugging Face's number);
+* the SentencePiece vocabulary from ``tokenizer.model`` (``tokenizer.ggml.model = llama``),
+  with the tokenizer's added tokens as CONTROL (special) or USER_DEFINED, byte pieces as
+  BYTE, and ids past the tokenizer (Phi-3.5 pads its 32011 tokens to 32064) as UNUSED
+  ``[PADn]``.
+
+Three tokenizer settings are derived from what the Hugging Face tokenizer *does*, because
+llama.cpp's defaults for a ``llama`` vocabulary differ from Phi-3.5's tokenizer:
+
+* ``add_bos_token``: llama.cpp adds ``<s>`` by default; Phi-3.5 (and the embedded default)
+  does not. Written from whether ``tokenizer("a")`` starts with BOS.
+* ``add_space_prefix``: llama.cpp prefixes a space to every text run that follows a special
+  token; a ``legacy=False`` tokenizer (Phi-3.5's; Metaspace ``prepend_scheme="first"``)
+  does not. Written from whether the piece after a special token starts with ``▁``.
+  Caveat: such a tokenizer *does* prefix the very start of a text, which llama.cpp then
+  does not, so a text that starts with a plain word (not a chat token) is split
+  differently at its start (usually one ``▁`` piece less). Chat prompts start with a chat
+  token and agree exactly (all 977 seed requests, rendered as chat prompts).
+* ``general.name``: llama.cpp strips the whitespace after every special token when the
+  model's name contains ``phi3`` or ``phi-3`` (``llama-vocab.cpp``; Phi-3's first tokenizer
+  declared ``rstrip`` on its chat tokens). The name is the model directory's, adjusted so
+  that rule matches the Hugging Face tokenizer's ``rstrip`` (see ``_gguf_name``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import gguf
+import numpy as np
+
+GGUF_OUTTYPES = ("F16", "Q8_0", "Q4_K_M")
+
+#: The types ``write_gguf`` writes itself: (GGUF file type, weight tensor type).
+_WRITER_TYPES = {
+    "F16": (gguf.LlamaFileType.MOSTLY_F16, gguf.GGMLQuantizationType.F16),
+    "Q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, gguf.GGMLQuantizationType.Q8_0),
+}
+#: The types only llama.cpp's quantiser writes (name of the llama-cpp-python constant).
+_LLAMA_CPP_FTYPES = {"Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
+
+_ARCH = gguf.MODEL_ARCH.PHI3
+_SPM_FILENAME = "tokenizer.model"
+#: Added tokens llama.cpp leaves un-stripped even under its Phi-3 name rule.
+_NEVER_RSTRIPPED = ("<unk>", "<s>", "<|endoftext|>")
+_PHI3_NAME = re.compile(r"(phi)-?3", re.IGNORECASE)
+#: llama-cpp-python threads for ``verify_gguf``: the check runs beside other work.
+_VERIFY_THREADS = 2
+
+
+class _TensorPlan(NamedTuple):
+    source: str | None  # safetensors file, or None for a generated tensor (rope factors)
+    hf_name: str | None
+    name: str
+    shape: tuple[int, ...]
+    qtype: gguf.GGMLQuantizationType
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_gguf(model_dir: str | Path, out_path: str | Path, outtype: str) -> Path:
+    """Write ``model_dir`` (a stock Hugging Face ``Phi3ForCausalLM`` directory) as a GGUF.
+
+    ``outtype``: ``"F16"`` or ``"Q8_0"`` (``"Q4_K_M"`` comes from ``quantize_gguf`` on the
+    F16 file). The directory needs ``config.json``, ``*.safetensors``, the tokenizer files
+    and the SentencePiece ``tokenizer.model`` (``save_base_model`` writes it; transformers'
+    own ``save_pretrained`` does not). Tensors are streamed one at a time, so memory stays
+    at about one weight matrix. The file appears at ``out_path`` only when complete.
+    Returns ``out_path``.
+    """
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    if outtype not in _WRITER_TYPES:
+        raise ValueError(f"write_gguf writes {sorted(_WRITER_TYPES)}, got {outtype!r}; "
+                         f"{sorted(_LLAMA_CPP_FTYPES)} come from quantize_gguf(<F16 file>)")
+    if not (model_dir / _SPM_FILENAME).is_file():
+        raise FileNotFoundError(
+            f"{str(model_dir)!r} has no {_SPM_FILENAME}: GGUF's llama vocabulary is read from "
+            "the SentencePiece model, and transformers' save_pretrained does not write it. "
+            "Save the model with so8t_kedro.training.base_model.save_base_model, or copy "
+            f"{_SPM_FILENAME} from the original checkpoint into the directory")
+    config = _phi3_config(model_dir)
+    tokenizer = _hf_tokenizer(model_dir)
+    file_type, weight_type = _WRITER_TYPES[outtype]
+    rope_factors, attn_factor = _longrope_factors(config)
+    plan = _tensor_plan(model_dir, config.num_hidden_layers, weight_type, rope_factors)
+
+    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[_ARCH])
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(_gguf_name(model_dir.resolve().name, _rstrips_special_tokens(tokenizer)))
+    writer.add_file_type(file_type)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    _add_hparams(writer, config, attn_factor)
+    _add_vocab(writer, model_dir, tokenizer, config.vocab_size)
+    for item in plan:
+        byte_shape = gguf.quant_shape_to_byte_shape(item.shape, item.qtype)
+        writer.add_tensor_info(item.name, byte_shape, np.dtype(np.uint8),
+                               math.prod(byte_shape), raw_dtype=item.qtype)
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(f".{out_path.name}.partial")
+    try:
+        with ExitStack() as files:
+            files.callback(writer.close)
+            writer.write_header_to_file(partial)
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            opened: dict[str, Any] = {}
+            for item in plan:
+                data = (rope_factors[item.name] if item.source is None
+                        else _read_tensor(files, opened, item.source, item.hf_name))
+                writer.write_tensor_data(gguf.quants.quantize(data, item.qtype))
+        os.replace(partial, out_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return out_path
+
+
+def _phi3_config(model_dir: Path):
+    """The model's transformers config (which also normalises a legacy ``rope_scaling``
+    into ``rope_parameters``), checked to be Phi-3."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    if config.model_type != "phi3":
+        raise ValueError(f"{str(model_dir)!r} holds a {config.model_type!r} model "
+                         f"({config.architectures}); GGUF export writes Phi-3 (phi3) only")
+    return config
+
+
+def _hf_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+
+
+def _rope_dims(config) -> int:
+    head_dim = config.hidden_size // config.num_attention_heads
+    return int(head_dim * config.rope_parameters.get("partial_rotary_factor", 1.0))
+
+
+def _longrope_factors(config) -> tuple[dict[str, np.ndarray], float | None]:
+    """``({tensor name: factors}, attention factor)`` for a LongRoPE config, else ``({}, None)``."""
+    rope = config.rope_parameters
+    rope_type = rope.get("rope_type", "default")
+    if rope_type == "default":
+        return {}, None
+    if rope_type != "longrope":
+        raise NotImplementedError(f"rope type {rope_type!r}: GGUF export writes Phi-3's "
+                                  "default RoPE and LongRoPE only")
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    _, attention_factor = ROPE_INIT_FUNCTIONS["longrope"](config, "cpu")
+    factors = {}
+    for kind in ("long", "short"):
+        values = np.asarray(rope[f"{kind}_factor"], dtype=np.float32)
+        if values.shape != (_rope_dims(config) // 2,):
+            raise ValueError(f"rope {kind}_factor has {values.size} values; LongRoPE needs "
+                             f"rope dimensions / 2 = {_rope_dims(config) // 2}")
+        tensor = getattr(gguf.MODEL_TENSOR, f"ROPE_FACTORS_{kind.upper()}")
+        factors[f"{gguf.TENSOR_NAMES[tensor]}.weight"] = values
+    return factors, float(attention_factor)
+
+
+def _tensor_type(name: str, shape: Sequence[int], weight_type: gguf.GGMLQuantizationType
+                 ) -> gguf.GGMLQuantizationType:
+    """The converter's rule: F32 for 1-D tensors and norms (llama.cpp's norm kernels take
+    F32), ``weight_type`` for the rest unless the row length does not fit its blocks."""
+    if len(shape) <= 1 or name.endswith("_norm.weight"):
+        return gguf.GGMLQuantizationType.F32
+    block_size, _ = gguf.GGML_QUANT_SIZES[weight_type]
+    if shape[-1] % block_size:
+        return gguf.GGMLQuantizationType.F16
+    return weight_type
+
+
+def _tensor_plan(model_dir: Path, n_layers: int, weight_type: gguf.GGMLQuantizationType,
+                 rope_factors: dict[str, np.ndarray]) -> list[_TensorPlan]:
+    """Every tensor of the file, in order: the generated rope factors, then the model's."""
+    from safetensors import safe_open
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{str(model_dir)!r} has no *.safetensors weights")
+    names = gguf.get_tensor_name_map(_ARCH, n_layers)
+    plan = [_TensorPlan(None, None, name, values.shape, gguf.GGMLQuantizationType.F32)
+            for name, values in rope_factors.items()]
+    unmapped = []
+    for path in files:
+        with safe_open(path, framework="pt") as handle:
+            for hf_name in handle.keys():  # noqa: SIM118 (safe_open is not iterable)
+                name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+                if name is None:
+                    unmapped.append(hf_name)
+                    continue
+                shape = tuple(handle.get_slice(hf_name).get_shape())
+                plan.append(_TensorPlan(str(path), hf_name, name, shape,
+                                        _tensor_type(name, shape, weight_type)))
+    if unmapped:
+        # A baked model is a stock Phi-3: a leftover gate or LoRA tensor means it is not.
+        raise ValueError(f"{str(model_dir)!r}: tensors with no phi3 GGUF name (not a stock "
+                         f"Phi3ForCausalLM?): {unmapped[:10]}")
+    return plan
+
+
+def _read_tensor(files: ExitStack, opened: dict[str, Any], source: str, hf_name: str
+                 ) -> np.ndarray:
+    from safetensors import safe_open
+
+    if source not in opened:
+        opened[source] = files.enter_context(safe_open(source, framework="pt"))
+    # through torch: numpy has no bfloat16, the dtype real Phi-3.5 checkpoints are saved in
+    return opened[source].get_tensor(hf_name).float().numpy()
+
+
+def _add_hparams(writer: gguf.GGUFWriter, config, attn_factor: float | None) -> None:
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_rope_scaling_orig_ctx_len(
+        getattr(config, "original_max_position_embeddings", None)
+        or config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_dimension_count(_rope_dims(config))
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    if attn_factor is not None:
+        writer.add_rope_scaling_attn_factors(attn_factor)
+    if config.sliding_window:
+        writer.add_sliding_window(config.sliding_window)
+
+
+def _add_vocab(writer: gguf.GGUFWriter, model_dir: Path, tokenizer, n_vocab: int) -> None:
+    """SentencePiece pieces, scores and types, the added tokens, special ids, chat template."""
+    token_type = gguf.TokenType
+    tokens = [f"[PAD{i}]".encode() for i in range(n_vocab)]
+    scores = [-10000.0] * n_vocab
+    types = [token_type.UNUSED] * n_vocab
+    pieces = list(gguf.SentencePieceVocab(model_dir).all_tokens())
+    if len(pieces) > n_vocab:
+        raise ValueError(f"{_SPM_FILENAME} has {len(pieces)} pieces, more than the model's "
+                         f"vocab_size {n_vocab}")
+    for token_id, (piece, score, kind) in enumerate(pieces):
+        tokens[token_id], scores[token_id], types[token_id] = piece, score, kind
+    for token_id, added in sorted(tokenizer.added_tokens_decoder.items()):
+        if token_id >= n_vocab:
+            raise ValueError(f"added token {added.content!r} has id {token_id}, past the "
+                             f"model's vocab_size {n_vocab}")
+        content = added.content.encode("utf-8")
+        if types[token_id] != token_type.UNUSED and tokens[token_id] != content:
+            raise ValueError(f"token {token_id} is {tokens[token_id]!r} in {_SPM_FILENAME} but "
+                             f"{added.content!r} in the tokenizer: the files do not belong together")
+        if types[token_id] in (token_type.CONTROL, token_type.UNKNOWN):
+            continue  # SentencePiece's own <unk> / <s> / </s> keep their types
+        tokens[token_id], scores[token_id] = content, -1000.0
+        types[token_id] = token_type.CONTROL if added.special else token_type.USER_DEFINED
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_add_space_prefix(_prefixes_after_special_token(tokenizer))
+    special = gguf.SpecialVocab(model_dir, n_vocab=n_vocab)
+    special.add_special_token.update(_adds_special_tokens(tokenizer))
+    special.add_to_gguf(writer, quiet=True)
+
+
+def _adds_special_tokens(tokenizer) -> dict[str, bool]:
+    """Whether encoding a text adds BOS / EOS (``tokenizer_config.json`` of transformers 5
+    no longer records it, and llama.cpp's default for a llama vocabulary is to add BOS)."""
+    ids = tokenizer("a")["input_ids"]
+    return {"bos": tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id,
+            "eos": tokenizer.eos_token_id is not None and ids[-1] == tokenizer.eos_token_id}
+
+
+def _prefixes_after_special_token(tokenizer) -> bool:
+    """Whether the text after a special token gets SentencePiece's ``▁`` prefix."""
+    pieces = tokenizer.tokenize(f"{tokenizer.eos_token}a")
+    return len(pieces) > 1 and pieces[1].startswith("\u2581")
+
+
+def _rstrips_special_tokens(tokenizer) -> bool:
+    """Whether the special tokens llama.cpp's Phi-3 rule would strip after do strip."""
+    stripped = [added.rstrip for added in tokenizer.added_tokens_decoder.values()
+                if added.special and added.content not in _NEVER_RSTRIPPED]
+    return bool(stripped) and all(stripped)
+
+
+def _gguf_name(name: str, rstrip_special: bool) -> str:
+    """``general.name`` such that llama.cpp's name-keyed Phi-3 rule (strip whitespace after
+    special *and* user-defined tokens when the name contains ``phi3``/``phi-3``) is on
+    exactly when the Hugging Face tokenizer strips after its special tokens:
+    ``"Borea-Phi-3.5-mini"`` becomes ``"Borea-Phi_3.5-mini"`` for a tokenizer that does not,
+    ``"baked_model"`` becomes ``"baked_model-phi3"`` for one that does. The rule cannot tell
+    special from user-defined tokens: with a stripping tokenizer, llama.cpp also strips after
+    the (non-stripping) think tags, and only texts with a think tag followed by whitespace
+    then tokenise differently; the other choice would differ after every chat token."""
+    if bool(_PHI3_NAME.search(name)) == rstrip_special:
+        return name
+    if rstrip_special:
+        return f"{name}-phi3"
+    return _PHI3_NAME.sub(r"\1_3", name)
+
+
+# --------------------------------------------------------------------------- quantising
+
+
+def quantize_gguf(source_path: str | Path, out_path: str | Path, outtype: str = "Q4_K_M"
+                  ) -> Path:
+    """Quantise the F16 GGUF at ``source_path`` to ``outtype`` with llama.cpp's quantiser.
+
+    llama.cpp picks each tensor's type (Q4_K_M: Q4_K, with Q6_K for ``output`` and for
+    ``attn_v`` (here inside ``attn_qkv``) / ``ffn_down`` of some layers) and falls back to a 32-block type (Q5_0, Q5_1, Q8_0)
+    for a tensor whose row length is not a multiple of 256; ``gguf_summary(...)["tensors"]``
+    shows what each tensor got. The file appears at ``out_path`` only when complete.
+    """
+    import ctypes
+
+    import llama_cpp
+
+    source_path, out_path = Path(source_path), Path(out_path)
+    if outtype not in _LLAMA_CPP_FTYPES:
+        raise ValueError(f"quantize_gguf writes {sorted(_LLAMA_CPP_FTYPES)}, got {outtype!r}; "
+                         f"{sorted(_WRITER_TYPES)} come from write_gguf")
+    if not source_path.is_file():
+        raise FileNotFoundError(f"no GGUF to quantise at {str(source_path)!r}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, _LLAMA_CPP_FTYPES[outtype])
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(f".{out_path.name}.partial")
+    try:
+        status = llama_cpp.llama_model_quantize(
+            os.fsencode(source_path), os.fsencode(partial), ctypes.byref(params))
+        if status != 0:
+            raise RuntimeError(f"llama.cpp could not quantise {str(source_path)!r} to {outtype} "
+                               f"(status {status}); the source must be an F16/F32 GGUF")
+        os.replace(partial, out_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return out_path
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def gguf_summary(path: str | Path) -> dict[str, Any]:
+    """What the GGUF at ``path`` holds, as a JSON-able dict.
+
+    Keys: ``path``, ``file_size_bytes``, ``tensor_count``, ``architecture``, ``name``,
+    ``file_type`` (e.g. ``"MOSTLY_Q4_K_M"``), ``context_length``, ``vocab_size`` (tokens in
+    the file), ``tokenizer_model`` (``tokenizer.ggml.model``; None when absent),
+    ``has_chat_template``, ``special_token_ids`` (bos / eos / unk / pad; None when absent),
+    ``add_bos_token``, ``add_eos_token``, ``tensor_types`` (tensor count per type) and
+    ``tensors`` (each tensor's type).
+    """
+    path = Path(path)
+    reader = gguf.GGUFReader(path)
+
+    def value(key: str):
+        field = reader.get_field(key)
+        return None if field is None else field.contents()
+
+    keys = gguf.Keys.Tokenizer
+    arch = value(gguf.Keys.General.ARCHITECTURE)
+    file_type = value(gguf.Keys.General.FILE_TYPE)
+    tokens = reader.get_field(keys.LIST)
+    tensors = {tensor.name: tensor.tensor_type.name for tensor in reader.tensors}
+    return {
+        "path": str(path),
+        "file_size_bytes": path.stat().st_size,
+        "tensor_count": len(reader.tensors),
+        "architecture": arch,
+        "name": value(gguf.Keys.General.NAME),
+        "file_type": None if file_type is None else gguf.LlamaFileType(file_type).name,
+        "context_length": value(gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=arch)),
+        "vocab_size": 0 if tokens is None else len(tokens.data),
+        "tokenizer_model": value(keys.MODEL),
+        "has_chat_template": reader.get_field(keys.CHAT_TEMPLATE) is not None,
+        "special_token_ids": {kind: value(key) for kind, key in (
+            ("bos", keys.BOS_ID), ("eos", keys.EOS_ID), ("unk", keys.UNK_ID), ("pad", keys.PAD_ID))},
+        "add_bos_token": value(keys.ADD_BOS),
+        "add_eos_token": value(keys.ADD_EOS),
+        "tensor_types": dict(sorted(Counter(tensors.values()).items())),
+        "tensors": tensors,
+    }
+
+
+def verify_gguf(gguf_path: str | Path, model_dir: str | Path, prompts: Sequence[str], *,
+                n_ctx: int = 512) -> dict[str, Any]:
+    """Load ``gguf_path`` in llama.cpp and compare it with the Hugging Face model it came from.
+
+    * load: llama-cpp-python ``Llama`` (raises ``RuntimeError`` naming the file if it fails,
+      ``ValueError`` if its ``n_vocab`` does not fit the model's vocabulary);
+    * vocabulary: the piece text of every id the Hugging Face tokenizer has
+      (``convert_ids_to_tokens``) against llama.cpp's (ids past the tokenizer are the
+      ``[PADn]`` padding, counted, not compared);
+    * tokenisation: ``tokenizer(prompt)`` against llama.cpp's ``tokenize(prompt,
+      add_bos=True, special=True)`` (chat tokens parsed, BOS as the file says), per prompt;
+    * logits: both models run the Hugging Face token ids of each prompt (so a tokenisation
+      difference cannot hide or fake a weight difference); the next-token logits at every
+      position give ``max_abs_logit_diff``, ``mean_abs_logit_diff`` and ``top1_agreement``
+      (share of positions with the same arg-max) over ``n_positions``, and for scale
+      ``hf_logit_std`` (the Hugging Face logits' spread over the vocabulary, averaged).
+
+    LongRoPE: llama.cpp picks the long factors when ``n_ctx`` exceeds the original context,
+    Hugging Face when the *sequence* does; keep ``n_ctx`` at most the original context.
+    Returns a JSON-able dict.
+    """
+    import llama_cpp
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    gguf_path, model_dir = Path(gguf_path), Path(model_dir)
+    tokenizer = _hf_tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                 local_files_only=True).eval()
+    encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    too_long = [i for i, ids in enumerate(encoded) if not 0 < len(ids) <= n_ctx]
+    if too_long:
+        raise ValueError(f"prompts {too_long} are empty or longer than n_ctx={n_ctx} tokens")
+    try:
+        llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx,
+                              n_threads=_VERIFY_THREADS, n_threads_batch=_VERIFY_THREADS,
+                              logits_all=True, verbose=False)
+    except ValueError as error:
+        raise RuntimeError(f"llama.cpp could not load {str(gguf_path)!r}: {error}") from error
+    try:
+        n_vocab = llm.n_vocab()
+        if n_vocab != model.config.vocab_size or len(tokenizer) > n_vocab:
+            raise ValueError(f"{str(gguf_path)!r} has {n_vocab} tokens; the model in "
+                             f"{str(model_dir)!r} has vocab_size {model.config.vocab_size} and "
+                             f"{len(tokenizer)} tokenizer ids: the file is not its export")
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        hf_pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        piece_mismatches = [i for i, piece in enumerate(hf_pieces)
+                            if llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8") != piece]
+        tokenization_mismatches = []
+        for index, (prompt, ids) in enumerate(zip(prompts, encoded)):
+            gguf_ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            if gguf_ids != ids:
+                tokenization_mismatches.append({"prompt": index, "hf": ids, "gguf": gguf_ids})
+        diffs, agree, spread = [], [], []
+        for ids in encoded:
+            with torch.no_grad():
+                hf_logits = model(torch.tensor([ids])).logits[0].numpy()
+            llm.reset()
+            llm.eval(ids)
+            gguf_logits = np.asarray(llm.scores[: len(ids)], dtype=np.float32)
+            diffs.append(np.abs(hf_logits - gguf_logits))
+            agree.append(hf_logits.argmax(-1) == gguf_logits.argmax(-1))
+            spread.append(hf_logits.std(axis=-1))
+    finally:
+        llm.close()
+    diff, agreement = np.concatenate(diffs), np.concatenate(agree)
+    return {
+        "gguf_path": str(gguf_path),
+        "n_ctx": n_ctx,
+        "n_vocab": n_vocab,
+        "hf_vocab_size": model.config.vocab_size,
+        "hf_tokenizer_size": len(tokenizer),
+        "vocab_compared": f"piece text of ids 0..{len(tokenizer) - 1} (every tokenizer id); "
+                          f"{max(n_vocab - len(tokenizer), 0)} padding ids not compared",
+        "vocab_mismatches": len(piece_mismatches),
+        "vocab_match": not piece_mismatches,
+        "n_prompts": len(encoded),
+        "tokenization_match": not tokenization_mismatches,
+        "tokenization_mismatches": tokenization_mismatches,
+        "n_positions": int(agreement.size),
+        "max_abs_logit_diff": float(diff.max()),
+        "mean_abs_logit_diff": float(diff.mean()),
+        "top1_agreement": float(agreement.mean()),
+        # the scale the differences are measured on
+        "hf_logit_std": float(np.concatenate(spread).mean()),
+    }
+
+
+__all__ = ["GGUF_OUTTYPES", "gguf_summary", "quantize_gguf", "verify_gguf", "write_gguf"]
