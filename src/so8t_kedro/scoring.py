@@ -24,7 +24,7 @@ from so8t_kedro.classifier import FourClassScorer
 from so8t_kedro.labels import LABEL_TO_ID, LABELS
 from so8t_kedro.metrics import softmax
 from so8t_kedro.so8t import load_adapter
-from so8t_kedro.training.base_model import load_base_model
+from so8t_kedro.training.base_model import load_base_model_for
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +57,8 @@ def load_scoring_model(
     tokenizer serves the adapter too: training never changes the tokenizer (the copy saved
     beside the adapter is for users who load it with PEFT alone).
     """
-    target = resolve_device(device)
-    on_cuda = target.type == "cuda"
-    model, tokenizer = load_base_model(
-        base_model_dir,
-        dtype=torch.bfloat16 if on_cuda else torch.float32,
-        quantization=quantization,
-        device_map={"": target} if on_cuda else None,
-    )
+    model, tokenizer = load_base_model_for(resolve_device(device), base_model_dir,
+                                           quantization=quantization)
     if adapter_dir is not None:
         model = load_adapter(model, adapter_dir)
     model.eval()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,3 +172,17 @@ def test_sigterm_saves_an_emergency_checkpoint_and_exits_cleanly(
     state = load(emergency)
     assert state.step >= 1 and any("so8t_gate" in name for name in state.trainable)
     assert json.loads((session / "session_info.json").read_text())["status"] == "interrupted"
+
+
+def test_an_error_marks_the_session_failed(tiny_base_dir, sft_samples, training_params):
+    def fail_at_step_2(report):
+        if report.step == 2:
+            raise RuntimeError("objective diverged")
+
+    with pytest.raises(RuntimeError, match="objective diverged"):
+        train_so8t(tiny_base_dir, sft_samples, training_params,
+                   checkpoint_dir=training_params["checkpoint"]["dir"], on_step=fail_at_step_2)
+    (info_path,) = Path(training_params["checkpoint"]["dir"]).glob("*/session_info.json")
+    info = json.loads(info_path.read_text())
+    assert info["status"] == "failed"
+    assert info["error"] == "RuntimeError: objective diverged"

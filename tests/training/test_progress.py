@@ -19,7 +19,7 @@ from so8t_kedro.training.progress import (
     SystemReading,
 )
 
-LOSSES = {"total": 2.5, "lm": 2.0, "safety": 0.4, "pet": 0.06, "orthogonality": 0.04}
+LOSSES = {"loss": 2.5, "lm": 2.0, "safety": 0.4, "pet": 0.06, "orthogonality": 0.04}
 
 
 class FakeClock:
@@ -117,11 +117,11 @@ def test_log_has_exactly_the_documented_fields(tmp_path, reading):
 
 def test_losses_are_interval_means_and_non_finite_is_flagged(tmp_path):
     pl, clock = make_logger(tmp_path)
-    pl.update(1, 0, {"total": 1.0, "lm": 3.0}, 1e-4, 1, 10)
+    pl.update(1, 0, {"loss": 1.0, "lm": 3.0}, 1e-4, 1, 10)
     clock.advance(180)
-    path = pl.update(2, 0, {"total": 3.0, "lm": float("nan")}, 1e-4, 1, 10)
+    path = pl.update(2, 0, {"loss": 3.0, "lm": float("nan")}, 1e-4, 1, 10)
     rec = read(path)
-    assert rec["losses"] == {"total": 2.0, "lm": 3.0}
+    assert rec["losses"] == {"loss": 2.0, "lm": 3.0}
     assert rec["warnings"] == ["loss lm is nan at step 2"]
     pl.close()
 

@@ -472,6 +472,21 @@ def load_base_model(
     return model, tokenizer
 
 
+
+def load_base_model_for(device, path: str | os.PathLike, *, quantization: str | None = None,
+                        bf16_on_cuda: bool = True, trust_remote_code: bool = False):
+    """:func:`load_base_model` to run on ``device`` (a ``torch.device``): bf16 on CUDA
+    (unless ``bf16_on_cuda`` is false), fp32 on the CPU. On CUDA the weights load straight
+    onto the device: a bitsandbytes 8-/4-bit model cannot be moved with ``.to()`` later."""
+    on_cuda = device.type == "cuda"
+    return load_base_model(
+        path,
+        dtype=torch.bfloat16 if on_cuda and bf16_on_cuda else torch.float32,
+        quantization=quantization,
+        trust_remote_code=trust_remote_code,
+        device_map={"": device} if on_cuda else None,
+    )
+
 __all__ = [
     "CHAT_TEMPLATE",
     "CHAT_TOKENS",
@@ -485,6 +500,7 @@ __all__ = [
     "build_embedded_tokenizer",
     "embedded_base_model",
     "load_base_model",
+    "load_base_model_for",
     "save_base_model",
     "train_sentencepiece",
 ]

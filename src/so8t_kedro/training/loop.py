@@ -46,7 +46,7 @@ from so8t_kedro.so8t import (
     pet_loss,
 )
 from so8t_kedro.think_format import request_from_prompt
-from so8t_kedro.training.base_model import load_base_model
+from so8t_kedro.training.base_model import load_base_model_for
 from so8t_kedro.training.checkpoint import (
     CheckpointManager,
     DataPosition,
@@ -156,19 +156,10 @@ def mean_lm_loss(model, examples: Sequence[Example], pad_id: int, batch_size: in
 
 def load_training_base(base_model_dir: str | Path, params: Mapping[str, Any],
                        device: torch.device):
-    """The base model as training will start from it (quantised per ``params``) + tokenizer.
-
-    On CUDA the weights are loaded straight onto this process's GPU: a bitsandbytes 8-/4-bit
-    model cannot be moved with ``.to()`` after loading.
-    """
-    on_cuda = device.type == "cuda"
-    return load_base_model(
-        base_model_dir,
-        dtype=torch.bfloat16 if on_cuda and params.get("bf16", True) else torch.float32,
-        quantization=params.get("quantization"),
-        trust_remote_code=bool(params.get("trust_remote_code", False)),
-        device_map={"": device} if on_cuda else None,
-    )
+    """The base model as training will start from it (quantised per ``params``) + tokenizer."""
+    return load_base_model_for(device, base_model_dir, quantization=params.get("quantization"),
+                               bf16_on_cuda=bool(params.get("bf16", True)),
+                               trust_remote_code=bool(params.get("trust_remote_code", False)))
 
 
 def add_adapters(model, params: Mapping[str, Any]):
@@ -363,6 +354,8 @@ def train_so8t(
             clock=clock, initial_step=step,
             show_progress_bar=bool(params["progress"].get("show_progress_bar", True)),
         )) if manager else None
+        if manager:
+            stack.push(_mark_failed_on_error(manager))
         for epoch in range(start_epoch, epochs):
             order = epoch_order(len(train), seed, epoch)
             micro = start_micro if epoch == start_epoch else 0
@@ -435,6 +428,18 @@ def train_so8t(
                 _fmt(untrained_val_loss), _fmt(trained_val_loss))
     return TrainResult(unwrapped, tokenizer, pd.DataFrame(history, columns=list(HISTORY_COLUMNS)),
                        summary, session_dir)
+
+
+def _mark_failed_on_error(manager: CheckpointManager):
+    """An exit callback: an error (not a signal stop, which marks itself ``interrupted``)
+    leaves the session marked ``failed`` with the error, and propagates."""
+
+    def on_exit(exc_type, exc, traceback) -> bool:
+        if exc is not None and not isinstance(exc, TrainingInterrupted):
+            manager.set_status("failed", error=f"{exc_type.__name__}: {exc}")
+        return False
+
+    return on_exit
 
 
 def _fmt(value: float | None) -> str:

@@ -477,9 +477,7 @@ class ProgressLogger:
     def _update_bar(self, now: float) -> None:
         bar = self._bar
         postfix: dict[str, str] = {}
-        loss = self._last_losses.get("total")
-        if loss is None and self._last_losses:
-            loss = next(iter(self._last_losses.values()))
+        loss = self._last_losses.get("loss")  # the weighted total (training.loop.LOSS_TERMS)
         postfix["loss"] = "nan" if loss is None else f"{loss:.4f}"
         tps = _rate(self._tokens, now - self._start)
         postfix["tok/s"] = "-" if tps is None else f"{tps:.0f}"
