@@ -472,6 +472,11 @@ def load_base_model(
     return model, tokenizer
 
 
+def chosen_base_dir(base_model_params: Mapping[str, Any],
+                    embedded_base_model_dir: str | os.PathLike) -> Path:
+    """``base_model.path`` when set (a real model), else the embedded default's directory."""
+    return Path(base_model_params.get("path") or embedded_base_model_dir)
+
 
 def load_base_model_for(device, path: str | os.PathLike, *, quantization: str | None = None,
                         bf16_on_cuda: bool = True, trust_remote_code: bool = False):
@@ -487,6 +492,7 @@ def load_base_model_for(device, path: str | os.PathLike, *, quantization: str | 
         device_map={"": device} if on_cuda else None,
     )
 
+
 __all__ = [
     "CHAT_TEMPLATE",
     "CHAT_TOKENS",
@@ -498,6 +504,7 @@ __all__ = [
     "THINK_TAG_TOKENS",
     "build_embedded_model",
     "build_embedded_tokenizer",
+    "chosen_base_dir",
     "embedded_base_model",
     "load_base_model",
     "load_base_model_for",

@@ -239,7 +239,7 @@ def run_study(base_model_dir: str | Path, samples: pd.DataFrame,
         checkpoint_dir = trial_checkpoint_dir(params["checkpoint"]["dir"], trial)
         resume_from = _latest_checkpoint(checkpoint_dir)  # a retried trial's last state
         params.update(max_steps=steps, resume=resume_from and str(resume_from))
-        params["progress"] = {**params["progress"], "show_progress_bar": False}
+        params["progress"]["show_progress_bar"] = False  # params is the trial's own copy
         # The probabilities are read at the trial's four-class temperature, the probe as
         # long as training's.
         tracker = ValidationObjective(
@@ -280,11 +280,9 @@ def _latest_checkpoint(checkpoint_dir: Path) -> Path | None:
 
 def best_parameters(study: optuna.Study) -> dict[str, Any]:
     """The best complete trial's parameters ({} when no trial completed)."""
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not completed:
-        return {}
-    best = max(completed, key=lambda t: t.value)
-    return dict(best.params)
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return {}  # Optuna's best_params raises then
+    return study.best_params
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
@@ -292,10 +290,11 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     objective's terms of each finished trial and its checkpoint folder."""
     table = study.trials_dataframe(attrs=("number", "value", "state", "params",
                                           "datetime_start", "datetime_complete", "duration"))
+    trials = study.get_trials(deepcopy=False)  # in number order, as the table's rows
     for term in OBJECTIVE_TERMS:
-        table[term] = [t.user_attrs.get("terms", {}).get(term) for t in study.trials]
-    table["last_step"] = [t.last_step for t in study.trials]
-    table["checkpoint_dir"] = [t.user_attrs.get("checkpoint_dir") for t in study.trials]
+        table[term] = [t.user_attrs.get("terms", {}).get(term) for t in trials]
+    table["last_step"] = [t.last_step for t in trials]
+    table["checkpoint_dir"] = [t.user_attrs.get("checkpoint_dir") for t in trials]
     for column in ("datetime_start", "datetime_complete", "duration"):
         table[column] = table[column].astype(str)
     return table

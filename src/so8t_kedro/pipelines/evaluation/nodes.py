@@ -44,6 +44,7 @@ from so8t_kedro.pipelines.data_processing.nodes import (
     read_jsonl_files,
 )
 from so8t_kedro.scoring import label_ids_of, predict_records, scores_of
+from so8t_kedro.training.base_model import chosen_base_dir
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def resolve_model_dirs(
     (``so8t_adapter`` as the catalog loads it: latest, or ``--load-versions``), a version
     stamp of ``so8t_adapter`` (e.g. ``2026-11-22T10.15.30.123Z``) or a directory path.
     """
-    base = Path(base_model_params.get("path") or embedded_base_model_dir)
+    base = chosen_base_dir(base_model_params, embedded_base_model_dir)
     adapter = model_spec.get("adapter")
     if adapter is None:
         return base, None

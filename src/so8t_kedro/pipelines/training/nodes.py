@@ -20,6 +20,7 @@ from optuna.visualization.matplotlib import plot_optimization_history, plot_para
 from so8t_kedro.so8t import save_adapter
 from so8t_kedro.think_format import request_from_prompt
 from so8t_kedro.training.base_model import (
+    chosen_base_dir,
     embedded_base_model,
     pretrain_causal_lm,
     save_base_model,
@@ -96,8 +97,7 @@ def tune_hyperparameters(
                     "parameters_training.yml as it is. Run it with: kedro run "
                     "--pipelines=training --tags=hpo --params=hpo.enabled=true")
         return {}, pd.DataFrame(columns=["number", "value", "state", *OBJECTIVE_TERMS])
-    base_dir = base_model_params.get("path") or embedded_base_model_dir
-    study = run_study(base_dir, thinking_sft_dataset, training_params, hpo_params,
+    study = run_study(chosen_base_dir(base_model_params, embedded_base_model_dir), thinking_sft_dataset, training_params, hpo_params,
                       study_storage(study_storage_url, hpo_params))
     best = best_parameters(study)
     logger.info("Study %s: best parameters %s", study.study_name, best or "none (no trial "
@@ -151,7 +151,7 @@ def train_so8t_adapter(
     Returns the adapter (+ gates, + tokenizer), the per-step loss history and a summary
     with the validation LM loss before and after training.
     """
-    base_dir = base_model_params.get("path") or embedded_base_model_dir
+    base_dir = chosen_base_dir(base_model_params, embedded_base_model_dir)
     if hpo_best_params:
         logger.info("Training with the hyperparameter search's best parameters: %s",
                     hpo_best_params)
