@@ -17,6 +17,7 @@ from so8t_kedro.scoring import load_scoring_model, score_requests
 from so8t_kedro.serve import FALLBACK_MESSAGES, ThinkService
 from so8t_kedro.serve.backends import stop_token_ids
 from so8t_kedro.think_format import SYSTEM_PROMPT, parse_reply, render_prompt
+from so8t_kedro.training.base_model import STOP_TOKENS
 
 SECRET = "SECRET-THINKING-0b7e"
 
@@ -67,8 +68,7 @@ def test_generation_starts_from_the_model_dirs_chat_template(tiny_service, monke
     assert seen["input_ids"][0].tolist() == template_ids
     assert seen["do_sample"] is False and seen["max_new_tokens"] == 12
     stops = stop_token_ids(backend.model.generation_config, backend.tokenizer)
-    assert stops == {backend.tokenizer.convert_tokens_to_ids(t)
-                     for t in ("<|end|>", "<|assistant|>", "<|endoftext|>")}
+    assert stops == {backend.tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS}
 
 
 def test_stop_token_ids():

@@ -291,7 +291,8 @@ def test_rate_limit_rejects_with_retry_after_and_refills(scripted, start_server,
     limits = ServerLimits(rate_per_s=0.5, burst=2)
     backend = scripted()
     server = start_server(ThinkService(backend), limits=limits,
-                          rate_limiter=RateLimiter(0.5, 2, clock=clock))
+                          rate_limiter=RateLimiter(limits.rate_per_s, limits.burst,
+                                                   clock=clock))
     ok = {"text": "質問"}
     assert [call(server, "POST", "/think", ok).status for _ in range(2)] == [200, 200]
     refused = call(server, "POST", "/think", ok)

@@ -13,11 +13,10 @@ import argparse
 import json
 import logging
 import sys
-import time
 import uuid
 
 from so8t_kedro.serve.audit import AuditLog
-from so8t_kedro.serve.inference import load_service, sha256_hex
+from so8t_kedro.serve.inference import load_service, request_audit_fields
 from so8t_kedro.serve.server import ServerLimits, make_server
 from so8t_kedro.think_format import FORMATS, LANGUAGES
 
@@ -79,15 +78,14 @@ def main(argv: list[str] | None = None) -> int:
             server.server_close()
         return 0
 
-    began = time.perf_counter()
     request_id = uuid.uuid4().hex
     answer = service.answer(args.text, args.language)
-    latency_ms = (time.perf_counter() - began) * 1e3
     AuditLog(args.audit_log).append({
         "request_id": request_id, "client": "cli", "status": 200,
-        "latency_ms": round(latency_ms, 3), "request_sha256": sha256_hex(args.text),
-        "request_chars": len(args.text), "language": args.language, **answer.audit_fields()})
-    print(json.dumps(answer.response(request_id, latency_ms), ensure_ascii=False, indent=2))
+        "latency_ms": round(answer.latency_ms, 3),
+        **request_audit_fields(args.text, args.language), **answer.audit_fields()})
+    print(json.dumps(answer.response(request_id, answer.latency_ms), ensure_ascii=False,
+                     indent=2))
     return 0
 
 

@@ -92,14 +92,14 @@ class LlamaCppBackend:
     """
 
     def __init__(self, gguf_path: str | Path, tokenizer, scorer: FourClassScorer,
-                 stop_ids: frozenset[int], *, n_ctx: int = 4096, n_threads: int | None = None):
+                 stop_ids: frozenset[int], *, n_ctx: int = 4096):
         from llama_cpp import Llama
 
         self.tokenizer = tokenizer
         self.scorer = scorer
         self.stop_ids = stop_ids
-        self.llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=n_threads,
-                         logits_all=True, verbose=False)
+        self.llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, logits_all=True,
+                         verbose=False)
 
     def generate(self, prompt: str, max_new_tokens: int) -> Generation:
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]

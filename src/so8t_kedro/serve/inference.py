@@ -54,6 +54,11 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def request_audit_fields(text: str, language: str) -> dict:
+    """The request's part of an audit line: its hash and length, never its text."""
+    return {"request_sha256": sha256_hex(text), "request_chars": len(text), "language": language}
+
+
 @dataclass(frozen=True)
 class ThinkAnswer:
     """What the service answers for one request: the shown final part and decision, and
@@ -111,7 +116,7 @@ class ThinkService:
             generation = self.backend.generate(prompt, self.max_new_tokens)
             scores = self.backend.label_log_likelihoods(text, language)
         reply = parse_reply(generation.text)
-        probabilities = softmax(np.asarray(scores, dtype=float)[None, :], self.temperature)[0]
+        probabilities = softmax([scores], self.temperature)[0]
         return ThinkAnswer(
             final=reply.final or FALLBACK_MESSAGES[language],
             decision=LABELS[int(probabilities.argmax())],

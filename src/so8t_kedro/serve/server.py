@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from so8t_kedro.serve.audit import AuditLog
-from so8t_kedro.serve.inference import ThinkService, sha256_hex
+from so8t_kedro.serve.inference import ThinkService, request_audit_fields
 from so8t_kedro.serve.ratelimit import RateLimiter
 from so8t_kedro.think_format import LANGUAGES
 
@@ -182,8 +182,7 @@ class ThinkRequestHandler(BaseHTTPRequestHandler):
         if len(body) < length:
             raise HttpError(400, "the body is shorter than its Content-Length")
         text, language = parse_think_request(body, limits)
-        self._audit.update(request_sha256=sha256_hex(text), request_chars=len(text),
-                           language=language)
+        self._audit.update(request_audit_fields(text, language))
         answer = self.server.service.answer(text, language)
         self._audit.update(answer.audit_fields())
         self._send(200, answer.response(self._request_id, self._elapsed_ms()))
@@ -208,12 +207,8 @@ class ThinkRequestHandler(BaseHTTPRequestHandler):
                    explain: str | None = None) -> None:
         """http.server's own errors (bad request line, unsupported method, header too long)
         as JSON and audited, like ours. Its message can quote the raw request line, so
-        only the status phrase is sent and logged."""
-        self._request_id = getattr(self, "_request_id", uuid.uuid4().hex)
-        self._audit = getattr(self, "_audit", {})
-        self._began = getattr(self, "_began", time.perf_counter())
-        self._unread = 0
-        self._responded = False
+        only the status phrase is sent and logged. http.server calls this only from
+        ``handle_one_request``, after ours has set the request's state."""
         self._send_error(code, HTTPStatus(code).phrase)
 
     def _send_error(self, status: int, message: str, headers: dict[str, str] | None = None):
