@@ -55,13 +55,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def build_embedded(out_dir: Path) -> Path:
-    """The training pipeline's embedded default, trained on the rendered seed data."""
+def build_embedded(rows: pd.DataFrame, out_dir: Path) -> Path:
+    """The training pipeline's embedded default, trained on the rendered seed ``rows``."""
     from so8t_kedro.labels import LABEL_TO_ID
     from so8t_kedro.pipelines.thinking_sft.nodes import render_thinking_sft_samples
     from so8t_kedro.pipelines.training.nodes import build_embedded_base_model
 
-    rows = pd.read_json(SEED, lines=True, dtype=False)
     rows = rows.assign(label_id=rows["label"].map(LABEL_TO_ID), source="seed",
                        split=["val" if i % 8 >= 6 else "train" for i in range(len(rows))])
     samples = render_thinking_sft_samples(rows, {"format": "quadruple", "seed": 0})
@@ -70,8 +69,7 @@ def build_embedded(out_dir: Path) -> Path:
     return out_dir
 
 
-def seed_prompts(limit: int) -> list[str]:
-    rows = pd.read_json(SEED, lines=True, dtype=False)
+def seed_prompts(rows: pd.DataFrame, limit: int) -> list[str]:
     if limit:
         per_language = -(-limit // rows["language"].nunique())
         rows = rows.groupby("language", group_keys=False).head(per_language).head(limit)
@@ -93,8 +91,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temp:
         out = args.out_dir or Path(temp)
         out.mkdir(parents=True, exist_ok=True)
-        model_dir = args.model_dir or build_embedded(out / "embedded_base_model")
-        prompts = seed_prompts(args.prompts)
+        rows = pd.read_json(SEED, lines=True, dtype=False)
+        model_dir = args.model_dir or build_embedded(rows, out / "embedded_base_model")
+        prompts = seed_prompts(rows, args.prompts)
         print(f"model: {model_dir}  ({platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} CPUs); {len(prompts)} chat prompts")
 

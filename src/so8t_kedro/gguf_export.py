@@ -66,6 +66,8 @@ from typing import Any, NamedTuple
 import gguf
 import numpy as np
 
+from so8t_kedro.training.base_model import SPM_FILENAME, load_base_model
+
 GGUF_OUTTYPES = ("F16", "Q8_0", "Q4_K_M")
 
 #: The types ``write_gguf`` writes itself: (GGUF file type, weight tensor type).
@@ -77,7 +79,6 @@ _WRITER_TYPES = {
 _LLAMA_CPP_FTYPES = {"Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 
 _ARCH = gguf.MODEL_ARCH.PHI3
-_SPM_FILENAME = "tokenizer.model"
 #: Added tokens llama.cpp leaves un-stripped even under its Phi-3 name rule.
 _NEVER_RSTRIPPED = ("<unk>", "<s>", "<|endoftext|>")
 _PHI3_NAME = re.compile(r"(phi)-?3", re.IGNORECASE)
@@ -106,18 +107,21 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, outtype: str) -> Pat
     at about one weight matrix. The file appears at ``out_path`` only when complete.
     Returns ``out_path``.
     """
+    from safetensors import safe_open
+    from transformers import AutoTokenizer
+
     model_dir, out_path = Path(model_dir), Path(out_path)
     if outtype not in _WRITER_TYPES:
         raise ValueError(f"write_gguf writes {sorted(_WRITER_TYPES)}, got {outtype!r}; "
                          f"{sorted(_LLAMA_CPP_FTYPES)} come from quantize_gguf(<F16 file>)")
-    if not (model_dir / _SPM_FILENAME).is_file():
+    if not (model_dir / SPM_FILENAME).is_file():
         raise FileNotFoundError(
-            f"{str(model_dir)!r} has no {_SPM_FILENAME}: GGUF's llama vocabulary is read from "
+            f"{str(model_dir)!r} has no {SPM_FILENAME}: GGUF's llama vocabulary is read from "
             "the SentencePiece model, and transformers' save_pretrained does not write it. "
             "Save the model with so8t_kedro.training.base_model.save_base_model, or copy "
-            f"{_SPM_FILENAME} from the original checkpoint into the directory")
+            f"{SPM_FILENAME} from the original checkpoint into the directory")
     config = _phi3_config(model_dir)
-    tokenizer = _hf_tokenizer(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     file_type, weight_type = _WRITER_TYPES[outtype]
     rope_factors, attn_factor = _longrope_factors(config)
     plan = _tensor_plan(model_dir, config.num_hidden_layers, weight_type, rope_factors)
@@ -142,10 +146,12 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, outtype: str) -> Pat
             writer.write_header_to_file(partial)
             writer.write_kv_data_to_file()
             writer.write_ti_data_to_file()
-            opened: dict[str, Any] = {}
+            shards = {source: files.enter_context(safe_open(source, framework="pt"))
+                      for source in {item.source for item in plan} - {None}}
             for item in plan:
+                # through torch: numpy has no bfloat16, the dtype of real Phi-3.5 checkpoints
                 data = (rope_factors[item.name] if item.source is None
-                        else _read_tensor(files, opened, item.source, item.hf_name))
+                        else shards[item.source].get_tensor(item.hf_name).float().numpy())
                 writer.write_tensor_data(gguf.quants.quantize(data, item.qtype))
         os.replace(partial, out_path)
     finally:
@@ -163,12 +169,6 @@ def _phi3_config(model_dir: Path):
         raise ValueError(f"{str(model_dir)!r} holds a {config.model_type!r} model "
                          f"({config.architectures}); GGUF export writes Phi-3 (phi3) only")
     return config
-
-
-def _hf_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
 
 
 def _rope_dims(config) -> int:
@@ -240,16 +240,6 @@ def _tensor_plan(model_dir: Path, n_layers: int, weight_type: gguf.GGMLQuantizat
     return plan
 
 
-def _read_tensor(files: ExitStack, opened: dict[str, Any], source: str, hf_name: str
-                 ) -> np.ndarray:
-    from safetensors import safe_open
-
-    if source not in opened:
-        opened[source] = files.enter_context(safe_open(source, framework="pt"))
-    # through torch: numpy has no bfloat16, the dtype real Phi-3.5 checkpoints are saved in
-    return opened[source].get_tensor(hf_name).float().numpy()
-
-
 def _add_hparams(writer: gguf.GGUFWriter, config, attn_factor: float | None) -> None:
     writer.add_context_length(config.max_position_embeddings)
     writer.add_rope_scaling_orig_ctx_len(
@@ -277,7 +267,7 @@ def _add_vocab(writer: gguf.GGUFWriter, model_dir: Path, tokenizer, n_vocab: int
     types = [token_type.UNUSED] * n_vocab
     pieces = list(gguf.SentencePieceVocab(model_dir).all_tokens())
     if len(pieces) > n_vocab:
-        raise ValueError(f"{_SPM_FILENAME} has {len(pieces)} pieces, more than the model's "
+        raise ValueError(f"{SPM_FILENAME} has {len(pieces)} pieces, more than the model's "
                          f"vocab_size {n_vocab}")
     for token_id, (piece, score, kind) in enumerate(pieces):
         tokens[token_id], scores[token_id], types[token_id] = piece, score, kind
@@ -287,7 +277,7 @@ def _add_vocab(writer: gguf.GGUFWriter, model_dir: Path, tokenizer, n_vocab: int
                              f"model's vocab_size {n_vocab}")
         content = added.content.encode("utf-8")
         if types[token_id] != token_type.UNUSED and tokens[token_id] != content:
-            raise ValueError(f"token {token_id} is {tokens[token_id]!r} in {_SPM_FILENAME} but "
+            raise ValueError(f"token {token_id} is {tokens[token_id]!r} in {SPM_FILENAME} but "
                              f"{added.content!r} in the tokenizer: the files do not belong together")
         if types[token_id] in (token_type.CONTROL, token_type.UNKNOWN):
             continue  # SentencePiece's own <unk> / <s> / </s> keep their types
@@ -446,12 +436,9 @@ def verify_gguf(gguf_path: str | Path, model_dir: str | Path, prompts: Sequence[
     """
     import llama_cpp
     import torch
-    from transformers import AutoModelForCausalLM
 
     gguf_path, model_dir = Path(gguf_path), Path(model_dir)
-    tokenizer = _hf_tokenizer(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                 local_files_only=True).eval()
+    model, tokenizer = load_base_model(model_dir, dtype=torch.float32)
     encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
     too_long = [i for i, ids in enumerate(encoded) if not 0 < len(ids) <= n_ctx]
     if too_long:

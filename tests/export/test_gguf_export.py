@@ -26,6 +26,7 @@ from so8t_kedro.gguf_export import (
     verify_gguf,
     write_gguf,
 )
+from so8t_kedro.training.base_model import SPM_FILENAME, THINK_TAG_TOKENS
 
 pytestmark = pytest.mark.slow  # writes GGUF files and runs them in llama.cpp
 
@@ -109,12 +110,13 @@ def test_f16_tensors_are_the_hf_weights(gguf_files, tiny_base_dir):
                                                           2 * config.intermediate_size]
 
 
-def test_q8_0_dequantises_back_to_the_f16_weights(gguf_files):
+def test_q8_0_dequantises_back_to_the_f16_weights(gguf_files, tiny_base_dir):
     """gguf.quants' Q8_0: 32-value blocks, scale d = max|w|/127 (stored in fp16), so each
     value comes back within d/2 (+ the fp16 rounding of d and of the F16 reference: 0.625 d)."""
     f16, q8 = read_tensors(gguf_files["F16"]), read_tensors(gguf_files["Q8_0"])
     quantised = [name for name, t in q8.items() if t.tensor_type == gguf.GGMLQuantizationType.Q8_0]
-    assert len(quantised) == sum(len(t.shape) == 2 for t in f16.values()) == 10
+    n_matrices = sum(weight.ndim == 2 for weight in hf_tensors(tiny_base_dir).values())
+    assert len(quantised) == sum(len(t.shape) == 2 for t in f16.values()) == n_matrices
     worst_relative = 0.0
     for name in quantised:
         reference = f16[name].data.astype(np.float32)
@@ -163,7 +165,7 @@ def test_metadata_matches_the_config_and_tokenizer(gguf_files, tiny_base_dir):
             "unk": tokenizer.unk_token_id, "pad": tokenizer.pad_token_id}
         # Phi-3.5 adds no BOS; llama.cpp's default for a llama vocabulary would add one.
         assert summary["add_bos_token"] is False and summary["add_eos_token"] is False
-        assert tokenizer("a")["input_ids"][0] != tokenizer.bos_token_id
+    assert tokenizer("a")["input_ids"][0] != tokenizer.bos_token_id
 
     path = gguf_files["F16"]
     head_dim = config.hidden_size // config.num_attention_heads
@@ -201,7 +203,7 @@ def test_token_types_follow_the_tokenizer(gguf_files, tiny_base_dir):
             expected.append(gguf.TokenType.NORMAL)
     assert types == [int(t) for t in expected]
     assert types.count(gguf.TokenType.BYTE) == 256
-    assert types.count(gguf.TokenType.USER_DEFINED) == 8  # the six think tags, <final>, </final>
+    assert types.count(gguf.TokenType.USER_DEFINED) == len(THINK_TAG_TOKENS)  # 6 tags, <final>, </final>
 
 
 # --------------------------------------------------------------------------- llama.cpp vs HF
@@ -216,9 +218,12 @@ def test_vocabulary_and_tokenisation_match_the_hf_tokenizer(verified, chat_promp
         assert report["tokenization_mismatches"] == [] and report["tokenization_match"]
 
 
-def test_f16_logits_match_hf(verified):
+def test_f16_logits_match_hf(verified, tiny_base_dir, chat_prompts):
     report = verified["F16"]
-    assert report["n_positions"] == 513  # every position of the 4 chat texts
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base_dir)
+    # every position of the 4 chat texts (513)
+    assert report["n_positions"] == sum(len(tokenizer(text)["input_ids"])
+                                        for text in chat_prompts.values())
     assert report["top1_agreement"] == 1.0
     assert report["max_abs_logit_diff"] < F16_MAX_LOGIT_DIFF
     json.dumps(report)  # JSON-able, as a Kedro metrics dataset needs
@@ -295,7 +300,7 @@ def test_a_file_llama_cpp_cannot_load_is_a_clear_error(gguf_files, tiny_base_dir
 
 def test_missing_tokenizer_model_is_a_clear_error(tiny_base_dir, tmp_path):
     model_dir = tmp_path / "no_spm"
-    shutil.copytree(tiny_base_dir, model_dir, ignore=shutil.ignore_patterns("tokenizer.model"))
+    shutil.copytree(tiny_base_dir, model_dir, ignore=shutil.ignore_patterns(SPM_FILENAME))
     with pytest.raises(FileNotFoundError, match="no_spm.*has no tokenizer.model"):
         write_gguf(model_dir, tmp_path / "x.gguf", "F16")
     assert not (tmp_path / "x.gguf").exists()
