@@ -3,9 +3,10 @@
 Uses the artefacts a ``kedro run`` left in the project: the latest ``embedded_base_model``,
 ``so8t_adapter`` and ``thinking_sft_dataset`` (run
 ``kedro run --pipelines=data_processing,thinking_sft,training`` first), or the directories
-given. For each dtype it bakes with ``so8t.bake_from_adapter`` (LoRA merged in fp32, gates
-folded in fp64, one cast at the end) and compares with the gated model (base + adapter in
-fp32) on the same held-out texts as the export's ``verify_bake`` node, two ways:
+given. It bakes once with ``so8t.bake_from_adapter`` (LoRA merged in fp32, gates folded in
+fp64), casts that once to each dtype (which is what ``bake_from_adapter(dtype=...)`` does)
+and compares with the gated model (base + adapter in fp32) on the same held-out texts as
+the export's ``verify_bake`` node, two ways:
 
 * ``weights``: the baked weights upcast to fp32 and run in fp32. This is what ``verify_bake``
   measures on the CPU (it loads every model in fp32): the error of storing the weights in
@@ -21,6 +22,7 @@ fp32) on the same held-out texts as the export's ``verify_bake`` node, two ways:
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from pathlib import Path
 
@@ -62,8 +64,12 @@ def main() -> None:
     print(f"base {base}\nadapter {adapter}\n{len(texts)} {args.split} texts, "
           f"{int(mask.sum())} tokens, torch {torch.__version__}, CPU")
     print(f"{'dtype':>9} {'kind':>8} {'max |dlogit|':>13} {'top-1 agreement':>16}")
+    # bake_from_adapter(dtype=d) is the fp32 bake cast once to d: bake (load, merge, fold)
+    # once and cast copies, instead of loading the base again for every dtype.
+    baked_fp32 = so8t.bake_from_adapter(base, adapter, dtype="float32")
     for dtype in DTYPES:
-        baked = so8t.bake_from_adapter(base, adapter, dtype=dtype)
+        baked = (baked_fp32 if dtype == "float32"
+                 else copy.deepcopy(baked_fp32).to(getattr(torch, dtype)))
         report(dtype, "compute", so8t.verify_bake(gated, baked, ids, mask))
         if dtype != "float32":
             report(dtype, "weights", so8t.verify_bake(gated, baked.to(torch.float32), ids, mask))

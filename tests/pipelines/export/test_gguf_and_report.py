@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from so8t_kedro.gguf_export import GGUF_OUTTYPES
+from so8t_kedro.pipelines.export import nodes
 from so8t_kedro.pipelines.export.nodes import ExportVerificationError, verify_gguf_files
 from tests.pipelines.export.conftest import MODEL_NAME
 
@@ -66,6 +67,27 @@ def test_verify_gguf_files_raises_above_the_f16_tolerance(export_run):
         verify_gguf_files(*manifests(catalog).values(), catalog.load("baked_model"),
                           catalog.load("thinking_sft_dataset"), params["verify"],
                           {**params["gguf"], "f16_tolerance": measured / 2})
+
+
+def test_verify_gguf_files_names_each_vocabulary_and_tokenisation_failure(export_run,
+                                                                          monkeypatch):
+    """The measured checks with a vocabulary broken in Q8_0 and a tokenisation in Q4_K_M:
+    the run fails, naming both, though every logit is within tolerance."""
+    catalog, params = export_run
+    checks = catalog.load("gguf_verification")["files"]
+    checks["Q8_0"].update(vocab_match=False, vocab_mismatches=3)
+    checks["Q4_K_M"].update(tokenization_match=False,
+                            tokenization_mismatches=[{"prompt": 0, "hf": [1], "gguf": [2]}])
+    by_path = {m["path"]: checks[outtype] for outtype, m in manifests(catalog).items()}
+    monkeypatch.setattr(nodes, "verify_gguf", lambda path, *args, **kwargs: by_path[path])
+    with pytest.raises(ExportVerificationError) as failure:
+        verify_gguf_files(*manifests(catalog).values(), catalog.load("baked_model"),
+                          catalog.load("thinking_sft_dataset"), params["verify"],
+                          params["gguf"])
+    message = str(failure.value)
+    assert "Q8_0: vocabulary differs (3 pieces" in message
+    assert "Q4_K_M: llama.cpp tokenises 1 texts differently" in message
+    assert "F16" not in message
 
 
 def test_japanese_performance_compares_original_and_baked(export_run):

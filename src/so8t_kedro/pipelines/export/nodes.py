@@ -44,7 +44,6 @@ from so8t_kedro.scoring import load_scoring_model
 from so8t_kedro.serve import (
     JAPANESE_PERFORMANCE_PROMPTS,
     japanese_performance_report,
-    summarise_performance,
 )
 from so8t_kedro.training.base_model import STOP_TOKENS
 
@@ -167,6 +166,14 @@ def _gguf_manifest(path: Path, outtype: str, source: Path,
     return manifest
 
 
+def _write_baked_gguf(baked_model_dir: Path, bake_verification: Mapping[str, Any],
+                      model_name: str, gguf_params: Mapping[str, Any],
+                      outtype: str) -> dict[str, Any]:
+    path = write_gguf(baked_model_dir, _gguf_path(model_name, gguf_params, outtype), outtype)
+    return _gguf_manifest(path, outtype, baked_model_dir,
+                          bake_verification["max_abs_logit_diff"])
+
+
 def write_gguf_f16(baked_model_dir: Path, bake_verification: Mapping[str, Any],
                    model_name: str, gguf_params: Mapping[str, Any]) -> dict[str, Any]:
     """The baked model as an F16 GGUF (the ``gguf`` package's writer); its manifest.
@@ -174,18 +181,16 @@ def write_gguf_f16(baked_model_dir: Path, bake_verification: Mapping[str, Any],
     Takes the bake check so that it runs only after the check passed: the files live in a
     fixed folder, and a failed bake must not overwrite the last good ones.
     """
-    path = write_gguf(baked_model_dir, _gguf_path(model_name, gguf_params, "F16"), "F16")
-    return _gguf_manifest(path, "F16", baked_model_dir,
-                          bake_verification["max_abs_logit_diff"])
+    return _write_baked_gguf(baked_model_dir, bake_verification, model_name, gguf_params,
+                             "F16")
 
 
 def write_gguf_q8_0(baked_model_dir: Path, bake_verification: Mapping[str, Any],
                     model_name: str, gguf_params: Mapping[str, Any]) -> dict[str, Any]:
     """The baked model as a Q8_0 GGUF, quantised from its own weights (not from the F16
     file: one rounding instead of two); its manifest. After the bake check, as F16."""
-    path = write_gguf(baked_model_dir, _gguf_path(model_name, gguf_params, "Q8_0"), "Q8_0")
-    return _gguf_manifest(path, "Q8_0", baked_model_dir,
-                          bake_verification["max_abs_logit_diff"])
+    return _write_baked_gguf(baked_model_dir, bake_verification, model_name, gguf_params,
+                             "Q8_0")
 
 
 def quantize_gguf_q4_k_m(gguf_f16: Mapping[str, Any], model_name: str,
@@ -323,10 +328,6 @@ def measure_japanese_performance(embedded_base_model_dir: Path, catalog_adapter_
                                        device=params.get("device", "auto"))
 
 
-def summarise_japanese_performance(japanese_performance: pd.DataFrame) -> dict[str, Any]:
-    """Per model: latency mean / p50 / p95, tokens/s, format and final-part shares,
-    decision counts."""
-    return summarise_performance(japanese_performance)
 
 # ---------------------------------------------------------------------------- report
 

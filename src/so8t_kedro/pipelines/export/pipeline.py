@@ -9,13 +9,14 @@ HTML report.
 
 from kedro.pipeline import Node, Pipeline
 
+from so8t_kedro.serve import summarise_performance
+
 from .nodes import (
     bake_so8t_model,
     create_ollama_model,
     measure_japanese_performance,
     quantize_gguf_q4_k_m,
     render_export_report,
-    summarise_japanese_performance,
     verify_bake,
     verify_gguf_files,
     write_gguf_f16,
@@ -89,7 +90,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="measure_japanese_performance",
             ),
             Node(
-                func=summarise_japanese_performance,
+                # per model: latency mean / p50 / p95, tokens/s, format shares, decisions
+                func=summarise_performance,
                 inputs="japanese_performance",
                 outputs="japanese_performance_summary",
                 name="summarise_japanese_performance",
