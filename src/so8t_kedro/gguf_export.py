@@ -434,46 +434,72 @@ def verify_gguf(gguf_path: str | Path, model_dir: str | Path, prompts: Sequence[
     Hugging Face when the *sequence* does; keep ``n_ctx`` at most the original context.
     Returns a JSON-able dict.
     """
-    import llama_cpp
+    return verify_ggufs([gguf_path], model_dir, prompts, n_ctx=n_ctx)[0]
+
+
+def verify_ggufs(gguf_paths: Sequence[str | Path], model_dir: str | Path,
+                 prompts: Sequence[str], *, n_ctx: int = 512) -> list[dict[str, Any]]:
+    """:func:`verify_gguf` for several files exported from one model, in order: the
+    Hugging Face model is loaded and run once, not once per file."""
     import torch
 
-    gguf_path, model_dir = Path(gguf_path), Path(model_dir)
     model, tokenizer = load_base_model(model_dir, dtype=torch.float32)
     encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
     too_long = [i for i, ids in enumerate(encoded) if not 0 < len(ids) <= n_ctx]
     if too_long:
         raise ValueError(f"prompts {too_long} are empty or longer than n_ctx={n_ctx} tokens")
+    with torch.no_grad():
+        hf_logits = [model(torch.tensor([ids])).logits[0].numpy() for ids in encoded]
+    reference = _HFReference(Path(model_dir), model.config.vocab_size,
+                             tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))),
+                             list(prompts), encoded, hf_logits)
+    return [_compare_with_reference(Path(path), reference, n_ctx) for path in gguf_paths]
+
+
+class _HFReference(NamedTuple):
+    """What a GGUF is compared with: the Hugging Face side, computed once."""
+
+    model_dir: Path
+    vocab_size: int
+    pieces: list[str]  # piece text of every tokenizer id
+    prompts: list[str]
+    encoded: list[list[int]]  # the prompts' Hugging Face token ids
+    logits: list[np.ndarray]  # next-token logits [positions, vocab] per prompt
+
+
+def _compare_with_reference(gguf_path: Path, reference: _HFReference,
+                            n_ctx: int) -> dict[str, Any]:
+    import llama_cpp
+
     try:
         llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx,
                               n_threads=_VERIFY_THREADS, n_threads_batch=_VERIFY_THREADS,
                               logits_all=True, verbose=False)
     except ValueError as error:
         raise RuntimeError(f"llama.cpp could not load {str(gguf_path)!r}: {error}") from error
+    n_tokenizer = len(reference.pieces)
     try:
         n_vocab = llm.n_vocab()
-        if n_vocab != model.config.vocab_size or len(tokenizer) > n_vocab:
+        if n_vocab != reference.vocab_size or n_tokenizer > n_vocab:
             raise ValueError(f"{str(gguf_path)!r} has {n_vocab} tokens; the model in "
-                             f"{str(model_dir)!r} has vocab_size {model.config.vocab_size} and "
-                             f"{len(tokenizer)} tokenizer ids: the file is not its export")
+                             f"{str(reference.model_dir)!r} has vocab_size "
+                             f"{reference.vocab_size} and {n_tokenizer} tokenizer ids: the "
+                             "file is not its export")
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        hf_pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        piece_mismatches = [i for i, piece in enumerate(hf_pieces)
+        piece_mismatches = [i for i, piece in enumerate(reference.pieces)
                             if llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8") != piece]
         tokenization_mismatches = []
-        for index, (prompt, ids) in enumerate(zip(prompts, encoded)):
+        for index, (prompt, ids) in enumerate(zip(reference.prompts, reference.encoded)):
             gguf_ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
             if gguf_ids != ids:
                 tokenization_mismatches.append({"prompt": index, "hf": ids, "gguf": gguf_ids})
-        diffs, agree, spread = [], [], []
-        for ids in encoded:
-            with torch.no_grad():
-                hf_logits = model(torch.tensor([ids])).logits[0].numpy()
+        diffs, agree = [], []
+        for ids, hf_logits in zip(reference.encoded, reference.logits):
             llm.reset()
             llm.eval(ids)
             gguf_logits = np.asarray(llm.scores[: len(ids)], dtype=np.float32)
             diffs.append(np.abs(hf_logits - gguf_logits))
             agree.append(hf_logits.argmax(-1) == gguf_logits.argmax(-1))
-            spread.append(hf_logits.std(axis=-1))
     finally:
         llm.close()
     diff, agreement = np.concatenate(diffs), np.concatenate(agree)
@@ -481,13 +507,13 @@ def verify_gguf(gguf_path: str | Path, model_dir: str | Path, prompts: Sequence[
         "gguf_path": str(gguf_path),
         "n_ctx": n_ctx,
         "n_vocab": n_vocab,
-        "hf_vocab_size": model.config.vocab_size,
-        "hf_tokenizer_size": len(tokenizer),
-        "vocab_compared": f"piece text of ids 0..{len(tokenizer) - 1} (every tokenizer id); "
-                          f"{max(n_vocab - len(tokenizer), 0)} padding ids not compared",
+        "hf_vocab_size": reference.vocab_size,
+        "hf_tokenizer_size": n_tokenizer,
+        "vocab_compared": f"piece text of ids 0..{n_tokenizer - 1} (every tokenizer id); "
+                          f"{max(n_vocab - n_tokenizer, 0)} padding ids not compared",
         "vocab_mismatches": len(piece_mismatches),
         "vocab_match": not piece_mismatches,
-        "n_prompts": len(encoded),
+        "n_prompts": len(reference.encoded),
         "tokenization_match": not tokenization_mismatches,
         "tokenization_mismatches": tokenization_mismatches,
         "n_positions": int(agreement.size),
@@ -495,8 +521,10 @@ def verify_gguf(gguf_path: str | Path, model_dir: str | Path, prompts: Sequence[
         "mean_abs_logit_diff": float(diff.mean()),
         "top1_agreement": float(agreement.mean()),
         # the scale the differences are measured on
-        "hf_logit_std": float(np.concatenate(spread).mean()),
+        "hf_logit_std": float(np.concatenate([logits.std(axis=-1)
+                                              for logits in reference.logits]).mean()),
     }
 
 
-__all__ = ["GGUF_OUTTYPES", "gguf_summary", "quantize_gguf", "verify_gguf", "write_gguf"]
+__all__ = ["GGUF_OUTTYPES", "gguf_summary", "quantize_gguf", "verify_gguf", "verify_ggufs",
+           "write_gguf"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from so8t_kedro import think_format as tf
-from so8t_kedro.gguf_export import quantize_gguf, verify_gguf, write_gguf
+from so8t_kedro.gguf_export import quantize_gguf, verify_ggufs, write_gguf
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,6 @@ def chat_prompts(sft_samples) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def verified(gguf_files, tiny_base_dir, chat_prompts) -> dict[str, dict]:
-    """``verify_gguf`` of each file against the Hugging Face model."""
-    return {outtype: verify_gguf(path, tiny_base_dir, list(chat_prompts.values()))
-            for outtype, path in gguf_files.items()}
+    """``verify_ggufs`` of the files against the Hugging Face model, by type."""
+    reports = verify_ggufs(list(gguf_files.values()), tiny_base_dir, list(chat_prompts.values()))
+    return dict(zip(gguf_files, reports, strict=True))

@@ -79,7 +79,8 @@ def test_verify_gguf_files_names_each_vocabulary_and_tokenisation_failure(export
     checks["Q4_K_M"].update(tokenization_match=False,
                             tokenization_mismatches=[{"prompt": 0, "hf": [1], "gguf": [2]}])
     by_path = {m["path"]: checks[outtype] for outtype, m in manifests(catalog).items()}
-    monkeypatch.setattr(nodes, "verify_gguf", lambda path, *args, **kwargs: by_path[path])
+    monkeypatch.setattr(nodes, "verify_ggufs",
+                        lambda paths, *args, **kwargs: [by_path[path] for path in paths])
     with pytest.raises(ExportVerificationError) as failure:
         verify_gguf_files(*manifests(catalog).values(), catalog.load("baked_model"),
                           catalog.load("thinking_sft_dataset"), params["verify"],

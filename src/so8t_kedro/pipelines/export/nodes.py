@@ -37,7 +37,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from so8t_kedro import html_report, so8t
 from so8t_kedro import think_format as tf
-from so8t_kedro.gguf_export import gguf_summary, quantize_gguf, verify_gguf, write_gguf
+from so8t_kedro.gguf_export import gguf_summary, quantize_gguf, verify_ggufs, write_gguf
 from so8t_kedro.pipelines.evaluation.nodes import resolve_model_dirs
 from so8t_kedro.pipelines.training.nodes import BaseModelBundle
 from so8t_kedro.scoring import load_scoring_model
@@ -216,8 +216,9 @@ def verify_gguf_files(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, Any],
     """
     texts = held_out_texts(thinking_sft_dataset, verify_params)
     n_ctx = int(gguf_params["n_ctx"])
-    files = {m["outtype"]: verify_gguf(m["path"], baked_model_dir, texts, n_ctx=n_ctx)
-             for m in (gguf_f16, gguf_q8_0, gguf_q4_k_m)}
+    manifests = (gguf_f16, gguf_q8_0, gguf_q4_k_m)
+    results = verify_ggufs([m["path"] for m in manifests], baked_model_dir, texts, n_ctx=n_ctx)
+    files = {m["outtype"]: result for m, result in zip(manifests, results, strict=True)}
     tolerance = float(gguf_params["f16_tolerance"])
     for outtype, result in files.items():
         logger.info("%s: vocabulary %s, tokenisation %s, max |Δlogit| %.3g, top-1 agreement "
@@ -326,7 +327,6 @@ def measure_japanese_performance(embedded_base_model_dir: Path, catalog_adapter_
     return japanese_performance_report({"original": base_dir, "so8t_baked": baked_model_dir},
                                        prompts, max_new_tokens=int(params["max_new_tokens"]),
                                        device=params.get("device", "auto"))
-
 
 
 # ---------------------------------------------------------------------------- report
