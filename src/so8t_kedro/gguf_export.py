@@ -66,7 +66,7 @@ from typing import Any, NamedTuple
 import gguf
 import numpy as np
 
-from so8t_kedro.training.base_model import SPM_FILENAME, load_base_model
+from so8t_kedro.training.base_model import SPM_FILENAME, load_base_model, load_phi3_config
 
 GGUF_OUTTYPES = ("F16", "Q8_0", "Q4_K_M")
 
@@ -120,7 +120,7 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, outtype: str) -> Pat
             "the SentencePiece model, and transformers' save_pretrained does not write it. "
             "Save the model with so8t_kedro.training.base_model.save_base_model, or copy "
             f"{SPM_FILENAME} from the original checkpoint into the directory")
-    config = _phi3_config(model_dir)
+    config = load_phi3_config(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     file_type, weight_type = _WRITER_TYPES[outtype]
     rope_factors, attn_factor = _longrope_factors(config)
@@ -157,18 +157,6 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, outtype: str) -> Pat
     finally:
         partial.unlink(missing_ok=True)
     return out_path
-
-
-def _phi3_config(model_dir: Path):
-    """The model's transformers config (which also normalises a legacy ``rope_scaling``
-    into ``rope_parameters``), checked to be Phi-3."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
-    if config.model_type != "phi3":
-        raise ValueError(f"{str(model_dir)!r} holds a {config.model_type!r} model "
-                         f"({config.architectures}); GGUF export writes Phi-3 (phi3) only")
-    return config
 
 
 def _rope_dims(config) -> int:

@@ -413,24 +413,11 @@ def _resolve_dtype(dtype):
     raise ValueError(f"unknown dtype {dtype!r}")
 
 
-def load_base_model(
-    path: str | os.PathLike,
-    *,
-    dtype=None,
-    quantization: str | None = None,
-    trust_remote_code: bool = False,
-    device_map=None,
-):
-    """Load ``(model, tokenizer)`` from a local Hugging Face directory of a Phi-3 model.
-
-    ``local_files_only`` always; remote code only with ``trust_remote_code=True`` (the
-    built-in ``Phi3ForCausalLM`` reads Borea-Phi-3.5 without it). ``dtype``: a
-    ``torch.dtype``, its name (``"bfloat16"``) or ``"auto"``; ``None`` keeps fp32 (4-bit:
-    the compute dtype, bf16 on CUDA / fp32 on CPU). ``quantization``: ``None``, ``"8bit"``
-    (LLM.int8) or ``"4bit"`` (NF4, double quantisation), through bitsandbytes.
-    Raises ``FileNotFoundError`` / ``ValueError`` naming the path and what was found.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+def load_phi3_config(path: str | os.PathLike, *, trust_remote_code: bool = False):
+    """The transformers config of a local Phi-3 directory (which also normalises a legacy
+    ``rope_scaling`` into ``rope_parameters``). Raises ``FileNotFoundError`` /
+    ``ValueError`` naming the path and what was found."""
+    from transformers import AutoConfig
 
     directory = Path(path).expanduser()
     if not directory.exists():
@@ -453,6 +440,30 @@ def load_base_model(
             f"{getattr(config, 'architectures', None)}); expected 'phi3' "
             "(Phi3ForCausalLM, e.g. Borea-Phi-3.5-mini-Instruct-Jp)"
         )
+    return config
+
+
+def load_base_model(
+    path: str | os.PathLike,
+    *,
+    dtype=None,
+    quantization: str | None = None,
+    trust_remote_code: bool = False,
+    device_map=None,
+):
+    """Load ``(model, tokenizer)`` from a local Hugging Face directory of a Phi-3 model.
+
+    ``local_files_only`` always; remote code only with ``trust_remote_code=True`` (the
+    built-in ``Phi3ForCausalLM`` reads Borea-Phi-3.5 without it). ``dtype``: a
+    ``torch.dtype``, its name (``"bfloat16"``) or ``"auto"``; ``None`` keeps fp32 (4-bit:
+    the compute dtype, bf16 on CUDA / fp32 on CPU). ``quantization``: ``None``, ``"8bit"``
+    (LLM.int8) or ``"4bit"`` (NF4, double quantisation), through bitsandbytes.
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the path and what was found.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = Path(path).expanduser()
+    config = load_phi3_config(directory, trust_remote_code=trust_remote_code)
     dtype = _resolve_dtype(dtype)
     quantization_config = _quantization_config(quantization, dtype)
     kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code}
@@ -508,6 +519,7 @@ __all__ = [
     "embedded_base_model",
     "load_base_model",
     "load_base_model_for",
+    "load_phi3_config",
     "save_base_model",
     "train_sentencepiece",
 ]
