@@ -35,6 +35,7 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 import pandas as pd
 import yaml
+from seed_samples import render_seed_samples
 
 from so8t_kedro import think_format as tf
 from so8t_kedro.gguf_export import gguf_summary, quantize_gguf, verify_gguf, write_gguf
@@ -57,13 +58,9 @@ def parse_args() -> argparse.Namespace:
 
 def build_embedded(rows: pd.DataFrame, out_dir: Path) -> Path:
     """The training pipeline's embedded default, trained on the rendered seed ``rows``."""
-    from so8t_kedro.labels import LABEL_TO_ID
-    from so8t_kedro.pipelines.thinking_sft.nodes import render_thinking_sft_samples
     from so8t_kedro.pipelines.training.nodes import build_embedded_base_model
 
-    rows = rows.assign(label_id=rows["label"].map(LABEL_TO_ID), source="seed",
-                       split=["val" if i % 8 >= 6 else "train" for i in range(len(rows))])
-    samples = render_thinking_sft_samples(rows, {"format": "quadruple", "seed": 0})
+    samples = render_seed_samples(rows)
     params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())
     build_embedded_base_model(samples, params["base_model"]["embedded"]).save_pretrained(out_dir)
     return out_dir

@@ -50,6 +50,7 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 import pandas as pd
 import torch
 import yaml
+from seed_samples import render_seed_samples
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,20 +88,14 @@ def load_parameters() -> dict:
 
 def seed_samples(per_label: int) -> pd.DataFrame:
     """Balanced seed rows rendered as /think SFT samples by the thinking_sft pipeline's node."""
-    from so8t_kedro.labels import LABEL_TO_ID, LABELS
-    from so8t_kedro.pipelines.thinking_sft.nodes import render_thinking_sft_samples
+    from so8t_kedro.labels import LABELS
 
     rows = [json.loads(line) for line in
             (PROJECT_ROOT / "data/01_raw/so8t_seed_dataset.jsonl").read_text().splitlines()]
     picked = []
     for label in LABELS:
         picked += [r for r in rows if r["label"] == label][:per_label]
-    records = pd.DataFrame([
-        {**r, "label_id": LABEL_TO_ID[r["label"]], "source": "seed",
-         "split": "val" if i % 8 >= 6 else "train"}
-        for i, r in enumerate(picked)
-    ])
-    return render_thinking_sft_samples(records, {"format": "quadruple", "seed": 0})
+    return render_seed_samples(pd.DataFrame(picked))
 
 
 def build_base(samples: pd.DataFrame, embedded: dict, out_dir: Path) -> Path:
