@@ -38,7 +38,7 @@ import yaml
 from seed_samples import render_seed_samples
 
 from so8t_kedro import think_format as tf
-from so8t_kedro.gguf_export import gguf_summary, quantize_gguf, verify_gguf, write_gguf
+from so8t_kedro.export.gguf import gguf_summary, quantize_gguf, verify_gguf, write_gguf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SEED = PROJECT_ROOT / "data/01_raw/so8t_seed_dataset.jsonl"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from so8t_kedro import gguf_export
+from so8t_kedro.export import gguf as gguf_export
 from so8t_kedro.serve import load_service
 from so8t_kedro.think_format import render_prompt
 

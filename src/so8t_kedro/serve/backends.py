@@ -27,6 +27,7 @@ import torch
 from scipy.special import log_softmax
 
 from so8t_kedro.classifier import FourClassScorer
+from so8t_kedro.export.llama_process import LlamaProcess
 from so8t_kedro.scoring import score_requests
 
 
@@ -81,39 +82,49 @@ class HFBackend:
 
 
 class LlamaCppBackend:
-    """A GGUF file run by llama-cpp-python; prompts are tokenised with the HF tokenizer of
-    the model directory the GGUF was converted from (same vocabulary, same ids), so the
-    chat template and the probe are tokenised exactly as for the HF backend.
+    """A GGUF file run by llama.cpp in a child process (:class:`LlamaProcess`); prompts are
+    tokenised with the HF tokenizer of the model directory the GGUF was converted from (same
+    vocabulary, same ids), so the chat template and the probe are tokenised exactly as for
+    the HF backend.
 
     The label scores use the same definition as :class:`FourClassScorer`: llama.cpp's
-    logits at every position (``logits_all=True``) of probe + continuation, log-softmaxed,
-    and the continuation tokens' log-probabilities summed. The probe is evaluated once and
-    each label's continuation is evaluated on top of its cached state.
+    logits at every position of probe + continuation, log-softmaxed, and the continuation
+    tokens' log-probabilities summed. The probe is evaluated once and each label's
+    continuation on top of its cached state.
+
+    A native crash raises :class:`NativeCrashError` for that request; the next request
+    starts a new child (one model load), so the service recovers by itself.
     """
 
     def __init__(self, gguf_path: str | Path, tokenizer, scorer: FourClassScorer,
-                 stop_ids: frozenset[int], *, n_ctx: int = 4096):
-        from llama_cpp import Llama
-
+                 stop_ids: frozenset[int], *, n_ctx: int = 4096,
+                 extra_buffer_types: str = "off"):
         self.tokenizer = tokenizer
         self.scorer = scorer
         self.stop_ids = stop_ids
-        self.llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, logits_all=True,
-                         verbose=False)
+        self._gguf_path = str(gguf_path)
+        self._llama_options = {"extra_buffer_types": extra_buffer_types, "n_ctx": n_ctx,
+                               "logits_all": True}
+        self._llm = self._start()
+
+    def _start(self) -> LlamaProcess:
+        return LlamaProcess(self._gguf_path, operation="serving", **self._llama_options)
+
+    def _call(self, name: str, *args):
+        if not self._llm.alive:  # the previous request crashed it
+            self._llm.close()
+            self._llm = self._start()
+        return self._llm.call(name, *args)
 
     def generate(self, prompt: str, max_new_tokens: int) -> Generation:
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        budget = min(max_new_tokens, self.llm.n_ctx() - len(prompt_ids))
+        budget = min(max_new_tokens, self._llama_options["n_ctx"] - len(prompt_ids))
         if budget < 1:
             raise ValueError(f"the prompt ({len(prompt_ids)} tokens) fills the context "
-                             f"window ({self.llm.n_ctx()} tokens)")
-        new_ids: list[int] = []
+                             f"window ({self._llama_options['n_ctx']} tokens)")
         began = time.perf_counter()
         # temp=0 is llama.cpp's greedy sampler, as do_sample=False is for the HF backend.
-        for token in self.llm.generate(prompt_ids, temp=0.0, repeat_penalty=1.0, reset=True):
-            new_ids.append(token)
-            if token in self.stop_ids or len(new_ids) >= budget:
-                break
+        new_ids = self._call("generate", prompt_ids, budget, self.stop_ids)
         seconds = time.perf_counter() - began
         return Generation(self.tokenizer.decode(new_ids, skip_special_tokens=False),
                           len(prompt_ids), len(new_ids), seconds)
@@ -121,14 +132,13 @@ class LlamaCppBackend:
     def label_log_likelihoods(self, text: str, language: str) -> np.ndarray:
         encoded = self.scorer.encode(text, language)
         probe = encoded[0][0]  # one probe for all four labels
-        self.llm.reset()
-        self.llm.eval(probe)
+        continuations = [continuation for _, continuation in encoded]
         scores = []
-        for _, continuation in encoded:
-            self.llm.n_tokens = len(probe)  # drop the previous label, keep the probe's cache
-            self.llm.eval(continuation)
-            # Row p holds the logits that predict token p + 1.
-            logits = self.llm.scores[len(probe) - 1 : len(probe) + len(continuation) - 1]
+        for continuation, logits in zip(
+                continuations, self._call("continuation_logits", probe, continuations)):
             log_probs = log_softmax(logits.astype(np.float64), axis=-1)
             scores.append(log_probs[np.arange(len(continuation)), continuation].sum())
         return np.asarray(scores, dtype=np.float64)
+
+    def close(self) -> None:
+        self._llm.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from so8t_kedro.gguf_export import GGUF_OUTTYPES
+from so8t_kedro.export.gguf import GGUF_OUTTYPES
 from so8t_kedro.pipelines.export import nodes
 from so8t_kedro.pipelines.export.nodes import ExportVerificationError, verify_gguf_files
 from tests.pipelines.export.conftest import MODEL_NAME

@@ -37,7 +37,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from so8t_kedro import html_report, so8t
 from so8t_kedro import think_format as tf
-from so8t_kedro.gguf_export import gguf_summary, quantize_gguf, verify_ggufs, write_gguf
+from so8t_kedro.export.gguf import gguf_summary, quantize_gguf, verify_ggufs, write_gguf
 from so8t_kedro.pipelines.evaluation.nodes import resolve_model_dirs
 from so8t_kedro.pipelines.training.nodes import BaseModelBundle
 from so8t_kedro.scoring import load_scoring_model
@@ -212,12 +212,14 @@ def verify_gguf_files(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, Any],
     Raises :class:`ExportVerificationError` when a file's vocabulary or tokenisation differs
     from the Hugging Face tokenizer's, or when the F16 file's max |Δlogit| exceeds
     ``gguf_params["f16_tolerance"]``. The quantised files' agreement is reported only: it
-    measures the quantisation, not a conversion error.
+    measures the quantisation, not a conversion error. llama.cpp runs in child processes: a
+    native crash raises ``NativeCrashError`` (the signal, the file), failing this node only.
     """
     texts = held_out_texts(thinking_sft_dataset, verify_params)
     n_ctx = int(gguf_params["n_ctx"])
     manifests = (gguf_f16, gguf_q8_0, gguf_q4_k_m)
-    results = verify_ggufs([m["path"] for m in manifests], baked_model_dir, texts, n_ctx=n_ctx)
+    results = verify_ggufs([m["path"] for m in manifests], baked_model_dir, texts, n_ctx=n_ctx,
+                           extra_buffer_types=str(gguf_params["extra_buffer_types"]))
     files = {m["outtype"]: result for m, result in zip(manifests, results, strict=True)}
     tolerance = float(gguf_params["f16_tolerance"])
     for outtype, result in files.items():

@@ -66,6 +66,7 @@ from typing import Any, NamedTuple
 import gguf
 import numpy as np
 
+from so8t_kedro.export.llama_process import LlamaProcess, run_isolated
 from so8t_kedro.training.base_model import SPM_FILENAME, load_base_model, load_phi3_config
 
 GGUF_OUTTYPES = ("F16", "Q8_0", "Q4_K_M")
@@ -326,27 +327,24 @@ def quantize_gguf(source_path: str | Path, out_path: str | Path, outtype: str = 
     """Quantise the F16 GGUF at ``source_path`` to ``outtype`` with llama.cpp's quantiser.
 
     llama.cpp picks each tensor's type (Q4_K_M: Q4_K, with Q6_K for ``output`` and for
-    ``attn_v`` (here inside ``attn_qkv``) / ``ffn_down`` of some layers) and falls back to a 32-block type (Q5_0, Q5_1, Q8_0)
-    for a tensor whose row length is not a multiple of 256; ``gguf_summary(...)["tensors"]``
-    shows what each tensor got. The file appears at ``out_path`` only when complete.
+    ``attn_v`` (here inside ``attn_qkv``) / ``ffn_down`` of some layers) and falls back to a
+    32-block type (Q5_0, Q5_1, Q8_0) for a tensor whose row length is not a multiple of 256;
+    ``gguf_summary(...)["tensors"]`` shows what each tensor got. The file appears at
+    ``out_path`` only when complete. The quantiser runs in a child process
+    (:func:`~so8t_kedro.export.llama_process.run_isolated`): a native crash raises
+    ``NativeCrashError``.
     """
-    import ctypes
-
-    import llama_cpp
-
     source_path, out_path = Path(source_path), Path(out_path)
     if outtype not in _LLAMA_CPP_FTYPES:
         raise ValueError(f"quantize_gguf writes {sorted(_LLAMA_CPP_FTYPES)}, got {outtype!r}; "
                          f"{sorted(_WRITER_TYPES)} come from write_gguf")
     if not source_path.is_file():
         raise FileNotFoundError(f"no GGUF to quantise at {str(source_path)!r}")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, _LLAMA_CPP_FTYPES[outtype])
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(f".{out_path.name}.partial")
     try:
-        status = llama_cpp.llama_model_quantize(
-            os.fsencode(source_path), os.fsencode(partial), ctypes.byref(params))
+        status = run_isolated("quantize", source_path, _llama_quantize, str(source_path),
+                              str(partial), _LLAMA_CPP_FTYPES[outtype])
         if status != 0:
             raise RuntimeError(f"llama.cpp could not quantise {str(source_path)!r} to {outtype} "
                                f"(status {status}); the source must be an F16/F32 GGUF")
@@ -354,6 +352,18 @@ def quantize_gguf(source_path: str | Path, out_path: str | Path, outtype: str = 
     finally:
         partial.unlink(missing_ok=True)
     return out_path
+
+
+def _llama_quantize(source: str, out: str, ftype_name: str) -> int:
+    """llama.cpp's ``llama_model_quantize`` (run in a child process); its status."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, ftype_name)
+    return llama_cpp.llama_model_quantize(os.fsencode(source), os.fsencode(out),
+                                          ctypes.byref(params))
 
 
 # --------------------------------------------------------------------------- reading back
@@ -402,11 +412,13 @@ def gguf_summary(path: str | Path) -> dict[str, Any]:
 
 
 def verify_gguf(gguf_path: str | Path, model_dir: str | Path, prompts: Sequence[str], *,
-                n_ctx: int = 512) -> dict[str, Any]:
+                n_ctx: int = 512, extra_buffer_types: str = "off") -> dict[str, Any]:
     """Load ``gguf_path`` in llama.cpp and compare it with the Hugging Face model it came from.
 
-    * load: llama-cpp-python ``Llama`` (raises ``RuntimeError`` naming the file if it fails,
-      ``ValueError`` if its ``n_vocab`` does not fit the model's vocabulary);
+    * load: llama-cpp-python ``Llama`` in a child process (:class:`LlamaProcess`, with
+      ``extra_buffer_types``; raises ``RuntimeError`` naming the file if the load fails,
+      ``NativeCrashError`` if llama.cpp crashes, ``ValueError`` if its ``n_vocab`` does not
+      fit the model's vocabulary);
     * vocabulary: the piece text of every id the Hugging Face tokenizer has
       (``convert_ids_to_tokens``) against llama.cpp's (ids past the tokenizer are the
       ``[PADn]`` padding, counted, not compared);
@@ -422,11 +434,13 @@ def verify_gguf(gguf_path: str | Path, model_dir: str | Path, prompts: Sequence[
     Hugging Face when the *sequence* does; keep ``n_ctx`` at most the original context.
     Returns a JSON-able dict.
     """
-    return verify_ggufs([gguf_path], model_dir, prompts, n_ctx=n_ctx)[0]
+    return verify_ggufs([gguf_path], model_dir, prompts, n_ctx=n_ctx,
+                        extra_buffer_types=extra_buffer_types)[0]
 
 
 def verify_ggufs(gguf_paths: Sequence[str | Path], model_dir: str | Path,
-                 prompts: Sequence[str], *, n_ctx: int = 512) -> list[dict[str, Any]]:
+                 prompts: Sequence[str], *, n_ctx: int = 512,
+                 extra_buffer_types: str = "off") -> list[dict[str, Any]]:
     """:func:`verify_gguf` for several files exported from one model, in order: the
     Hugging Face model is loaded and run once, not once per file."""
     import torch
@@ -441,7 +455,8 @@ def verify_ggufs(gguf_paths: Sequence[str | Path], model_dir: str | Path,
     reference = _HFReference(Path(model_dir), model.config.vocab_size,
                              tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))),
                              list(prompts), encoded, hf_logits)
-    return [_compare_with_reference(Path(path), reference, n_ctx) for path in gguf_paths]
+    return [_compare_with_reference(Path(path), reference, n_ctx, extra_buffer_types)
+            for path in gguf_paths]
 
 
 class _HFReference(NamedTuple):
@@ -455,41 +470,31 @@ class _HFReference(NamedTuple):
     logits: list[np.ndarray]  # next-token logits [positions, vocab] per prompt
 
 
-def _compare_with_reference(gguf_path: Path, reference: _HFReference,
-                            n_ctx: int) -> dict[str, Any]:
-    import llama_cpp
-
-    try:
-        llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx,
-                              n_threads=_VERIFY_THREADS, n_threads_batch=_VERIFY_THREADS,
-                              logits_all=True, verbose=False)
-    except ValueError as error:
-        raise RuntimeError(f"llama.cpp could not load {str(gguf_path)!r}: {error}") from error
+def _compare_with_reference(gguf_path: Path, reference: _HFReference, n_ctx: int,
+                            extra_buffer_types: str) -> dict[str, Any]:
     n_tokenizer = len(reference.pieces)
-    try:
-        n_vocab = llm.n_vocab()
+    with LlamaProcess(gguf_path, extra_buffer_types=extra_buffer_types,
+                      operation="GGUF verification", n_ctx=n_ctx, n_batch=n_ctx,
+                      n_threads=_VERIFY_THREADS, n_threads_batch=_VERIFY_THREADS,
+                      logits_all=True) as llm:
+        n_vocab = llm.call("n_vocab")
         if n_vocab != reference.vocab_size or n_tokenizer > n_vocab:
             raise ValueError(f"{str(gguf_path)!r} has {n_vocab} tokens; the model in "
                              f"{str(reference.model_dir)!r} has vocab_size "
                              f"{reference.vocab_size} and {n_tokenizer} tokenizer ids: the "
                              "file is not its export")
-        vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        piece_mismatches = [i for i, piece in enumerate(reference.pieces)
-                            if llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8") != piece]
+        piece_mismatches = [i for i, (gguf_piece, piece) in enumerate(
+            zip(llm.call("vocab_pieces", n_tokenizer), reference.pieces)) if gguf_piece != piece]
         tokenization_mismatches = []
         for index, (prompt, ids) in enumerate(zip(reference.prompts, reference.encoded)):
-            gguf_ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            gguf_ids = llm.call("tokenize", prompt)
             if gguf_ids != ids:
                 tokenization_mismatches.append({"prompt": index, "hf": ids, "gguf": gguf_ids})
         diffs, agree = [], []
         for ids, hf_logits in zip(reference.encoded, reference.logits):
-            llm.reset()
-            llm.eval(ids)
-            gguf_logits = np.asarray(llm.scores[: len(ids)], dtype=np.float32)
+            gguf_logits = llm.call("eval_logits", ids)
             diffs.append(np.abs(hf_logits - gguf_logits))
             agree.append(hf_logits.argmax(-1) == gguf_logits.argmax(-1))
-    finally:
-        llm.close()
     diff, agreement = np.concatenate(diffs), np.concatenate(agree)
     return {
         "gguf_path": str(gguf_path),

@@ -19,13 +19,14 @@ import torch
 from safetensors import safe_open
 from transformers import AutoConfig, AutoTokenizer, Phi3ForCausalLM
 
-from so8t_kedro.gguf_export import (
+from so8t_kedro.export.gguf import (
     GGUF_OUTTYPES,
     gguf_summary,
     quantize_gguf,
     verify_gguf,
     write_gguf,
 )
+from so8t_kedro.export.llama_process import LlamaProcess
 from so8t_kedro.training.base_model import SPM_FILENAME, THINK_TAG_TOKENS
 
 pytestmark = pytest.mark.slow  # writes GGUF files and runs them in llama.cpp
@@ -274,16 +275,11 @@ def test_llama_cpp_phi3_name_rule_follows_the_tokenizer(tiny_base_dir, tmp_path,
 def test_plain_text_differs_only_by_the_leading_prefix_piece(gguf_files, tiny_base_dir):
     """The documented limit of ``add_space_prefix=False``: a text that does not start with a
     chat token gets SentencePiece's ``▁`` from Hugging Face but not from llama.cpp."""
-    import llama_cpp
-
     tokenizer = AutoTokenizer.from_pretrained(tiny_base_dir)
     text = "こんにちは 世界"
     assert tokenizer.tokenize(text)[0] == "\u2581"
-    llm = llama_cpp.Llama(model_path=str(gguf_files["F16"]), n_ctx=64, verbose=False)
-    try:
-        gguf_ids = llm.tokenize(text.encode(), add_bos=True, special=True)
-    finally:
-        llm.close()
+    with LlamaProcess(gguf_files["F16"], extra_buffer_types="off", n_ctx=64) as llm:
+        gguf_ids = llm.call("tokenize", text)
     assert gguf_ids == tokenizer(text)["input_ids"][1:]
 
 
@@ -294,7 +290,7 @@ def test_a_file_llama_cpp_cannot_load_is_a_clear_error(gguf_files, tiny_base_dir
     data = gguf_files["F16"].read_bytes()
     broken = tmp_path / "truncated.gguf"
     broken.write_bytes(data[: len(data) // 2])
-    with pytest.raises(RuntimeError, match="llama.cpp could not load .*truncated.gguf"):
+    with pytest.raises(RuntimeError, match=r"GGUF verification \(load\) of .*truncated.gguf"):
         verify_gguf(broken, tiny_base_dir, ["<|user|>\nhi<|end|>\n"])
 
 
