@@ -81,7 +81,10 @@ Parsing model generations (adversarial input)
   final is removed; special tokens (``<|end|>``, ``<|endoftext|>``, ...) are stripped; a
   new turn (``<|user|>``, ``<|system|>``) ends the reply;
 * the input is the reply only; a whole chat text is parsed with ``prompt=`` (removed as a
-  prefix), never by guessing where ``<|assistant|>`` starts the reply.
+  prefix), never by guessing where ``<|assistant|>`` starts the reply;
+* the grammar above only finds the *candidate* final (``ParsedReply.final``). What may be
+  shown is decided deny by default by ``so8t_kedro.serve.disclosure`` (anything that,
+  normalised, still looks like markup or thinking withholds it); ``extract_final`` applies it.
 
 The sections format: the final is the text after the first ``# 最終回答`` up to the
 next header of either kind, provided no ``<think-*>`` block is still open at that header;
@@ -1129,9 +1132,13 @@ class ParsedReply:
 
     @property
     def answer(self) -> str:
-        """The final without its decision line(s): what a user-facing server shows."""
-        lines = [line for line in self.final.split("\n") if not _DECISION_RE.match(line)]
-        return "\n".join(lines).strip()
+        """The final without its decision line(s)."""
+        return without_decision_lines(self.final).strip()
+
+
+def without_decision_lines(text: str) -> str:
+    """``text`` without its decision lines (``判定: X`` / ``Decision: X`` on their own)."""
+    return "\n".join(line for line in text.split("\n") if not _DECISION_RE.match(line))
 
 
 def _tag_key(name: str) -> str:
@@ -1394,8 +1401,16 @@ def parse_reply(text: str, *, prompt: str | None = None) -> ParsedReply:
 
 
 def extract_final(text: str, *, prompt: str | None = None) -> str:
-    """The user-visible final part of a reply; never any thinking text ("" when unsure)."""
-    return parse_reply(text, prompt=prompt).final
+    """The user-visible final part of a reply; never any thinking text ("" when unsure).
+
+    The parser's final part, shown only when the serving rules allow it (deny by default:
+    ``so8t_kedro.serve.disclosure``), without invisible characters.
+    """
+    # Imported here: the disclosure rules are derived from this module's constants.
+    from so8t_kedro.serve.disclosure import strip_invisible, withheld_reason
+
+    final = parse_reply(text, prompt=prompt).final
+    return "" if withheld_reason(final) else strip_invisible(final).strip()
 
 
 __all__ = [
@@ -1436,4 +1451,5 @@ __all__ = [
     "request_from_prompt",
     "render_sample",
     "resolve_domain",
+    "without_decision_lines",
 ]

@@ -1,25 +1,32 @@
 """Fixtures of the /think serving tests: the tiny model as a service, a scripted backend
-whose raw replies are crafted by the test, and a server on an ephemeral localhost port."""
+whose raw replies are crafted by the test, the project's reply policy, and the app served
+by uvicorn on an ephemeral 127.0.0.1 port (or driven in-process by FastAPI's TestClient)."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
 
-from so8t_kedro.serve import ServerLimits, ThinkService, load_service
+from so8t_kedro.serve import ReplyPolicy, ServerLimits, ThinkService, create_app, load_service
+from so8t_kedro.serve.app import bind_socket, socket_url, uvicorn_server
 from so8t_kedro.serve.audit import AuditLog
 from so8t_kedro.serve.backends import Generation
+from so8t_kedro.serve.config import load_serve_conf
 from so8t_kedro.serve.ratelimit import RateLimiter
-from so8t_kedro.serve.server import ThinkServer
 
 #: Test limits: generous rate so that only the rate-limit tests meet it.
 TEST_LIMITS = ServerLimits(max_request_chars=200, max_body_bytes=2048, rate_per_s=1000.0,
                            burst=1000)
+PROJECT_CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 class ScriptedBackend:
@@ -53,6 +60,29 @@ class Clock:
         return self.now
 
 
+@dataclass
+class Served:
+    """An app, its audit log and, when uvicorn serves it, its URL."""
+
+    app: FastAPI
+    audit: AuditLog
+    url: str | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        return host, int(port)
+
+    def audit_lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.audit.path.read_text("utf-8").splitlines()]
+
+
+@pytest.fixture(scope="session")
+def policy() -> ReplyPolicy:
+    """The project's reply policy (conf/base/parameters_serve.yml)."""
+    return load_serve_conf(PROJECT_CONF, "base")[0]
+
+
 @pytest.fixture(scope="session")
 def tiny_service(tiny_base_dir) -> ThinkService:
     """The tiny model served on the CPU, 12 new tokens per answer."""
@@ -60,25 +90,46 @@ def tiny_service(tiny_base_dir) -> ThinkService:
 
 
 @pytest.fixture
-def start_server(tmp_path) -> Callable[..., ThinkServer]:
-    """``start_server(service, limits=..., rate_limiter=...)``: a server serving in a thread
-    on 127.0.0.1 (any free port), shut down after the test; its audit log lies in tmp_path."""
-    started: list[tuple[ThinkServer, threading.Thread]] = []
+def make_app(tmp_path, policy) -> Callable[..., Served]:
+    """``make_app(service, policy=..., limits=..., rate_limiter=..., api_key=...)``: the app
+    (not served), its audit log in tmp_path."""
+    made: list[Served] = []
 
-    def start(service, *, limits: ServerLimits = TEST_LIMITS,
-              rate_limiter: RateLimiter | None = None) -> ThinkServer:
-        server = ThinkServer(("127.0.0.1", 0), service,
-                             AuditLog(tmp_path / f"audit{len(started)}.jsonl"), limits,
-                             rate_limiter)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+    def make(service, *, reply_policy: ReplyPolicy | None = None,
+             limits: ServerLimits = TEST_LIMITS, rate_limiter: RateLimiter | None = None,
+             api_key: str | None = None) -> Served:
+        audit = AuditLog(tmp_path / f"audit{len(made)}.jsonl")
+        app = create_app(service, reply_policy or policy, audit, limits=limits,
+                         api_key=api_key, rate_limiter=rate_limiter)
+        made.append(Served(app, audit))
+        return made[-1]
+
+    return make
+
+
+@pytest.fixture
+def start_server(make_app) -> Callable[..., Served]:
+    """Like ``make_app``, served by uvicorn in a thread on 127.0.0.1 (any free port) and
+    shut down after the test."""
+    running: list[tuple[object, threading.Thread]] = []
+
+    def start(service, **options) -> Served:
+        served = make_app(service, **options)
+        sock = bind_socket("127.0.0.1", 0)
+        server = uvicorn_server(served.app)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
-        started.append((server, thread))
-        return server
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        running.append((server, thread))
+        served.url = socket_url(sock)
+        return served
 
     yield start
-    for server, thread in started:
-        server.shutdown()
-        server.server_close()
+    for server, thread in running:
+        server.should_exit = True
         thread.join(timeout=10)
 
 
@@ -91,12 +142,12 @@ class Reply:
         return json.loads(self.raw.decode("utf-8"))
 
 
-def _call(server: ThinkServer, method: str, path: str, body: bytes | dict | None = None,
+def _call(served: Served, method: str, path: str, body: bytes | dict | None = None,
           headers: dict[str, str] | None = None) -> Reply:
     if isinstance(body, dict):
         body = json.dumps(body, ensure_ascii=False).encode("utf-8")
-    host, port = server.server_address[:2]
-    connection = http.client.HTTPConnection(host, port, timeout=60)
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    connection = http.client.HTTPConnection(*served.address, timeout=60)
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
@@ -105,24 +156,15 @@ def _call(server: ThinkServer, method: str, path: str, body: bytes | dict | None
         connection.close()
 
 
-def _audit_lines(server: ThinkServer) -> list[dict]:
-    return [json.loads(line) for line in server.audit.path.read_text("utf-8").splitlines()]
-
-
 # Helpers reach the tests as fixtures (a conftest is not imported by test modules).
 
 
 @pytest.fixture
 def call() -> Callable[..., Reply]:
-    """``call(server, method, path, body=None, headers=None)``: one HTTP exchange; a dict
-    body is sent as JSON. The reply has ``status``, ``headers``, ``raw`` and ``json``."""
+    """``call(served, method, path, body=None, headers=None)``: one HTTP exchange with a
+    running server; a dict body is sent as JSON (with its Content-Type). The reply has ``status``, ``headers``,
+    ``raw`` and ``json``."""
     return _call
-
-
-@pytest.fixture
-def audit_lines() -> Callable[[ThinkServer], list[dict]]:
-    """``audit_lines(server)``: the server's audit log, parsed line by line."""
-    return _audit_lines
 
 
 @pytest.fixture

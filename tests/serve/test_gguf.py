@@ -41,12 +41,13 @@ def test_greedy_reply_matches_the_hf_backend(gguf_service, tiny_service):
             hf.text, hf.new_tokens, hf.prompt_tokens)
 
 
-def test_serving_a_gguf_gives_the_hf_decision(gguf_service, tiny_service, start_server, call):
+def test_serving_a_gguf_gives_the_hf_decision(gguf_service, tiny_service, start_server, call,
+                                             policy):
     server = start_server(gguf_service)
     for text, language in REQUESTS:
         body = call(server, "POST", "/think", {"text": text, "language": language}).json
-        hf = tiny_service.answer(text, language)
-        assert body["decision"] == hf.decision
-        assert body["final"] == hf.final and body["fallback"] is hf.fallback
+        hf = policy.answer(tiny_service.assess(text, language), language)
+        assert body["decision"] == hf.assessment.decision
+        assert body["final"] == hf.reply.text and body["fallback"] is hf.reply.fallback
         assert np.allclose(list(body["probabilities"].values()),
-                           list(hf.probabilities.values()), atol=1e-3)
+                           list(hf.assessment.probabilities.values()), atol=1e-3)

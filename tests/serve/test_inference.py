@@ -1,4 +1,4 @@
-"""ThinkService: the HF backend on the tiny model, and the answer built from a raw reply."""
+"""ThinkService: the HF backend on the tiny model, and the assessment of a raw reply."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from so8t_kedro.classifier import FourClassScorer
 from so8t_kedro.labels import LABELS
 from so8t_kedro.metrics import softmax
 from so8t_kedro.scoring import load_scoring_model, score_requests
-from so8t_kedro.serve import FALLBACK_MESSAGES, ThinkService
+from so8t_kedro.serve import ThinkService
 from so8t_kedro.serve.backends import stop_token_ids
+from so8t_kedro.serve.disclosure import disclose
 from so8t_kedro.think_format import SYSTEM_PROMPT, parse_reply, render_prompt
 from so8t_kedro.training.base_model import STOP_TOKENS
 
@@ -26,7 +27,7 @@ def test_decision_is_the_evaluation_classifier(tiny_service, tiny_base_dir):
     model, tokenizer = load_scoring_model(tiny_base_dir, device="cpu")
     scorer = FourClassScorer(tokenizer)
     for text, language in [("肉じゃがの作り方を教えて", "ja"), ("How do I pick a lock?", "en")]:
-        answer = tiny_service.answer(text, language)
+        answer = tiny_service.assess(text, language)
         scores, _ = score_requests(model, scorer, [text], [language])
         expected = softmax(scores)[0]
         assert list(answer.probabilities) == list(LABELS)
@@ -34,15 +35,16 @@ def test_decision_is_the_evaluation_classifier(tiny_service, tiny_base_dir):
         assert answer.decision == LABELS[int(expected.argmax())]
 
 
-def test_answer_shows_only_the_parsed_final_of_the_greedy_generation(tiny_service):
+def test_model_answer_is_the_disclosed_final_of_the_greedy_generation(tiny_service):
     text = "Pythonでリストを並べ替える方法は？"
     generation = tiny_service.backend.generate(render_prompt(text), 12)
-    answer = tiny_service.answer(text)
+    answer = tiny_service.assess(text)
     # Greedy decoding: the service's generation is this one, byte for byte.
     assert answer.reply_sha256 == hashlib.sha256(generation.text.encode()).hexdigest()
     parsed = parse_reply(generation.text)
-    assert answer.final == (parsed.final or FALLBACK_MESSAGES["ja"])
-    assert answer.fallback is (not parsed.final)
+    disclosure = disclose(parsed.final)
+    assert (answer.model_answer, answer.withheld) == (disclosure.answer, disclosure.reason)
+    assert answer.generated_decision == parsed.decision
     assert answer.format_ok is parsed.well_formed
     assert 1 <= answer.new_tokens <= 12 and answer.new_tokens == generation.new_tokens
     assert answer.latency_ms >= answer.generation_ms > 0
@@ -64,7 +66,7 @@ def test_generation_starts_from_the_model_dirs_chat_template(tiny_service, monke
         return generate(**kwargs)
 
     monkeypatch.setattr(backend.model, "generate", spy)
-    tiny_service.answer(text)
+    tiny_service.assess(text)
     assert seen["input_ids"][0].tolist() == template_ids
     assert seen["do_sample"] is False and seen["max_new_tokens"] == 12
     stops = stop_token_ids(backend.model.generation_config, backend.tokenizer)
@@ -86,18 +88,20 @@ def test_stop_token_ids():
 
 
 @pytest.mark.parametrize("language", ["ja", "en"])
-def test_no_final_gives_the_flagged_fallback(language, scripted):
+def test_no_final_gives_no_model_answer(language, scripted, policy):
     service = ThinkService(scripted(reply=f"<think-task>{SECRET}</think-task>"))
-    answer = service.answer("質問", language)
-    assert answer.final == FALLBACK_MESSAGES[language] and answer.fallback
-    assert not answer.format_ok
-    assert answer.thinking_sha256 == {"task": hashlib.sha256(SECRET.encode()).hexdigest()}
+    assessment = service.assess("質問", language)
+    assert (assessment.model_answer, assessment.withheld) == (None, "empty")
+    assert not assessment.format_ok
+    assert assessment.thinking_sha256 == {"task": hashlib.sha256(SECRET.encode()).hexdigest()}
+    reply = policy.reply(assessment, language)  # ALLOW: the flagged fallback
+    assert (reply.text, reply.fallback) == (policy.replies["fallback"][language], True)
 
 
 def test_temperature_changes_confidence_not_the_decision(scripted):
     scores = (-2.0, -0.1, -1.0, -5.0)
-    cold = ThinkService(scripted(scores=scores)).answer("質問")
-    warm = ThinkService(scripted(scores=scores), temperature=4.0).answer("質問")
+    cold = ThinkService(scripted(scores=scores)).assess("質問")
+    warm = ThinkService(scripted(scores=scores), temperature=4.0).assess("質問")
     assert cold.decision == warm.decision == "ESCALATION"
     assert warm.probabilities["ESCALATION"] < cold.probabilities["ESCALATION"]
     assert np.allclose(list(warm.probabilities.values()), softmax(np.array([scores]), 4.0)[0])
@@ -109,7 +113,7 @@ def test_invalid_arguments(scripted):
     with pytest.raises(ValueError, match="temperature"):
         ThinkService(scripted(), temperature=0)
     with pytest.raises(ValueError, match="language"):
-        ThinkService(scripted()).answer("質問", "fr")
+        ThinkService(scripted()).assess("質問", "fr")
 
 
 # Random replies built from thinking blocks (all holding SECRET), finals, stray tags and
@@ -132,9 +136,12 @@ _REPLY = st.lists(st.one_of(_PLAIN, _PIECES, _THINKING, _SECTION), max_size=10).
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.function_scoped_fixture])
-@given(reply=_REPLY, language=st.sampled_from(["ja", "en"]))
-def test_property_nothing_sent_holds_thinking(scripted, reply, language):
-    answer = ThinkService(scripted(reply=reply)).answer("質問", language)
+@given(reply=_REPLY, language=st.sampled_from(["ja", "en"]),
+       label=st.sampled_from(LABELS))
+def test_property_nothing_sent_holds_thinking(scripted, policy, reply, language, label):
+    scores = [0.0 if name == label else -2.0 for name in LABELS]
+    answer = policy.answer(ThinkService(scripted(reply=reply, scores=scores)).assess(
+        "質問", language), language)
     sent = json.dumps([answer.response("id", 1.0), answer.audit_fields()], ensure_ascii=False)
     assert SECRET not in sent
-    assert answer.fallback is (answer.final == FALLBACK_MESSAGES[language])
+    assert answer.reply.fallback is (answer.reply.text == policy.replies["fallback"][language])

@@ -1,40 +1,40 @@
-"""Serving the /think model: only the final part and the four-class decision go out.
+"""Serving the /think model: only the final reply and the four-class decision go out.
 
 * :func:`load_service` -> :class:`ThinkService` (HF model directory, optionally a GGUF run
-  by llama.cpp); ``ThinkService.answer(text, language)`` -> :class:`ThinkAnswer`;
-* :func:`make_server`: the ``POST /think`` endpoint (standard library HTTP server) with
-  input bounds, a per-client rate limit and a hash-only audit log;
+  by llama.cpp); ``ThinkService.assess(text, language)`` -> :class:`Assessment` (the
+  decision, and the model's answer only when the deny-by-default rules of
+  :mod:`~so8t_kedro.serve.disclosure` let it out);
+* :class:`ReplyPolicy` (texts from ``conf/base/parameters_serve.yml``): what is shown for
+  the decision, ``ReplyPolicy.answer(assessment, language)`` -> :class:`ThinkAnswer`;
+* :func:`create_app`: the FastAPI app (``POST /think``, ``GET /healthz``, ``GET /``) with
+  input bounds, a per-client rate limit, an API key off loopback and a hash-only audit log;
 * :func:`japanese_performance_report` / :func:`summarise_performance`: latency,
   tokens/s and format health of models on Japanese prompts;
 * ``python -m so8t_kedro.serve``: the command line (one request, or ``--http``).
 
-Framework-free (no Kedro): pipeline nodes call these functions.
+Framework-free (no Kedro) but for ``serve.config``, which reads the project's conf.
 """
 
+from so8t_kedro.serve.app import ServerLimits, create_app
 from so8t_kedro.serve.audit import AuditLog
-from so8t_kedro.serve.inference import (
-    FALLBACK_MESSAGES,
-    ThinkAnswer,
-    ThinkService,
-    load_service,
-)
+from so8t_kedro.serve.inference import Assessment, ThinkService, load_service
 from so8t_kedro.serve.performance import (
     JAPANESE_PERFORMANCE_PROMPTS,
     japanese_performance_report,
     summarise_performance,
 )
-from so8t_kedro.serve.server import ServerLimits, ThinkServer, make_server
+from so8t_kedro.serve.policy import ReplyPolicy, ThinkAnswer
 
 __all__ = [
-    "FALLBACK_MESSAGES",
     "JAPANESE_PERFORMANCE_PROMPTS",
+    "Assessment",
     "AuditLog",
+    "ReplyPolicy",
     "ServerLimits",
     "ThinkAnswer",
-    "ThinkServer",
     "ThinkService",
+    "create_app",
     "japanese_performance_report",
     "load_service",
-    "make_server",
     "summarise_performance",
 ]

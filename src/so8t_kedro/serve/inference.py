@@ -1,18 +1,19 @@
-"""The /think service: generate in the /think format, return only the final part and the
-four-class decision.
+"""The /think service: generate in the /think format, score the four-class decision, and
+decide what of the generation may be shown.
 
-``ThinkService.answer`` renders the request with ``think_format.render_prompt`` (the
+``ThinkService.assess`` renders the request with ``think_format.render_prompt`` (the
 Phi-3.5 chat template with the /think system prompt), lets the backend generate the reply,
-and keeps only what ``think_format.parse_reply`` proves to be the final part. The thinking
-never leaves this module as text: :class:`ThinkAnswer` carries its SHA-256 hashes for the
-audit log, nothing else. A reply without an extractable final part is answered with a
-fixed fallback message, flagged ``fallback``.
+takes the candidate final part ``think_format.parse_reply`` finds, and lets it out only
+through the deny-by-default rules of :mod:`~so8t_kedro.serve.disclosure`. The thinking
+never leaves this module as text: :class:`Assessment` carries its SHA-256 hashes for the
+audit log, nothing else. What the user is shown for the decision is the reply policy's
+business (:mod:`~so8t_kedro.serve.policy`).
 
 The decision is not read from the generated text: it is the distribution over the four
 labels from their log-likelihoods at the decision probe (``FourClassScorer``), the same
 classifier evaluation and the A/B test use, so the served decision is the evaluated one.
-The generated final part may still carry its own ``判定:`` line; that line is the model's
-text, not the decision.
+The generated final part's own ``判定:`` line is the model's text: it is recorded
+(``generated_decision``) and compared, never shown.
 """
 
 from __future__ import annotations
@@ -31,13 +32,9 @@ from so8t_kedro.labels import LABELS
 from so8t_kedro.metrics import softmax
 from so8t_kedro.scoring import load_scoring_model
 from so8t_kedro.serve.backends import Generation, HFBackend, LlamaCppBackend, stop_token_ids
+from so8t_kedro.serve.disclosure import disclose
 from so8t_kedro.think_format import DEFAULT_FORMAT, THINK_PARTS, parse_reply, render_prompt
 
-#: What a user sees when the generation has no final part that can be shown safely.
-FALLBACK_MESSAGES: dict[str, str] = {
-    "ja": "申し訳ありません。この依頼には回答を用意できませんでした。",
-    "en": "Sorry, no answer could be prepared for this request.",
-}
 #: The thinking parts hashed one by one in the audit log. Other ``<think-x>`` keys come
 #: from the generation itself (``x`` is model text) and are covered by ``reply_sha256``.
 _HASHED_PARTS: tuple[str, ...] = (*THINK_PARTS, "steps")
@@ -60,15 +57,18 @@ def request_audit_fields(text: str, language: str) -> dict:
 
 
 @dataclass(frozen=True)
-class ThinkAnswer:
-    """What the service answers for one request: the shown final part and decision, and
-    the audit facts about the rest (hashes and counts, never the thinking itself)."""
+class Assessment:
+    """What the model made of one request: the served decision and its probabilities, the
+    model's own decision line, its answer when it may be shown (``model_answer``; else
+    ``None`` and ``withheld``, the disclosure rule's reason), and the audit facts about the
+    rest (hashes and counts, never the thinking itself)."""
 
-    final: str
     decision: str
     probabilities: dict[str, float]
+    generated_decision: str | None
+    model_answer: str | None
+    withheld: str | None
     format_ok: bool
-    fallback: bool
     reply_sha256: str
     thinking_sha256: dict[str, str]
     prompt_tokens: int
@@ -76,26 +76,18 @@ class ThinkAnswer:
     generation_ms: float
     latency_ms: float
 
-    def response(self, request_id: str, latency_ms: float) -> dict:
-        """The public JSON body (HTTP and CLI): nothing else of the answer goes out."""
-        return {"request_id": request_id, "final": self.final, "decision": self.decision,
-                "probabilities": self.probabilities, "format_ok": self.format_ok,
-                "fallback": self.fallback, "latency_ms": round(latency_ms, 3)}
-
-    def audit_fields(self) -> dict:
-        """The answer's part of an audit line."""
-        return {"decision": self.decision, "format_ok": self.format_ok,
-                "fallback": self.fallback, "final_sha256": sha256_hex(self.final),
-                "reply_sha256": self.reply_sha256, "thinking_sha256": self.thinking_sha256,
-                "prompt_tokens": self.prompt_tokens, "new_tokens": self.new_tokens,
-                "generation_ms": round(self.generation_ms, 3)}
+    @property
+    def disagrees(self) -> bool:
+        """The model's decision line names another decision than the served one."""
+        return self.generated_decision is not None and self.generated_decision != self.decision
 
 
 class ThinkService:
     """Answers /think requests with one backend.
 
-    Backend calls are serialised by a lock: a llama.cpp context is not thread-safe, and two
-    concurrent generations on a CPU only slow each other down.
+    Backend calls are serialised by a lock: one model object never runs two requests at
+    once (a llama.cpp context is not thread-safe, and two concurrent generations on a CPU
+    only slow each other down).
     """
 
     def __init__(self, backend: Backend, *, max_new_tokens: int = 512,
@@ -109,21 +101,23 @@ class ThinkService:
         self.temperature = temperature
         self._lock = threading.Lock()
 
-    def answer(self, text: str, language: str = "ja") -> ThinkAnswer:
+    def assess(self, text: str, language: str = "ja") -> Assessment:
         began = time.perf_counter()
         prompt = render_prompt(text, language)  # also validates the language
         with self._lock:
             generation = self.backend.generate(prompt, self.max_new_tokens)
             scores = self.backend.label_log_likelihoods(text, language)
         reply = parse_reply(generation.text)
+        disclosure = disclose(reply.final)
         probabilities = softmax([scores], self.temperature)[0]
-        return ThinkAnswer(
-            final=reply.final or FALLBACK_MESSAGES[language],
+        return Assessment(
             decision=LABELS[int(probabilities.argmax())],
             probabilities={label: float(p) for label, p in zip(LABELS, probabilities,
                                                                strict=True)},
+            generated_decision=reply.decision,
+            model_answer=disclosure.answer,
+            withheld=disclosure.reason,
             format_ok=reply.well_formed,
-            fallback=not reply.final,
             reply_sha256=sha256_hex(generation.text),
             thinking_sha256={part: sha256_hex(reply.thinking[part])
                              for part in _HASHED_PARTS if part in reply.thinking},

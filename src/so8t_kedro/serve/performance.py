@@ -50,24 +50,25 @@ def japanese_performance_report(
     costs (allocations, kernel selection) do not land on the first prompt's latency.
     ``latency_ms`` is the whole answer (generation, scoring, parsing); ``tokens_per_s`` is
     ``new_tokens`` over the generation time alone. ``format_ok``: the reply parses in the
-    /think format without problems; ``final_nonempty``: it has a final part to show (else
-    the server sends its fallback message).
+    /think format without problems; ``final_nonempty``: it has a final part that the
+    disclosure rules let out (else an ALLOW request gets the fallback message).
     """
     if not prompts:
         raise ValueError("no prompts for the Japanese performance report")
     rows = []
     for name, model_dir in models.items():
         service = load_service(model_dir, max_new_tokens=max_new_tokens, device=device)
-        service.answer(prompts[0], "ja")
+        service.assess(prompts[0], "ja")
         for prompt_id, prompt in enumerate(prompts):
-            answer = service.answer(prompt, "ja")
+            answer = service.assess(prompt, "ja")
             seconds = answer.generation_ms / 1e3
             rows.append({
                 "model": name, "prompt_id": prompt_id, "prompt": prompt,
                 "latency_ms": answer.latency_ms, "generation_ms": answer.generation_ms,
                 "prompt_tokens": answer.prompt_tokens, "new_tokens": answer.new_tokens,
                 "tokens_per_s": answer.new_tokens / seconds if seconds > 0 else 0.0,
-                "format_ok": answer.format_ok, "final_nonempty": not answer.fallback,
+                "format_ok": answer.format_ok,
+                "final_nonempty": answer.model_answer is not None,
                 "decision": answer.decision,
                 "confidence": answer.probabilities[answer.decision],
             })

@@ -1,0 +1,37 @@
+"""The serving configuration: the reply policy (``conf/<env>/parameters_serve.yml``, key
+``serve``) and the API key (environment variable :data:`API_KEY_ENV`, else
+``think_api.api_key`` in ``conf/local/credentials.yml``), read with Kedro's config loader
+so that ``conf/local`` and ``--env`` override ``conf/base`` as for a pipeline run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from so8t_kedro.serve.policy import ReplyPolicy
+
+API_KEY_ENV = "SO8T_THINK_API_KEY"
+CREDENTIALS_KEY = "think_api"
+
+
+def load_serve_conf(conf_source: str | os.PathLike = "conf",
+                    env: str | None = None) -> tuple[ReplyPolicy, str | None]:
+    """``(reply policy, API key or None)`` from the project's conf folder."""
+    from kedro.config import MissingConfigException, OmegaConfigLoader
+
+    if not Path(conf_source, "base").is_dir():
+        raise FileNotFoundError(f"no conf/base under {conf_source!r}: pass --conf-source")
+    loader = OmegaConfigLoader(str(conf_source), base_env="base", default_run_env="local",
+                               env=env)
+    params = loader["parameters"].get("serve")
+    if not params:
+        raise ValueError(f"no 'serve' parameters under {conf_source!r} "
+                         "(conf/base/parameters_serve.yml)")
+    api_key = os.environ.get(API_KEY_ENV)
+    if not api_key:
+        try:
+            credentials = loader["credentials"]
+        except MissingConfigException:
+            credentials = {}
+        api_key = (credentials.get(CREDENTIALS_KEY) or {}).get("api_key")
+    return ReplyPolicy.from_params(params), api_key or None
