@@ -61,7 +61,7 @@ class NativeCrashError(RuntimeError):
             f"llama.cpp crashed with {how} during {operation} of {self.path!r}; the crash was "
             "contained in a child process. If it is SIGILL/SIGSEGV on a quantised file, the CPU "
             "may advertise an instruction set (e.g. AMX) that the OS does not enable: keep "
-            "llama_cpp.extra_buffer_types at 'off'")
+            "llama.cpp's extra buffer types 'off' (export.gguf.extra_buffer_types)")
 
 
 # ------------------------------------------------------------------------- the child side

@@ -22,9 +22,16 @@ def seed_versioned(target: Path, source: Path | None = None) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_kedro_run_export_pipeline(kedro_project: Path, tiny_base_dir, tiny_adapter_dir,
-                                   sft_samples, monkeypatch):
+# sft_samples has train and val splits only; 8 new tokens keep the generation short.
+EXPORT_RUN = ("run", "--pipelines=export",
+              "--params=export.verify.split=val,export.japanese_performance.max_new_tokens=8")
+GGUF_FOLDER = "07_model_output/gguf_models/borea_phi35_so8t_thinking"
+
+
+@pytest.fixture
+def export_project(kedro_project: Path, tiny_base_dir, tiny_adapter_dir, sft_samples,
+                   monkeypatch) -> Path:
+    """The project with what a training run leaves for the export pipeline."""
     data = kedro_project / "data"
     seed_versioned(data / "06_models/embedded_base_model", tiny_base_dir)
     seed_versioned(data / "06_models/so8t_adapter", tiny_adapter_dir)
@@ -34,12 +41,15 @@ def test_kedro_run_export_pipeline(kedro_project: Path, tiny_base_dir, tiny_adap
     # An Ollama on this machine must not get a test model registered.
     monkeypatch.setenv("PATH", os.pathsep.join(
         d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "ollama").exists()))
+    return kedro_project
 
-    # sft_samples has train and val splits only; 8 new tokens keep the generation short.
-    ok(kedro(kedro_project, "run", "--pipelines=export",
-             "--params=export.verify.split=val,export.japanese_performance.max_new_tokens=8"))
 
-    folder = data / "07_model_output/gguf_models/borea_phi35_so8t_thinking"
+@pytest.mark.slow
+def test_kedro_run_export_pipeline(export_project: Path):
+    data = export_project / "data"
+    ok(kedro(export_project, *EXPORT_RUN))
+
+    folder = data / GGUF_FOLDER
     assert sorted(p.name for p in folder.iterdir()) == [
         "Modelfile", *(f"borea_phi35_so8t_thinking-{t}.gguf" for t in ("F16", "Q4_K_M", "Q8_0"))]
     [baked] = (data / "06_models/borea_phi35_so8t_thinking/baked_model").glob("*/baked_model")
@@ -57,3 +67,27 @@ def test_kedro_run_export_pipeline(kedro_project: Path, tiny_base_dir, tiny_adap
         "ran": False, "skipped": "ollama not on PATH"}
     [page] = (data / "08_reporting/export").glob("export_report.html/*/export_report.html")
     assert "<h2>GGUF files</h2>" in page.read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_a_llama_cpp_crash_fails_one_node_and_the_run_reports_it(export_project: Path,
+                                                                 monkeypatch):
+    """SIGILL in llama.cpp while the Q8_0 file is checked, as on a CPU whose AMX the OS does
+    not enable: the node fails with the signal, file and resume command; the files written
+    before it and the run summary are on disk."""
+    monkeypatch.setenv("SO8T_KEDRO_NATIVE_CRASH", "eval_logits:SIGILL:Q8_0")
+    result = kedro(export_project, *EXPORT_RUN)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]  # Kedro's error exit, not 132 (SIGILL)
+    q8_0 = export_project / "data" / GGUF_FOLDER / "borea_phi35_so8t_thinking-Q8_0.gguf"
+    assert "Node verify_gguf_files failed (NativeCrashError: llama.cpp crashed with SIGILL " \
+           "(signal 4) during GGUF verification (eval_logits) of" in output
+    assert q8_0.name in "".join(output.split())  # the console wraps long lines
+    assert "--from-nodes=verify_gguf_files" in output
+    assert sorted(p.name for p in q8_0.parent.iterdir()) == [
+        f"borea_phi35_so8t_thinking-{t}.gguf" for t in ("F16", "Q4_K_M", "Q8_0")]
+    [summary] = (export_project / "data/08_reporting/runs/run_summary.json").glob(
+        "*/run_summary.json")
+    summary = json.loads(summary.read_text(encoding="utf-8"))
+    assert summary["status"] == "failure"
+    assert summary["failed_node"] == "verify_gguf_files"
