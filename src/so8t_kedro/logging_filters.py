@@ -17,6 +17,7 @@ import logging
 import warnings
 
 BNB_MATMUL_LOGGER = "bitsandbytes.autograd._functions"
+BNB_CPU_OPS_LOGGER = "bitsandbytes.backends.cpu.ops"
 
 
 class Int8CastNotice(logging.Filter):
@@ -27,8 +28,20 @@ class Int8CastNotice(logging.Filter):
         return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
 
 
-# One instance, so that installing twice does not stack filters (addFilter skips a repeat).
+class HubKernelsOffNotice(logging.Filter):
+    """bitsandbytes logs, when imported on an AVX512-BF16 CPU, that it could not load its Hub
+    kernel and asks to ``pip install kernels``. The project makes ``kernels`` unimportable on
+    purpose (``so8t_kedro/__init__.py``: no code from a hub), so that cause, and only that
+    cause, is dropped: any other failure of the lookup still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "import of kernels halted" not in record.getMessage()
+
+
+# One instance each, so that installing twice does not stack filters (addFilter skips a
+# repeat).
 _INT8_CAST_NOTICE = Int8CastNotice()
+HUB_KERNELS_OFF_NOTICE = HubKernelsOffNotice()
 
 
 def silence_benign_noise() -> None:
