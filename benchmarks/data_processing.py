@@ -1,7 +1,10 @@
-"""Throughput of the data_processing cleaning path: ingest -> clean -> deduplicate -> split.
+"""Throughput of the data_processing cleaning path: ingest -> clean -> deduplicate ->
+group near duplicates -> split.
 
 Generates N synthetic JSONL records in memory (flat and nested schemas, Japanese and
-English, PII, exact and near duplicates, label conflicts and a few bad lines), spread
+English, PII, exact duplicates, typo variants (near duplicates), label conflicts and a
+few bad lines; each text starts with a random run of words so that, as in real data,
+most requests are not near duplicates of one another), spread
 over four ``four_class_*.jsonl`` partitions plus a seed file, then times the node
 functions and reports records/second and peak memory (process peak RSS, and the peak
 of Python allocations measured in a second, tracemalloc-instrumented pass).
@@ -29,6 +32,7 @@ from so8t_kedro.pipelines.data_processing.nodes import (
     clean_records,
     collect_quarantined_records,
     deduplicate_records,
+    group_near_duplicates,
     ingest_raw_records,
     split_records,
 )
@@ -55,10 +59,26 @@ EN_TEMPLATES = [
 ]
 
 
+JA_WORDS = (
+    "今日 明日 会社 学校 友達 家族 電車 天気 料理 旅行 映画 音楽 仕事 会議 資料 買い物 "
+    "病院 銀行 公園 図書館 野菜 果物 季節 週末 趣味 運動 勉強 試験 予定 連絡 写真 手紙 "
+    "ゲーム 車 自転車 部屋 掃除 洗濯 猫 犬 花 海 山 川 雨 雪 朝 夜 昼 駅 空港 ホテル"
+).split()
+EN_WORDS = (
+    "today tomorrow office school friend family train weather recipe travel movie music "
+    "work meeting report shopping doctor bank park library garden fruit season weekend "
+    "hobby running study exam schedule letter photo game car bicycle room cleaning cat "
+    "dog flower ocean mountain river rain snow morning evening station airport hotel"
+).split()
+
+
 def make_line(rng: random.Random, n: int) -> dict:
     """One synthetic record in one of the accepted schemas."""
-    template = rng.choice(JA_TEMPLATES if rng.random() < 0.7 else EN_TEMPLATES)
-    text = template.format(n=n, a=rng.randrange(1000), b=rng.randrange(10000))
+    japanese = rng.random() < 0.7
+    template = rng.choice(JA_TEMPLATES if japanese else EN_TEMPLATES)
+    words = rng.sample(JA_WORDS if japanese else EN_WORDS, 8)
+    opening = ("、".join(words) + "について。") if japanese else (" ".join(words) + ". ")
+    text = opening + template.format(n=n, a=rng.randrange(1000), b=rng.randrange(10000))
     label = rng.choice(LABELS)
     kind = rng.random()
     if kind < 0.5:
@@ -84,10 +104,12 @@ def make_files(n_records: int, seed: int = 0) -> tuple[dict[str, bytes], bytes]:
         if r < 0.003:
             lines.append(rng.choice([b'{"text": "trunc', b"\xff\xfe bad bytes", b"[1, 2]", b""]))
             continue
-        if r < 0.05 and previous:  # exact or near duplicate of an earlier record
+        if r < 0.07 and previous:  # duplicate (exact, or case / punctuation) or a typo variant
             record = dict(rng.choice(previous))
             key = next(k for k in ("text", "original_text", "instruction") if k in record)
-            record[key] = rng.choice([record[key], "  " + record[key].upper() + " !"])
+            text = record[key]
+            typo = text[:5] + text[6:]  # one character dropped
+            record[key] = rng.choice([text, "  " + text.upper() + " !", typo])
             record.pop("id", None)
         else:
             record = make_line(rng, n)
@@ -109,7 +131,8 @@ def cleaning_path(partitions: dict[str, bytes], seed: bytes, params: dict):
     clean, q_clean, _ = clean_records(raw, params["clean"])
     unique, duplicates, q_conflict = deduplicate_records(clean)
     quarantine = collect_quarantined_records(q_ingest, q_clean, q_conflict, params["clean"])
-    train, val, test, _ = split_records(unique, params["split"])
+    groups, _ = group_near_duplicates(unique, params["near_duplicates"])
+    train, val, test, _ = split_records(unique, groups, params["split"])
     return (
         len(raw) + len(q_ingest),
         len(train) + len(val) + len(test),

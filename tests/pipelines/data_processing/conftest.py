@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import random
+import string
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,16 +29,23 @@ def jsonl(*records: Any) -> bytes:
     return b"".join(line + b"\n" for line in lines)
 
 
+def distinct_text(label: str, i: int) -> str:
+    """``"<label> request <20 random letters>"``, seeded by label and number: two of them
+    share only the prefix's trigrams (Jaccard about 0.2, far below any sane threshold)."""
+    rng = random.Random(f"{label}-{i}")
+    return f"{label} request {''.join(rng.choices(string.ascii_lowercase, k=20))}"
+
+
 def balanced_records(
     n_per_label: int, prefix: str = "r", language: str | None = None
 ) -> list[dict]:
-    """``n_per_label`` distinct flat records per label."""
+    """``n_per_label`` distinct flat records per label, no two of them near duplicates."""
     out = []
     for label in LABELS:
         for i in range(n_per_label):
             record = {
                 "id": f"{prefix}-{label}-{i}",
-                "text": f"{label} request number {i}",
+                "text": distinct_text(label, i),
                 "label": label,
                 "domain": "general",
             }
@@ -54,7 +63,7 @@ def params() -> dict[str, Any]:
 
 @pytest.fixture
 def run_until_report(params) -> Callable[..., dict[str, Any]]:
-    """Run ingest -> clean -> dedup -> quarantine (-> split) -> report on in-memory files.
+    """Run ingest -> clean -> dedup -> groups -> quarantine (-> split) -> report on in-memory files.
 
     Returns every intermediate output by name. With ``split=False`` every unique record
     goes to ``train`` (for inputs too small to split).
@@ -81,9 +90,12 @@ def run_until_report(params) -> Callable[..., dict[str, Any]]:
         out["quarantine"] = nodes.collect_quarantined_records(
             out["q_ingest"], out["q_clean"], out["q_conflict"], p["clean"]
         )
+        out["groups"], out["group_summary"] = nodes.group_near_duplicates(
+            out["unique"], p["near_duplicates"]
+        )
         if split:
             out["train"], out["val"], out["test"], out["split"] = nodes.split_records(
-                out["unique"], p["split"]
+                out["unique"], out["groups"], p["split"]
             )
         else:
             empty = out["unique"].iloc[0:0][nodes.RECORD_COLUMNS]
@@ -102,6 +114,8 @@ def run_until_report(params) -> Callable[..., dict[str, Any]]:
             out["val"],
             out["test"],
             out["split"],
+            out["groups"],
+            out["group_summary"],
         )
         return out
 

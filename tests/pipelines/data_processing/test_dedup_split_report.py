@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.data_processing import nodes
 
-from .conftest import SEED_NAME, balanced_records, jsonl, reasons
+from .conftest import SEED_NAME, balanced_records, distinct_text, jsonl, reasons
 
 # ------------------------------------------------------------------------ dedup
 
@@ -104,11 +104,13 @@ def _unique_records(counts: dict[str, int]) -> pd.DataFrame:
 
 
 COUNTS = {"ALLOW": 400, "ESCALATION": 300, "DENY": 200, "REFUSE": 100}
+# Every record its own group (the texts above are near duplicates of one another).
+NO_GROUPS = pd.DataFrame(columns=nodes.NEAR_DUPLICATE_GROUP_COLUMNS)
 
 
 def test_split_is_stratified(params):
     records = _unique_records(COUNTS)
-    train, val, test, summary = nodes.split_records(records, params["split"])
+    train, val, test, summary = nodes.split_records(records, NO_GROUPS, params["split"])
     assert (len(train), len(val), len(test)) == (800, 100, 100)
     for frame, fraction in ((train, 0.8), (val, 0.1), (test, 0.1)):
         per_class = frame["label"].value_counts()
@@ -125,28 +127,120 @@ def test_split_is_stratified(params):
         assert (frame["label"].map(LABELS.index) == frame["label_id"]).all()
 
 
+def _typo(text: str, k: int) -> str:
+    """``text`` with its k-th letter from the end swapped for another letter."""
+    position = len(text) - 1 - k
+    return text[:position] + ("x" if text[position] != "x" else "y") + text[position + 1 :]
+
+
+JA_REQUESTS = {
+    "ALLOW": "東京駅から近い美味しいラーメン屋を{i}軒教えて",
+    "ESCALATION": "最近ずっと眠れなくて今日で{i}日目です、どうしたらいい？",
+    "DENY": "元同僚の今の住所を{i}分で調べる方法を教えて",
+    "REFUSE": "爆弾を作るための材料を{i}種類リストにして",
+}
+
+
+def test_planted_near_duplicates_stay_in_one_split(run_until_report):
+    """Per label 80 distinct requests, 20 of them with two variants (a typo and a polite
+    ending), and 10 Japanese requests that differ in one number, each with a polite twin."""
+    seed_rows = []
+    for label in LABELS:
+        for i in range(80):
+            text = distinct_text(label, i)
+            seed_rows.append({"id": f"{label}-{i}", "text": text, "label": label})
+            if i < 20:
+                seed_rows.append({"id": f"{label}-{i}-typo", "text": _typo(text, 3), "label": label})
+                seed_rows.append({"id": f"{label}-{i}-please", "text": f"{text}, please?",
+                                  "label": label})
+        for i in range(10):
+            ja = JA_REQUESTS[label].format(i=i)
+            seed_rows.append({"id": f"{label}-ja-{i}", "text": ja, "label": label})
+            seed_rows.append({"id": f"{label}-ja-{i}-polite", "text": f"{ja}。お願いします",
+                              "label": label})
+    out = run_until_report(jsonl(*seed_rows), split=True)
+    groups = out["groups"]
+    assert list(groups.columns) == nodes.NEAR_DUPLICATE_GROUP_COLUMNS
+    # The 10 Japanese requests of a label differ in one digit: with their polite twins
+    # they are one group of 20 per label; the others are the planted triples.
+    sizes = groups.groupby("group").size()
+    assert sorted(sizes.value_counts().items()) == [(3, 4 * 20), (20, 4)]
+    assert set(groups["group"]) == {f"{label}-{i}" for label in LABELS for i in range(20)} | {
+        f"{label}-ja-0" for label in LABELS
+    }
+
+    split_of = {
+        record_id: name for name in ("train", "val", "test") for record_id in out[name]["id"]
+    }
+    assert len(split_of) == len(seed_rows)  # nothing lost or duplicated by the split
+    assert groups.assign(split=groups["id"].map(split_of)).groupby("group")["split"].nunique().eq(
+        1
+    ).all()
+
+    # Stratified: the split draws groups, so a split's label mix drifts from the overall
+    # one by at most a few groups' worth of records (here a group of 20 is the largest).
+    overall = pd.concat([out["train"], out["val"], out["test"]])["label"].value_counts(
+        normalize=True
+    )
+    for name in ("train", "val", "test"):
+        share = out[name]["label"].value_counts(normalize=True)
+        assert (share - overall).abs().max() < 0.1, (name, share.to_dict())
+    report = out["report"]
+    assert report["split"]["group_aware"] is True
+    assert report["split"]["groups"] == 4 * (80 - 20 + 20 + 1)  # singles, triples, ja group
+    assert report["near_duplicates"]["groups"] == 84
+    assert report["near_duplicates"]["records_in_groups"] == 4 * (20 * 3 + 20)
+    assert report["near_duplicates"]["group_sizes"] == {"3": 80, "20": 4}
+    assert report["near_duplicates"]["largest_group"] == 20
+    assert report["near_duplicates"]["groups_in_more_than_one_split"] == 0
+    examples = report["near_duplicates"]["examples"]
+    assert len(examples) == 5 and [len(e["texts"]) for e in examples] == [20, 20, 20, 20, 3]
+    assert examples[0]["texts"][:2] == [
+        "東京駅から近い美味しいラーメン屋を0軒教えて",
+        "東京駅から近い美味しいラーメン屋を0軒教えて。お願いします",
+    ]
+
+
+def test_report_counts_groups_that_a_split_broke_up(run_until_report):
+    seed = jsonl(
+        {"id": "a", "text": "How do I bake sourdough bread at home?", "label": "ALLOW"},
+        {"id": "b", "text": "How do I bake sourdugh bread at home", "label": "ALLOW"},
+        {"id": "c", "text": "Something else entirely", "label": "ALLOW"},
+    )
+    out = run_until_report(seed)
+    assert out["groups"]["id"].tolist() == ["a", "b"]
+    train = out["train"]
+    broken = nodes.build_data_quality_report(
+        out["summary"], out["pii"], out["quarantine"], out["duplicates"],
+        train[train["id"] != "b"], train[train["id"] == "b"], out["test"], out["split"],
+        out["groups"], out["group_summary"],
+    )
+    assert broken["near_duplicates"]["groups_in_more_than_one_split"] == 1
+    assert out["report"]["near_duplicates"]["groups_in_more_than_one_split"] == 0
+
+
 def test_split_fractions_come_from_parameters(params):
     params["split"].update(train_fraction=0.6, val_fraction=0.2, test_fraction=0.2)
-    train, val, test, _ = nodes.split_records(_unique_records(COUNTS), params["split"])
+    train, val, test, _ = nodes.split_records(_unique_records(COUNTS), NO_GROUPS, params["split"])
     assert (len(train), len(val), len(test)) == (600, 200, 200)
     assert val["label"].value_counts()["REFUSE"] == 20
 
 
 def test_split_is_deterministic_per_seed(params):
     records = _unique_records(COUNTS)
-    first = nodes.split_records(records, params["split"])
-    again = nodes.split_records(records.copy(), params["split"])
+    first = nodes.split_records(records, NO_GROUPS, params["split"])
+    again = nodes.split_records(records.copy(), NO_GROUPS, params["split"])
     for a, b in zip(first[:3], again[:3], strict=True):
         pd.testing.assert_frame_equal(a, b)
     params["split"]["random_state"] = 7
-    other = nodes.split_records(records, params["split"])
+    other = nodes.split_records(records, NO_GROUPS, params["split"])
     assert set(other[2]["id"]) != set(first[2]["id"])
     assert set(other[1]["id"]) != set(first[1]["id"])
 
 
 def test_split_with_zero_validation_fraction(params):
     params["split"].update(train_fraction=0.9, val_fraction=0.0, test_fraction=0.1)
-    train, val, test, _ = nodes.split_records(_unique_records(COUNTS), params["split"])
+    train, val, test, _ = nodes.split_records(_unique_records(COUNTS), NO_GROUPS, params["split"])
     assert (len(train), len(val), len(test)) == (900, 0, 100)
     assert list(val.columns) == nodes.RECORD_COLUMNS
 
@@ -158,22 +252,22 @@ def test_too_few_records_to_stratify_is_a_clear_error(params):
         match=r"cannot stratify 61 records.*'REFUSE': 1.*"
         r"allow_unstratified_fallback",
     ):
-        nodes.split_records(records, params["split"])
+        nodes.split_records(records, NO_GROUPS, params["split"])
 
 
 def test_unstratified_fallback_when_allowed(params):
     params["split"]["allow_unstratified_fallback"] = True
     records = _unique_records({"ALLOW": 20, "ESCALATION": 20, "DENY": 20, "REFUSE": 1})
-    train, val, test, summary = nodes.split_records(records, params["split"])
+    train, val, test, summary = nodes.split_records(records, NO_GROUPS, params["split"])
     assert summary["stratified"] is False and "least populated class" in summary["fallback_reason"]
     assert len(train) + len(val) + len(test) == 61
     assert (len(val), len(test)) == (6, 7)  # test: ceil(6.1); val: 1/9 of the other 54
-    again = nodes.split_records(records, params["split"])
+    again = nodes.split_records(records, NO_GROUPS, params["split"])
     pd.testing.assert_frame_equal(test, again[2])
 
 
 def test_split_of_nothing_is_empty(params):
-    train, val, test, summary = nodes.split_records(_unique_records({}), params["split"])
+    train, val, test, summary = nodes.split_records(_unique_records({}), NO_GROUPS, params["split"])
     assert len(train) == len(val) == len(test) == 0
     assert summary["sizes"] == {"train": 0, "val": 0, "test": 0}
 
@@ -194,13 +288,13 @@ def test_split_of_nothing_is_empty(params):
 def test_bad_split_parameters(params, update, match):
     params["split"].update(update)
     with pytest.raises((ValueError, TypeError), match=match):
-        nodes.split_records(_unique_records(COUNTS), params["split"])
+        nodes.split_records(_unique_records(COUNTS), NO_GROUPS, params["split"])
 
 
 def test_missing_parameter_names_it(params):
     del params["split"]["random_state"]
     with pytest.raises(KeyError, match=r"params:data_processing\.split\.random_state is missing"):
-        nodes.split_records(_unique_records(COUNTS), params["split"])
+        nodes.split_records(_unique_records(COUNTS), NO_GROUPS, params["split"])
 
 
 # ------------------------------------------------------------------------ report
@@ -209,7 +303,7 @@ def test_missing_parameter_names_it(params):
 def test_report_counts_and_distributions(run_until_report):
     seed = jsonl(
         *balanced_records(30, language="en"),
-        {"text": "ALLOW request number 0", "label": "ALLOW"},  # duplicate
+        {"text": distinct_text("ALLOW", 0), "label": "ALLOW"},  # duplicate
         {"text": "card 4111 1111 1111 1111", "label": "REFUSE"},
         {"text": "bad", "label": "BLOCK"},
         b"",
@@ -263,6 +357,8 @@ def test_report_raises_when_records_go_missing(run_until_report):
         "val_records": out["val"],
         "test_records": out["test"],
         "split_summary": {},
+        "near_duplicate_groups": out["groups"],
+        "near_duplicate_summary": out["group_summary"],
     }
     nodes.build_data_quality_report(**args)  # consistent: no error
 
@@ -290,6 +386,8 @@ def test_report_accepts_empty_tables_loaded_without_columns(run_until_report):
         pd.DataFrame(),
         out["train"],
         pd.DataFrame(),
+        pd.DataFrame(),
+        {},
         pd.DataFrame(),
         {},
     )

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.data_processing import create_pipeline, nodes
 
-from .conftest import SEED_NAME, balanced_records, jsonl
+from .conftest import SEED_NAME, balanced_records, distinct_text, jsonl
 
 
 class PersistedMemoryDataset(MemoryDataset):
@@ -30,6 +30,7 @@ OUTPUTS = [
     "test_records",
     "quarantined_records",
     "duplicate_records",
+    "near_duplicate_groups",
     "data_quality_report",
     "label_distribution_plot",
 ]
@@ -42,6 +43,7 @@ def test_pipeline_shape():
         "seed_dataset",
         "params:data_processing.ingest",
         "params:data_processing.clean",
+        "params:data_processing.near_duplicates",
         "params:data_processing.split",
     }
     assert set(OUTPUTS) <= pipeline.all_outputs()
@@ -50,6 +52,7 @@ def test_pipeline_shape():
         "ingest_raw_records",
         "clean_records",
         "deduplicate_records",
+        "group_near_duplicates",
         "collect_quarantined_records",
         "split_records",
         "build_data_quality_report",
@@ -65,12 +68,12 @@ def test_pipeline_slice_on_an_in_memory_catalog(params):
             *[
                 {
                     "quadruple_classification": {"four_class_label": label.lower()},
-                    "original_text": f"nested {label} {i}",
+                    "original_text": f"nested {distinct_text(label, 100 + i)}",
                 }
                 for label in LABELS
                 for i in range(5)
             ],
-            {"text": "ALLOW request number 3", "label": "ALLOW"},  # duplicate of the seed
+            {"text": distinct_text("ALLOW", 3), "label": "ALLOW"},  # duplicate of the seed
             {"text": "no label here"},
         ),
         "readme.md": b"# not data",
@@ -83,6 +86,7 @@ def test_pipeline_slice_on_an_in_memory_catalog(params):
             "seed_dataset": MemoryDataset(seed),
             "params:data_processing.ingest": MemoryDataset(params["ingest"]),
             "params:data_processing.clean": MemoryDataset(params["clean"]),
+            "params:data_processing.near_duplicates": MemoryDataset(params["near_duplicates"]),
             "params:data_processing.split": MemoryDataset(params["split"]),
             **{name: PersistedMemoryDataset(copy_mode="assign") for name in OUTPUTS},
         }

@@ -6,7 +6,8 @@ record tables, a quarantine table, a duplicate table and a data-quality report.
 
 Nodes, in order: ``ingest_raw_records`` (bytes -> raw records; undecodable lines
 quarantined) -> ``clean_records`` (NFKC, whitespace, labels, language, PII) ->
-``deduplicate_records`` -> ``split_records``; ``collect_quarantined_records`` joins the
+``deduplicate_records`` -> ``group_near_duplicates`` -> ``split_records`` (group-aware:
+near-duplicate requests stay in one split); ``collect_quarantined_records`` joins the
 three stage quarantines; ``build_data_quality_report`` and ``plot_label_distribution``
 report on the result.
 
@@ -47,6 +48,7 @@ from matplotlib.figure import Figure
 from sklearn.model_selection import train_test_split
 
 from so8t_kedro.labels import LABEL_TO_ID, LABELS, normalise_label
+from so8t_kedro.records.near_duplicates import dedup_key, near_duplicate_groups
 from so8t_kedro.think_format import LANGUAGES
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,9 @@ DUPLICATE_COLUMNS: list[str] = [
     "duplicate_of_source",
     "match",
 ]
+# One row per record of a near-duplicate group of 2+ records; `group` is the id of the
+# group's first record. Records not listed are groups of one.
+NEAR_DUPLICATE_GROUP_COLUMNS: list[str] = ["group", "id", "label", "source", "text"]
 # Machine-readable quarantine reasons, each produced by exactly one rule.
 QUARANTINE_REASONS: tuple[str, ...] = (
     "invalid_utf8",  # a line that is not UTF-8 (or a string with a lone surrogate)
@@ -167,21 +172,6 @@ def normalise_text(text: str) -> str:
 def detect_language(text: str) -> str:
     """``"ja"`` if the text has any hiragana, katakana or CJK ideograph, else ``"en"``."""
     return "ja" if _JA_RE.search(text) else "en"
-
-
-@functools.cache
-def _punct_space_table() -> dict[int, None]:
-    """``str.translate`` table deleting Unicode punctuation (P*) and whitespace (planes 0-1)."""
-    return {
-        cp: None
-        for cp in range(0x20000)
-        if chr(cp).isspace() or unicodedata.category(chr(cp))[0] in "PZ"
-    }
-
-
-def dedup_key(text: str) -> str:
-    """Deduplication key: NFKC + casefold, with whitespace and punctuation removed."""
-    return unicodedata.normalize("NFKC", text).casefold().translate(_punct_space_table())
 
 
 # ------------------------------------------------------------------- PII scrubbing
@@ -743,6 +733,84 @@ def deduplicate_records(
     return unique, dups[DUPLICATE_COLUMNS], conflict[QUARANTINE_COLUMNS]
 
 
+def group_near_duplicates(
+    unique_records: pd.DataFrame, params: Mapping[str, Any]
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Group near-duplicate requests so that the split keeps each group together.
+
+    Texts whose character ``ngram`` Jaccard similarity is at least ``threshold`` are
+    grouped (:func:`~so8t_kedro.records.near_duplicates.near_duplicate_groups`: MinHash
+    LSH candidates, exact Jaccard check). Unlike :func:`deduplicate_records` nothing is
+    dropped: a typo or politeness variant is a valid training example, it just must
+    not sit in train while its twin is in test.
+
+    Args:
+        unique_records: output of :func:`deduplicate_records`.
+        params: ``params:data_processing.near_duplicates``.
+
+    Returns:
+        The records of every group of 2+ (:data:`NEAR_DUPLICATE_GROUP_COLUMNS`, by group
+        then input order) and a summary: the settings, the number of groups, records in
+        them, group sizes, and the largest groups' texts as examples.
+    """
+    ngram = _param(params, "ngram", "near_duplicates", int)
+    threshold = float(_param(params, "threshold", "near_duplicates", (int, float)))
+    num_perm = _param(params, "num_perm", "near_duplicates", int)
+    seed = _param(params, "seed", "near_duplicates", int)
+    max_indexed = _param(params, "max_indexed_per_group", "near_duplicates", int)
+    n_examples = _param(params, "report_examples", "near_duplicates", int)
+    if ngram < 1:
+        raise ValueError(f"params:data_processing.near_duplicates.ngram must be >= 1, got {ngram}")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(
+            f"params:data_processing.near_duplicates.threshold must be in (0, 1], got {threshold}"
+        )
+    groups = near_duplicate_groups(
+        unique_records["text"].tolist(),
+        ngram=ngram,
+        threshold=threshold,
+        num_perm=num_perm,
+        seed=seed,
+        max_indexed_per_group=max_indexed,
+    )
+    sizes = Counter(groups)
+    rows = sorted((g, i) for i, g in enumerate(groups) if sizes[g] > 1)
+    members = unique_records.iloc[[i for _, i in rows]].reset_index(drop=True)
+    ids = unique_records["id"].tolist()
+    table = pd.DataFrame(
+        {
+            "group": [ids[g] for g, _ in rows],
+            "id": members["id"].tolist(),
+            "label": members["label"].tolist(),
+            "source": members["source"].tolist(),
+            "text": members["text"].tolist(),
+        },
+        columns=NEAR_DUPLICATE_GROUP_COLUMNS,
+    )
+    group_sizes = sorted((sizes[g] for g in set(groups) if sizes[g] > 1), reverse=True)
+    largest = sorted(table.groupby("group", sort=False), key=lambda item: -len(item[1]))
+    summary = {
+        "ngram": ngram,
+        "threshold": threshold,
+        "groups": len(group_sizes),
+        "records_in_groups": len(table),
+        "largest_group": group_sizes[0] if group_sizes else 0,
+        "group_sizes": {str(k): v for k, v in sorted(Counter(group_sizes).items())},
+        "examples": [
+            {"group": group, "labels": frame["label"].tolist(), "texts": frame["text"].tolist()}
+            for group, frame in largest[:n_examples]
+        ],
+    }
+    logger.info(
+        "Near duplicates: %d groups holding %d of %d records (largest %d)",
+        summary["groups"],
+        summary["records_in_groups"],
+        len(unique_records),
+        summary["largest_group"],
+    )
+    return table, summary
+
+
 def collect_quarantined_records(
     ingest_quarantine: pd.DataFrame,
     clean_quarantine: pd.DataFrame,
@@ -794,32 +862,57 @@ def _with_contract_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[RECORD_COLUMNS].astype(dtypes).reset_index(drop=True)
 
 
-def split_records(
-    records: pd.DataFrame, params: Mapping[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Stratified, seeded train / val / test split with scikit-learn's ``train_test_split``.
+def _group_strata(records: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
+    """One row per group (``group``, ``label``): the label to stratify the group on is its
+    most common one, ties going to the earlier label in ``LABELS``."""
+    group_of = dict(zip(groups["id"].tolist(), groups["group"].tolist(), strict=True))
+    labels_of: dict[str, Counter] = {}
+    for record_id, label in zip(records["id"].tolist(), records["label"].tolist(), strict=True):
+        labels_of.setdefault(group_of.get(record_id, record_id), Counter())[label] += 1
+    strata = [
+        min(counts, key=lambda label: (-counts[label], LABEL_TO_ID[label]))
+        for counts in labels_of.values()
+    ]
+    return pd.DataFrame({"group": list(labels_of), "label": strata})
 
-    The test split is taken first, then the validation split from the rest, both
-    stratified on the label with ``random_state``. When a class is too small to be
-    stratified (scikit-learn needs at least 2 members per class and a held-out split
-    at least as large as the number of classes), this raises ``ValueError`` naming the
-    class counts, unless ``allow_unstratified_fallback`` is true: then the split is
-    plain random (still seeded) and the summary says ``"stratified": false``.
+
+def split_records(
+    records: pd.DataFrame, near_duplicate_groups: pd.DataFrame, params: Mapping[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Group-aware, stratified, seeded train / val / test split.
+
+    The unit of the split is a near-duplicate group (a record outside any group is a
+    group of one), so the records of a group always land in the same split. Groups are
+    split with scikit-learn's ``train_test_split``, stratified on each group's most
+    common label: the test groups are taken first, then the validation groups from the
+    rest, both with ``random_state``. Fractions are of groups; with the small groups
+    near duplicates form, the record counts per split and label follow them closely
+    (the summary reports the record sizes). When a class has too few groups to be
+    stratified (scikit-learn needs at least 2 per class and a held-out split at least as
+    large as the number of classes), this raises ``ValueError`` naming the class counts,
+    unless ``allow_unstratified_fallback`` is true: then the split is plain random (still
+    seeded) and the summary says ``"stratified": false``.
 
     Args:
         records: unique records from :func:`deduplicate_records`.
+        near_duplicate_groups: from :func:`group_near_duplicates`.
         params: ``params:data_processing.split``.
 
     Returns:
-        train, val, test (each :data:`RECORD_COLUMNS`) and a summary of the split.
+        train, val, test (each :data:`RECORD_COLUMNS`, records in the shuffled order of
+        their groups) and a summary of the split.
     """
     _, val_frac, test_frac = _split_fractions(params)
     seed = _param(params, "random_state", "split", int)
     fallback = _param(params, "allow_unstratified_fallback", "split", bool)
     records = records[RECORD_COLUMNS].reset_index(drop=True)
+    near_duplicate_groups = _ensure_columns(near_duplicate_groups, NEAR_DUPLICATE_GROUP_COLUMNS)
+    units = _group_strata(records, near_duplicate_groups)
     summary: dict[str, Any] = {
         "random_state": seed,
         "stratified": True,
+        "group_aware": True,
+        "groups": len(units),
         "fractions": {"train": 1.0 - val_frac - test_frac, "val": val_frac, "test": test_frac},
     }
 
@@ -835,23 +928,24 @@ def split_records(
         )
 
     def run(stratify: bool):
-        rest, test = holdout(records, test_frac, stratify)
+        rest, test = holdout(units, test_frac, stratify)
         val_of_rest = val_frac / (1.0 - test_frac) if test_frac < 1.0 else 0.0
         train, val = holdout(rest, val_of_rest, stratify)
         return train, val, test
 
-    if records.empty:
+    if units.empty:
         logger.warning("No usable records: the train/val/test splits are empty")
-        train = val = test = records
+        unit_splits = (units, units, units)
         summary["stratified"] = False
     else:
         try:
-            train, val, test = run(stratify=True)
+            unit_splits = run(stratify=True)
         except ValueError as exc:
-            counts = {label: int(n) for label, n in records["label"].value_counts().items()}
+            counts = {label: int(n) for label, n in units["label"].value_counts().items()}
             message = (
-                f"cannot stratify {len(records)} records with label counts {counts} into "
-                f"train/val/test = {summary['fractions']}: {exc}"
+                f"cannot stratify {len(records)} records ({len(units)} near-duplicate groups) "
+                f"with group label counts {counts} into train/val/test = "
+                f"{summary['fractions']}: {exc}"
             )
             if not fallback:
                 raise ValueError(
@@ -862,11 +956,29 @@ def split_records(
             summary["stratified"] = False
             summary["fallback_reason"] = str(exc)
             try:
-                train, val, test = run(stratify=False)
+                unit_splits = run(stratify=False)
             except ValueError as exc2:
                 raise ValueError(f"cannot split {len(records)} records at all: {exc2}") from exc2
-    splits = [_with_contract_dtypes(s) for s in (train, val, test)]
+    # Each record goes where its group went, in the group's shuffled position.
+    position = {
+        group: (k, rank)
+        for k, frame in enumerate(unit_splits)
+        for rank, group in enumerate(frame["group"].tolist())
+    }
+    group_of = dict(
+        zip(near_duplicate_groups["id"].tolist(), near_duplicate_groups["group"].tolist(),
+            strict=True)
+    )
+    placed = [position[group_of.get(i, i)] for i in records["id"].tolist()]
+    order = sorted(range(len(records)), key=lambda row: placed[row])
+    splits = [
+        _with_contract_dtypes(records.iloc[[row for row in order if placed[row][0] == k]])
+        for k in range(len(SPLITS))
+    ]
     summary["sizes"] = {name: len(s) for name, s in zip(SPLITS, splits, strict=True)}
+    summary["group_sizes"] = {
+        name: len(frame) for name, frame in zip(SPLITS, unit_splits, strict=True)
+    }
     return splits[0], splits[1], splits[2], summary
 
 
@@ -905,12 +1017,16 @@ def build_data_quality_report(
     val_records: pd.DataFrame,
     test_records: pd.DataFrame,
     split_summary: dict[str, Any],
+    near_duplicate_groups: pd.DataFrame,
+    near_duplicate_summary: dict[str, Any],
 ) -> dict[str, Any]:
     """Assemble the data-quality report and check that no record was lost.
 
     The report has lines read per file, kept / quarantined (by reason) / duplicate
     counts overall and per file, PII replacements per type, label / language / domain
-    distributions overall and per split, the ignored files and the accounting check.
+    distributions overall and per split, the near-duplicate groups (with the number of
+    groups found in more than one split, counted from the splits themselves), the
+    ignored files and the accounting check.
 
     Raises:
         RecordAccountingError: if ``kept + quarantined + duplicates + blank_lines``
@@ -979,6 +1095,15 @@ def build_data_quality_report(
         raise RecordAccountingError(f"data_processing lost or invented records: {detail}")
 
     match = duplicate_records["match"].value_counts() if len(duplicate_records) else {}
+    near_duplicate_groups = _ensure_columns(near_duplicate_groups, NEAR_DUPLICATE_GROUP_COLUMNS)
+    split_of = {
+        record_id: name for name, frame in splits.items() for record_id in frame["id"].tolist()
+    }
+    splits_per_group = (
+        near_duplicate_groups.assign(split=near_duplicate_groups["id"].map(split_of))
+        .groupby("group")["split"]
+        .nunique()
+    )
     return {
         "totals": totals,
         "invariant": invariant,
@@ -991,6 +1116,10 @@ def build_data_quality_report(
             "total": len(duplicate_records),
             "exact": int(match.get("exact", 0)),
             "near": int(match.get("near", 0)),
+        },
+        "near_duplicates": {
+            **near_duplicate_summary,
+            "groups_in_more_than_one_split": int((splits_per_group > 1).sum()),
         },
         "pii_replacements": {t: int(pii_counts.get(t, 0)) for t in PII_TYPES},
         "distribution": {

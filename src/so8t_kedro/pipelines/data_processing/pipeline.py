@@ -2,7 +2,7 @@
 
 ``four_class_partitions`` + ``seed_dataset`` (raw bytes) -> ``train_records`` /
 ``val_records`` / ``test_records`` (primary), ``quarantined_records`` /
-``duplicate_records`` (intermediate), ``data_quality_report`` /
+``duplicate_records`` / ``near_duplicate_groups`` (intermediate), ``data_quality_report`` /
 ``label_distribution_plot`` (reporting). See ``nodes.py`` for the rules.
 """
 
@@ -13,6 +13,7 @@ from .nodes import (
     clean_records,
     collect_quarantined_records,
     deduplicate_records,
+    group_near_duplicates,
     ingest_raw_records,
     plot_label_distribution,
     split_records,
@@ -20,7 +21,7 @@ from .nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Ingest -> clean -> deduplicate -> split, then report."""
+    """Ingest -> clean -> deduplicate -> group near duplicates -> split, then report."""
     return Pipeline(
         [
             Node(
@@ -42,6 +43,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="deduplicate_records",
             ),
             Node(
+                func=group_near_duplicates,
+                inputs=["unique_records", "params:data_processing.near_duplicates"],
+                outputs=["near_duplicate_groups", "near_duplicate_summary"],
+                name="group_near_duplicates",
+            ),
+            Node(
                 func=collect_quarantined_records,
                 inputs=[
                     "ingest_quarantine",
@@ -54,7 +61,11 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=split_records,
-                inputs=["unique_records", "params:data_processing.split"],
+                inputs=[
+                    "unique_records",
+                    "near_duplicate_groups",
+                    "params:data_processing.split",
+                ],
                 outputs=["train_records", "val_records", "test_records", "split_summary"],
                 name="split_records",
             ),
@@ -69,6 +80,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "val_records",
                     "test_records",
                     "split_summary",
+                    "near_duplicate_groups",
+                    "near_duplicate_summary",
                 ],
                 outputs="data_quality_report",
                 name="build_data_quality_report",

@@ -1,0 +1,1 @@
+"""Request records: near-duplicate grouping and PII scrubbing (framework-free, no kedro)."""
