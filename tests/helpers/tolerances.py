@@ -1,0 +1,50 @@
+"""Float tolerances derived from the dtype and the size of the computation.
+
+A tolerance measured on one CPU holds for that CPU's kernels; another CPU's BLAS blocks and
+vectorises the same sums in another order and lands elsewhere inside the rounding bound. The
+bound itself does not move: a sum or dot product of ``n`` terms computed with unit roundoff
+``u = eps / 2`` is within ``γ_n = n·u / (1 − n·u)`` of the exact value, relative to the sum
+of the terms' absolute values (Higham, *Accuracy and Stability of Numerical Algorithms*,
+2nd ed., §3.1, eq. 3.5). Every bound here is built from that, with the operation counts
+stated where it is used; the tests still fail on a wrong formula, which is off by far more.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# torch.linalg.matrix_exp: Padé degree 13 after scaling A by 2^-s so that ||A / 2^s||_1 <= θ13
+# (Higham 2005, "The scaling and squaring method for the matrix exponential revisited").
+_THETA_13 = 5.371920351148152
+_PADE_13_PRODUCTS = 6  # matrix products in the degree-13 evaluation (A², A⁴, A⁶, U, V, ...)
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps / 2
+
+
+def accumulation_bound(dtype: torch.dtype, terms: int, magnitude: float = 1.0) -> float:
+    """γ_terms · magnitude: the largest error of a sum or dot product of ``terms`` rounded
+    terms whose absolute values add up to ``magnitude``."""
+    nu = terms * unit_roundoff(dtype)
+    if nu >= 1:
+        raise ValueError(f"{terms} terms exceed what {dtype} can bound (n·u = {nu:.3g})")
+    return nu / (1 - nu) * magnitude
+
+
+def rotation_exp_bound(dtype: torch.dtype, skew: torch.Tensor) -> float:
+    """Bound on |matrix_exp(A) − exp(A)| entrywise for skew-symmetric n×n blocks ``skew``
+    (whose exponentials are rotations, entries in [−1, 1]) computed in ``dtype``.
+
+    After scaling by 2^-s, the Padé evaluation's products have entries of size up to
+    e^(θ13/2) (the rational function's numerator and denominator); each of its products and
+    each of the s squarings of a rotation adds γ_n times the row's absolute sum (at most
+    √n for a rotation), and a squaring doubles the error it is given."""
+    n = skew.shape[-1]
+    norm_1 = skew.abs().sum(-2).amax().item()
+    squarings = max(0, math.ceil(math.log2(norm_1 / _THETA_13))) if norm_1 > 0 else 0
+    pade = _PADE_13_PRODUCTS * accumulation_bound(dtype, n, math.exp(_THETA_13 / 2))
+    squaring = accumulation_bound(dtype, n, math.sqrt(n))
+    return 2**squarings * (pade + squaring)
