@@ -59,12 +59,12 @@ EN_TEMPLATES = [
 ]
 
 
-JA_WORDS = (
+JA_WORDS = (  # noqa: SIM905 - a word list reads better as one string
     "今日 明日 会社 学校 友達 家族 電車 天気 料理 旅行 映画 音楽 仕事 会議 資料 買い物 "
     "病院 銀行 公園 図書館 野菜 果物 季節 週末 趣味 運動 勉強 試験 予定 連絡 写真 手紙 "
     "ゲーム 車 自転車 部屋 掃除 洗濯 猫 犬 花 海 山 川 雨 雪 朝 夜 昼 駅 空港 ホテル"
 ).split()
-EN_WORDS = (
+EN_WORDS = (  # noqa: SIM905
     "today tomorrow office school friend family train weather recipe travel movie music "
     "work meeting report shopping doctor bank park library garden fruit season weekend "
     "hobby running study exam schedule letter photo game car bicycle room cleaning cat "

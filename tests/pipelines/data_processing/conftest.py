@@ -12,12 +12,12 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
+from kedro.config import OmegaConfigLoader
 
 from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.data_processing import nodes
 
-PARAMS_FILE = Path(__file__).resolve().parents[3] / "conf/base/parameters_data_processing.yml"
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 SEED_NAME = "so8t_seed_dataset.jsonl"
 
 
@@ -55,10 +55,16 @@ def balanced_records(
     return out
 
 
+@pytest.fixture(scope="session")
+def shipped_parameters() -> dict[str, Any]:
+    """Every shipped parameter as Kedro resolves them (``${pii}`` interpolated)."""
+    return OmegaConfigLoader(str(CONF_DIR), base_env="base", default_run_env="local")["parameters"]
+
+
 @pytest.fixture
-def params() -> dict[str, Any]:
+def params(shipped_parameters) -> dict[str, Any]:
     """The shipped ``data_processing`` parameters (a fresh copy per test)."""
-    return copy.deepcopy(yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))["data_processing"])
+    return copy.deepcopy(shipped_parameters["data_processing"])
 
 
 @pytest.fixture

@@ -59,7 +59,8 @@ def test_duplicates_after_pii_scrubbing(run_until_report):
     out = run_until_report(seed)
     assert out["train"]["text"].tolist() == ["Who owns <EMAIL>?"]
     assert out["duplicates"]["match"].tolist() == ["exact"]
-    assert out["report"]["pii_replacements"]["EMAIL"] == 2
+    assert out["report"]["pii_replacements"]["by_type"]["EMAIL_ADDRESS"] == 2
+    assert out["report"]["pii_replacements"]["by_file"] == {SEED_NAME: {"EMAIL_ADDRESS": 2}}
 
 
 def test_label_conflicts_quarantine_every_copy(run_until_report):
@@ -300,7 +301,7 @@ def test_missing_parameter_names_it(params):
 # ------------------------------------------------------------------------ report
 
 
-def test_report_counts_and_distributions(run_until_report):
+def test_report_counts_and_distributions(run_until_report, params):
     seed = jsonl(
         *balanced_records(30, language="en"),
         {"text": distinct_text("ALLOW", 0), "label": "ALLOW"},  # duplicate
@@ -329,13 +330,10 @@ def test_report_counts_and_distributions(run_until_report):
     }
     assert report["quarantined_by_reason"] == {"unknown_label": 1, "malformed_json": 1}
     assert report["files"][SEED_NAME]["quarantined_by_reason"] == report["quarantined_by_reason"]
-    assert report["pii_replacements"] == {
-        "EMAIL": 0,
-        "PHONE": 0,
-        "CREDIT_CARD": 1,
-        "MY_NUMBER": 0,
-        "ADDRESS": 0,
-    }
+    by_type = report["pii_replacements"]["by_type"]
+    assert by_type["CREDIT_CARD"] == 1 and sum(by_type.values()) == 1
+    assert set(by_type) == set(params["clean"]["pii"]["placeholders"])  # zeros included
+    assert report["pii_replacements"]["by_file"] == {SEED_NAME: {"CREDIT_CARD": 1}}
     overall = report["distribution"]["overall"]
     assert overall["label"] == {"ALLOW": 30, "ESCALATION": 30, "DENY": 30, "REFUSE": 31}
     assert overall["language"] == {"en": 121}

@@ -249,7 +249,8 @@ def test_text_length_is_checked_after_pii_scrubbing(run_until_report):
     out = run_until_report(seed, clean={"max_text_chars": 10})
     assert out["train"]["text"].tolist() == ["<EMAIL> xy"]
     assert reasons(out["quarantine"]) == [(1, "text_too_long")]
-    assert out["pii"]["EMAIL"] == 1  # the quarantined record's e-mail is not counted
+    # the quarantined record's e-mail is not counted
+    assert out["pii"]["by_type"]["EMAIL_ADDRESS"] == 1
 
 
 @pytest.mark.parametrize(
@@ -284,7 +285,37 @@ def test_pii_scrubbing_can_be_switched_off(run_until_report):
     assert run_until_report(seed)["train"]["text"].tolist() == ["mail <EMAIL>"]
     out = run_until_report(seed, clean={"scrub_pii": False})
     assert out["train"]["text"].tolist() == ["mail a@example.com"]
-    assert out["report"]["pii_replacements"]["EMAIL"] == 0
+    assert out["report"]["pii_replacements"] == {"by_type": {}, "by_file": {}}
+
+
+def test_a_record_the_pii_engine_fails_on_is_quarantined(run_until_report, params, monkeypatch):
+    """Never passed through unscrubbed; the accounting still holds (the report checks)."""
+    from so8t_kedro.records.pii import pii_scrubber
+
+    analyzer = pii_scrubber(params["clean"]["pii"]).analyzer
+    analyze = analyzer.analyze
+
+    def failing(text, **kwargs):
+        if "爆発" in text:
+            raise RuntimeError("engine crashed")
+        return analyze(text=text, **kwargs)
+
+    monkeypatch.setattr(analyzer, "analyze", failing)
+    seed = jsonl(
+        {"text": "田中花子の電話は090-1234-5678", "label": "DENY"},
+        {"text": "山田太郎が爆発したと言っている", "label": "ESCALATION"},
+        {"text": "mail a@example.com", "label": "DENY"},
+    )
+    out = run_until_report(seed)
+    assert out["train"]["text"].tolist() == ["<PERSON>の電話は<PHONE>", "mail <EMAIL>"]
+    assert reasons(out["quarantine"]) == [(2, "pii_scrub_failed")]
+    detail = out["quarantine"]["detail"].iloc[0]
+    assert detail == f"{SEED_NAME}:2: PII engine error: RuntimeError: engine crashed"
+    assert "山田太郎" not in out["quarantine"]["raw"].iloc[0]  # its snippet is emptied
+    assert out["report"]["invariant"]["accounted"] == out["report"]["totals"]["lines_read"] == 3
+    assert out["report"]["pii_replacements"]["by_file"] == {
+        SEED_NAME: {"PERSON": 1, "PHONE_NUMBER": 1, "EMAIL_ADDRESS": 1}
+    }
 
 
 # ------------------------------------------------------------------------ partitions

@@ -168,7 +168,8 @@ def test_kedro_session_run_on_the_shipped_seed(project_root: Path, kedro_project
         zip(quarantine["file"], quarantine["line"], quarantine["reason"], strict=True)
     )
     assert report["ignored_files"] == [".gitkeep"]
-    assert report["pii_replacements"]["ADDRESS"] >= 1
+    assert report["pii_replacements"]["by_type"]["ADDRESS"] >= 1
+    assert report["pii_replacements"]["by_file"]["four_class_extra.jsonl"] == {"ADDRESS": 1}
 
     kept = pd.concat(splits.values(), ignore_index=True)
     assert list(kept.columns) == nodes.RECORD_COLUMNS

@@ -49,6 +49,7 @@ from sklearn.model_selection import train_test_split
 
 from so8t_kedro.labels import LABEL_TO_ID, LABELS, normalise_label
 from so8t_kedro.records.near_duplicates import dedup_key, near_duplicate_groups
+from so8t_kedro.records.pii import ScrubResult, pii_scrubber
 from so8t_kedro.think_format import LANGUAGES
 
 logger = logging.getLogger(__name__)
@@ -92,8 +93,8 @@ QUARANTINE_REASONS: tuple[str, ...] = (
     "empty_text",  # nothing left after cleaning
     "text_too_long",  # more than clean.max_text_chars characters after cleaning
     "label_conflict",  # same normalised text, different labels (all copies)
+    "pii_scrub_failed",  # the PII engine raised on the text: never kept unscrubbed
 )
-PII_TYPES: tuple[str, ...] = ("EMAIL", "PHONE", "CREDIT_CARD", "MY_NUMBER", "ADDRESS")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 UNKNOWN_DOMAIN = "unknown"
 
@@ -172,161 +173,6 @@ def normalise_text(text: str) -> str:
 def detect_language(text: str) -> str:
     """``"ja"`` if the text has any hiragana, katakana or CJK ideograph, else ``"en"``."""
     return "ja" if _JA_RE.search(text) else "en"
-
-
-# ------------------------------------------------------------------- PII scrubbing
-
-_EMAIL_RE = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])",
-    re.ASCII,
-)
-
-# Card numbers: 4-4-4-4(-3) groups, the Amex / Diners 4-6-5 / 4-6-4 groups, or 13-19
-# plain digits; a candidate is replaced only if it passes the Luhn check.
-_CARD_RE = re.compile(
-    r"(?<![\d-])(?:"
-    r"\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?"
-    r"|\d{4}([ -])\d{6}\2\d{4,5}"
-    r"|\d{13,19}"
-    r")(?![\d])"
-)
-# My Number (個人番号): 12 digits, optionally 4-4-4. Replaced when the last digit is a
-# valid check digit, or when the number follows a "マイナンバー" / "個人番号" / "my number"
-# keyword (example numbers in requests rarely carry a valid check digit). Never a
-# 12-digit window of a longer run of digit groups (such as a non-Luhn card number).
-_MY_NUMBER_RE = re.compile(
-    r"(?P<keyword>(?:マイナンバー|個人番号|my ?number)[^\d\n]{0,8})?"
-    r"(?<![\d-])(?<!\d[ -])(?P<number>\d{4}([ -]?)\d{4}\3\d{4})(?!\d)(?![ -]\d)",
-    re.IGNORECASE,
-)
-
-_PHONE_SEP = "[-\u2010\u2011\u2013\u2212\u30fc. ]"
-# Japanese numbers: 0 + area/mobile/free-dial prefix, 10 or 11 digits in all
-# (checked in code). Without separators only the unambiguous prefixes are taken
-# (mobile / IP 0[5789]0, free dial 0120 / 0800), to spare order numbers and the like.
-_PHONE_JP_RE = re.compile(
-    r"(?<![\d+])(?:"
-    rf"\(0\d{{1,4}}\) ?\d{{1,4}}{_PHONE_SEP}\d{{3,4}}"
-    rf"|0\d{{1,4}}{_PHONE_SEP}\d{{1,4}}{_PHONE_SEP}\d{{3,4}}"
-    r"|0\d{1,4}\(\d{1,4}\)\d{3,4}"
-    r"|0[5789]0\d{8}|0120\d{6}|0800\d{7}"
-    r")(?!\d)"
-)
-# International numbers: + country code, then groups; 8-15 digits in all (E.164).
-_PHONE_INTL_RE = re.compile(r"(?<![\w+])\+\d{1,3}(?:[-. \u2010\u2212]?\(?\d{1,5}\)?){1,5}(?!\d)")
-
-_PREFECTURES = (
-    "北海道|青森県|岩手県|宮城県|秋田県|山形県|福島県|茨城県|栃木県|群馬県|埼玉県|千葉県|"
-    "東京都|神奈川県|新潟県|富山県|石川県|福井県|山梨県|長野県|岐阜県|静岡県|愛知県|三重県|"
-    "滋賀県|京都府|大阪府|兵庫県|奈良県|和歌山県|鳥取県|島根県|岡山県|広島県|山口県|徳島県|"
-    "香川県|愛媛県|高知県|福岡県|佐賀県|長崎県|熊本県|大分県|宮崎県|鹿児島県|沖縄県"
-)
-_KANJI_KANA = "[\u3005\u30a1-\u30fa\u30fc\u4e00-\u9fff]"  # kanji, katakana, 々, ー
-_MUNICIPALITY = rf"(?:{_KANJI_KANA}{{1,7}}?|[\u3041-\u3096]{{2,5}})[市区町村郡]"
-_BANCHI = (
-    r"\d{1,4}(?:(?:丁目|番地|番|号|[-\u2212])\d{1,4}){1,3}(?:番地|番|号)?"
-    r"|\d{1,4}(?:丁目|番地|番|号)"
-)
-_STREET = rf"(?:{_PREFECTURES})(?:{_MUNICIPALITY}){{1,2}}{_KANJI_KANA}{{0,12}}?(?:{_BANCHI})"
-# Conservative: a 〒 postal code (with the street address after it, if any), or a
-# prefecture + municipality + town + block number.
-_ADDRESS_RE = re.compile(rf"〒 ?\d{{3}}-?\d{{4}}(?: ?{_STREET})?|{_STREET}")
-
-# Cheap gates: every numeric rule needs 8+ characters of digits and separators from
-# the first digit to the last; addresses need 〒 or a prefecture suffix.
-_NUMBER_HINT_RE = re.compile(r"\d[\d \-.()\u2010\u2011\u2013\u2212\u30fc]{6,}\d")
-
-
-def luhn_valid(digits: str) -> bool:
-    """Luhn checksum of a digit string (all-equal digits such as 0000... are rejected)."""
-    if len(set(digits)) == 1:
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-def my_number_valid(digits: str) -> bool:
-    """Check digit of a 12-digit Japanese individual number (個人番号)."""
-    if len(digits) != 12 or len(set(digits)) == 1:
-        return False
-    body = digits[:11]
-    total = 0
-    for n in range(1, 12):  # P_n is the n-th digit from the right of the first 11
-        q = n + 1 if n <= 6 else n - 5
-        total += (ord(body[11 - n]) - 48) * q
-    remainder = total % 11
-    check = 0 if remainder <= 1 else 11 - remainder
-    return check == ord(digits[11]) - 48
-
-
-def _digits(s: str) -> str:
-    return "".join(ch for ch in s if ch.isdigit())
-
-
-def _sub_card(match: re.Match[str]) -> str:
-    candidate = match.group()
-    digits = _digits(candidate)
-    if luhn_valid(digits):
-        return "<CREDIT_CARD>"
-    if len(digits) == 19 and len(candidate) == 23 and luhn_valid(digits[:16]):
-        return "<CREDIT_CARD>" + candidate[19:]  # 4-4-4-4 card followed by " 123"
-    return candidate
-
-
-def _sub_my_number(match: re.Match[str]) -> str:
-    keyword = match.group("keyword")
-    if keyword or my_number_valid(_digits(match.group("number"))):
-        return f"{keyword or ''}<MY_NUMBER>"
-    return match.group()
-
-
-def _sub_phone_jp(match: re.Match[str]) -> str:
-    candidate = match.group()
-    return "<PHONE>" if len(_digits(candidate)) in (10, 11) else candidate
-
-
-def _sub_phone_intl(match: re.Match[str]) -> str:
-    candidate = match.group()
-    return "<PHONE>" if 8 <= len(_digits(candidate)) <= 15 else candidate
-
-
-def _sub_rule(text: str, pattern: re.Pattern[str], replacement, pii_type: str, counts) -> str:
-    new_text = pattern.sub(replacement, text)
-    if counts is not None and new_text != text:
-        placeholder = f"<{pii_type}>"
-        counts[pii_type] += new_text.count(placeholder) - text.count(placeholder)
-    return new_text
-
-
-def scrub_pii(text: str, counts: Counter | None = None) -> str:
-    """Replace e-mails, phone numbers, card numbers, My Numbers and addresses.
-
-    Each is replaced by its typed placeholder (``<EMAIL>``, ``<PHONE>``,
-    ``<CREDIT_CARD>``, ``<MY_NUMBER>``, ``<ADDRESS>``); ``counts`` (if given) is
-    incremented per type. Expects NFKC text (full-width digits already ASCII).
-
-    Order matters: e-mails first (their digits are not numbers), then addresses
-    (postal codes, block numbers), cards (13-19 digits) before My Numbers (12) before
-    phone numbers (10-11), so that a longer number is never cut up by a shorter rule.
-    """
-    if "@" in text:
-        text = _sub_rule(text, _EMAIL_RE, "<EMAIL>", "EMAIL", counts)
-    if "〒" in text or "都" in text or "道" in text or "府" in text or "県" in text:
-        text = _sub_rule(text, _ADDRESS_RE, "<ADDRESS>", "ADDRESS", counts)
-    if _NUMBER_HINT_RE.search(text):
-        text = _sub_rule(text, _CARD_RE, _sub_card, "CREDIT_CARD", counts)
-        text = _sub_rule(text, _MY_NUMBER_RE, _sub_my_number, "MY_NUMBER", counts)
-        if "+" in text:
-            text = _sub_rule(text, _PHONE_INTL_RE, _sub_phone_intl, "PHONE", counts)
-        text = _sub_rule(text, _PHONE_JP_RE, _sub_phone_jp, "PHONE", counts)
-    return text
 
 
 # ------------------------------------------------------------------------ ingest
@@ -577,14 +423,16 @@ def _normalise_language(value: str) -> str | None:
 
 def clean_records(
     raw_records: pd.DataFrame, params: Mapping[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Normalise texts, labels and languages and scrub PII.
 
     Texts are NFKC-normalised with whitespace collapsed (:func:`normalise_text`);
     empty texts and texts over ``max_text_chars`` characters are quarantined, as are
     unknown labels and languages other than ja / en. A missing language is detected
-    from the text, a missing domain becomes ``"unknown"``. PII is replaced with typed
-    placeholders (:func:`scrub_pii`) when ``scrub_pii`` is on.
+    from the text, a missing domain becomes ``"unknown"``. When ``scrub_pii`` is on,
+    PII is replaced with typed placeholders by the Presidio + GiNZA scrubber
+    (:mod:`so8t_kedro.records.pii`, ``params["pii"]``), batched per language; a record
+    the engine fails on is quarantined as ``pii_scrub_failed`` with the error.
 
     Args:
         raw_records: output of :func:`ingest_raw_records`.
@@ -592,27 +440,29 @@ def clean_records(
 
     Returns:
         Clean records (:data:`RECORD_COLUMNS` plus trace columns), their quarantine,
-        and the PII replacement counts per type.
+        and the PII replacements of the kept records: ``by_type`` (every configured
+        entity type) and ``by_file`` (file -> type -> count, files with any).
     """
     max_chars = _param(params, "max_text_chars", "clean", int)
     if max_chars <= 0:
         raise ValueError(
             f"params:data_processing.clean.max_text_chars must be > 0, got {max_chars}"
         )
-    do_scrub = _param(params, "scrub_pii", "clean", bool)
+    scrubber = None
+    if _param(params, "scrub_pii", "clean", bool):
+        scrubber = pii_scrubber(_param(params, "pii", "clean", Mapping))
 
-    out: dict[str, list] = {c: [] for c in RECORD_COLUMNS + _TRACE_COLUMNS}
     bad: dict[str, list] = {c: [] for c in QUARANTINE_COLUMNS}
-    pii: Counter = Counter({t: 0 for t in PII_TYPES})
-    scrubbed: Counter = Counter()  # the current record's replacements
 
     def quarantine(row: tuple, field: str, reason: str, detail: str) -> None:
         file, line, source, record_id, *_, raw = row  # a row of _RAW_COLUMNS
         _append_row(bad, file=file, line=line, source=source, id=record_id, field=field,
                     reason=reason, detail=f"{source}: {detail}", raw=raw)
 
+    # Pass 1: labels, text, language; pass 2 (after batched scrubbing): length, output.
+    candidates: list[tuple[tuple, str, str, str]] = []  # (row, label, text, language)
     for row in zip(*(raw_records[c].tolist() for c in _RAW_COLUMNS), strict=True):
-        file, line, source, record_id, text, raw_label, label_field, language, domain, raw = row
+        _, _, _, _, text, raw_label, label_field, language, _, _ = row
         try:
             label = normalise_label(raw_label)
         except (TypeError, ValueError) as exc:
@@ -627,22 +477,36 @@ def clean_records(
             detail = f"language {language!r} is not one of ja, en"
             quarantine(row, "language", "unsupported_language", detail)
             continue
-        if do_scrub:
-            text = scrub_pii(text, scrubbed)
+        candidates.append((row, label, text, lang or detect_language(text)))
+
+    if scrubber is None:
+        scrubbed = [ScrubResult(text) for _, _, text, _ in candidates]
+        entity_types: list[str] = []
+    else:
+        scrubbed = scrubber.scrub([c[2] for c in candidates], [c[3] for c in candidates])
+        entity_types = scrubber.entities
+    by_type: Counter = Counter({t: 0 for t in entity_types})
+    by_file: dict[str, Counter] = {}
+
+    out: dict[str, list] = {c: [] for c in RECORD_COLUMNS + _TRACE_COLUMNS}
+    for (row, label, _, lang), result in zip(candidates, scrubbed, strict=True):
+        file, line, source, record_id, _, _, _, _, domain, raw = row
+        if result.error is not None:
+            quarantine(row, "text", "pii_scrub_failed", f"PII engine error: {result.error}")
+            continue
+        text = result.text
         if len(text) > max_chars:  # after scrubbing: placeholders can be longer than PII
             detail = f"text has {len(text)} characters (max_text_chars={max_chars})"
             quarantine(row, "text", "text_too_long", detail)
-            scrubbed.clear()
             continue
-        if scrubbed:  # count the PII of records that pass cleaning only
-            pii.update(scrubbed)
-            scrubbed.clear()
-        # Hot path (every kept record): plain appends, ~10 % faster than _append_row.
+        if result.counts:  # count the PII of records that pass cleaning only
+            by_type.update(result.counts)
+            by_file.setdefault(file, Counter()).update(result.counts)
         out["id"].append(record_id)
         out["text"].append(text)
         out["label"].append(label)
         out["label_id"].append(LABEL_TO_ID[label])
-        out["language"].append(lang or detect_language(text))
+        out["language"].append(lang)
         out["domain"].append(domain.strip() or UNKNOWN_DOMAIN)
         out["source"].append(source)
         out["file"].append(file)
@@ -652,7 +516,11 @@ def clean_records(
     records = pd.DataFrame(out, columns=list(out), dtype=object)
     records["label_id"] = records["label_id"].astype("int64")
     records["line"] = records["line"].astype("int64")
-    return records, pd.DataFrame(bad, columns=QUARANTINE_COLUMNS), dict(pii)
+    pii_counts = {
+        "by_type": dict(by_type),
+        "by_file": {name: dict(counts) for name, counts in by_file.items()},
+    }
+    return records, pd.DataFrame(bad, columns=QUARANTINE_COLUMNS), pii_counts
 
 
 # ---------------------------------------------------------------------- deduplicate
@@ -819,8 +687,9 @@ def collect_quarantined_records(
 ) -> pd.DataFrame:
     """Join the stage quarantines into one table sorted by file and line.
 
-    When ``scrub_pii`` is on, PII in the ``raw`` snippets is replaced too, so that the
-    quarantine file does not keep what the clean records lose.
+    When ``scrub_pii`` is on, the ``raw`` snippets are normalised and scrubbed too, so
+    that the quarantine file does not keep what the clean records lose (a snippet the
+    engine fails on is emptied).
     """
     frames = [q for q in (ingest_quarantine, clean_quarantine, conflict_quarantine) if len(q)]
     if not frames:
@@ -831,7 +700,11 @@ def collect_quarantined_records(
         .reset_index(drop=True)
     )
     if _param(params, "scrub_pii", "clean", bool):
-        quarantine["raw"] = [scrub_pii(raw) for raw in quarantine["raw"].tolist()]
+        scrubber = pii_scrubber(_param(params, "pii", "clean", Mapping))
+        raws = [normalise_text(raw or "") for raw in quarantine["raw"].tolist()]
+        results = scrubber.scrub(raws, [detect_language(raw) for raw in raws])
+        # A snippet the engine fails on is dropped, never kept unscrubbed.
+        quarantine["raw"] = [r.text if r.error is None else "" for r in results]
     return quarantine
 
 
@@ -1010,7 +883,7 @@ def _count_by_file(sources: pd.Series) -> Counter:
 
 def build_data_quality_report(
     ingest_summary: dict[str, Any],
-    pii_counts: dict[str, int],
+    pii_counts: dict[str, Any],
     quarantined_records: pd.DataFrame,
     duplicate_records: pd.DataFrame,
     train_records: pd.DataFrame,
@@ -1023,7 +896,7 @@ def build_data_quality_report(
     """Assemble the data-quality report and check that no record was lost.
 
     The report has lines read per file, kept / quarantined (by reason) / duplicate
-    counts overall and per file, PII replacements per type, label / language / domain
+    counts overall and per file, PII replacements per entity type and per file, label / language / domain
     distributions overall and per split, the near-duplicate groups (with the number of
     groups found in more than one split, counted from the splits themselves), the
     ignored files and the accounting check.
@@ -1121,7 +994,10 @@ def build_data_quality_report(
             **near_duplicate_summary,
             "groups_in_more_than_one_split": int((splits_per_group > 1).sum()),
         },
-        "pii_replacements": {t: int(pii_counts.get(t, 0)) for t in PII_TYPES},
+        "pii_replacements": {
+            "by_type": dict(pii_counts.get("by_type", {})),
+            "by_file": dict(pii_counts.get("by_file", {})),
+        },
         "distribution": {
             "overall": _distribution(kept_all),
             **{name: _distribution(frame) for name, frame in splits.items()},

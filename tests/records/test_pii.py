@@ -1,0 +1,477 @@
+"""PII scrubbing (so8t_kedro.records.pii): every entity type, look-alikes, the allow-list,
+no downloads, and engine failures reported per text."""
+
+from __future__ import annotations
+
+import copy
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kedro.config import OmegaConfigLoader
+
+from so8t_kedro.records import pii
+from so8t_kedro.records.pii import PiiConfig, PiiScrubber, luhn_valid, my_number_valid
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+@pytest.fixture(scope="module")
+def pii_params() -> dict[str, Any]:
+    """``params:pii`` as Kedro resolves it (the allow-list interpolated)."""
+    loader = OmegaConfigLoader(str(CONF_DIR), base_env="base", default_run_env="local")
+    return loader["parameters"]["pii"]
+
+
+@pytest.fixture(scope="module")
+def scrubber(pii_params) -> PiiScrubber:
+    return pii.pii_scrubber(pii_params)
+
+
+@pytest.fixture
+def scrub(scrubber):
+    """``scrub(text) -> (scrubbed, {entity type: count})`` after NFKC, as the pipeline does."""
+
+    def run(text: str, language: str | None = None) -> tuple[str, dict[str, int]]:
+        text = unicodedata.normalize("NFKC", text)
+        lang = language or ("ja" if any(ord(ch) > 0x3000 for ch in text) else "en")
+        [result] = scrubber.scrub([text], [lang])
+        assert result.error is None, result.error
+        return result.text, dict(result.counts)
+
+    return run
+
+
+# ------------------------------------------------------------------ validators
+
+
+def test_luhn():
+    assert luhn_valid("4111111111111111")
+    assert luhn_valid("378282246310005")
+    assert luhn_valid("1234567812345670")
+    assert not luhn_valid("4111111111111112")
+    assert not luhn_valid("1234567812345678")
+    assert not luhn_valid("0000000000000000")  # Luhn-valid, but not a card
+
+
+def test_my_number_check_digit():
+    assert my_number_valid("123456789018")
+    assert my_number_valid("987654321093")
+    assert not my_number_valid("123456789012")
+    assert not my_number_valid("12345678901")  # 11 digits
+    assert not my_number_valid("000000000000")
+
+
+def test_iban_check():
+    assert pii.iban_valid("GB82 WEST 1234 5698 7654 32")
+    assert pii.iban_valid("DE89370400440532013000")
+    assert not pii.iban_valid("GB82 WEST 1234 5698 7654 33")
+
+
+# ------------------------------------------------------------ the issue's misses
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        ("渋谷区神南1-2-3に住んでいます", "<ADDRESS>に住んでいます", {"ADDRESS": 1}),
+        ("大阪市北区梅田3-1-1のマンション", "<ADDRESS>のマンション", {"ADDRESS": 1}),
+        ("神奈川県横浜市西区みなとみらい2-3-1", "<ADDRESS>", {"ADDRESS": 1}),
+        ("北海道札幌市中央区北1条西2丁目", "<ADDRESS>", {"ADDRESS": 1}),
+        ("固定電話0312345678まで", "固定電話<PHONE>まで", {"PHONE_NUMBER": 1}),
+        ("同僚の山田太郎さんの住所を教えて", "同僚の<PERSON>さんの住所を教えて", {"PERSON": 1}),
+        ("口座番号は…普通 1234567", "口座番号は...普通 <ACCOUNT>", {"BANK_ACCOUNT": 1}),
+        ("パスポート番号 TK1234567", "パスポート番号 <ID>", {"PASSPORT": 1}),
+        ("サーバーのIPは192.168.10.25です", "サーバーのIPは<IP>です", {"IP_ADDRESS": 1}),
+    ],
+)
+def test_what_the_regexes_missed(scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+# ------------------------------------------------------------------ each type
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "taro.yamada@example.com",
+        "foo+bar@sub.example.co.jp",
+        "USER_1@Example.ORG",
+        "ｔａｒｏ＠ｅｘａｍｐｌｅ．ｃｏｍ",  # full-width, NFKC first
+    ],
+)
+def test_email_positive(scrub, text):
+    assert scrub(f"連絡先は {text} です") == ("連絡先は <EMAIL> です", {"EMAIL_ADDRESS": 1})
+    assert scrub(f"連絡先は{text}です")[0] == "連絡先は<EMAIL>です"  # no spaces around
+
+
+@pytest.mark.parametrize(
+    "text", ["@username", "a@b", "foo@localhost", "C@T", "x@y.z", "me at example dot com"]
+)
+def test_email_negative(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "090-1234-5678",
+        "080-0000-1111",
+        "070 9876 5432",
+        "09012345678",
+        "090ー1234ー5678",  # long-vowel mark used as a dash
+        "０９０－１２３４－５６７８",  # full-width
+        "03-1234-5678",
+        "06-6123-4567",
+        "045-123-4567",
+        "0466-12-3456",
+        "(03) 1234-5678",
+        "03(1234)5678",
+        "0120-123-456",
+        "0120-12-3456",
+        "0120123456",
+        "0800-123-4567",
+        "+81 90-1234-5678",
+        "+81-3-1234-5678",
+        "+81 3 1234 5678",
+        "+819012345678",
+        "+81 (0)3-1234-5678",
+        "+1 (555) 123-4567",
+        "+1 555-123-4567",
+        "+44 20 7946 0958",
+        "+44 7911 123456",
+    ],
+)
+def test_phone_positive(scrub, number):
+    assert scrub(f"電話は {number} まで") == ("電話は <PHONE> まで", {"PHONE_NUMBER": 1})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-01-15",
+        "12:30",
+        "version 1.2.3",
+        "03-1234",  # too short
+        "tel 03-1234-56789",  # 11 digits but a 5-digit last group
+        "0312345678",  # bare landline digits without a telephone word (order numbers)
+        "ISBN 978-4-04-123456-7",
+        "1,234,567円",
+        "119番に電話",
+        "+5 points",
+        "2024.01.15 10:30",
+        "注文番号 0001-2345-6789-0",
+    ],
+)
+def test_phone_negative(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "4111111111111111",
+        "5555 5555 5555 4444",
+        "3530111333300000",  # JCB
+        "6011 1111 1111 1117",
+        "378282246310005",  # Amex, 15 digits
+        "3782 822463 10005",  # Amex grouping
+        "４１１１　１１１１　１１１１　１１１１",  # full-width
+    ],
+)
+def test_credit_card_positive(scrub, number):
+    assert scrub(f"card {number} exp 12/29") == ("card <ACCOUNT> exp 12/29", {"CREDIT_CARD": 1})
+
+
+def test_credit_card_followed_by_three_digits(scrub):
+    assert scrub("4111 1111 1111 1111 123 months") == ("<ACCOUNT> 123 months", {"CREDIT_CARD": 1})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4111 1111 1111 1112",  # 16 digits, fails Luhn
+        "1234567812345678",  # 16 digits, fails Luhn
+        "0000 0000 0000 0000",  # Luhn-valid zeros
+        "order 41111111111",  # 11 digits
+        "4111111111111111123",  # 19 plain digits, only the first 16 pass Luhn
+    ],
+)
+def test_credit_card_negative(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("123456789018", "<ID>"),  # valid check digit
+        ("番号 1234 5678 9018 です", "番号 <ID> です"),
+        ("9876-5432-1093", "<ID>"),
+        # after a keyword even an invalid check digit is taken
+        ("マイナンバー 1234 5678 9012 から", "マイナンバー <ID> から"),
+        ("私の個人番号は123456789012です", "私の個人番号は<ID>です"),
+        ("my number is 1234-5678-9012", "my number is <ID>"),
+    ],
+)
+def test_my_number_positive(scrub, text, expected):
+    assert scrub(text) == (expected, {"MY_NUMBER": 1})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "123456789012",  # wrong check digit, no keyword
+        "1234 5678 9012",
+        "9 1234 5678 9018",  # part of a longer run of groups
+        "12345678901",  # 11 digits
+    ],
+)
+def test_my_number_negative(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "〒100-0001",
+        "〒1000001",
+        "〒100-0001 東京都千代田区千代田1-1",
+        "東京都千代田区千代田1-1",
+        "大阪府大阪市北区梅田3丁目1番3号",
+        "神奈川県横浜市中区山下町1-2-3",
+        "埼玉県さいたま市浦和区高砂3-15-1",
+        "京都府京都市左京区吉田本町36-1",
+        "東京都千代田区千代田１－１",  # full-width digits and dash
+        "世田谷区太子堂4-1-1",  # no prefecture
+    ],
+)
+def test_address_positive(scrub, address):
+    assert scrub(f"住所は{address}です") == ("住所は<ADDRESS>です", {"ADDRESS": 1})
+
+
+def test_english_street_address(scrub):
+    assert scrub("Send it to 742 Evergreen Terrace, Springfield") == (
+        "Send it to <ADDRESS>",
+        {"ADDRESS": 1},
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "東京都に住んでいます",
+        "東京都の区役所に3回行った",
+        "郵便番号(123-4567の形式)にマッチさせたい",
+        "100-0001",
+        "東京都内で3-4人",
+        "長野県と山梨県の県境は3000m級の山",
+        "東京で美味しいラーメン屋を教えてください",
+        "大阪市の人口は約275万人です",
+    ],
+)
+def test_address_negative(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("口座番号 1234567 に振り込んで", "口座番号 <ACCOUNT> に振り込んで"),
+        ("普通預金 7654321", "普通預金 <ACCOUNT>"),
+        ("my account number is 12345678", "my account number is <ACCOUNT>"),
+        ("IBAN GB82 WEST 1234 5698 7654 32", "IBAN <ACCOUNT>"),
+    ],
+)
+def test_bank_account(scrub, text, expected):
+    assert scrub(text) == (expected, {"BANK_ACCOUNT": 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "entity"),
+    [
+        ("旅券番号はMZ7654321です", "旅券番号は<ID>です", "PASSPORT"),
+        ("my passport number is 512345678", "my passport number is <ID>", "PASSPORT"),
+        ("運転免許証の番号は123456789012", "運転免許証の番号は<ID>", "DRIVER_LICENSE"),
+        ("driver's license D1234567 expired", "driver's license <ID> expired", "DRIVER_LICENSE"),
+    ],
+)
+def test_identity_documents(scrub, text, expected, entity):
+    assert scrub(text) == (expected, {entity: 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("接続元は 10.0.0.1 と 2001:db8::1 です", "接続元は <IP> と <IP> です"),
+    ],
+)
+def test_ip_addresses(scrub, text, expected):
+    assert scrub(text) == (expected, {"IP_ADDRESS": 2})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("password=hunter2 でログインできない", "password=<SECRET> でログインできない"),
+        ("パスワードはSecr3t!です", "パスワードは<SECRET>です"),
+        ("API_KEY: abcd1234efgh5678", "API_KEY: <SECRET>"),
+        ("key AKIAIOSFODNN7EXAMPLE leaked", "key <SECRET> leaked"),
+        ("token ghp_" + "a1B2" * 9, "token <SECRET>"),
+        ("export OPENAI_API_KEY=sk-proj-" + "x9" * 12, "export OPENAI_API_KEY=<SECRET>"),
+    ],
+)
+def test_secrets(scrub, text, expected):
+    assert scrub(text) == (expected, {"SECRET": 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("田中花子の連絡先を調べて", "<PERSON>の連絡先を調べて"),
+        ("My coworker John Smith keeps calling", "My coworker <PERSON> keeps calling"),
+        ("Ask Mr. Tanaka about it", "Ask Mr. <PERSON> about it"),
+    ],
+)
+def test_private_persons(scrub, text, expected):
+    assert scrub(text) == (expected, {"PERSON": 1})
+
+
+# ---------------------------------------------------------------- look-alikes
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "身長は170cmです",
+        "1998年12月3日に生まれた人の星座は?",
+        "円周率は3.14159265です",
+        "ISBN 978-4-04-123456-7 の本",
+        "日本の人口は約1億2400万人です",
+        "このノートPCは128,000円でした",
+        "型番 AB-1234-XY の部品",
+        "織田信長はどんな人物でしたか",
+        "アインシュタインの相対性理論を説明して",
+        "Who was Abraham Lincoln?",
+        "What did Marie Curie discover?",
+        "Python 3.11.4 をインストールしたい",
+    ],
+)
+def test_look_alikes_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+def test_allow_list_is_a_parameter(pii_params, scrub):
+    assert scrub("同僚の山田太郎さんに聞いて")[0] == "同僚の<PERSON>さんに聞いて"
+    params = copy.deepcopy(pii_params)
+    params["allow_list"].append("山田太郎")
+    [result] = pii.pii_scrubber(params).scrub(["同僚の山田太郎さんに聞いて"], ["ja"])
+    assert result.text == "同僚の山田太郎さんに聞いて"
+
+
+def test_placeholders_and_counts_for_several_entities(scrub):
+    text = (
+        "a@example.com と b@example.org に連絡、電話 090-1234-5678 / +1 555-123-4567、"
+        "カード 4111 1111 1111 1111、〒100-0001"
+    )
+    assert scrub(text) == (
+        "<EMAIL> と <EMAIL> に連絡、電話 <PHONE> / <PHONE>、カード <ACCOUNT>、<ADDRESS>",
+        {"EMAIL_ADDRESS": 2, "PHONE_NUMBER": 2, "CREDIT_CARD": 1, "ADDRESS": 1},
+    )
+
+
+def test_placeholders_already_in_the_text_are_not_counted(scrub):
+    assert scrub("literal <PHONE> and <EMAIL>") == ("literal <PHONE> and <EMAIL>", {})
+
+
+# ------------------------------------------------------------------- engine
+
+
+def test_batches_keep_order_and_languages(scrubber):
+    texts = ["田中花子に電話 090-1234-5678", "mail me at x@example.com", "今日は晴れ"]
+    results = scrubber.scrub(texts, ["ja", "en", "ja"])
+    assert [r.text for r in results] == ["<PERSON>に電話 <PHONE>", "mail me at <EMAIL>", "今日は晴れ"]
+
+
+def test_an_engine_error_is_reported_for_that_text_only(scrubber, monkeypatch):
+    analyze = scrubber.analyzer.analyze
+
+    def failing(text, **kwargs):
+        if "BOOM" in text:
+            raise RuntimeError("recogniser crashed")
+        return analyze(text=text, **kwargs)
+
+    monkeypatch.setattr(scrubber.analyzer, "analyze", failing)
+    ok, bad = scrubber.scrub(["x@example.com", "BOOM x@example.com"], ["en", "en"])
+    assert ok.text == "<EMAIL>" and ok.error is None
+    assert bad.text is None and bad.error == "RuntimeError: recogniser crashed"
+
+
+def test_a_failing_batch_is_retried_text_by_text(scrubber, monkeypatch):
+    engine = scrubber.analyzer.nlp_engine
+    process_text = engine.process_text
+
+    def broken_batch(*args, **kwargs):
+        raise ValueError("pipe failed")
+        yield  # a generator, like the real one
+
+    def one(text, language):
+        if "BOOM" in text:
+            raise MemoryError("too big")
+        return process_text(text, language)
+
+    monkeypatch.setattr(engine, "process_batch", broken_batch)
+    monkeypatch.setattr(engine, "process_text", one)
+    ok, bad = scrubber.scrub(["田中花子です", "BOOM"], ["ja", "ja"])
+    assert ok.text == "<PERSON>です"
+    assert bad.error == "MemoryError: too big"
+
+
+def test_unknown_language_is_an_error_result(scrubber):
+    [result] = scrubber.scrub(["bonjour"], ["fr"])
+    assert result.text is None and "no PII pipeline for language 'fr'" in result.error
+
+
+def test_nothing_is_downloaded(pii_params, monkeypatch):
+    """Building the engine never downloads: not through spaCy, not through Presidio's
+    NlpEngineProvider (whose default fetches en_core_web_lg); a model that is not
+    installed is an error that names it."""
+    import spacy.cli
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(spacy.cli, "download", forbidden)
+    monkeypatch.setattr(NlpEngineProvider, "create_engine", forbidden)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = PiiConfig.model_validate(
+        {**pii_params, "ner": {**pii_params["ner"], "models": {"en": "blank"}}}
+    )
+    scrubber = PiiScrubber(config)  # builds without the forbidden calls
+    assert scrubber.scrub(["x@example.com"], ["en"])[0].text == "<EMAIL>"
+    missing = {**pii_params, "ner": {**pii_params["ner"], "models": {"en": "en_core_web_lg"}}}
+    with pytest.raises(ModuleNotFoundError, match="'en_core_web_lg' is not installed"):
+        PiiScrubber(PiiConfig.model_validate(missing))
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"unknown_key": 1}, "unknown_key"),
+        ({"placeholders": {"PERSON": "<PERSON>"}}, "no placeholder for"),
+        ({"score_threshold": 2}, "score_threshold"),
+    ],
+)
+def test_config_is_validated(pii_params, change, match):
+    with pytest.raises(ValueError, match=match):
+        PiiConfig.model_validate({**pii_params, **change})
+
+
+def test_unknown_validator_is_named(pii_params):
+    recognizers = [{**pii_params["recognizers"][0], "validator": "crc"}]
+    with pytest.raises(ValueError, match="unknown validator.*crc"):
+        PiiConfig.model_validate({**pii_params, "recognizers": recognizers})
