@@ -11,7 +11,6 @@ when that variable is set.
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import shutil
@@ -39,20 +38,18 @@ class DevToolsPipe:
     def __init__(self, chromium: str, profile: Path):
         to_chromium, self._commands = os.pipe()
         self._events, from_chromium = os.pipe()
-        # Chromium reads commands on fd 3 and writes on fd 4; move our ends out of the way
-        # first so that the dup2 calls in the child cannot overwrite each other.
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_chromium, from_chromium)]
+        # Chromium reads commands on fd 3 and writes on fd 4. bash moves the pipe ends there
+        # (a preexec_fn would run Python in a forked child of a threaded process).
+        moves = f"3<&{to_chromium} 4>&{from_chromium} {to_chromium}<&- {from_chromium}>&-"
+        self.process = subprocess.Popen(
+            ["bash", "-c", f'exec "$0" "$@" {moves}', chromium, "--headless", "--no-sandbox",
+             "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+             "--remote-debugging-pipe", "--window-size=1000,900", "about:blank"],
+            pass_fds=(to_chromium, from_chromium), stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
         os.close(to_chromium)
         os.close(from_chromium)
-        self.process = subprocess.Popen(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-pipe",
-             "--window-size=1000,900", "about:blank"],
-            pass_fds=(3, 4), preexec_fn=lambda: (os.dup2(high[0], 3), os.dup2(high[1], 4)),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for fd in high:
-            os.close(fd)
         self._buffer = b""
         self._next_id = 0
 
@@ -100,7 +97,7 @@ class DevToolsPipe:
 # Waits until the page shows a result (or an error) and returns what it shows.
 READ_PAGE = """(async () => {
   const $ = (id) => document.getElementById(id);
-  const deadline = Date.now() + %d;
+  const deadline = Date.now() + TIMEOUT_MS;
   while ($("result").hidden && !$("error").textContent) {
     if (Date.now() > deadline) throw new Error("the page showed no answer");
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -113,7 +110,7 @@ READ_PAGE = """(async () => {
             (row) => row.dataset.label),
           probabilities: [...$("probabilities").tBodies[0].rows].map(
             (row) => [row.dataset.label, row.cells[1].textContent])};
-})()""" % (TIMEOUT_S * 1000)
+})()""".replace("TIMEOUT_MS", str(TIMEOUT_S * 1000))
 
 
 def test_page_shows_reply_decision_probabilities_and_latency(scripted, start_server,
