@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from so8t_kedro.export import gguf as gguf_export
+from so8t_kedro.export.llama_process import CRASH_INJECTION_ENV
 from so8t_kedro.serve import load_service
 from so8t_kedro.think_format import render_prompt
 
@@ -16,10 +17,14 @@ REQUESTS = [("Pythonでリストを並べ替える方法は？", "ja"), ("How do
 
 
 @pytest.fixture(scope="module")
-def gguf_service(tiny_base_dir, tmp_path_factory):
-    path = gguf_export.write_gguf(tiny_base_dir,
+def gguf_path(tiny_base_dir, tmp_path_factory):
+    return gguf_export.write_gguf(tiny_base_dir,
                                   tmp_path_factory.mktemp("gguf") / "tiny-f16.gguf", "F16")
-    return load_service(tiny_base_dir, gguf=path, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def gguf_service(tiny_base_dir, gguf_path):
+    return load_service(tiny_base_dir, gguf=gguf_path, max_new_tokens=12)
 
 
 def test_label_scores_match_the_hf_backend(gguf_service, tiny_service):
@@ -51,3 +56,23 @@ def test_serving_a_gguf_gives_the_hf_decision(gguf_service, tiny_service, start_
         assert body["final"] == hf.reply.text and body["fallback"] is hf.reply.fallback
         assert np.allclose(list(body["probabilities"].values()),
                            list(hf.assessment.probabilities.values()), atol=1e-3)
+
+
+def test_a_llama_cpp_crash_is_one_500_and_the_server_recovers(tiny_base_dir, gguf_path,
+                                                             start_server, call, monkeypatch):
+    """SIGILL inside llama.cpp while generating (as on a CPU whose AMX the OS does not
+    enable): that request gets a JSON 500 and an audit line; the server stays up and the
+    next request, served by a new llama.cpp child, succeeds."""
+    monkeypatch.setenv(CRASH_INJECTION_ENV, "generate:SIGILL")
+    service = load_service(tiny_base_dir, gguf=gguf_path, max_new_tokens=12)
+    monkeypatch.delenv(CRASH_INJECTION_ENV)  # only the first child was started with it
+    server = start_server(service)
+    request = {"text": REQUESTS[0][0], "language": REQUESTS[0][1]}
+    crashed = call(server, "POST", "/think", request)
+    assert crashed.status == 500
+    assert crashed.json["error"]["status"] == 500
+    served = call(server, "POST", "/think", request)
+    assert served.status == 200 and served.json["decision"] in (
+        "ALLOW", "ESCALATION", "DENY", "REFUSE")
+    assert call(server, "GET", "/healthz").status == 200
+    assert [line["status"] for line in server.audit_lines()] == [500, 200, 200]  # + healthz
