@@ -27,6 +27,7 @@ from so8t_kedro.serve.app import (
     uvicorn_server,
 )
 from so8t_kedro.serve.audit import AuditLog
+from so8t_kedro.export.llama_process import EXTRA_BUFFER_MODES
 from so8t_kedro.serve.config import load_serve_conf
 from so8t_kedro.serve.inference import load_service, request_audit_fields
 from so8t_kedro.think_format import FORMATS, LANGUAGES
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stock Phi-3 Hugging Face directory (e.g. the baked model)")
     parser.add_argument("--gguf", help="run this GGUF file with llama.cpp instead; "
                                        "--model-dir then gives its tokenizer")
+    parser.add_argument("--llama-extra-buffers", choices=EXTRA_BUFFER_MODES, default="off",
+                        help="llama.cpp's AMX/repack weight layouts for --gguf: off (safe on "
+                             "every CPU), auto (where a one-time probe proved them), on")
     parser.add_argument("--language", choices=LANGUAGES, default="ja",
                         help="language of the one request (default: ja)")
     parser.add_argument("--max-new-tokens", type=int, default=512)
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     service = load_service(args.model_dir, gguf=args.gguf, max_new_tokens=args.max_new_tokens,
-                           temperature=args.temperature, fmt=args.fmt, device=args.device)
+                           temperature=args.temperature, fmt=args.fmt, device=args.device,
+                           extra_buffer_types=args.llama_extra_buffers)
     audit = AuditLog(args.audit_log)
     if args.http:
         limits = ServerLimits(max_request_chars=args.max_request_chars,

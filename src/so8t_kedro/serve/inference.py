@@ -139,6 +139,7 @@ def load_service(
     quantization: str | None = None,
     max_probe_tokens: int = 1024,
     n_ctx: int = 4096,
+    extra_buffer_types: str = "off",
 ) -> ThinkService:
     """A :class:`ThinkService` for a stock Phi-3 model directory (e.g. the baked model).
 
@@ -147,6 +148,8 @@ def load_service(
     converted from). ``fmt``: the /think format the model was trained on (it fixes the
     decision probe). ``temperature``: the calibrated temperature from evaluation, if any.
     ``device`` / ``quantization``: as in ``scoring.load_scoring_model`` (HF backend only).
+    ``extra_buffer_types``: llama.cpp's AMX/repack layouts (GGUF only; see
+    ``export.llama_process``): off, auto or on.
     """
     if gguf is None:
         model, tokenizer = load_scoring_model(model_dir, device=device,
@@ -160,5 +163,6 @@ def load_service(
         generation_config = GenerationConfig.from_pretrained(model_dir, local_files_only=True)
         backend = LlamaCppBackend(gguf, tokenizer,
                                   FourClassScorer(tokenizer, fmt, max_probe_tokens),
-                                  stop_token_ids(generation_config, tokenizer), n_ctx=n_ctx)
+                                  stop_token_ids(generation_config, tokenizer), n_ctx=n_ctx,
+                                  extra_buffer_types=extra_buffer_types)
     return ThinkService(backend, max_new_tokens=max_new_tokens, temperature=temperature)
