@@ -281,6 +281,7 @@ def test_address_negative(scrub, text):
     ("text", "expected"),
     [
         ("口座番号 1234567 に振り込んで", "口座番号 <ACCOUNT> に振り込んで"),
+        ("ゆうちょの口座:記号10120 番号12345671", "ゆうちょの口座:記号10120 番号<ACCOUNT>"),
         ("普通預金 7654321", "普通預金 <ACCOUNT>"),
         ("my account number is 12345678", "my account number is <ACCOUNT>"),
         ("IBAN GB82 WEST 1234 5698 7654 32", "IBAN <ACCOUNT>"),
@@ -297,6 +298,8 @@ def test_bank_account(scrub, text, expected):
         ("my passport number is 512345678", "my passport number is <ID>", "PASSPORT"),
         ("運転免許証の番号は123456789012", "運転免許証の番号は<ID>", "DRIVER_LICENSE"),
         ("driver's license D1234567 expired", "driver's license <ID> expired", "DRIVER_LICENSE"),
+        ("Driver license number: S530-4291-7384", "Driver license number: <ID>", "DRIVER_LICENSE"),
+        ("passport number is C01X00T47", "passport number is <ID>", "PASSPORT"),
     ],
 )
 def test_identity_documents(scrub, text, expected, entity):
@@ -307,6 +310,8 @@ def test_identity_documents(scrub, text, expected, entity):
     ("text", "expected"),
     [
         ("接続元は 10.0.0.1 と 2001:db8::1 です", "接続元は <IP> と <IP> です"),
+        ("ログ:2404:6800:4004:80c::200e と fe80::1ff:fe23:4567:890a", "ログ:<IP> と <IP>"),
+        ("web server 10.0.5.12 and db server 10.0.5.13", "web server <IP> and db server <IP>"),
     ],
 )
 def test_ip_addresses(scrub, text, expected):
@@ -318,6 +323,7 @@ def test_ip_addresses(scrub, text, expected):
     [
         ("password=hunter2 でログインできない", "password=<SECRET> でログインできない"),
         ("パスワードはSecr3t!です", "パスワードは<SECRET>です"),
+        ("暗証番号1234を教えた", "暗証番号<SECRET>を教えた"),
         ("API_KEY: abcd1234efgh5678", "API_KEY: <SECRET>"),
         ("key AKIAIOSFODNN7EXAMPLE leaked", "key <SECRET> leaked"),
         ("token ghp_" + "a1B2" * 9, "token <SECRET>"),
@@ -334,6 +340,9 @@ def test_secrets(scrub, text, expected):
         ("田中花子の連絡先を調べて", "<PERSON>の連絡先を調べて"),
         ("My coworker John Smith keeps calling", "My coworker <PERSON> keeps calling"),
         ("Ask Mr. Tanaka about it", "Ask Mr. <PERSON> about it"),
+        ("a complaint from our customer Brian O'Neil", "a complaint from our customer <PERSON>"),
+        ("電話、メール、担当 北村", "電話、メール、担当 <PERSON>"),
+        ("普通 名義 ヤマダタロウ", "普通 名義 <PERSON>"),
     ],
 )
 def test_private_persons(scrub, text, expected):
@@ -358,6 +367,11 @@ def test_private_persons(scrub, text, expected):
         "Who was Abraham Lincoln?",
         "What did Marie Curie discover?",
         "Python 3.11.4 をインストールしたい",
+        "ファームウェア 2.0.1.3 に更新",  # a version, not an IPv4 address
+        "JANコード4901234567894の商品",  # 13 digits, Luhn-valid, not a card
+        "光速は299,792,458 m/sです",  # GiNZA tags it Person: ner.reject drops digits
+        "品番: KJ-55X85J",  # GiNZA tags KJ Person: 1-3 Latin letters are a code
+        "12:30:45 に開始",  # looks like IPv6 to the regex; ipaddress says no
     ],
 )
 def test_look_alikes_are_kept(scrub, text):
@@ -411,23 +425,33 @@ def test_an_engine_error_is_reported_for_that_text_only(scrubber, monkeypatch):
 
 
 def test_a_failing_batch_is_retried_text_by_text(scrubber, monkeypatch):
-    engine = scrubber.analyzer.nlp_engine
-    process_text = engine.process_text
+    docs = scrubber._docs
 
-    def broken_batch(*args, **kwargs):
-        raise ValueError("pipe failed")
-        yield  # a generator, like the real one
-
-    def one(text, language):
-        if "BOOM" in text:
+    def fragile(texts, language):
+        if any("BOOM" in text for text in texts):
             raise MemoryError("too big")
-        return process_text(text, language)
+        return docs(texts, language)
 
-    monkeypatch.setattr(engine, "process_batch", broken_batch)
-    monkeypatch.setattr(engine, "process_text", one)
-    ok, bad = scrubber.scrub(["田中花子です", "BOOM"], ["ja", "ja"])
-    assert ok.text == "<PERSON>です"
-    assert bad.error == "MemoryError: too big"
+    monkeypatch.setattr(scrubber, "_docs", fragile)
+    ok, bad, after = scrubber.scrub(["田中花子です", "BOOM", "山田太郎です"], ["ja"] * 3)
+    assert (ok.text, after.text) == ("<PERSON>です", "<PERSON>です")
+    assert bad.text is None and bad.error == "MemoryError: too big"
+
+
+def test_only_texts_with_a_dictionary_name_go_through_the_ner_model(scrubber, monkeypatch):
+    nlp = scrubber.analyzer.nlp_engine.nlp["ja"]
+    seen: list[str] = []
+    pipe = nlp.pipe
+
+    def spy(docs, **kwargs):
+        docs = list(docs)
+        seen.extend(doc.text for doc in docs)
+        return pipe(docs, **kwargs)
+
+    monkeypatch.setattr(nlp, "pipe", spy)
+    results = scrubber.scrub(["東京で美味しいラーメン", "同僚の山田太郎さん"], ["ja", "ja"])
+    assert seen == ["同僚の山田太郎さん"]
+    assert [r.text for r in results] == ["東京で美味しいラーメン", "同僚の<PERSON>さん"]
 
 
 def test_unknown_language_is_an_error_result(scrubber):
