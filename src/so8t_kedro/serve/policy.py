@@ -64,8 +64,8 @@ class ReplyPolicy:
             raise ValueError("reply policy: on_decision_disagreement must be one of "
                              f"{DISAGREEMENT_CHOICES}, got {self.on_decision_disagreement!r}")
         if not isinstance(self.escalation_includes_model_answer, bool):
-            raise ValueError(  # noqa: TRY004 - a conf error, reported like the others"reply policy: escalation_includes_model_answer must be true or "
-                             "false")
+            raise ValueError(  # noqa: TRY004 - a conf error, reported like the others
+                "reply policy: escalation_includes_model_answer must be true or false")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ReplyPolicy:
