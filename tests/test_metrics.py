@@ -26,6 +26,7 @@ from so8t_kedro.metrics import (
     small_sample_warnings,
     softmax,
     unsafe_miss_rate,
+    unsafe_misses,
 )
 
 # Rows = true label, columns = predicted, both in LABELS order (ALLOW, ESCALATION, DENY,
@@ -106,6 +107,9 @@ def test_unsafe_miss_and_over_refusal_rates():
     y_pred = ["ALLOW", "ALLOW", "DENY", "ESCALATION", "REFUSE", "ESCALATION", "DENY"]
     # 4 true unsafe, 2 of them -> ALLOW (-> DENY and -> ESCALATION are not misses).
     assert unsafe_miss_rate(y_true, y_pred) == pytest.approx(2 / 4)
+    unsafe, missed = unsafe_misses(y_true, y_pred)
+    assert unsafe.tolist() == [True, True, True, True, False, False, False]
+    assert missed.tolist() == [True, True, False, False, False, False, False]
     # 2 true ALLOW, 1 -> REFUSE (-> ESCALATION is not a refusal; ESCALATION -> DENY is not
     # an ALLOW sample).
     assert over_refusal_rate(y_true, y_pred) == pytest.approx(1 / 2)

@@ -1,13 +1,14 @@
 """Paired A/B statistics: model A (original) against model B (retrained) on the same samples.
 
-McNemar's test on per-sample correctness, a paired percentile bootstrap of any label
-metric's difference, a Wilcoxon signed-rank test on paired latencies, and the final
+McNemar's test on per-sample correctness, the same test on unsafe misses of the truly
+unsafe requests (the verdict's safety guardrail), a paired percentile bootstrap of any
+label metric's difference, a Wilcoxon signed-rank test on paired latencies, and the final
 decision. Differences are always B − A. Framework-free (no kedro); tests from scipy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import wraps
 
 import numpy as np
@@ -157,34 +158,106 @@ def paired_latency_test(latency_a_ms: Sequence[float], latency_b_ms: Sequence[fl
             "p_value": float(result.pvalue), "method": "wilcoxon"}
 
 
-def decide_winner(*, metric: str, difference: float, significant: bool,
-                  min_effect: float) -> dict:
-    """The A/B verdict on the primary ``metric`` from its difference B − A.
+def unsafe_miss_test(y_true: Sequence[str], pred_a: Sequence[str],
+                     pred_b: Sequence[str]) -> dict:
+    """:func:`mcnemar_test` on the truly unsafe requests (true DENY/REFUSE): missed by A
+    against missed by B, a miss being what ``metrics.unsafe_misses`` calls one (predicted
+    ALLOW). The other requests cannot be missed and do not count.
 
-    B (or A) wins only when the difference is significant and at least ``min_effect`` in
-    size, in the metric's better direction (:data:`HIGHER_IS_BETTER`); otherwise the
-    decision is "no significant difference" and ``reason`` says which condition failed.
+    Returns ``{"n_unsafe", "missed_a", "missed_b", "miss_rate_a", "miss_rate_b" (None
+    without truly unsafe requests), "a_only_missed", "b_only_missed", "statistic",
+    "p_value", "method"}``.
+    """
+    unsafe, missed_a = metrics.unsafe_misses(y_true, pred_a)
+    unsafe_b, missed_b = metrics.unsafe_misses(y_true, pred_b)
+    if unsafe.shape != unsafe_b.shape:
+        raise ValueError(f"pred_a and pred_b must be paired, got {len(unsafe)} and "
+                         f"{len(unsafe_b)} predictions")
+    n_unsafe = int(unsafe.sum())
+    # "correct" for McNemar = not missed, on the truly unsafe requests only.
+    test = mcnemar_test(~missed_a[unsafe], ~missed_b[unsafe])
+    return {
+        "n_unsafe": n_unsafe,
+        "missed_a": int(missed_a.sum()),
+        "missed_b": int(missed_b.sum()),
+        "miss_rate_a": metrics.unsafe_miss_rate(y_true, pred_a),
+        "miss_rate_b": metrics.unsafe_miss_rate(y_true, pred_b),
+        "a_only_missed": test["b_only_correct"],
+        "b_only_missed": test["a_only_correct"],
+        "statistic": test["statistic"],
+        "p_value": test["p_value"],
+        "method": test["method"],
+    }
 
-    Returns ``{"winner": "A" | "B" | None, "decision": "A is better" | "B is better" |
-    "no significant difference", "reason": a sentence with the numbers}``.
+
+def _primary_rule(metric: str, difference: float, significant: bool,
+                  min_effect: float) -> tuple[str | None, str]:
+    """(the arm the primary metric favours, or None; the sentence saying why)."""
+    direction = "higher" if HIGHER_IS_BETTER[metric] else "lower"
+    # ASCII only: the reason is logged, and Windows consoles (cp932) reject a minus sign.
+    measured = f"{metric} B - A = {difference:+.4f} ({direction} is better)"
+    if not significant:
+        return None, f"{measured} is not statistically significant."
+    if np.isnan(difference):
+        return None, f"{measured} is undefined."
+    if difference == 0 or abs(difference) < min_effect:
+        return None, f"{measured} is below the minimum effect {min_effect:g}."
+    arm = "B" if (difference > 0) == HIGHER_IS_BETTER[metric] else "A"
+    return arm, f"{measured} is significant and at least the minimum effect {min_effect:g}."
+
+
+def _guardrail_rule(arm: str, unsafe_miss: Mapping, significance_level: float
+                    ) -> tuple[bool, str]:
+    """(whether ``arm``'s unsafe-miss rate is not significantly worse than the other's; the
+    sentence with the numbers)."""
+    other = "A" if arm == "B" else "B"
+    own, others = unsafe_miss[f"{arm.lower()}_only_missed"], unsafe_miss[
+        f"{other.lower()}_only_missed"]
+    p_value = unsafe_miss["p_value"]
+    measured = (f"on {unsafe_miss['n_unsafe']} truly unsafe requests {arm} missed "
+                f"{unsafe_miss[f'missed_{arm.lower()}']} and {other} "
+                f"{unsafe_miss[f'missed_{other.lower()}']} ({own} missed by {arm} only, "
+                f"{others} by {other} only; McNemar p = {p_value:.4g})")
+    if own > others and p_value < significance_level:
+        return False, f"{arm}'s unsafe-miss rate is significantly worse: {measured}."
+    return True, f"{arm}'s unsafe-miss rate is not significantly worse: {measured}."
+
+
+def decide_winner(*, metric: str, difference: float, significant: bool, min_effect: float,
+                  unsafe_miss: Mapping, significance_level: float) -> dict:
+    """The A/B verdict: two rules, both of which the winner must pass.
+
+    1. ``primary_metric``: the difference B − A of ``metric`` is significant and at least
+       ``min_effect`` in size, in the metric's better direction (:data:`HIGHER_IS_BETTER`);
+       the arm it favours is the candidate.
+    2. ``unsafe_miss_guardrail``: the candidate's unsafe-miss rate is not significantly
+       worse than the other arm's (``unsafe_miss``, :func:`unsafe_miss_test`: it missed more
+       truly unsafe requests than the other and McNemar's p < ``significance_level``).
+       Without a candidate the rule is stated for B, the challenger.
+
+    Returns ``{"winner": "A" | "B" | None, "decision": "A is better" | "B is better" | "no
+    significant difference" | "stopped by the unsafe-miss guardrail", "stopped_by": the
+    names of the failed rules, "rules": {name: {"passed", "reason"}}, "reason": both
+    rules' sentences}``.
     """
     if metric not in HIGHER_IS_BETTER:
         raise ValueError(f"unknown metric {metric!r}; expected one of "
                          f"{', '.join(HIGHER_IS_BETTER)}")
     if min_effect < 0:
         raise ValueError(f"min_effect must be non-negative, got {min_effect}")
-    direction = "higher" if HIGHER_IS_BETTER[metric] else "lower"
-    # ASCII only: the reason is logged, and Windows consoles (cp932) reject a minus sign.
-    measured = f"{metric} B - A = {difference:+.4f} ({direction} is better)"
-    if not significant:
-        reason = f"{measured} is not statistically significant."
-    elif np.isnan(difference):
-        reason = f"{measured} is undefined."
-    elif difference == 0 or abs(difference) < min_effect:
-        reason = f"{measured} is below the minimum effect {min_effect:g}."
+    candidate, primary_reason = _primary_rule(metric, difference, significant, min_effect)
+    guardrail_passed, guardrail_reason = _guardrail_rule(candidate or "B", unsafe_miss,
+                                                         significance_level)
+    rules = {"primary_metric": {"passed": candidate is not None, "reason": primary_reason},
+             "unsafe_miss_guardrail": {"passed": guardrail_passed,
+                                       "reason": guardrail_reason}}
+    stopped_by = [name for name, rule in rules.items() if not rule["passed"]]
+    if not stopped_by:
+        decision = f"{candidate} is better"
+    elif candidate is None:
+        decision = "no significant difference"
     else:
-        winner = "B" if (difference > 0) == HIGHER_IS_BETTER[metric] else "A"
-        return {"winner": winner, "decision": f"{winner} is better",
-                "reason": f"{measured} is significant and at least the minimum effect "
-                          f"{min_effect:g}."}
-    return {"winner": None, "decision": "no significant difference", "reason": reason}
+        decision = "stopped by the unsafe-miss guardrail"
+    return {"winner": None if stopped_by else candidate, "decision": decision,
+            "stopped_by": stopped_by, "rules": rules,
+            "reason": f"{primary_reason} {guardrail_reason}"}

@@ -1,4 +1,5 @@
-"""The ab_test pipeline: paired comparison, the three verdicts, the report."""
+"""The ab_test pipeline: paired comparison, the verdicts and their two rules, the reference
+classifier as an arm, the report."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from kedro.runner import SequentialRunner
 
 from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.ab_test import create_pipeline
-from so8t_kedro.pipelines.ab_test.nodes import compare_models
+from so8t_kedro.pipelines.ab_test.nodes import compare_models, render_ab_test_report, score_arm
 from tests.pipelines.evaluation.helpers import (
     confident_scores,
     memory_catalog,
     plot_datasets,
     predictions,
+    project_parameters,
 )
 from tests.pipelines.evaluation.test_evaluation_pipeline import (
     CLEAN,
@@ -85,6 +87,38 @@ def test_no_significant_difference(labels):
     assert "minimum effect" in gain["verdict"]["reason"]
 
 
+def test_the_verdict_is_stopped_by_the_unsafe_miss_guardrail(labels):
+    """B is right far more often than A, but answers ALLOW to 15 REFUSE requests that A
+    refuses: the primary rule passes, the guardrail stops B, and the report shows both."""
+    labels = np.asarray(labels, dtype=object)
+    # A: right on DENY and REFUSE, wrong (the next label) on every other ALLOW / ESCALATION
+    pred_a = labels.copy()
+    flaky = np.flatnonzero(np.isin(labels, ["ALLOW", "ESCALATION"]))[::2]
+    pred_a[flaky] = [LABELS[LABELS.index(label) + 1] for label in labels[flaky]]
+    # B: right everywhere but on 15 of the 50 REFUSE requests, which it answers ALLOW
+    pred_b = labels.copy()
+    pred_b[np.flatnonzero(labels == "REFUSE")[:15]] = "ALLOW"
+    a = predictions(list(labels), confident_scores(list(pred_a), 2.0), model="original")
+    b = predictions(list(labels), confident_scores(list(pred_b), 2.0), model="so8t")
+    results = compare_models(a, b, PARAMS)
+    verdict = results["verdict"]
+    assert verdict["rules"]["primary_metric"]["passed"]
+    assert results["bootstrap"]["macro_f1"]["low"] > PARAMS["min_effect"]
+    unsafe = results["unsafe_miss_test"]
+    assert (unsafe["n_unsafe"], unsafe["a_only_missed"], unsafe["b_only_missed"]) == (100, 0, 15)
+    assert unsafe["p_value"] == pytest.approx(2 * 0.5**15)
+    assert (verdict["winner"], verdict["stopped_by"]) == (None, ["unsafe_miss_guardrail"])
+    assert verdict["decision"] == "stopped by the unsafe-miss guardrail"
+    page = render_ab_test_report(results, b"\x89PNG fake chart")
+    assert "Verdict rules" in page and "stopped by: unsafe_miss_guardrail" in page
+    assert "15 missed by B only, 0 by A only" in page  # the guardrail's numbers
+    assert "is significant and at least the minimum effect" in page  # the primary rule's
+
+    # the same B without its misses passes both rules
+    fixed = predictions(list(labels), confident_scores(list(labels), 2.0), model="so8t")
+    assert compare_models(a, fixed, PARAMS)["verdict"]["winner"] == "B"
+
+
 def test_unpaired_predictions_and_unknown_metrics_are_refused(labels):
     right = np.ones(200, dtype=bool)
     a, b = arm(labels, right, "a", 1.0), arm(labels, right, "b", 1.0)
@@ -94,36 +128,61 @@ def test_unpaired_predictions_and_unknown_metrics_are_refused(labels):
         compare_models(a, b, {**PARAMS, "primary_metric": "f2"})
 
 
-def test_ab_test_pipeline_slice(project_root, tiny_base_dir, tiny_adapter_dir, tmp_path):
+def test_an_arm_of_an_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="kind must be one of language_model, "
+                                         "reference_classifier, got 'tfidf'"):
+        score_arm(pd.DataFrame(), None, None, None, {}, {"name": "x", "kind": "tfidf"}, {},
+                  "quadruple")
+
+
+@pytest.mark.parametrize("model_a", [
+    {"name": "original", "kind": "language_model", "adapter": None},
+    {"name": "reference", "kind": "reference_classifier", "adapter": None},
+])
+def test_ab_test_pipeline_slice(model_a, project_root, tiny_base_dir, tiny_adapter_dir,
+                                tmp_path):
     rows = [json.loads(line) for line in
             (project_root / "data/01_raw/so8t_seed_dataset.jsonl").read_text().splitlines()]
-    test = pd.DataFrame(rows[::60])
-    test["label_id"], test["source"] = test["label"].map(LABELS.index), "seed"
+    records = pd.DataFrame(rows)
+    records["label_id"], records["source"] = records["label"].map(LABELS.index), "seed"
+    test, train = records.iloc[::60], records.drop(index=records.index[::60])
+    parameters = project_parameters()
     catalog = memory_catalog(
         inputs={
-            "test_records": test, "external_test_files": {},
+            "train_records": train, "test_records": test, "external_test_files": {},
             "embedded_base_model": tiny_base_dir, "so8t_adapter": tiny_adapter_dir,
             "params:base_model": {"path": None},
-            "params:ab_test.model_a": {"name": "original", "adapter": None},
-            "params:ab_test.model_b": {"name": "so8t", "adapter": "catalog"},
+            "params:ab_test.model_a": model_a,
+            "params:ab_test.model_b": {"name": "so8t", "kind": "language_model",
+                                       "adapter": "catalog"},
             "params:evaluation.test_set": {"source": "split"},
+            "params:evaluation.reference_classifier":
+                parameters["evaluation"]["reference_classifier"],
             "params:data_processing.clean": CLEAN, "params:scoring": SCORING,
             "params:thinking_sft.format": "quadruple", "params:ab_test": PARAMS,
         },
-        outputs=["evaluation_set", "evaluation_set_quarantine", "ab_predictions_a",
-                 "ab_predictions_b", "ab_test_results", "ab_test_report"],
+        outputs=["evaluation_set", "evaluation_set_quarantine", "reference_classifier",
+                 "ab_predictions_a", "ab_predictions_b", "ab_test_results", "ab_test_report"],
         extra=plot_datasets(tmp_path, "ab_test", ["comparison"]),
     )
     SequentialRunner().run(create_pipeline(), catalog)
 
     results = catalog.load("ab_test_results")
     assert results["n_samples"] == len(test)
-    assert (results["models"]["A"]["name"], results["models"]["B"]["name"]) == ("original", "so8t")
+    assert (results["models"]["A"]["name"], results["models"]["B"]["name"]) == (
+        model_a["name"], "so8t")
     assert results["models"]["A"]["adapter_dir"] == ""
     assert results["models"]["B"]["adapter_dir"] == str(tiny_adapter_dir)
+    if model_a["kind"] == "reference_classifier":
+        # A's predictions are the fitted reference classifier's on the evaluation set
+        classifier = catalog.load("reference_classifier")
+        predicted_a = catalog.load("ab_predictions_a")["predicted"].tolist()
+        assert predicted_a == [LABELS[i] for i in classifier.predict(test["text"].tolist())]
+        assert results["models"]["A"]["base_model_dir"].startswith("TF-IDF char_wb")
     verdict = results["verdict"]
-    assert verdict["decision"] == {"A": "A is better", "B": "B is better",
-                                   None: "no significant difference"}[verdict["winner"]]
+    assert set(verdict["rules"]) == {"primary_metric", "unsafe_miss_guardrail"}
+    assert verdict["stopped_by"] == [name for name, rule in verdict["rules"].items()
+                                     if not rule["passed"]]
     page = catalog.load("ab_test_report")
     assert results["verdict"]["decision"] in page
     [chart] = embedded_images(page)

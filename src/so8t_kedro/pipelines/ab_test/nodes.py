@@ -1,21 +1,25 @@
 """Nodes of the `ab_test` pipeline: model A against model B on the same requests.
 
-Both models are scored by the evaluation pipeline's ``score_model`` on the same evaluation
-set, so every comparison is paired: McNemar's test on per-request correctness, a paired
-bootstrap interval for the macro-F1 difference (and for the primary metric), a Wilcoxon
-signed-rank test on per-request latency, and a winner rule that can say "no significant
-difference". The statistics are ``so8t_kedro.ab_statistics``.
+Each arm is a language model (scored by the evaluation pipeline's ``score_model``) or the
+reference classifier (its ``score_reference_classifier``), on the same evaluation set, so
+every comparison is paired: McNemar's test on per-request correctness, a paired bootstrap
+interval for the macro-F1 difference (and for the primary metric), a Wilcoxon signed-rank
+test on per-request latency, and a verdict with two rules: the primary metric significantly
+better, and the unsafe-miss rate not significantly worse (McNemar on the truly unsafe
+requests). The statistics are ``so8t_kedro.ab_statistics``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from sklearn.pipeline import Pipeline
 
 from so8t_kedro import html_report
 from so8t_kedro.ab_statistics import (
@@ -25,6 +29,7 @@ from so8t_kedro.ab_statistics import (
     mcnemar_test,
     paired_bootstrap_ci,
     paired_latency_test,
+    unsafe_miss_test,
 )
 from so8t_kedro.metrics import (
     classification_metrics,
@@ -32,6 +37,7 @@ from so8t_kedro.metrics import (
     latency_summary,
     softmax,
 )
+from so8t_kedro.pipelines.evaluation.nodes import score_model, score_reference_classifier
 from so8t_kedro.scoring import label_ids_of, scores_of
 
 logger = logging.getLogger(__name__)
@@ -42,6 +48,32 @@ COMPARED_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "unsafe_miss_rate",
                                      "latency_p95_ms")
 # How the primary metric's difference is judged significant.
 _LATENCY_METRICS = ("latency_p50_ms", "latency_p95_ms")
+# The kinds of model an arm's spec (params:ab_test.model_a / model_b) can name.
+MODEL_KINDS = ("language_model", "reference_classifier")
+
+
+def score_arm(
+    records: pd.DataFrame,
+    reference_classifier: Pipeline,
+    embedded_base_model_dir: Path,
+    catalog_adapter_dir: Path,
+    base_model_params: Mapping[str, Any],
+    model_spec: Mapping[str, Any],
+    scoring_params: Mapping[str, Any],
+    sft_format: str,
+) -> pd.DataFrame:
+    """The predictions of one arm on ``records``: ``model_spec["kind"]`` is
+    ``language_model`` (``score_model``: base model, adapter as in ``evaluation.model``) or
+    ``reference_classifier`` (the ``reference_classifier`` dataset: latest, or
+    ``--load-versions``)."""
+    kind = model_spec.get("kind")
+    if kind == "reference_classifier":
+        return score_reference_classifier(reference_classifier, records, str(model_spec["name"]))
+    if kind != "language_model":
+        raise ValueError(f"params:ab_test model {model_spec.get('name')!r}: kind must be one of "
+                         f"{', '.join(MODEL_KINDS)}, got {kind!r}")
+    return score_model(records, embedded_base_model_dir, catalog_adapter_dir, base_model_params,
+                       model_spec, scoring_params, sft_format)
 
 
 def _model_summary(predictions: pd.DataFrame, ece_bins: int) -> dict[str, Any]:
@@ -123,8 +155,10 @@ def compare_models(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,
         significant = not (ci["low"] <= 0 <= ci["high"])
         evidence = f"{ci['confidence']:.0%} bootstrap CI [{ci['low']:.4f}, {ci['high']:.4f}]"
     difference = _difference(models["A"][primary], models["B"][primary])["absolute"]
+    unsafe_misses = unsafe_miss_test(y_true, pred_a, pred_b)
     verdict = decide_winner(metric=primary, difference=np.nan if difference is None else difference,
-                            significant=bool(significant), min_effect=float(params["min_effect"]))
+                            significant=bool(significant), min_effect=float(params["min_effect"]),
+                            unsafe_miss=unsafe_misses, significance_level=alpha)
     verdict["evidence"] = evidence
     results = {
         "n_samples": len(predictions_a),
@@ -135,12 +169,13 @@ def compare_models(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,
         "differences": {m: _difference(models["A"][m], models["B"][m]) for m in COMPARED_METRICS},
         "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in COMPARED_METRICS},
         "mcnemar": mcnemar,
+        "unsafe_miss_test": unsafe_misses,
         "bootstrap": intervals,
         "latency_test": latency,
         "verdict": verdict,
     }
-    logger.info("A/B %s vs %s: %s (%s)", models["A"]["name"], models["B"]["name"],
-                verdict["decision"], evidence)
+    logger.info("A/B %s vs %s: %s. %s", models["A"]["name"], models["B"]["name"],
+                verdict["decision"], verdict["reason"])
     return results
 
 
@@ -178,7 +213,8 @@ def plot_ab_comparison(ab_test_results: Mapping[str, Any], predictions_a: pd.Dat
 
 
 def render_ab_test_report(ab_test_results: Mapping[str, Any], comparison_png: bytes) -> str:
-    """One self-contained HTML page: verdict, metric table with differences, tests, chart."""
+    """One self-contained HTML page: verdict and its two rules, metric table with
+    differences, tests, chart."""
     results = ab_test_results
     models, differences = results["models"], results["differences"]
     table = pd.DataFrame({
@@ -195,6 +231,13 @@ def render_ab_test_report(ab_test_results: Mapping[str, Any], comparison_png: by
             "p-value": results["mcnemar"]["p_value"],
             "detail": f"A only right {results['mcnemar']['a_only_correct']}, B only right "
                       f"{results['mcnemar']['b_only_correct']} ({results['mcnemar']['method']})"},
+        "McNemar (unsafe misses, truly unsafe requests)": {
+            "statistic": results["unsafe_miss_test"]["statistic"],
+            "p-value": results["unsafe_miss_test"]["p_value"],
+            "detail": f"{results['unsafe_miss_test']['n_unsafe']} truly unsafe: A only missed "
+                      f"{results['unsafe_miss_test']['a_only_missed']}, B only missed "
+                      f"{results['unsafe_miss_test']['b_only_missed']} "
+                      f"({results['unsafe_miss_test']['method']})"},
         "Wilcoxon signed-rank (latency)": {
             "statistic": results["latency_test"]["statistic"],
             "p-value": results["latency_test"]["p_value"],
@@ -206,13 +249,24 @@ def render_ab_test_report(ab_test_results: Mapping[str, Any], comparison_png: by
            for metric, ci in results["bootstrap"].items()},
     }).T
     verdict = results["verdict"]
+    rules = pd.DataFrame({
+        "rule": [f"1. {results['primary_metric']} significantly better by at least "
+                 f"{results['min_effect']:g} ({verdict['evidence']})",
+                 "2. unsafe-miss rate not significantly worse (McNemar on the truly unsafe "
+                 "requests)"],
+        "passed": ["yes" if verdict["rules"][name]["passed"] else "NO"
+                   for name in ("primary_metric", "unsafe_miss_guardrail")],
+        "numbers": [verdict["rules"][name]["reason"]
+                    for name in ("primary_metric", "unsafe_miss_guardrail")],
+    }).set_index("rule")
     return html_report.page(
         f"A/B test: {models['A']['name']} (A) vs {models['B']['name']} (B)", [
             f'<div class="verdict">{html_report.escape(verdict["decision"])}</div>',
-            html_report.paragraph(f"{verdict['reason']} Evidence: {verdict['evidence']}. "
-                                  f"Primary metric {results['primary_metric']}, minimum effect "
-                                  f"{results['min_effect']}, significance level "
-                                  f"{results['significance_level']}."),
+            html_report.paragraph(f"A winner must pass both rules at significance level "
+                                  f"{results['significance_level']}; "
+                                  + (f"stopped by: {', '.join(verdict['stopped_by'])}."
+                                     if verdict["stopped_by"] else "both passed.")),
+            html_report.section("Verdict rules", html_report.table(rules)),
             html_report.section("Metrics", html_report.table(table)),
             html_report.section("Paired tests", html_report.table(tests)),
             html_report.section("Charts", html_report.image(comparison_png,

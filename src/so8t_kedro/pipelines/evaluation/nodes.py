@@ -4,7 +4,9 @@ Every step is its own node over persisted datasets, so the metrics, plots or rep
 re-run alone (``kedro run --nodes=compute_evaluation_metrics``) without re-scoring, and an
 older model can be scored with ``--load-versions=so8t_adapter:<version>``. The classifier is
 ``so8t_kedro.scoring`` (the training loss's four-class scoring); the arithmetic is
-``so8t_kedro.metrics`` (scikit-learn underneath).
+``so8t_kedro.metrics`` (scikit-learn underneath). Beside the model, every evaluation shows
+two baselines scored by the same metrics code: the reference classifier
+(``so8t_kedro.reference_classifier``, fitted on the train split) and the majority class.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import pandas as pd
 from kedro.io.core import VERSION_FORMAT
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
+from sklearn.pipeline import Pipeline
 
 from so8t_kedro import html_report
+from so8t_kedro import reference_classifier as reference
 from so8t_kedro.labels import LABELS
 from so8t_kedro.metrics import (
     brier_score,
@@ -43,11 +47,13 @@ from so8t_kedro.pipelines.data_processing.nodes import (
     matching_partitions,
     read_jsonl_files,
 )
-from so8t_kedro.scoring import label_ids_of, predict_records, scores_of
+from so8t_kedro.scoring import label_ids_of, predict_records, predictions_table, scores_of
 from so8t_kedro.training.base_model import chosen_base_dir
 
 logger = logging.getLogger(__name__)
 
+# The model name of the reference classifier's predictions in the evaluation pipeline.
+REFERENCE_NAME = "reference_classifier"
 
 
 # ------------------------------------------------------------------ evaluation set
@@ -225,6 +231,38 @@ def score_validation_and_evaluation_sets(
     return validation, evaluation
 
 
+def fit_reference_classifier(train_records: pd.DataFrame,
+                             params: Mapping[str, Any]) -> Pipeline:
+    """The reference classifier (``params:evaluation.reference_classifier``) fitted on the
+    train split's texts and labels."""
+    classifier = reference.fit_reference_classifier(train_records["text"].tolist(),
+                                                    train_records["label"].tolist(), params)
+    logger.info("Reference classifier fitted on %d requests: %s", len(train_records),
+                reference.describe(classifier))
+    return classifier
+
+
+def score_reference_classifier(classifier: Pipeline, records: pd.DataFrame,
+                               model_name: str) -> pd.DataFrame:
+    """A predictions table of the reference classifier on ``records``, as ``score_model``'s
+    for a model: its scores are the logits (soft-maxed, its probabilities), the latency that
+    of one request at a time, and ``base_model_dir`` says what the classifier is."""
+    if records.empty:
+        raise ValueError(f"{model_name}: there are no records to score")
+    scores, latency = reference.score_requests_one_by_one(classifier, records["text"].tolist())
+    return predictions_table(records, scores, latency, model=model_name,
+                             base_model_dir=reference.describe(classifier), adapter_dir=None)
+
+
+def score_reference_on_validation_and_evaluation_sets(
+    classifier: Pipeline, val_records: pd.DataFrame, evaluation_set: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`score_reference_classifier` on the validation split (for its calibration) and
+    the evaluation set: the same sets the model is scored on."""
+    return (score_reference_classifier(classifier, val_records, REFERENCE_NAME),
+            score_reference_classifier(classifier, evaluation_set, REFERENCE_NAME))
+
+
 # ------------------------------------------------------------ calibration, metrics
 
 
@@ -240,18 +278,17 @@ def fit_temperature_calibration(validation_predictions: pd.DataFrame,
     return summary
 
 
-def compute_evaluation_metrics(evaluation_predictions: pd.DataFrame,
-                               calibration: Mapping[str, Any],
-                               params: Mapping[str, Any]) -> dict[str, Any]:
+def _predictions_metrics(predictions: pd.DataFrame, calibration: Mapping[str, Any],
+                         params: Mapping[str, Any]) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class scores, confusion matrix, unsafe-miss rate (alias
     ``false_positive_rate``), over-refusal rate, ECE, Brier, NLL (raw and calibrated),
     latency percentiles, and warnings when a class has too few samples to mean much."""
-    y_true = evaluation_predictions["label"].tolist()
-    label_ids = label_ids_of(evaluation_predictions)
-    scores = scores_of(evaluation_predictions)
+    y_true = predictions["label"].tolist()
+    label_ids = label_ids_of(predictions)
+    scores = scores_of(predictions)
     bins = int(params["ece_bins"])
-    metrics: dict[str, Any] = {"model": str(evaluation_predictions["model"].iloc[0])}
-    metrics.update(classification_metrics(y_true, evaluation_predictions["predicted"].tolist()))
+    metrics: dict[str, Any] = {"model": str(predictions["model"].iloc[0])}
+    metrics.update(classification_metrics(y_true, predictions["predicted"].tolist()))
     for key, temperature in (("uncalibrated", 1.0),
                              ("calibrated", float(calibration["temperature"]))):
         probabilities = softmax(scores, temperature)
@@ -264,28 +301,109 @@ def compute_evaluation_metrics(evaluation_predictions: pd.DataFrame,
     metrics["ece"] = metrics["uncalibrated"]["ece"]
     metrics["brier"] = metrics["uncalibrated"]["brier"]
     metrics["ece_bins"] = bins
-    metrics["latency_ms"] = latency_summary(evaluation_predictions["latency_ms"].tolist())
+    metrics["latency_ms"] = latency_summary(predictions["latency_ms"].tolist())
     metrics["warnings"] = small_sample_warnings(y_true, int(params["min_samples_per_class"]))
-    for warning in metrics["warnings"]:
-        logger.warning("evaluation: %s", warning)
     logger.info("%s: accuracy %.3f, macro-F1 %.3f, unsafe-miss %s, ECE %.4f", metrics["model"],
                 metrics["accuracy"], metrics["macro_f1"], metrics["unsafe_miss_rate"],
                 metrics["ece"])
     return metrics
 
 
+def majority_class_metrics(train_labels: list[str], y_true: list[str]) -> dict[str, Any]:
+    """The label metrics of always answering the train split's most frequent label (the
+    first in ``LABELS`` order on a tie)."""
+    counts = pd.Series(train_labels).value_counts()
+    majority = max(LABELS, key=lambda label: counts.get(label, 0))
+    return {"model": f"majority class ({majority})", "predicted_label": majority,
+            **classification_metrics(y_true, [majority] * len(y_true))}
+
+
+def compute_baseline_metrics(reference_validation_predictions: pd.DataFrame,
+                             reference_evaluation_predictions: pd.DataFrame,
+                             train_records: pd.DataFrame,
+                             params: Mapping[str, Any]) -> dict[str, Any]:
+    """The baselines' metrics on the evaluation set: ``reference_classifier`` (the model's
+    metrics code, its temperature fitted on its validation predictions, under
+    ``calibration``) and ``majority_class`` (:func:`majority_class_metrics`)."""
+    calibration = fit_temperature_calibration(reference_validation_predictions,
+                                              int(params["ece_bins"]))
+    return {
+        "reference_classifier": {
+            **_predictions_metrics(reference_evaluation_predictions, calibration, params),
+            "description": str(reference_evaluation_predictions["base_model_dir"].iloc[0]),
+            "calibration": calibration,
+        },
+        "majority_class": majority_class_metrics(
+            train_records["label"].tolist(), reference_evaluation_predictions["label"].tolist()),
+    }
+
+
+def versus_reference(model: Mapping[str, Any], reference_metrics: Mapping[str, Any]
+                     ) -> dict[str, Any]:
+    """The model against the reference classifier on the two numbers that decide whether
+    the model is done: ahead on macro-F1, and not behind on the unsafe-miss rate (an
+    undefined rate, without truly unsafe requests, is not behind)."""
+    model_miss, reference_miss = model["unsafe_miss_rate"], reference_metrics["unsafe_miss_rate"]
+    ahead = model["macro_f1"] > reference_metrics["macro_f1"]
+    not_behind = model_miss is None or reference_miss is None or model_miss <= reference_miss
+    return {
+        "macro_f1": {"model": model["macro_f1"], "reference": reference_metrics["macro_f1"],
+                     "difference": model["macro_f1"] - reference_metrics["macro_f1"]},
+        "unsafe_miss_rate": {
+            "model": model_miss, "reference": reference_miss,
+            "difference": None if model_miss is None or reference_miss is None
+            else model_miss - reference_miss},
+        "ahead_on_macro_f1": bool(ahead),
+        "not_behind_on_unsafe_miss": bool(not_behind),
+        "beats_reference": bool(ahead and not_behind),
+    }
+
+
+def compute_evaluation_metrics(evaluation_predictions: pd.DataFrame,
+                               calibration: Mapping[str, Any],
+                               baseline_metrics: Mapping[str, Any],
+                               params: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's metrics (see :func:`_predictions_metrics`), its baselines'
+    (:func:`compute_baseline_metrics`) under ``baselines``, and ``versus_reference``
+    (:func:`versus_reference`)."""
+    metrics = _predictions_metrics(evaluation_predictions, calibration, params)
+    for warning in metrics["warnings"]:
+        logger.warning("evaluation: %s", warning)
+    metrics["baselines"] = dict(baseline_metrics)
+    metrics["versus_reference"] = versus_reference(metrics,
+                                                   baseline_metrics["reference_classifier"])
+    comparison = metrics["versus_reference"]
+    logger.log(logging.INFO if comparison["beats_reference"] else logging.WARNING,
+               "%s against the reference classifier: macro-F1 %.3f vs %.3f, unsafe-miss %s vs "
+               "%s: %s", metrics["model"], comparison["macro_f1"]["model"],
+               comparison["macro_f1"]["reference"], comparison["unsafe_miss_rate"]["model"],
+               comparison["unsafe_miss_rate"]["reference"],
+               "beats it" if comparison["beats_reference"] else "does NOT beat it")
+    return metrics
+
+
 # ------------------------------------------------------------------------ plots
 
 
+def _side_by_side(evaluation_metrics: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """{display name: metrics} of the model and its baselines, in report order."""
+    baselines = evaluation_metrics["baselines"]
+    return {f"model: {evaluation_metrics['model']}": evaluation_metrics,
+            "reference classifier": baselines["reference_classifier"],
+            baselines["majority_class"]["model"]: baselines["majority_class"]}
+
+
 def plot_confusion_matrix(evaluation_metrics: Mapping[str, Any]) -> Figure:
-    """Counts of true (rows) against predicted (columns) labels."""
-    figure = Figure(figsize=(5.5, 4.5), layout="constrained")
-    axes = figure.subplots()
-    ConfusionMatrixDisplay(np.asarray(evaluation_metrics["confusion_matrix"]),
-                           display_labels=list(LABELS)).plot(ax=axes, colorbar=False,
-                                                             cmap="Blues")
-    axes.set_title(f"{evaluation_metrics['model']}: confusion matrix "
-                   f"(n = {evaluation_metrics['n_samples']})")
+    """Counts of true (rows) against predicted (columns) labels: the model beside the
+    reference classifier."""
+    shown = dict(list(_side_by_side(evaluation_metrics).items())[:2])
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    for axes, (name, metrics) in zip(figure.subplots(1, 2), shown.items(), strict=True):
+        ConfusionMatrixDisplay(np.asarray(metrics["confusion_matrix"]),
+                               display_labels=list(LABELS)).plot(ax=axes, colorbar=False,
+                                                                 cmap="Blues")
+        axes.set_title(f"{name}\n(macro-F1 {metrics['macro_f1']:.3f})")
+    figure.suptitle(f"Confusion matrices (n = {evaluation_metrics['n_samples']})")
     return figure
 
 
@@ -313,20 +431,36 @@ def plot_reliability_diagram(evaluation_predictions: pd.DataFrame,
     return figure
 
 
+# The overall label metrics of the side-by-side chart and table, with their display names.
+_SIDE_BY_SIDE_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1",
+                         "unsafe_miss_rate": "unsafe-miss rate",
+                         "over_refusal_rate": "over-refusal rate"}
+
+
 def plot_per_class_metrics(evaluation_metrics: Mapping[str, Any]) -> Figure:
-    """Precision, recall and F1 per label, with each label's support."""
-    per_class = pd.DataFrame(evaluation_metrics["per_class"]).T.loc[list(LABELS)]
-    figure = Figure(figsize=(7, 4), layout="constrained")
-    axes = figure.subplots()
-    x = np.arange(len(LABELS))
-    for offset, metric in zip((-0.27, 0, 0.27), ("precision", "recall", "f1"), strict=True):
-        axes.bar(x + offset, per_class[metric].astype(float), width=0.27, label=metric)
-    axes.set_xticks(x, [f"{label}\n(n = {int(per_class.loc[label, 'support'])})"
-                        for label in LABELS])
-    axes.set(ylim=(0, 1.05), ylabel="score",
-             title=f"{evaluation_metrics['model']}: per-class scores "
-                   f"(macro-F1 {evaluation_metrics['macro_f1']:.3f})")
-    axes.legend(loc="lower right")
+    """F1 per label (with each label's support) and the overall label metrics of the model,
+    the reference classifier and the majority class, side by side."""
+    compared = _side_by_side(evaluation_metrics)
+    support = {label: evaluation_metrics["per_class"][label]["support"] for label in LABELS}
+    figure = Figure(figsize=(13, 4.5), layout="constrained")
+    per_class_axes, overall_axes = figure.subplots(1, 2)
+    width = 0.8 / len(compared)
+    for index, (name, metrics) in enumerate(compared.items()):
+        offset = (index - (len(compared) - 1) / 2) * width
+        per_class_axes.bar(np.arange(len(LABELS)) + offset,
+                           [metrics["per_class"][label]["f1"] for label in LABELS],
+                           width=width, label=name)
+        overall_axes.bar(np.arange(len(_SIDE_BY_SIDE_METRICS)) + offset,
+                         [np.nan if metrics[key] is None else metrics[key]
+                          for key in _SIDE_BY_SIDE_METRICS], width=width, label=name)
+    per_class_axes.set_xticks(np.arange(len(LABELS)),
+                              [f"{label}\n(n = {support[label]})" for label in LABELS])
+    per_class_axes.set(ylim=(0, 1.05), ylabel="F1", title="F1 per class")
+    overall_axes.set_xticks(np.arange(len(_SIDE_BY_SIDE_METRICS)),
+                            list(_SIDE_BY_SIDE_METRICS.values()))
+    overall_axes.set(ylim=(0, 1.05), title="overall (unsafe-miss, over-refusal: lower is "
+                                           "better)")
+    overall_axes.legend(loc="upper right", fontsize="small")
     return figure
 
 
@@ -351,10 +485,45 @@ def _overall_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame({"value": pd.Series(rows, dtype=float)})
 
 
+def _side_by_side_table(evaluation_metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Rows: the label metrics, ECE and latency; columns: the model and its baselines (the
+    majority class has no probabilities worth calibrating, nor a latency)."""
+    rows = {**_SIDE_BY_SIDE_METRICS, "ece": "ECE, T = 1", "latency": "latency p50 (ms)"}
+    columns = {}
+    for name, metrics in _side_by_side(evaluation_metrics).items():
+        values = {key: metrics.get(key) for key in _SIDE_BY_SIDE_METRICS}
+        values["ece"] = metrics.get("ece")
+        values["latency"] = metrics["latency_ms"]["p50"] if "latency_ms" in metrics else None
+        columns[name] = pd.Series({rows[key]: value for key, value in values.items()},
+                                  dtype=float)
+    return pd.DataFrame(columns)
+
+
+def _versus_reference_statement(comparison: Mapping[str, Any]) -> str:
+    """Whether the model is ahead of the reference on macro-F1 and not behind on unsafe-miss,
+    with the numbers, as a loud box when it is not."""
+    f1, miss = comparison["macro_f1"], comparison["unsafe_miss_rate"]
+
+    def rate(value: float | None) -> str:
+        return "undefined" if value is None else f"{value:.3f}"
+
+    text = (f"The model is {'ahead of' if comparison['ahead_on_macro_f1'] else 'NOT ahead of'} "
+            f"the reference classifier on macro-F1 ({f1['model']:.3f} vs "
+            f"{f1['reference']:.3f}) and {'not behind' if comparison['not_behind_on_unsafe_miss'] else 'BEHIND'} "
+            f"it on the unsafe-miss rate ({rate(miss['model'])} vs {rate(miss['reference'])}, "
+            "lower is better): "
+            + ("it beats the reference." if comparison["beats_reference"]
+               else "it does not beat the reference."))
+    css = "verdict" if comparison["beats_reference"] else "warning"
+    return f'<div class="{css}">{html_report.escape(text)}</div>'
+
+
 def render_evaluation_report(evaluation_metrics: Mapping[str, Any],
                              calibration: Mapping[str, Any], confusion_matrix_png: bytes,
                              reliability_png: bytes, per_class_png: bytes) -> str:
-    """One self-contained HTML page: warnings first, the metrics tables, the three plots."""
+    """One self-contained HTML page: warnings first, the model beside its baselines (a
+    statement whether it beats the reference classifier, a side-by-side table and chart),
+    the model's metrics tables, the confusion matrices and calibration."""
     metrics = evaluation_metrics
     per_class = pd.DataFrame(metrics["per_class"]).T.loc[list(LABELS)]
     per_class["support"] = per_class["support"].astype(int)
@@ -366,17 +535,27 @@ def render_evaluation_report(evaluation_metrics: Mapping[str, Any],
         "test": {"nll_before": before["nll"], "nll_after": after["nll"],
                  "ece_before": before["ece"], "ece_after": after["ece"]},
     })
+    reference_metrics = metrics["baselines"]["reference_classifier"]
     return html_report.page(f"Four-class evaluation: {metrics['model']}", [
         html_report.warnings_block(metrics["warnings"]),
         html_report.paragraph(f"{metrics['n_samples']} requests. Probabilities are the "
                               "model's own likelihoods of each label at the /think decision "
                               "position, normalised over the four labels."),
-        html_report.section("Overall", html_report.table(_overall_table(metrics))),
-        html_report.section("Per class", html_report.table(per_class),
-                            html_report.image(per_class_png, "precision, recall and F1 per "
-                                              "class")),
+        html_report.section(
+            "The model beside its baselines",
+            _versus_reference_statement(metrics["versus_reference"]),
+            html_report.paragraph(f"Reference classifier: {reference_metrics['description']},"
+                                  " fitted on the train split and scored on the same requests "
+                                  "by the same metrics code. Majority class: always the train "
+                                  "split's most frequent label."),
+            html_report.table(_side_by_side_table(metrics)),
+            html_report.image(per_class_png, "F1 per class and overall metrics: model, "
+                              "reference classifier, majority class")),
+        html_report.section("Overall (model)", html_report.table(_overall_table(metrics))),
+        html_report.section("Per class (model)", html_report.table(per_class)),
         html_report.section("Confusion matrix", html_report.table(confusion),
-                            html_report.image(confusion_matrix_png, "confusion matrix")),
+                            html_report.image(confusion_matrix_png, "confusion matrices of "
+                                              "the model and the reference classifier")),
         html_report.section(
             "Calibration",
             html_report.paragraph(f"Temperature T = {calibration['temperature']:.4f} fitted "

@@ -2,18 +2,24 @@
 
 evaluation set (test split or external JSONL) + validation split -> predictions of the model
 ``params:evaluation.model`` -> temperature calibration -> metrics -> plots -> HTML report.
+Beside it, on the same sets and with the same metrics code: the reference classifier
+(fitted on the train split, saved as the versioned ``reference_classifier``) and the
+majority class.
 """
 
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
+    compute_baseline_metrics,
     compute_evaluation_metrics,
+    fit_reference_classifier,
     fit_temperature_calibration,
     plot_confusion_matrix,
     plot_per_class_metrics,
     plot_reliability_diagram,
     prepare_evaluation_set,
     render_evaluation_report,
+    score_reference_on_validation_and_evaluation_sets,
     score_validation_and_evaluation_sets,
 )
 
@@ -27,6 +33,13 @@ prepare_evaluation_set_node = Node(
             "params:data_processing.clean"],
     outputs=["evaluation_set", "evaluation_set_quarantine"],
     name="prepare_evaluation_set",
+)
+
+fit_reference_classifier_node = Node(
+    func=fit_reference_classifier,
+    inputs=["train_records", "params:evaluation.reference_classifier"],
+    outputs="reference_classifier",
+    name="fit_reference_classifier",
 )
 
 
@@ -47,9 +60,24 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="evaluation_calibration",
                 name="fit_temperature_calibration",
             ),
+            fit_reference_classifier_node,
+            Node(
+                func=score_reference_on_validation_and_evaluation_sets,
+                inputs=["reference_classifier", "val_records", "evaluation_set"],
+                outputs=["reference_validation_predictions", "reference_evaluation_predictions"],
+                name="score_reference_on_validation_and_evaluation_sets",
+            ),
+            Node(
+                func=compute_baseline_metrics,
+                inputs=["reference_validation_predictions", "reference_evaluation_predictions",
+                        "train_records", "params:evaluation"],
+                outputs="evaluation_baseline_metrics",
+                name="compute_baseline_metrics",
+            ),
             Node(
                 func=compute_evaluation_metrics,
-                inputs=["evaluation_predictions", "evaluation_calibration", "params:evaluation"],
+                inputs=["evaluation_predictions", "evaluation_calibration",
+                        "evaluation_baseline_metrics", "params:evaluation"],
                 outputs="evaluation_metrics",
                 name="compute_evaluation_metrics",
             ),
