@@ -153,8 +153,9 @@ def _looks_like_markup(view: str) -> bool:
 
 # What may precede a thinking part's name on its line (list markers, numbering, quotes,
 # emphasis, headings) and between the name and its colon (emphasis, blanks, brackets).
-_LINE_LEAD = r"^[\s#>*_~\-+•・.()\[\]【】0-9]*"
-_NAME_TAIL = r"[\s*_~)\]】]*:"
+# Never across a line break: each line's lead is scanned once (no quadratic backtracking).
+_LINE_LEAD = r"^(?:[^\S\n]|[#>*_~\-+•・.()\[\]【】0-9])*"
+_NAME_TAIL = r"(?:[^\S\n]|[*_~)\]】])*:"
 
 
 def _words(name: str, *, blanks: bool) -> str:
