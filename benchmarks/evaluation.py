@@ -8,7 +8,11 @@ Uses the artefacts a ``kedro run`` left in the project (``data/06_models``,
    scoring node does (``so8t_kedro.scoring.load_scoring_model``), and scores the latest
    test split with ``score_requests`` at each ``--batch-sizes`` (one warm-up pass, then the
    best of ``--repeats`` timed passes): requests/s and the per-request latency.
-2. Times, as a user would type them (wall clock of the whole command, Kedro start-up
+2. Fits the reference classifier (``evaluation.reference_classifier`` of
+   conf/base/parameters_evaluation.yml) on the latest train split as the evaluation's
+   ``fit_reference_classifier`` node does, and scores the test split one request at a time:
+   fit seconds, requests/s, latency p50, and its test macro-F1 / unsafe-miss rate.
+3. Times, as a user would type them (wall clock of the whole command, Kedro start-up
    included):
    a. ``kedro run --pipelines=evaluation`` (scores validation + test, calibrates, reports);
    b. ``kedro run --nodes=compute_evaluation_metrics,plot_confusion_matrix,...,
@@ -35,14 +39,19 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from saved_versions import latest_version
 
 from so8t_kedro.classifier import FourClassScorer
+from so8t_kedro.labels import LABELS
+from so8t_kedro.metrics import classification_metrics
+from so8t_kedro.reference_classifier import fit_reference_classifier, score_requests_one_by_one
 from so8t_kedro.scoring import load_scoring_model, score_requests
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 AFTER_SCORING = ("compute_evaluation_metrics,plot_confusion_matrix,plot_reliability_diagram,"
-                 "plot_per_class_metrics,render_evaluation_report,fit_temperature_calibration")
+                 "plot_per_class_metrics,render_evaluation_report,fit_temperature_calibration,"
+                 "compute_baseline_metrics")
 
 
 def classifier_throughput(project: Path, batch_sizes: list[int], repeats: int) -> None:
@@ -71,6 +80,27 @@ def classifier_throughput(project: Path, batch_sizes: list[int], repeats: int) -
               f"{np.percentile(latency, 95):>15.2f}")
 
 
+def reference_classifier_timing(project: Path) -> None:
+    split = {name: pd.read_json(latest_version(project / f"data/03_primary/four_class_{name}.jsonl"),
+                                lines=True, dtype=False) for name in ("train", "test")}
+    conf = yaml.safe_load((project / "conf/base/parameters_evaluation.yml").read_text())
+    began = time.perf_counter()
+    classifier = fit_reference_classifier(split["train"]["text"].tolist(),
+                                          split["train"]["label"].tolist(),
+                                          conf["evaluation"]["reference_classifier"])
+    fit_seconds = time.perf_counter() - began
+    texts = split["test"]["text"].tolist()
+    began = time.perf_counter()
+    scores, latency = score_requests_one_by_one(classifier, texts)
+    elapsed = time.perf_counter() - began
+    metrics = classification_metrics(split["test"]["label"].tolist(),
+                                     list(np.asarray(LABELS)[scores.argmax(axis=1)]))
+    print(f"reference classifier: fit on {len(split['train'])} requests {fit_seconds:.2f} s; "
+          f"{len(texts) / elapsed:.1f} requests/s one at a time, latency p50 "
+          f"{np.percentile(latency, 50):.2f} ms; test macro-F1 {metrics['macro_f1']:.3f}, "
+          f"unsafe-miss {metrics['unsafe_miss_rate']:.3f}")
+
+
 def timed_kedro(project: Path, *args: str) -> float:
     began = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "kedro", "run", *args], cwd=project,
@@ -92,6 +122,7 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     classifier_throughput(args.project, args.batch_sizes, args.repeats)
+    reference_classifier_timing(args.project)
     if args.skip_kedro:
         return
     full = timed_kedro(args.project, "--pipelines=evaluation")

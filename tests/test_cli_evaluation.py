@@ -10,7 +10,14 @@ import pytest
 
 from tests.kedro_cli import kedro, ok
 
-VERDICTS = {"A": "A is better", "B": "B is better", None: "no significant difference"}
+
+def expected_decision(verdict: dict) -> str:
+    """The decision the verdict's winner and failed rules call for."""
+    if verdict["winner"] is not None:
+        return f"{verdict['winner']} is better"
+    if "primary_metric" in verdict["stopped_by"]:
+        return "no significant difference"
+    return "stopped by the unsafe-miss guardrail"
 
 # A smaller embedded model and one epoch, so the whole chain takes a minute or two on CPU.
 TINY = ("base_model.embedded.hidden_size=64,base_model.embedded.intermediate_size=128,"
@@ -32,13 +39,31 @@ def test_evaluation_and_ab_test_after_training(kedro_project: Path):
     test_lines = versions(kedro_project, "data/03_primary/four_class_test.jsonl")[0]
     assert metrics["n_samples"] == len(test_lines.read_text().splitlines())
     assert metrics["unsafe_miss_rate"] == metrics["false_positive_rate"]
+    # the reference classifier beside the model, on the same requests, saved as a model
+    reference = metrics["baselines"]["reference_classifier"]
+    assert reference["n_samples"] == metrics["n_samples"]
+    assert metrics["versus_reference"]["macro_f1"]["reference"] == reference["macro_f1"]
+    [reference_file] = versions(kedro_project, "data/06_models/reference_classifier.skops")
     [report] = versions(kedro_project, "data/08_reporting/evaluation/evaluation_report.html")
-    assert report.read_text().count("data:image/png;base64,") == 3
+    page = report.read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert "the reference classifier on macro-F1" in page
 
     ok(kedro(kedro_project, "run", "--pipelines=ab_test"))
     [results] = versions(kedro_project, "data/08_reporting/ab_test/ab_test_results.json")
     verdict = json.loads(results.read_text())["verdict"]
-    assert verdict["decision"] == VERDICTS[verdict["winner"]]
+    assert verdict["decision"] == expected_decision(verdict)
+
+    # The reference classifier as model A, the version the evaluation saved (the fit node
+    # is left out, so --load-versions picks the model).
+    ok(kedro(kedro_project, "run", "--pipelines=ab_test",
+             "--to-nodes=compare_models", "--from-nodes=score_model_a,score_model_b",
+             f"--load-versions=reference_classifier:{reference_file.parent.name}",
+             "--params=ab_test.model_a.kind=reference_classifier,ab_test.model_a.name=reference"))
+    newest = versions(kedro_project, "data/08_reporting/ab_test/ab_test_results.json")[-1]
+    models = json.loads(newest.read_text())["models"]
+    assert models["A"]["name"] == "reference"
+    assert models["A"]["base_model_dir"].startswith("TF-IDF")
 
     # Metrics and report again, from the persisted predictions: nothing is scored.
     log = ok(kedro(kedro_project, "run",

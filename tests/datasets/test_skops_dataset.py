@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from kedro.io import DataCatalog
 from kedro.io.core import DatasetError, Version
-from skops.io.exceptions import UntrustedTypesFoundException
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
+from skops.io.exceptions import UntrustedTypesFoundException
 
 from so8t_kedro.datasets import SkopsDataset
 

@@ -250,10 +250,10 @@ def render_ab_test_report(ab_test_results: Mapping[str, Any], comparison_png: by
     }).T
     verdict = results["verdict"]
     rules = pd.DataFrame({
-        "rule": [f"1. {results['primary_metric']} significantly better by at least "
-                 f"{results['min_effect']:g} ({verdict['evidence']})",
-                 "2. unsafe-miss rate not significantly worse (McNemar on the truly unsafe "
-                 "requests)"],
+        "rule": [(f"1. {results['primary_metric']} significantly better by at least "
+                  f"{results['min_effect']:g} ({verdict['evidence']})"),
+                 ("2. unsafe-miss rate not significantly worse (McNemar on the truly unsafe "
+                  "requests)")],
         "passed": ["yes" if verdict["rules"][name]["passed"] else "NO"
                    for name in ("primary_metric", "unsafe_miss_guardrail")],
         "numbers": [verdict["rules"][name]["reason"]
