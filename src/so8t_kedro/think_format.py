@@ -1141,6 +1141,12 @@ def without_decision_lines(text: str) -> str:
     return "\n".join(line for line in text.split("\n") if not _DECISION_RE.match(line))
 
 
+def has_section_header(text: str) -> bool:
+    """Whether ``text`` holds a section header the parser recognises (``# 思考ステップ``,
+    ``# Reasoning``, ``# 最終回答``...), anywhere."""
+    return _SECTION_HEADER_RE.search(text) is not None
+
+
 def _tag_key(name: str) -> str:
     name = name.lower()
     return name.split("-", 1)[1] if name.startswith("think-") else name
@@ -1442,6 +1448,7 @@ __all__ = [
     "domain_phrases",
     "extract_final",
     "format_assistant",
+    "has_section_header",
     "label_continuations",
     "parse_reply",
     "quote_request",

@@ -166,6 +166,7 @@ def test_property_no_thinking_passes_the_rules(case):
     ("I think-task lists help", "thinking"),
     ("I think task lists help", None),                  # plain English stays
     ("##  思考ステップ", "thinking"),
+    ("ok\n＃ Reasoning\nx", "thinking"),              # a header the parser knows
     ("note\n  **2) リスクの評価**：高い", "thinking"),
     ("Policy: see the manual", "thinking"),
     ("the policy: see the manual", None),                # not at the start of the line

@@ -22,8 +22,9 @@ Withheld (:func:`withheld_reason`):
   letter or ``/`` in it. Every angle-bracket character of Unicode (``〈 《 ‹ « ⟨ ❮ ˂``...,
   found by their character names) counts as ``<`` / ``>``;
 * ``thinking``: the format's own markers, derived from ``think_format``, not listed here:
-  the section headers of the sections format, the thinking tags' names written as words
-  (``think-task``, ``think task``, ``THINK_TASK``...), and a line that begins like a
+  the section headers of the sections format (their words anywhere, and any header the
+  parser recognises, ``# Reasoning`` included), the thinking tags' names written as words
+  (``think-task``, ``THINK_TASK``, ``think.task``...), and a line that begins like a
   thinking part (a rendered sections thinking step, ``1. 依頼の把握:`` / ``1. Task:``, or
   a thinking part's name, with any list marker or emphasis before the colon);
 * ``decision``: the decision key (``判定:``) anywhere but on a decision line of its own
@@ -49,6 +50,7 @@ from so8t_kedro.think_format import (
     THINK_PARTS,
     THINK_TAGS,
     format_assistant,
+    has_section_header,
     without_decision_lines,
 )
 
@@ -212,7 +214,7 @@ def withheld_reason(text: str) -> str | None:
         if _looks_like_markup(view):
             return "markup"
         body = without_decision_lines(view)
-        if _ANYWHERE.search(body) or _LINE_STARTS.search(body):
+        if _ANYWHERE.search(body) or _LINE_STARTS.search(body) or has_section_header(body):
             return "thinking"
         if _DECISION_KEY.search(body):
             return "decision"
