@@ -270,10 +270,11 @@ def create_app(service: ThinkService, policy: ReplyPolicy, audit: AuditLog, *,
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        # Field and problem only: pydantic's error also carries the input, the client's text.
+        # A known field's name and the problem only: pydantic's error also carries the
+        # input, and the name of an unexpected field is the client's text too.
         first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"][1:]) or "body"
-        message = f"{where}: {first['msg']}"
+        field = first["loc"][1] if len(first["loc"]) > 1 else None
+        message = f"{field if field in ThinkRequest.model_fields else 'body'}: {first['msg']}"
         request.state.audit["error"] = message
         return error_response(422, message)
 
