@@ -20,6 +20,7 @@ from so8t_kedro.training.base_model import (
     embedded_base_model,
     load_base_model,
     save_base_model,
+    training_params_for,
 )
 
 SEED_DATA = Path(__file__).resolve().parents[2] / "data/01_raw/so8t_seed_dataset.jsonl"
@@ -258,3 +259,21 @@ def test_non_phi3_model_is_refused(tmp_path):
 def test_bad_quantization_mode(saved):
     with pytest.raises(ValueError, match="quantization must be one of"):
         load_base_model(saved, quantization="3bit")
+
+
+def test_the_embedded_default_trains_with_its_own_recipe():
+    training = {"quantization": "8bit", "learning_rate": 2e-3, "epochs": 2,
+                "lora": {"r": 64, "modules_to_save": None},
+                "loss_weights": {"cmd": 0.9, "safety": 0.1, "orthogonal_reg": 0.01}}
+    recipe = {"quantization": None, "epochs": 4, "lora": {"modules_to_save": ["lm_head"]},
+              "loss_weights": {"safety": 1.0}}
+    embedded = training_params_for({"path": None, "embedded_training": recipe}, training)
+    assert embedded == {"quantization": None, "learning_rate": 2e-3, "epochs": 4,
+                        "lora": {"r": 64, "modules_to_save": ["lm_head"]},
+                        "loss_weights": {"cmd": 0.9, "safety": 1.0, "orthogonal_reg": 0.01}}
+    assert training["quantization"] == "8bit"  # the caller's dict is not changed
+    # A real model (Borea) keeps params:training, QLoRA included.
+    real = training_params_for({"path": "D:/models/Borea", "embedded_training": recipe}, training)
+    assert real == training
+    with pytest.raises(KeyError, match=r"embedded_training\.lora\.rank"):
+        training_params_for({"path": None, "embedded_training": {"lora": {"rank": 8}}}, training)

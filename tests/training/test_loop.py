@@ -10,15 +10,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from so8t_kedro.classifier import FourClassScorer, split_token_ids
+import numpy as np
+
+from so8t_kedro.classifier import FourClassScorer, scored_token_counts, split_token_ids
 from so8t_kedro.labels import LABELS
 from so8t_kedro.so8t import GATES_FILE
-from so8t_kedro.think_format import label_continuations, render_decision_probe
+from so8t_kedro.think_format import (
+    label_continuations,
+    render_decision_probe,
+    request_from_prompt,
+)
 from so8t_kedro.training.base_model import load_base_model
 from so8t_kedro.training.checkpoint import ShutdownFlag, TrainingInterrupted, load
 from so8t_kedro.training.loop import (
     IGNORE_INDEX,
     LOSS_TERMS,
+    _losses,
+    batch_order,
     collate,
     lm_loss,
     tokenise_samples,
@@ -45,18 +53,102 @@ def test_prompt_tokens_are_masked_out_of_the_lm_loss(tiny_base_dir, sft_samples)
     assert lm_loss(changed, batch["labels"]) != pytest.approx(float(lm_loss(logits, batch["labels"])))
 
 
-def test_batched_scores_equal_one_sequence_at_a_time(tiny_base_dir, sft_samples):
-    model, tokenizer = load_base_model(tiny_base_dir)
-    scorer = FourClassScorer(tokenizer)
-    texts = ["短い質問", "A much longer English request that makes the probe several tokens longer"]
-    scores = scorer.label_log_likelihoods(model, scorer.batch(texts, ["ja", "en"]))
-    for i, (text, language) in enumerate(zip(texts, ["ja", "en"])):
+# float32 has eps 1.2e-7; a forward pass of the tiny model sums a few hundred terms per
+# value, and batching/padding/masking change only the order of those sums, so results
+# agree to ~1e-6. 1e-5 is the bound issue 15 sets for the shared pass.
+SHARED_PASS_TOLERANCE = 1e-5
+
+
+def _separate_scores(model, tokenizer, scorer, texts, languages):
+    """The unshared reference: each label's probe + whole continuation as its own sequence,
+    its scored tokens' log-probabilities summed."""
+    counts = scored_token_counts(scorer.readout.continuations)
+    scores = torch.zeros(len(texts), len(LABELS))
+    for i, (text, language) in enumerate(zip(texts, languages)):
         for j, label in enumerate(LABELS):
             head, tail = split_token_ids(tokenizer, render_decision_probe(text, "quadruple", language),
                                          label_continuations()[label])
             log_probs = torch.log_softmax(model(input_ids=torch.tensor([head + tail])).logits[0], -1)
-            expected = sum(log_probs[len(head) - 1 + k, t].item() for k, t in enumerate(tail))
-            assert scores[i, j].item() == pytest.approx(expected, abs=1e-4)
+            scores[i, j] = sum(log_probs[len(head) - 1 + k, t] for k, t in enumerate(tail[: counts[j]]))
+    return scores
+
+
+def test_batched_scores_equal_one_sequence_at_a_time(tiny_base_dir):
+    model, tokenizer = load_base_model(tiny_base_dir)
+    scorer = FourClassScorer(tokenizer)
+    texts = ["短い質問", "A much longer English request that makes the probe several tokens longer"]
+    with torch.no_grad():
+        scores = scorer.label_log_likelihoods(model, scorer.batch(texts, ["ja", "en"]))
+        expected = _separate_scores(model, tokenizer, scorer, texts, ["ja", "en"])
+    torch.testing.assert_close(scores, expected, atol=SHARED_PASS_TOLERANCE, rtol=0)
+
+
+def test_one_pass_losses_equal_separate_passes(tiny_base_dir, sft_samples):
+    """The full objective's single pass (sample + decision tail in one row, left-padded with
+    others of other lengths) gives the LM loss of a plain pass over the samples and the
+    four-class loss of the probes scored one sequence at a time, to 1e-5."""
+    model, tokenizer = load_base_model(tiny_base_dir)
+    scorer = FourClassScorer(tokenizer)
+    rows = sft_samples.iloc[[0, 9, 17, 26]]  # four labels, different lengths
+    examples = tokenise_samples(rows, tokenizer, 512, scorer)
+    weights = {"cmd": 0.7, "safety": 1.3, "orthogonal_reg": 0.0}
+    with torch.no_grad():
+        terms = _losses(model, scorer.readout, {}, examples, tokenizer.pad_token_id, "cpu",
+                        weights, pet_lambda=0.0, safety_temperature=0.5)
+        plain = tokenise_samples(rows, tokenizer, 512)
+        lm_sum = count = 0
+        for e in plain:  # each sample alone: no padding, no tail
+            logits = model(input_ids=torch.tensor([e.input_ids])).logits
+            n = sum(t != IGNORE_INDEX for t in e.labels[1:])
+            lm_sum += float(lm_loss(logits, torch.tensor([e.labels]))) * n
+            count += n
+        texts = [request_from_prompt(p) for p in rows["prompt"]]
+        scores = _separate_scores(model, tokenizer, scorer, texts, rows["language"].tolist())
+        safety = torch.nn.functional.cross_entropy(scores / 0.5, torch.tensor(rows["label_id"].tolist()))
+    assert plain[0].input_ids == examples[0].input_ids  # the tail's room cut nothing here
+    assert float(terms["lm"]) == pytest.approx(lm_sum / count, abs=SHARED_PASS_TOLERANCE)
+    assert float(terms["safety"]) == pytest.approx(float(safety), abs=SHARED_PASS_TOLERANCE)
+    assert float(terms["loss"]) == pytest.approx(0.7 * lm_sum / count + 1.3 * float(safety),
+                                                 abs=2 * SHARED_PASS_TOLERANCE)
+
+
+def test_each_samples_loss_is_the_same_alone_and_in_a_padded_batch(tiny_base_dir, sft_samples):
+    """Length grouping changes which samples share a batch; each sample's own LM loss must
+    not depend on it (left padding with position ids that count real tokens only)."""
+    model, tokenizer = load_base_model(tiny_base_dir)
+    examples = tokenise_samples(sft_samples.iloc[:6], tokenizer, 512)
+    assert len({len(e.input_ids) for e in examples}) > 1  # padding does happen
+    with torch.no_grad():
+        batch = collate(examples, tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                       attention_mask=batch["attention_mask"]).logits
+        for i, e in enumerate(examples):
+            alone = model(input_ids=torch.tensor([e.input_ids])).logits
+            in_batch = float(lm_loss(logits[i : i + 1], batch["labels"][i : i + 1]))
+            expected = float(lm_loss(alone, torch.tensor([e.labels])))
+            assert in_batch == pytest.approx(expected, abs=SHARED_PASS_TOLERANCE)
+
+
+def test_length_grouped_order_is_a_permutation_with_little_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(50, 400, size=203).tolist()
+    grouped = batch_order(lengths, 8, seed=1, epoch=2, group_batches=10)
+    plain = batch_order(lengths, 8, seed=1, epoch=2, group_batches=1)
+    assert sorted(grouped.tolist()) == list(range(203)) == sorted(plain.tolist())
+    assert grouped.tolist() == batch_order(lengths, 8, seed=1, epoch=2, group_batches=10).tolist()
+    assert grouped.tolist() != batch_order(lengths, 8, seed=1, epoch=3, group_batches=10).tolist()
+
+    def padded(order):
+        batches = [np.asarray(lengths)[order[i : i + 8]] for i in range(0, len(order), 8)]
+        return sum(len(b) * b.max() for b in batches) / sum(lengths)
+
+    # Random batches of 8 from lengths uniform on [50, 400) pad to ~1.5x the real tokens;
+    # sorted windows of 80 leave a few per cent.
+    assert padded(plain) > 1.3 and padded(grouped) < 1.1
+    # Each batch is a slice of a window sorted longest first.
+    for start in range(0, 203, 8):
+        batch = np.asarray(lengths)[grouped[start : start + 8]]
+        assert (np.diff(batch) <= 0).all()
 
 
 @pytest.mark.parametrize("quantization", [None, "8bit", "4bit"])

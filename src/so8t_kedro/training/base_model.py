@@ -39,6 +39,7 @@ Tokenizer choices (mirroring microsoft/Phi-3.5-mini-instruct)
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
@@ -489,6 +490,33 @@ def chosen_base_dir(base_model_params: Mapping[str, Any],
     return Path(base_model_params.get("path") or embedded_base_model_dir)
 
 
+def training_params_for(base_model_params: Mapping[str, Any],
+                        training_params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params:training`` for the chosen base: with the embedded default (``base_model.path``
+    null), ``base_model.embedded_training`` is merged over it, key by key; a real model
+    (Borea) trains with ``params:training`` as it is.
+
+    The embedded default is a model of 1-2 M parameters that must learn the decision in a
+    few CPU minutes; the QLoRA settings made for a 3.8 B model are not its recipe.
+    """
+    merged = copy.deepcopy(dict(training_params))
+    if base_model_params.get("path"):
+        return merged
+
+    def merge(into: dict, overrides: Mapping[str, Any], where: str) -> None:
+        for key, value in overrides.items():
+            if key not in into:
+                raise KeyError(f"base_model.embedded_training.{where}{key}: params:training "
+                               "has no such key")
+            if isinstance(value, Mapping) and isinstance(into[key], dict):
+                merge(into[key], value, f"{where}{key}.")
+            else:
+                into[key] = copy.deepcopy(value)
+
+    merge(merged, base_model_params.get("embedded_training") or {}, "")
+    return merged
+
+
 def load_base_model_for(device, path: str | os.PathLike, *, quantization: str | None = None,
                         bf16_on_cuda: bool = True, trust_remote_code: bool = False):
     """:func:`load_base_model` to run on ``device`` (a ``torch.device``): bf16 on CUDA
@@ -521,5 +549,6 @@ __all__ = [
     "load_base_model_for",
     "load_phi3_config",
     "save_base_model",
+    "training_params_for",
     "train_sentencepiece",
 ]

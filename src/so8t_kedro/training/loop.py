@@ -35,7 +35,15 @@ from accelerate.utils import broadcast_object_list, set_seed
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import get_cosine_schedule_with_warmup
 
-from so8t_kedro.classifier import FourClassScorer, split_token_ids
+from so8t_kedro.classifier import (
+    DecisionReadout,
+    FourClassScorer,
+    additive_mask,
+    continuation_ids,
+    decision_rows,
+    float_dtype,
+    split_token_ids,
+)
 from so8t_kedro.logging_filters import BNB_MATMUL_LOGGER, Int8CastNotice
 from so8t_kedro.so8t import (
     PETSchedule,
@@ -45,7 +53,6 @@ from so8t_kedro.so8t import (
     orthogonality_loss,
     pet_loss,
 )
-from so8t_kedro.think_format import request_from_prompt
 from so8t_kedro.training.base_model import load_base_model_for
 from so8t_kedro.training.checkpoint import (
     CheckpointManager,
@@ -74,14 +81,13 @@ HISTORY_COLUMNS = ("step", "epoch", "lr", "pet_lambda", "tokens", *LOSS_TERMS)
 
 @dataclass(frozen=True)
 class Example:
-    """One SFT sample, tokenised: ``labels`` mask the prompt with ``IGNORE_INDEX``."""
+    """One SFT sample, tokenised: ``labels`` mask the prompt (its first ``prompt_length``
+    tokens) with ``IGNORE_INDEX``."""
 
     input_ids: list[int]
     labels: list[int]
     label_id: int
-    # The four-class probe of the user's request, encoded (FourClassScorer.encode); None
-    # when no scorer was given (no safety loss).
-    probe: list[tuple[list[int], list[int]]] | None = None
+    prompt_length: int
 
 
 def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int,
@@ -89,36 +95,75 @@ def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int,
     """Tokenise prompt + completion; the model learns only from the completion's tokens.
 
     A sample longer than ``max_seq_length`` is cut at the end of its completion. With a
-    ``scorer``, each sample's decision probe is encoded here, once, not at every step.
+    ``scorer`` (the four-class term), the decision tail follows every sample in its row
+    (:func:`collate`), so the cut leaves room for it, and the prompt is checked to take the
+    tail as the probe does.
     """
+    room = max_seq_length - (len(scorer.readout.tokens) if scorer is not None else 0)
     examples = []
     for row in samples.itertuples(index=False):
-        prompt_ids, completion_ids = split_token_ids(tokenizer, row.prompt, row.completion)
-        ids = (prompt_ids + completion_ids)[:max_seq_length]
-        n_prompt = min(len(prompt_ids), len(ids))
-        labels = [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
-        probe = (scorer.encode(request_from_prompt(row.prompt), row.language)
-                 if scorer is not None else None)
-        examples.append(Example(ids, labels, int(row.label_id), probe))
+        if scorer is not None:
+            prompt_ids = scorer.prompt_ids(row.prompt)
+            completion_ids = continuation_ids(tokenizer, prompt_ids, row.prompt, row.completion)
+        else:
+            prompt_ids, completion_ids = split_token_ids(tokenizer, row.prompt, row.completion)
+        if len(prompt_ids) >= room:
+            raise ValueError(f"training: sample {getattr(row, 'id', '?')!r} has a prompt of "
+                             f"{len(prompt_ids)} tokens; max_seq_length {max_seq_length} "
+                             "leaves no room for its completion")
+        ids = (prompt_ids + completion_ids)[:room]
+        labels = [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids):]
+        examples.append(Example(ids, labels, int(row.label_id), len(prompt_ids)))
     return examples
 
 
-def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a micro-batch; padding is masked out of attention and loss."""
-    length = max(len(e.input_ids) for e in examples)
-    input_ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((len(examples), length), dtype=torch.long)
+def collate(examples: Sequence[Example], pad_id: int,
+            readout: DecisionReadout | None = None) -> dict[str, torch.Tensor]:
+    """Left-pad a micro-batch (:func:`so8t_kedro.classifier.decision_rows`), each sample
+    followed by ``readout``'s decision tail when given.
+
+    ``attention_mask`` is the 2-D mask of the samples' real tokens (padding and tail are
+    0); with a tail, ``attend`` is the 4-D mask the model must use instead. Padding and the
+    tail are masked out of the LM loss; position ids count real tokens only.
+    """
+    rows = decision_rows([e.input_ids for e in examples],
+                         [e.prompt_length for e in examples], readout, pad_id)
+    labels = torch.full(rows.input_ids.shape, IGNORE_INDEX, dtype=torch.long)
+    end = rows.input_ids.shape[1] - rows.tail_length
     for i, e in enumerate(examples):
-        input_ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
-        labels[i, : len(e.labels)] = torch.tensor(e.labels)
-        attention[i, : len(e.input_ids)] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+        labels[i, end - len(e.labels) : end] = torch.tensor(e.labels)
+    batch = {"input_ids": rows.input_ids, "position_ids": rows.position_ids,
+             "attention_mask": rows.token_mask, "labels": labels}
+    if rows.attend is not None:
+        batch["attend"] = rows.attend
+    return batch
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The sample order of ``epoch``: a permutation that depends only on (seed, epoch)."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
+def batch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
+                group_batches: int) -> np.ndarray:
+    """The sample order of ``epoch``, which depends only on (lengths, seed, epoch).
+
+    A random permutation, cut into windows of ``group_batches`` batches; each window is
+    sorted by length and cut into batches, and the batches are shuffled. Samples of like
+    length share a batch, so little of it is padding (Hugging Face's ``group_by_length``
+    does the same with its "megabatches"); ``group_batches`` 1 keeps the plain permutation.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    if group_batches <= 1:
+        return order
+    lengths = np.asarray(lengths)
+    window = batch_size * group_batches
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        # A stable sort, longest first: ties keep the permutation's order.
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    # Keep a short last batch last: under `accelerate launch` it is the one dropped.
+    full = [b for b in batches if len(b) == batch_size]
+    short = [b for b in batches if len(b) < batch_size]
+    return np.concatenate([full[i] for i in rng.permutation(len(full))] + short)
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -142,7 +187,7 @@ def mean_lm_loss(model, examples: Sequence[Example], pad_id: int, batch_size: in
     for start in range(0, len(examples), batch_size):
         batch = {k: v.to(device) for k, v in
                  collate(examples[start : start + batch_size], pad_id).items()}
-        logits = model(input_ids=batch["input_ids"],
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                        attention_mask=batch["attention_mask"]).logits
         n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         total += float(lm_loss(logits, batch["labels"])) * n
@@ -177,6 +222,9 @@ def add_adapters(model, params: Mapping[str, Any]):
     model = get_peft_model(model, LoraConfig(
         r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
         target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM",
+        # Trained in full and saved with the adapter (the embedded default's embeddings and
+        # output head); PEFT's merge puts them in the baked model.
+        modules_to_save=list(lora.get("modules_to_save") or []) or None,
     ))
     so8t = dict(params["so8t"])
     if so8t.pop("enabled", True):
@@ -281,6 +329,7 @@ def train_so8t(
                               max_probe_tokens=max_len)
               if weights["safety"] > 0 else None)
     train = tokenise_samples(samples[samples["split"] == "train"], tokenizer, max_len, scorer)
+    readout = scorer.readout if scorer is not None else None
     val = tokenise_samples(samples[samples["split"] == "val"], tokenizer, max_len)
     if not train:
         raise ValueError("training: the thinking_sft dataset has no split == 'train' rows")
@@ -302,6 +351,9 @@ def train_so8t(
     if params.get("max_steps"):
         total_steps = min(total_steps, int(params["max_steps"]))
     pet_schedule = PETSchedule(**params["pet_schedule"])
+    # Each sample's tokens, for the length-grouped batches (the tail is the same for all).
+    lengths = [len(e.input_ids) for e in train]
+    group_batches = int(params["length_group_batches"])
     safety_temperature = float(params.get("safety_temperature", 1.0))
 
     untrained_val_loss = mean_lm_loss(model, val, pad_id, batch_size, device) if val else None
@@ -357,7 +409,7 @@ def train_so8t(
         if manager:
             stack.push(_mark_failed_on_error(manager))
         for epoch in range(start_epoch, epochs):
-            order = epoch_order(len(train), seed, epoch)
+            order = batch_order(lengths, global_batch, seed, epoch, group_batches)
             micro = start_micro if epoch == start_epoch else 0
             while micro < micro_per_epoch and step < total_steps:
                 group = range(micro, min(micro + accumulation, micro_per_epoch))
@@ -368,7 +420,7 @@ def train_so8t(
                 for m in group:
                     start = m * global_batch + rank * batch_size
                     batch_examples = [train[i] for i in order[start : start + batch_size]]
-                    terms = _losses(model, scorer, gates, batch_examples, pad_id, device,
+                    terms = _losses(model, readout, gates, batch_examples, pad_id, device,
                                     weights, pet_lambda, safety_temperature)
                     accelerator.backward(terms["loss"] / len(group))
                     micro_terms.append(torch.stack([terms[k].detach().float()
@@ -446,20 +498,26 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _losses(model, scorer: FourClassScorer | None, gates, examples: Sequence[Example],
+def _losses(model, readout: DecisionReadout | None, gates, examples: Sequence[Example],
             pad_id: int, device, weights: Mapping[str, float], pet_lambda: float,
             safety_temperature: float) -> dict[str, torch.Tensor]:
-    """The four loss terms of one micro-batch and their weighted sum (the safety term
-    needs a ``scorer`` and the examples' encoded probes; without one it is zero)."""
-    batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                output_hidden_states=pet_lambda > 0)
+    """The four loss terms of one micro-batch and their weighted sum.
+
+    One forward pass: with a ``readout`` (the four-class term) each row holds the sample,
+    then the decision tail that sees only the sample's prompt (:func:`collate`), so the
+    label scores come from the same pass as the LM loss; without one the safety term is 0.
+    """
+    batch = {k: v.to(device) for k, v in collate(examples, pad_id, readout).items()}
+    mask = (additive_mask(batch["attend"], float_dtype(model)) if readout is not None
+            else batch["attention_mask"])
+    out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                attention_mask=mask, output_hidden_states=pet_lambda > 0)
     lm = lm_loss(out.logits, batch["labels"])
     zero = lm.new_zeros(())
+    # PET runs over the samples' own tokens: padding and the tail are masked out.
     pet = pet_loss(out.hidden_states[-1], batch["attention_mask"]) if pet_lambda > 0 else zero
-    if scorer is not None:
-        probes = scorer.collate([e.probe for e in examples])
-        scores = scorer.label_log_likelihoods(model, probes.to(device))
+    if readout is not None:
+        scores = readout.scores(out.logits[:, -len(readout.tokens):])
         target = torch.tensor([e.label_id for e in examples], device=device)
         safety = F.cross_entropy(scores / safety_temperature, target)
     else:

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 from peft import PeftModel
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from so8t_kedro.datasets import HFDirectoryDataset, OptunaStorageDataset
@@ -24,6 +26,8 @@ EMBEDDED = {"vocab_size": 1200, "hidden_size": 64, "num_hidden_layers": 2,
             "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 128,
             "max_position_embeddings": 1024, "seed": 0,
             "pretrain": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 8}}
+# The embedded default's own recipe, merged over params:training: its output head trained in full.
+EMBEDDED_TRAINING = {"lora": {"modules_to_save": ["lm_head"]}}
 PERSISTED_OUTPUTS = ("hpo_best_params", "hpo_trials", "hpo_optimization_history_plot",
                      "hpo_param_importances_plot", "training_history", "training_summary",
                      "learning_curve_plot")
@@ -33,7 +37,8 @@ def pipeline_catalog(sft_samples, training_params, hpo_params, tmp_path) -> Data
     return DataCatalog(datasets={
         "thinking_sft_dataset": MemoryDataset(sft_samples),
         "params:base_model.embedded": MemoryDataset(EMBEDDED),
-        "params:base_model": MemoryDataset({"path": None, "embedded": EMBEDDED}),
+        "params:base_model": MemoryDataset({"path": None, "embedded": EMBEDDED,
+                                            "embedded_training": EMBEDDED_TRAINING}),
         "params:training": MemoryDataset(training_params),
         "params:hpo": MemoryDataset(hpo_params),
         "hpo_study_storage": OptunaStorageDataset(filepath=str(tmp_path / "hpo" / "study.db")),
@@ -72,6 +77,10 @@ def test_training_pipeline_slice(sft_samples, training_params, hpo_params, tmp_p
                                          adapter_dir)
     load_gates(restored, adapter_dir)
     assert sorted(list_gates(restored)) == [0, 1]
+    # base_model.embedded_training applied: the head was trained in full and saved with LoRA.
+    saved = load_file(adapter_dir / "adapter_model.safetensors")
+    [head] = [v for k, v in saved.items() if "lm_head" in k]
+    assert not torch.equal(head, AutoModelForCausalLM.from_pretrained(base_dir).lm_head.weight)
 
 
 def test_an_interrupted_run_exits_with_the_signal_code(monkeypatch, tmp_path):

@@ -24,6 +24,7 @@ from so8t_kedro.training.base_model import (
     embedded_base_model,
     pretrain_causal_lm,
     save_base_model,
+    training_params_for,
 )
 from so8t_kedro.training.checkpoint import TrainingInterrupted
 from so8t_kedro.training.hpo import (
@@ -97,8 +98,9 @@ def tune_hyperparameters(
                     "parameters_training.yml as it is. Run it with: kedro run "
                     "--pipelines=training --tags=hpo --params=hpo.enabled=true")
         return {}, pd.DataFrame(columns=["number", "value", "state", *OBJECTIVE_TERMS])
-    study = run_study(chosen_base_dir(base_model_params, embedded_base_model_dir), thinking_sft_dataset, training_params, hpo_params,
-                      study_storage(study_storage_url, hpo_params))
+    study = run_study(chosen_base_dir(base_model_params, embedded_base_model_dir),
+                      thinking_sft_dataset, training_params_for(base_model_params, training_params),
+                      hpo_params, study_storage(study_storage_url, hpo_params))
     best = best_parameters(study)
     logger.info("Study %s: best parameters %s", study.study_name, best or "none (no trial "
                 "completed)")
@@ -145,8 +147,9 @@ def train_so8t_adapter(
     training_params: dict[str, Any],
     hpo_best_params: dict[str, Any],
 ) -> tuple[AdapterBundle, pd.DataFrame, dict[str, Any]]:
-    """Train LoRA + SO8T gates on ``base_model.path`` (or the embedded default), with the
-    hyperparameter search's best parameters (if any) overriding ``params:training``.
+    """Train LoRA + SO8T gates on ``base_model.path`` (or the embedded default, with
+    ``base_model.embedded_training`` over ``params:training``), with the hyperparameter
+    search's best parameters (if any) overriding both.
 
     Returns the adapter (+ gates, + tokenizer), the per-step loss history and a summary
     with the validation LM loss before and after training.
@@ -155,7 +158,8 @@ def train_so8t_adapter(
     if hpo_best_params:
         logger.info("Training with the hyperparameter search's best parameters: %s",
                     hpo_best_params)
-    params = apply_overrides(training_params, hpo_best_params)
+    params = apply_overrides(training_params_for(base_model_params, training_params),
+                             hpo_best_params)
     try:
         result = train_so8t(base_dir, thinking_sft_dataset, params,
                             checkpoint_dir=params["checkpoint"]["dir"])
