@@ -326,8 +326,9 @@ def socket_url(sock: socket.socket) -> str:
 
 
 def uvicorn_server(app: FastAPI, *, log_level: str = "warning") -> uvicorn.Server:
-    """One uvicorn worker (one model per process). Forwarded-for headers are not
-    trusted: the rate limit and the audit log see the connecting address."""
-    return uvicorn.Server(uvicorn.Config(app, workers=1, proxy_headers=False,
+    """uvicorn serving ``app`` in this process (``Server.run``: one worker, so one model
+    per process). Forwarded-for headers are not trusted: the rate limit and the audit log
+    see the connecting address."""
+    return uvicorn.Server(uvicorn.Config(app, proxy_headers=False,
                                          server_header=False, access_log=False,
                                          log_level=log_level))
