@@ -7,9 +7,10 @@ few bad lines; each text starts with a random run of words so that, as in real d
 most requests are not near duplicates of one another), spread
 over four ``four_class_*.jsonl`` partitions plus a seed file, then times the node
 functions and reports records/second and peak memory (process peak RSS, and the peak
-of Python allocations measured in a second, tracemalloc-instrumented pass).
+of Python allocations in one more, tracemalloc-instrumented pass with --trace-memory).
 
     python benchmarks/data_processing.py [--records 100000] [--repeat 3] [--profile]
+        [--trace-memory]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import yaml
+from kedro.config import OmegaConfigLoader
 
 from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.data_processing.nodes import (
@@ -37,7 +38,7 @@ from so8t_kedro.pipelines.data_processing.nodes import (
     split_records,
 )
 
-PARAMS_FILE = Path(__file__).resolve().parents[1] / "conf/base/parameters_data_processing.yml"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 JA_TEMPLATES = [
     "{n}番目の質問です。東京で美味しいラーメン屋を教えてください。",
@@ -125,20 +126,36 @@ def make_files(n_records: int, seed: int = 0) -> tuple[dict[str, bytes], bytes]:
 
 
 def cleaning_path(partitions: dict[str, bytes], seed: bytes, params: dict):
-    """The timed path: the node functions of ingest -> clean -> deduplicate -> split."""
+    """The timed path: the node functions of ingest -> clean (PII) -> deduplicate ->
+    quarantine -> near-duplicate groups -> split; returns counts and seconds per stage."""
     loaders = {k: (lambda v=v: v) for k, v in partitions.items()}
+    stages: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal start
+        stages[name] = time.perf_counter() - start
+        start = time.perf_counter()
+
     raw, q_ingest, _ = ingest_raw_records(loaders, seed, params["ingest"])
+    lap("ingest")
     clean, q_clean, _ = clean_records(raw, params["clean"])
+    lap("clean+pii")
     unique, duplicates, q_conflict = deduplicate_records(clean)
+    lap("dedup")
     quarantine = collect_quarantined_records(q_ingest, q_clean, q_conflict, params["clean"])
+    lap("quarantine")
     groups, _ = group_near_duplicates(unique, params["near_duplicates"])
+    lap("near-dup groups")
     train, val, test, _ = split_records(unique, groups, params["split"])
-    return (
+    lap("split")
+    counts = (
         len(raw) + len(q_ingest),
         len(train) + len(val) + len(test),
         len(quarantine),
         len(duplicates),
     )
+    return counts, stages
 
 
 def main() -> None:
@@ -146,21 +163,28 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print the top cProfile entries")
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="one more pass under tracemalloc (slow)")
     args = parser.parse_args()
 
-    params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))["data_processing"]
+    params = OmegaConfigLoader(str(CONF_DIR), base_env="base", default_run_env="local")[
+        "parameters"
+    ]["data_processing"]
     partitions, seed = make_files(args.records)
     size_mb = (sum(map(len, partitions.values())) + len(seed)) / 1e6
     print(f"generated {args.records} lines ({size_mb:.1f} MB) in 4 partitions + seed")
 
-    cleaning_path(partitions, seed, params)  # warm-up: regex compilation, imports
+    start = time.perf_counter()
+    cleaning_path(*make_files(1000, seed=1), params)  # warm-up: imports, regexes, PII models
+    print(f"warm-up on 1000 other lines (loads the PII engine): {time.perf_counter() - start:.1f} s")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     times = []
     for _ in range(args.repeat):
         gc.collect()
         start = time.perf_counter()
-        read, kept, quarantined, duplicates = cleaning_path(partitions, seed, params)
+        (read, kept, quarantined, duplicates), stages = cleaning_path(partitions, seed, params)
         times.append(time.perf_counter() - start)
+        print("  stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     best = min(times)
     print(
@@ -172,12 +196,13 @@ def main() -> None:
     print(f"throughput: {args.records / best:,.0f} records/s")
     print(f"peak RSS: {rss_peak:.0f} MiB (after generation and warm-up: {rss_before:.0f} MiB)")
 
-    gc.collect()
-    tracemalloc.start()
-    cleaning_path(partitions, seed, params)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    print(f"peak Python allocations during one pass (tracemalloc): {peak / 2**20:.0f} MiB")
+    if args.trace_memory:
+        gc.collect()
+        tracemalloc.start()
+        cleaning_path(partitions, seed, params)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(f"peak Python allocations during one pass (tracemalloc): {peak / 2**20:.0f} MiB")
 
     if args.profile:
         profiler = cProfile.Profile()

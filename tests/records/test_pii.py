@@ -443,10 +443,10 @@ def test_only_texts_with_a_dictionary_name_go_through_the_ner_model(scrubber, mo
     seen: list[str] = []
     pipe = nlp.pipe
 
-    def spy(docs, **kwargs):
-        docs = list(docs)
-        seen.extend(doc.text for doc in docs)
-        return pipe(docs, **kwargs)
+    def spy(texts, **kwargs):
+        texts = list(texts)
+        seen.extend(texts)
+        return pipe(texts, **kwargs)
 
     monkeypatch.setattr(nlp, "pipe", spy)
     results = scrubber.scrub(["東京で美味しいラーメン", "同僚の山田太郎さん"], ["ja", "ja"])

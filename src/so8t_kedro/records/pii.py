@@ -31,6 +31,7 @@ from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 from pydantic import BaseModel, ConfigDict, Field
+from spacy.tokens import Doc
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class NerConfig(_Strict):
     labels: dict[str, str]
     score: float = Field(ge=0.0, le=1.0)
     reject: str
-    run_if_tag: dict[str, str]
+    run_if_sudachi_pos: dict[str, str]
     batch_size: int = Field(ge=1)
 
 
@@ -196,6 +197,19 @@ class _NerRecognizer(SpacyRecognizer):
         return [r for r in results if not self._reject.search(text[r.start : r.end])]
 
 
+def _sudachi_gate(pos_pattern: str) -> Callable[[str], bool]:
+    """Whether a text has a token whose Sudachi part of speech (e.g.
+    名詞-固有名詞-人名-姓) matches: SudachiPy + SudachiDict-core (installed with ja-ginza)
+    tokenise ~50x faster than the named-entity model runs."""
+    import sudachipy  # only with a Japanese gate configured
+
+    dictionary = sudachipy.Dictionary(dict="core")
+    pattern = regex.compile(pos_pattern)
+    matches = dictionary.pos_matcher(lambda pos: bool(pattern.search("-".join(pos))))
+    tokenizer = dictionary.create(sudachipy.SplitMode.C)
+    return lambda text: any(matches(m) for m in tokenizer.tokenize(text))
+
+
 def _load_pipeline(language: str, model: str, exclude: Sequence[str]) -> spacy.Language:
     """An installed spaCy package, or spaCy's blank tokenizer; never a download."""
     if model == BLANK_MODEL:
@@ -251,7 +265,9 @@ class PiiScrubber:
                 if language in pipelines:
                     registry.add_recognizer(_ValidatedPatternRecognizer(recognizer, language))
         self.languages = languages
-        self._gates = {lang: regex.compile(tag) for lang, tag in config.ner.run_if_tag.items()}
+        self._gates = {
+            language: _sudachi_gate(pos) for language, pos in config.ner.run_if_sudachi_pos.items()
+        }
         self.analyzer = AnalyzerEngine(
             registry=registry, nlp_engine=engine, supported_languages=languages
         )
@@ -263,19 +279,20 @@ class PiiScrubber:
         self.entities = config.entity_types
 
     def _docs(self, texts: list[str], language: str) -> list[Any]:
-        """spaCy docs of a batch. With a ``run_if_tag`` gate for the language, every
-        text is tokenised (cheap) but only those with a token whose tag matches (for
-        Japanese: a dictionary person name, 人名) go through the named-entity model,
-        which costs ~50x the tokenizer; the others keep their token-only doc."""
+        """spaCy docs of a batch, the named-entity model run only where it is needed:
+        never for a pipeline without one, and with a ``run_if_sudachi_pos`` gate only for texts with a
+        matching token (for Japanese: a dictionary person name, 人名); the model costs
+        ~50x the tokenizer. The other texts get an empty doc: pattern recognisers read
+        the text, and tokens matter only to context words, which none of ours has."""
         nlp = self.analyzer.nlp_engine.nlp[language]
-        size = self.config.ner.batch_size
+        empty = Doc(nlp.vocab, words=[])
+        docs = [empty] * len(texts)
+        if "ner" not in nlp.pipe_names:
+            return docs
         gate = self._gates.get(language)
-        if gate is None:
-            return list(nlp.pipe(texts, batch_size=size))
-        docs = [nlp.make_doc(text) for text in texts]
-        wanted = [i for i, doc in enumerate(docs) if any(gate.search(t.tag_) for t in doc)]
-        for i, doc in zip(wanted, nlp.pipe([docs[i] for i in wanted], batch_size=size),
-                          strict=True):
+        wanted = [i for i, text in enumerate(texts) if gate is None or gate(text)]
+        ner_docs = nlp.pipe([texts[i] for i in wanted], batch_size=self.config.ner.batch_size)
+        for i, doc in zip(wanted, ner_docs, strict=True):
             docs[i] = doc
         return docs
 
