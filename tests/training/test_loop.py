@@ -6,11 +6,10 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
-import numpy as np
 
 from so8t_kedro.classifier import FourClassScorer, scored_token_counts, split_token_ids
 from so8t_kedro.labels import LABELS

@@ -549,6 +549,6 @@ __all__ = [
     "load_base_model_for",
     "load_phi3_config",
     "save_base_model",
-    "training_params_for",
     "train_sentencepiece",
+    "training_params_for",
 ]
