@@ -8,8 +8,8 @@ A backend does two things for the /think service, both on token ids of the proje
   ``<|assistant|>``, ``<|endoftext|>`` for Phi-3.5); the reply is decoded *with* special
   tokens, because ``think_format.parse_reply`` ends a reply at a new turn (``<|user|>``)
   and can only see that turn if it is still in the text;
-* ``label_log_likelihoods(text, language)``: the four labels' summed log-likelihoods at
-  the decision probe, ``FourClassScorer``'s definition (probe and continuation ids come
+* ``label_log_likelihoods(text, language)``: the four labels' scores at the decision
+  probe, ``FourClassScorer``'s definition (``classifier.label_scores``) (probe and continuation ids come
   from ``FourClassScorer.encode``, so they are the very ids the training loss scored).
 
 Greedy decoding: the server's answers are then reproducible for a given model, which the
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy.special import log_softmax
 
-from so8t_kedro.classifier import FourClassScorer
+from so8t_kedro.classifier import FourClassScorer, label_scores
 from so8t_kedro.export.llama_process import LlamaProcess
 from so8t_kedro.scoring import score_requests
 
@@ -87,9 +87,9 @@ class LlamaCppBackend:
     vocabulary, same ids), so the chat template and the probe are tokenised exactly as for
     the HF backend.
 
-    The label scores use the same definition as :class:`FourClassScorer`: llama.cpp's
-    logits at every position of probe + continuation, log-softmaxed, and the continuation
-    tokens' log-probabilities summed. The probe is evaluated once and each label's
+    The label scores use the same definition as :class:`FourClassScorer`
+    (:func:`~so8t_kedro.classifier.label_scores` of llama.cpp's log-softmaxed logits over
+    each label's continuation tokens). The probe is evaluated once and each label's
     continuation on top of its cached state.
 
     A native crash raises :class:`NativeCrashError` for that request; the next request
@@ -133,12 +133,12 @@ class LlamaCppBackend:
         encoded = self.scorer.encode(text, language)
         probe = encoded[0][0]  # one probe for all four labels
         continuations = [continuation for _, continuation in encoded]
-        scores = []
+        token_log_probs = []
         for continuation, logits in zip(
                 continuations, self._call("continuation_logits", probe, continuations)):
             log_probs = log_softmax(logits.astype(np.float64), axis=-1)
-            scores.append(log_probs[np.arange(len(continuation)), continuation].sum())
-        return np.asarray(scores, dtype=np.float64)
+            token_log_probs.append(log_probs[np.arange(len(continuation)), continuation])
+        return np.asarray(label_scores(token_log_probs, continuations), dtype=np.float64)
 
     def close(self) -> None:
         self._llm.close()
