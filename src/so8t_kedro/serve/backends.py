@@ -9,8 +9,9 @@ A backend does two things for the /think service, both on token ids of the proje
   tokens, because ``think_format.parse_reply`` ends a reply at a new turn (``<|user|>``)
   and can only see that turn if it is still in the text;
 * ``label_log_likelihoods(text, language)``: the four labels' scores at the decision
-  probe, ``FourClassScorer``'s definition (``classifier.label_scores``) (probe and continuation ids come
-  from ``FourClassScorer.encode``, so they are the very ids the training loss scored).
+  probe, ``FourClassScorer``'s definition (``classifier.label_scores``; probe and
+  continuation ids come from ``FourClassScorer.encode``, so they are the very ids the
+  training loss scored).
 
 Greedy decoding: the server's answers are then reproducible for a given model, which the
 audit log (hashes of the reply) and the HF/GGUF comparison rely on.
