@@ -170,6 +170,11 @@ def test_property_no_thinking_passes_the_rules(case):
     ("note\n  **2) リスクの評価**：高い", "thinking"),
     ("Policy: see the manual", "thinking"),
     ("the policy: see the manual", None),                # not at the start of the line
+    ("Thought: the user wants x\nok", "thinking"),     # words that name thinking itself
+    ("ok\n- **Reasoning**: because", "thinking"),
+    ("[思考] 危険かどうか", "thinking"),                   # a bracket label, no colon
+    ("【推論】ユーザーは", "thinking"),
+    ("理由: 安いからです。", None),                      # "reason" is an answer's word
     ("回答です 判定: DENY", "decision"),
     ("判定: ALLOW", "empty"),
     ("\u200b\u2060", "empty"),

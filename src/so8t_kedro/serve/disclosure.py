@@ -25,8 +25,9 @@ Withheld (:func:`withheld_reason`):
   the section headers of the sections format (their words anywhere, and any header the
   parser recognises, ``# Reasoning`` included), the thinking tags' names written as words
   (``think-task``, ``THINK_TASK``, ``think.task``...), and a line that begins like a
-  thinking part (a rendered sections thinking step, ``1. 依頼の把握:`` / ``1. Task:``, or
-  a thinking part's name, with any list marker or emphasis before the colon);
+  thinking part (a rendered sections thinking step, ``1. 依頼の把握:`` / ``1. Task:``, a
+  thinking part's name, or a word that names thinking itself (``Thought:``, ``【推論】``),
+  with any list marker or emphasis before the colon or closing bracket);
 * ``decision``: the decision key (``判定:``) anywhere but on a decision line of its own
   (those are dropped from what is shown: the decision line never goes out);
 * ``unstable``: the text still changes after :data:`MAX_NORMALISE_ROUNDS` rounds;
@@ -156,8 +157,15 @@ def _looks_like_markup(view: str) -> bool:
 # What may precede a thinking part's name on its line (list markers, numbering, quotes,
 # emphasis, headings) and between the name and its colon (emphasis, blanks, brackets).
 # Never across a line break: each line's lead is scanned once (no quadratic backtracking).
-_LINE_LEAD = r"^(?:[^\S\n]|[#>*_~\-+•・.()\[\]【】0-9])*"
-_NAME_TAIL = r"(?:[^\S\n]|[*_~)\]】])*:"
+_LINE_LEAD = r"^(?:[^\S\n]|[#>*_~\-+•・.()\[\]【】「『0-9])*"
+# The name ends at a colon, or at a closing bracket that labels what follows ("[思考] ...").
+_NAME_TAIL = r"(?:[^\S\n]|[*_~])*(?::|[)\]】」』])"
+# Words that name thinking itself, in both languages: a line labelled with one of them is
+# thinking in any format a model may invent ("Thought: ...", "【推論】..."), so it is
+# withheld like the format's own part names. "reason" / "理由" are left out: answers use them.
+GENERIC_THINKING_LABELS = ("think", "thinking", "thought", "thoughts", "reasoning",
+                           "rationale", "scratchpad", "chain of thought", "inner monologue",
+                           "思考", "思考過程", "考え", "推論", "考察", "内省", "検討メモ")
 
 
 def _words(name: str, *, blanks: bool) -> str:
@@ -178,7 +186,7 @@ def _thinking_patterns() -> tuple[re.Pattern, re.Pattern]:
     """
     placeholder = "\x00"
     headers: set[str] = set()
-    step_names: set[str] = {*THINK_PARTS, *THINK_TAGS.values()}
+    step_names: set[str] = {*THINK_PARTS, *THINK_TAGS.values(), *GENERIC_THINKING_LABELS}
     for language in LANGUAGES:
         rendered = format_assistant(dict.fromkeys(THINK_PARTS, placeholder), "",
                                     "sections", language)
