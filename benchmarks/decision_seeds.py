@@ -193,11 +193,11 @@ def main() -> None:
         print(f"{label:24}" + "".join(f"{c:>20}" for c in cells))
     model_f1 = statistics.mean(r["macro_f1"] for r in results["model"])
     model_miss = statistics.mean(r["unsafe_miss_rate"] for r in results["model"])
-    reference = results["reference"][0]
-    print(f"bar: model macro-F1 >= reference ({model_f1:.3f} vs {reference['macro_f1']:.3f}): "
-          f"{'met' if model_f1 >= reference['macro_f1'] else 'NOT met'}; model unsafe-miss <= "
-          f"reference ({model_miss:.3f} vs {reference['unsafe_miss_rate']:.3f}): "
-          f"{'met' if model_miss <= reference['unsafe_miss_rate'] else 'NOT met'}")
+    bar = results["reference"][0]
+    print(f"bar: model macro-F1 >= reference ({model_f1:.3f} vs {bar['macro_f1']:.3f}): "
+          f"{'met' if model_f1 >= bar['macro_f1'] else 'NOT met'}; model unsafe-miss <= "
+          f"reference ({model_miss:.3f} vs {bar['unsafe_miss_rate']:.3f}): "
+          f"{'met' if model_miss <= bar['unsafe_miss_rate'] else 'NOT met'}")
     print("== retrained models, predicted labels on the balanced set")
     for seed, line in zip(args.seeds, retrained_distributions, strict=True):
         print(f"seed {seed}: {line}")
