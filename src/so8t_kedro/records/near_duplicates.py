@@ -24,9 +24,8 @@ from datasketch import MinHash, MinHashLSH
 # bands and rows by minimising the weighted sum of both error integrals): for threshold
 # 0.6 and 128 permutations, 25 bands of 5 rows; a pair is a candidate with probability
 # 1 - (1 - J⁵)²⁵: 0.87 at J = 0.6, 0.95 at 0.65, 0.99 at 0.7, 0.9999 at 0.8 (a typo).
-# 31 bands of 4 rows (weights 1:49, 0.987 at 0.6) made four times the false candidates
-# (0.22 vs 0.06 at J = 0.3, two requests sharing a template) and cost 331 s on the
-# benchmark's 100k records.
+# 31 bands of 4 rows (weights 1:49, 0.987 at 0.6) make four times the false candidates
+# (0.22 vs 0.06 at J = 0.3, two requests sharing a template).
 _LSH_WEIGHTS = (0.1, 0.9)
 # A candidate is checked exactly only if its MinHash estimate is within this margin of
 # the threshold: the estimate's standard error is sqrt(J(1-J)/num_perm) <= 0.044 for 128
