@@ -22,6 +22,8 @@ def expected_decision(verdict: dict) -> str:
 # A smaller embedded model and one epoch, so the whole chain takes a minute or two on CPU.
 TINY = ("base_model.embedded.hidden_size=64,base_model.embedded.intermediate_size=128,"
         "base_model.embedded.pretrain.epochs=1,training.epochs=1,training.quantization=null,"
+        # the embedded recipe is merged over `training`: its epochs win over training.epochs
+        "base_model.embedded_training.epochs=1,"
         "training.lora.r=4,training.lora.alpha=8,training.max_seq_length=512")
 
 
