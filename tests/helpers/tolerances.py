@@ -48,3 +48,17 @@ def rotation_exp_bound(dtype: torch.dtype, skew: torch.Tensor) -> float:
     pade = _PADE_13_PRODUCTS * accumulation_bound(dtype, n, math.exp(_THETA_13 / 2))
     squaring = accumulation_bound(dtype, n, math.sqrt(n))
     return 2**squarings * (pade + squaring)
+
+
+def forward_bound(dtype: torch.dtype, config, logits: torch.Tensor) -> float:
+    """Largest logit difference between two evaluations of one decoder in ``dtype`` that
+    differ only in how their sums are grouped (a rotation folded into a weight, a LoRA
+    merged, another kernel): along the path to a logit, each layer sums over the hidden
+    size twice (attention output, the next projection) and over the MLP width once, and the
+    head over the hidden size. The sums' absolute terms are taken as the logits' size times
+    √hidden (random-sign terms of a dot product add up to about 1/√n of their absolute sum).
+    """
+    terms = config.num_hidden_layers * (2 * config.hidden_size + config.intermediate_size) \
+        + config.hidden_size
+    magnitude = logits.abs().max().item() * math.sqrt(config.hidden_size)
+    return accumulation_bound(dtype, terms, magnitude)
