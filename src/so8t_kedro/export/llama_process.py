@@ -151,7 +151,7 @@ def _serve_llama(conn, gguf_path: str, extra_buffers: bool, llama_kwargs: dict[s
     try:
         _inject_crash("load", gguf_path)
         llm = _new_llama(gguf_path, extra_buffers, llama_kwargs)
-    except Exception as error:  # reported to the parent, which raises it
+    except Exception as error:  # noqa: BLE001 (any failure is the parent's to raise)
         conn.send(("error", f"{type(error).__name__}: {error}"))
         return
     conn.send(("ok", None))
@@ -160,7 +160,7 @@ def _serve_llama(conn, gguf_path: str, extra_buffers: bool, llama_kwargs: dict[s
         _inject_crash(call, gguf_path)
         try:
             conn.send(("ok", _CALLS[call](llm, *args)))
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (reported to the parent, which raises it)
             conn.send(("error", f"{type(error).__name__}: {error}"))
     llm.close()
 
@@ -169,7 +169,7 @@ def _run_once(conn, operation: str, path: str, function: Callable[..., Any], arg
     _inject_crash(operation, path)
     try:
         conn.send(("ok", function(*args)))
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 (reported to the parent, which raises it)
         conn.send(("error", f"{type(error).__name__}: {error}"))
 
 
