@@ -34,8 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 import pandas as pd
-import yaml
-from seed_samples import render_seed_samples
+from seed_samples import build_embedded
 
 from so8t_kedro import think_format as tf
 from so8t_kedro.export.gguf import gguf_summary, quantize_gguf, verify_gguf, write_gguf
@@ -54,16 +53,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed writes per type")
     parser.add_argument("--out-dir", type=Path, default=None, help="default: a temp dir")
     return parser.parse_args()
-
-
-def build_embedded(rows: pd.DataFrame, out_dir: Path) -> Path:
-    """The training pipeline's embedded default, trained on the rendered seed ``rows``."""
-    from so8t_kedro.pipelines.training.nodes import build_embedded_base_model
-
-    samples = render_seed_samples(rows)
-    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())
-    build_embedded_base_model(samples, params["base_model"]["embedded"]).save_pretrained(out_dir)
-    return out_dir
 
 
 def seed_prompts(rows: pd.DataFrame, limit: int) -> list[str]:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def render_seed_samples(rows: pd.DataFrame) -> pd.DataFrame:
@@ -14,3 +19,17 @@ def render_seed_samples(rows: pd.DataFrame) -> pd.DataFrame:
     records = rows.assign(label_id=rows["label"].map(LABEL_TO_ID), source="seed",
                           split=["val" if i % 8 >= 6 else "train" for i in range(len(rows))])
     return render_thinking_sft_samples(records, {"format": "quadruple", "seed": 0})
+
+
+def build_embedded(rows: pd.DataFrame, out_dir: Path, pretrain_epochs: int | None = None) -> Path:
+    """The training pipeline's embedded default (``conf/base/parameters_training.yml``'s
+    ``base_model.embedded``) built on the rendered seed ``rows`` and saved to ``out_dir``;
+    ``pretrain_epochs`` overrides its pre-training epochs."""
+    from so8t_kedro.pipelines.training.nodes import build_embedded_base_model
+
+    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())
+    embedded = params["base_model"]["embedded"]
+    if pretrain_epochs is not None:
+        embedded = {**embedded, "pretrain": {**embedded["pretrain"], "epochs": pretrain_epochs}}
+    build_embedded_base_model(render_seed_samples(rows), embedded).save_pretrained(out_dir)
+    return out_dir

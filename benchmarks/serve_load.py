@@ -48,8 +48,7 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 import numpy as np
 import pandas as pd
-import yaml
-from seed_samples import render_seed_samples
+from seed_samples import build_embedded
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SEED = PROJECT_ROOT / "data/01_raw/so8t_seed_dataset.jsonl"
@@ -75,17 +74,6 @@ def parse_args() -> argparse.Namespace:
     if not 1 <= args.clients <= MAX_CLIENTS or not 0 < args.seconds <= MAX_SECONDS:
         parser.error(f"1-{MAX_CLIENTS} clients and 0-{MAX_SECONDS} s per phase")
     return args
-
-
-def build_embedded(rows: pd.DataFrame, epochs: int, out_dir: Path) -> Path:
-    """The training pipeline's embedded default, pre-trained ``epochs`` on the seed rows."""
-    from so8t_kedro.pipelines.training.nodes import build_embedded_base_model
-
-    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())
-    embedded = params["base_model"]["embedded"]
-    embedded = {**embedded, "pretrain": {**embedded["pretrain"], "epochs": epochs}}
-    build_embedded_base_model(render_seed_samples(rows), embedded).save_pretrained(out_dir)
-    return out_dir
 
 
 @dataclass
@@ -209,8 +197,8 @@ def main() -> int:
         out = args.out_dir or Path(temp)
         out.mkdir(parents=True, exist_ok=True)
         rows = pd.read_json(SEED, lines=True, dtype=False)
-        model_dir = args.model_dir or build_embedded(rows, args.pretrain_epochs,
-                                                     out / "embedded_base_model")
+        model_dir = args.model_dir or build_embedded(rows, out / "embedded_base_model",
+                                                     args.pretrain_epochs)
         requests = [{"text": text, "language": language}
                     for text, language in zip(rows["text"], rows["language"])]
         print(f"model: {model_dir}  ({platform.processor() or platform.machine()}, "
