@@ -160,7 +160,8 @@ def run_trainer(base_dir: Path, samples: pd.DataFrame, params: dict, warmup: int
     # The loop's own k-bit preparation and LoRA, without the SO8T gates.
     model = add_adapters(model, {**params, "so8t": {**params["so8t"], "enabled": False}})
     train = tokenise_samples(samples[samples["split"] == "train"], tokenizer,
-                             int(params["max_seq_length"]))
+                             int(params["max_seq_length"]),
+                             min_target_tokens=int(params["min_target_tokens"]))
     pad_id = tokenizer.pad_token_id
 
     step_times: list[float] = []

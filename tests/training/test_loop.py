@@ -36,7 +36,8 @@ from so8t_kedro.training.loop import (
 def test_prompt_tokens_are_masked_out_of_the_lm_loss(tiny_base_dir, sft_samples):
     _, tokenizer = load_base_model(tiny_base_dir)
     row = sft_samples.iloc[0]
-    [example] = tokenise_samples(sft_samples.iloc[:1], tokenizer, max_seq_length=4096)
+    [example] = tokenise_samples(sft_samples.iloc[:1], tokenizer, max_seq_length=4096,
+                                    min_target_tokens=64)
     prompt_ids, completion_ids = split_token_ids(tokenizer, row["prompt"], row["completion"])
     assert example.input_ids == prompt_ids + completion_ids
     assert example.labels[: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
@@ -89,12 +90,12 @@ def test_one_pass_losses_equal_separate_passes(tiny_base_dir, sft_samples):
     model, tokenizer = load_base_model(tiny_base_dir)
     scorer = FourClassScorer(tokenizer)
     rows = sft_samples.iloc[[0, 9, 17, 26]]  # four labels, different lengths
-    examples = tokenise_samples(rows, tokenizer, 512, scorer)
+    examples = tokenise_samples(rows, tokenizer, 512, scorer, min_target_tokens=64)
     weights = {"cmd": 0.7, "safety": 1.3, "orthogonal_reg": 0.0}
     with torch.no_grad():
         terms = _losses(model, scorer.readout, {}, examples, tokenizer.pad_token_id, "cpu",
                         weights, pet_lambda=0.0, safety_temperature=0.5)
-        plain = tokenise_samples(rows, tokenizer, 512)
+        plain = tokenise_samples(rows, tokenizer, 512, min_target_tokens=64)
         lm_sum = count = 0
         for e in plain:  # each sample alone: no padding, no tail
             logits = model(input_ids=torch.tensor([e.input_ids])).logits
@@ -115,7 +116,7 @@ def test_each_samples_loss_is_the_same_alone_and_in_a_padded_batch(tiny_base_dir
     """Length grouping changes which samples share a batch; each sample's own LM loss must
     not depend on it (left padding with position ids that count real tokens only)."""
     model, tokenizer = load_base_model(tiny_base_dir)
-    examples = tokenise_samples(sft_samples.iloc[:6], tokenizer, 512)
+    examples = tokenise_samples(sft_samples.iloc[:6], tokenizer, 512, min_target_tokens=64)
     assert len({len(e.input_ids) for e in examples}) > 1  # padding does happen
     with torch.no_grad():
         batch = collate(examples, tokenizer.pad_token_id)
@@ -184,7 +185,8 @@ def test_gradient_accumulation_without_the_safety_loss(tiny_base_dir, sft_sample
                         checkpoint_dir=training_params["checkpoint"]["dir"])
     _, tokenizer = load_base_model(tiny_base_dir)
     train = tokenise_samples(sft_samples[sft_samples["split"] == "train"], tokenizer,
-                             training_params["max_seq_length"])
+                             training_params["max_seq_length"],
+                             min_target_tokens=training_params["min_target_tokens"])
     assert result.history["step"].tolist() == [1, 2]
     assert result.history["tokens"].sum() == sum(len(e.input_ids) for e in train)
     assert (result.history["safety"] == 0).all() and (result.history["lm"] > 0).all()

@@ -22,7 +22,8 @@ Each checkpoint folder holds::
     scaler.pt               GradScaler.state_dict()     } (optional files)
     rng.json                python ``random`` and numpy global RNG states (JSON)
     rng.safetensors         torch CPU RNG state and one state per CUDA device (uint8 tensors)
-    checkpoint.json         written last: kind, step, epoch, data position, params, saved_at, files
+    checkpoint.json         written last: kind, step, epoch, data position, params,
+                            fingerprint, saved_at, files
 
 Nothing is ever unpickled beyond what ``weights_only=True`` allows.
 
@@ -57,12 +58,22 @@ Kedro run the node then fails with that one-line message; a standalone entry poi
 it and exits with ``exc.exit_code`` = 128 + signal number (130 for SIGINT, 143 for SIGTERM,
 149 for SIGBREAK), the shell convention for "stopped by a signal" — never a traceback.
 
-Resume: ``resolve_resume("latest", root)`` (or an explicit path) → :func:`load` →
+Resume checks before it trusts. Each checkpoint records the run's *fingerprint*: what must
+match for a resumed run to continue it exactly (the loop's :func:`run_fingerprint
+<so8t_kedro.training.loop.run_fingerprint>`: the settings that shape the data order and the
+optimiser, the base model's identity, the training data's digest). ``resolve_resume("latest",
+root, fingerprint)`` takes the newest loadable checkpoint of an unfinished session (one without
+``checkpoint_final``) whose fingerprint matches; an explicit path may name any checkpoint,
+a finished session's too. A differing fingerprint is a :class:`ResumeMismatchError` listing
+each differing field, unless the caller accepts the changes.
+
+Resume: ``resolve_resume("latest", root, fingerprint)`` (or an explicit path) → :func:`load` →
 ``model.load_state_dict(state.trainable, strict=False)``, ``optimizer.load_state_dict``,
 ``scheduler.load_state_dict``, :func:`restore_rng_state`, then continue at
 ``state.epoch`` / ``state.position.index`` with the data order rebuilt from
-``state.position.seed``. Under DDP only the main process should save; RNG states are then
-those of rank 0.
+``state.position.seed``. Under DDP only the main process saves; the RNG states are rank 0's,
+which is enough because the loop reseeds every rank at each optimiser step from (seed, rank,
+position).
 """
 
 from __future__ import annotations
@@ -119,6 +130,10 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """No loadable checkpoint where :func:`resolve_resume` / :func:`latest` looked."""
 
 
+class ResumeMismatchError(CheckpointError):
+    """The checkpoint to resume was saved by a run whose fingerprint differs from this one's."""
+
+
 class TrainingInterrupted(Exception):
     """Raised by the loop after an emergency checkpoint was saved on a signal.
 
@@ -160,6 +175,7 @@ class TrainingState:
     position: DataPosition = field(default_factory=DataPosition)
     params: dict[str, Any] = field(default_factory=dict)
     scaler: dict[str, Any] | None = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- RNG states
@@ -368,6 +384,7 @@ def load(path: str | os.PathLike, *, map_location: Any = "cpu") -> TrainingState
         position=DataPosition(index=int(position.get("index", 0)),
                               seed=int(position.get("seed", 0))),
         params=meta.get("params") or {}, scaler=scaler,
+        fingerprint=meta.get("fingerprint") or {},
     )
 
 
@@ -393,9 +410,14 @@ def latest(session_dir_or_root: str | os.PathLike) -> Path:
     ``checkpoint.json`` is missing or corrupt is skipped with a warning. Raises
     :class:`CheckpointNotFoundError` naming what was searched when nothing loadable is found.
     """
-    base = Path(session_dir_or_root)
+    return _newest_first(Path(session_dir_or_root))[0][0]
+
+
+def _newest_first(base: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The loadable checkpoints under ``base`` with their metadata, newest first (see
+    :func:`latest`); raises :class:`CheckpointNotFoundError` when there is none."""
     candidates, searched = _candidate_dirs(base) if base.is_dir() else ([], [str(base)])
-    best: tuple[tuple[float, int, str], Path] | None = None
+    found: list[tuple[tuple[float, int, str], Path, dict[str, Any]]] = []
     skipped: list[str] = []
     for path in candidates:
         try:
@@ -405,30 +427,81 @@ def latest(session_dir_or_root: str | os.PathLike) -> Path:
             log.warning("Skipping checkpoint folder %s: %s", path, exc)
             skipped.append(str(path))
             continue
-        if best is None or key > best[0]:
-            best = (key, path)
-    if best is None:
+        found.append((key, path, meta))
+    if not found:
         detail = f" (skipped as broken: {', '.join(skipped)})" if skipped else ""
         raise CheckpointNotFoundError(
             f"No loadable checkpoint found; searched {', '.join(searched)}{detail}"
         )
-    return best[1]
+    found.sort(key=lambda item: item[0], reverse=True)
+    return [(path, meta) for _, path, meta in found]
 
 
-def resolve_resume(spec: str | os.PathLike | None,
-                   checkpoint_root: str | os.PathLike) -> Path | None:
+def session_finished(session_dir: str | os.PathLike) -> bool:
+    """Whether a session saved its ``final`` checkpoint (its run has nothing left to do)."""
+    return (Path(session_dir) / f"{CHECKPOINT_PREFIX}final").is_dir()
+
+
+def fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any]
+                            ) -> dict[str, tuple[Any, Any]]:
+    """``{field: (saved, current)}`` for each fingerprint field whose values differ.
+
+    ``current`` goes through JSON first, as ``saved`` did (tuples become lists).
+    """
+    current = json.loads(json.dumps(dict(current)))
+    return {name: (saved.get(name), current.get(name))
+            for name in sorted(set(saved) | set(current))
+            if saved.get(name) != current.get(name)}
+
+
+def _mismatch(path: Path, differences: Mapping[str, tuple[Any, Any]], *, others: int = 0
+              ) -> ResumeMismatchError:
+    fields = "; ".join(f"{name}: {old!r} in the checkpoint, {new!r} now"
+                       for name, (old, new) in differences.items())
+    older = (f" ({others} older unfinished checkpoint(s) do not match either)" if others
+             else "")
+    return ResumeMismatchError(
+        f"training.resume: checkpoint {path} was saved by a run with other settings{older}: "
+        f"{fields}. Resuming it would not continue that run exactly. Run with the "
+        f"checkpoint's values, start afresh with --params=training.resume=null, or accept "
+        f"the changes with --params=training.resume={path},training.resume_accept_changes=true"
+    )
+
+
+def resolve_resume(spec: str | os.PathLike | None, checkpoint_root: str | os.PathLike,
+                   fingerprint: Mapping[str, Any] | None = None, *,
+                   accept_changes: bool = False) -> Path | None:
     """Turn the ``training.resume`` parameter into a checkpoint folder.
 
     ``None`` / ``""`` / ``"none"`` → ``None`` (start from scratch). ``"latest"`` → the
-    newest loadable checkpoint across all sessions under ``checkpoint_root``. Anything else
-    is a path (absolute, relative to the working directory, or relative to
-    ``checkpoint_root``) to a checkpoint folder, or to a session folder whose newest
-    checkpoint is taken. Raises :class:`CheckpointNotFoundError` / :class:`CheckpointError`.
+    newest loadable checkpoint of an unfinished session under ``checkpoint_root`` whose
+    fingerprint matches ``fingerprint`` (any, when ``fingerprint`` is None or
+    ``accept_changes``). Anything else is a path (absolute, relative to the working
+    directory, or relative to ``checkpoint_root``) to a checkpoint folder, or to a session
+    folder whose newest checkpoint is taken, finished or not; its fingerprint must match
+    unless ``accept_changes``. Raises :class:`CheckpointNotFoundError`,
+    :class:`ResumeMismatchError` (naming each differing field) or :class:`CheckpointError`.
     """
     if spec is None or str(spec).strip().lower() in ("", "none", "null", "false"):
         return None
+    check = fingerprint is not None and not accept_changes
     if str(spec).strip().lower() == "latest":
-        return latest(checkpoint_root)
+        found = _newest_first(Path(checkpoint_root))
+        unfinished = [(p, m) for p, m in found if not session_finished(p.parent)]
+        if not unfinished:
+            raise CheckpointNotFoundError(
+                f"training.resume=latest: every session under {checkpoint_root} has finished "
+                f"(newest: {found[0][0].parent}); 'latest' does not resume a finished run. "
+                f"To continue one, name its checkpoint: --params=training.resume={found[0][0]}")
+        if not check:
+            return unfinished[0][0]
+        for path, meta in unfinished:
+            if not fingerprint_differences(meta.get("fingerprint") or {}, fingerprint):
+                return path
+        path, meta = unfinished[0]
+        raise _mismatch(path, fingerprint_differences(meta.get("fingerprint") or {},
+                                                      fingerprint),
+                        others=len(unfinished) - 1)
     path = Path(spec).expanduser()
     if not path.exists() and not path.is_absolute() and (Path(checkpoint_root) / path).exists():
         path = Path(checkpoint_root) / path
@@ -437,10 +510,14 @@ def resolve_resume(spec: str | os.PathLike | None,
             f"Resume checkpoint {spec!s} not found (looked at {Path(spec).resolve()} and "
             f"{Path(checkpoint_root) / spec})"
         )
-    if (path / META_FILE).exists() or path.name.startswith(CHECKPOINT_PREFIX):
-        read_checkpoint_meta(path)  # clear error if incomplete/corrupt
-        return path
-    return latest(path)
+    if not ((path / META_FILE).exists() or path.name.startswith(CHECKPOINT_PREFIX)):
+        path = latest(path)
+    meta = read_checkpoint_meta(path)  # clear error if incomplete/corrupt
+    differences = (fingerprint_differences(meta.get("fingerprint") or {}, fingerprint)
+                   if check else {})
+    if differences:
+        raise _mismatch(path, differences)
+    return path
 
 
 # --------------------------------------------------------------------------- the manager
@@ -605,6 +682,7 @@ class CheckpointManager:
             "state_epoch": int(state.epoch),
             "position": {"index": int(state.position.index), "seed": int(state.position.seed)},
             "params": state.params,
+            "fingerprint": state.fingerprint,
             "session_id": self.session_id,
             "saved_at": now,
             "saved_at_iso": datetime.fromtimestamp(now, timezone.utc).isoformat(),
@@ -679,8 +757,13 @@ class ShutdownFlag:
             # Second Ctrl-C while stopping: behave like Python's default (KeyboardInterrupt),
             # which aborts the emergency save; earlier checkpoints stay valid (atomic writes).
             signal.default_int_handler(signum, frame)
+        self.request(signum)
+
+    def request(self, signum: int | None) -> None:
+        """Mark a stop as requested, by ``signum`` when a signal asked (the loop also calls
+        this on ranks that learn of another rank's signal)."""
         self.signum = signum
-        self.signal_name = signal.Signals(signum).name
+        self.signal_name = signal.Signals(signum).name if signum else None
         self.requested = True
 
 
@@ -713,15 +796,18 @@ __all__ = [
     "CheckpointManager",
     "CheckpointNotFoundError",
     "DataPosition",
+    "ResumeMismatchError",
     "ShutdownFlag",
     "TrainingInterrupted",
     "TrainingState",
     "capture_rng_state",
+    "fingerprint_differences",
     "graceful_shutdown",
     "latest",
     "load",
     "new_session_id",
     "resolve_resume",
     "restore_rng_state",
+    "session_finished",
     "write_json_atomic",
 ]

@@ -7,21 +7,31 @@ Per optimiser step (``gradient_accumulation_steps`` micro-batches)::
          + λ(step) · PET(last hidden state)           (three-phase schedule)
          + orthogonal_reg · orthogonality(gates)
 
-then gradient clipping, AdamW, a cosine schedule with warm-up. ``accelerate`` places the
-model and runs mixed precision on GPU, so ``accelerate launch`` works unchanged. Rolling,
-epoch, final and emergency checkpoints come from ``checkpoint.py``; progress logs from
-``progress.py``. Framework-free (no kedro): the ``training`` pipeline's node calls
+then gradient clipping, AdamW, a cosine schedule with warm-up. A step whose loss or gradient
+is not finite is skipped (counted, with a warning); ``max_consecutive_skipped_steps`` of
+them in a row stop the run with an emergency checkpoint and :class:`NonFiniteLossError`.
+
+``accelerate`` places the model and runs mixed precision on GPU, so ``accelerate launch``
+(DDP) works unchanged: each process takes its slice of every global batch, gradients are
+all-reduced once per optimiser step (``no_sync`` on the other micro-batches), the scheduler
+steps once per optimiser step, logged losses are the mean over processes, and a stop
+request (a signal to any process) is reduced across processes after every micro-batch, so
+all stop at the same one. Only the main process writes checkpoints and progress logs.
+Rolling, epoch, final and emergency checkpoints come from ``checkpoint.py``; progress logs
+from ``progress.py``. Framework-free (no kedro): the ``training`` pipeline's node calls
 :func:`train_so8t`.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +76,7 @@ from so8t_kedro.training.checkpoint import (
     new_session_id,
     resolve_resume,
     restore_rng_state,
+    session_finished,
 )
 from so8t_kedro.training.progress import PerformanceProfiler, ProgressLogger
 
@@ -91,29 +102,43 @@ class Example:
 
 
 def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int,
-                     scorer: FourClassScorer | None = None) -> list[Example]:
+                     scorer: FourClassScorer | None = None, *,
+                     min_target_tokens: int) -> list[Example]:
     """Tokenise prompt + completion; the model learns only from the completion's tokens.
 
-    A sample longer than ``max_seq_length`` is cut at the end of its completion. With a
-    ``scorer`` (the four-class term), the decision tail follows every sample in its row
-    (:func:`collate`), so the cut leaves room for it, and the prompt is checked to take the
-    tail as the probe does.
+    A sample longer than ``max_seq_length`` keeps ``min_target_tokens`` of its completion
+    (all of a shorter one), so that no sample is left without a target: its prompt loses
+    tokens from the left, keeping the request's end and the assistant tag the completion
+    follows (as the four-class probe does, :meth:`FourClassScorer.batch`), and its
+    completion is cut at the end. With a ``scorer`` (the four-class term), the decision tail
+    follows every sample in its row (:func:`collate`), so the cut leaves room for it, and the
+    prompt is checked to take the tail as the probe does.
     """
     room = max_seq_length - (len(scorer.readout.tokens) if scorer is not None else 0)
-    examples = []
+    if not 0 < min_target_tokens < room:
+        raise ValueError(
+            f"training.min_target_tokens must be at least 1 and below the {room} tokens "
+            f"max_seq_length {max_seq_length} leaves a sample"
+            f"{' beside the decision tail' if scorer is not None else ''}; got "
+            f"{min_target_tokens}: raise max_seq_length or lower min_target_tokens")
+    examples, cut = [], 0
     for row in samples.itertuples(index=False):
         if scorer is not None:
             prompt_ids = scorer.prompt_ids(row.prompt)
             completion_ids = continuation_ids(tokenizer, prompt_ids, row.prompt, row.completion)
         else:
             prompt_ids, completion_ids = split_token_ids(tokenizer, row.prompt, row.completion)
-        if len(prompt_ids) >= room:
-            raise ValueError(f"training: sample {getattr(row, 'id', '?')!r} has a prompt of "
-                             f"{len(prompt_ids)} tokens; max_seq_length {max_seq_length} "
-                             "leaves no room for its completion")
-        ids = (prompt_ids + completion_ids)[:room]
-        labels = [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids):]
+        kept = min(len(completion_ids), max(min_target_tokens, room - len(prompt_ids)))
+        start = max(0, len(prompt_ids) - (room - kept))
+        cut += start > 0
+        prompt_ids = prompt_ids[start:]
+        ids = prompt_ids + completion_ids[:kept]
+        labels = [IGNORE_INDEX] * len(prompt_ids) + completion_ids[:kept]
         examples.append(Example(ids, labels, int(row.label_id), len(prompt_ids)))
+    if cut:
+        logger.info("training: %d of %d prompts lost tokens from the left to fit "
+                    "max_seq_length %d with min_target_tokens %d", cut, len(examples),
+                    max_seq_length, min_target_tokens)
     return examples
 
 
@@ -167,14 +192,16 @@ def batch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the unmasked (completion) tokens.
+    """Mean next-token cross-entropy over the unmasked (completion) tokens; 0 (with a zero
+    gradient) for a batch that has none, which cross-entropy's mean would make NaN.
 
     The labels are shifted (padded at the end) instead of the logits being sliced, which
     would copy the [batch, seq, vocab] tensor.
     """
-    next_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                           next_labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    next_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:].reshape(-1)
+    total = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), next_labels,
+                            ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (next_labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
 @torch.no_grad()
@@ -249,7 +276,73 @@ def load_trainable_state(model, state: Mapping[str, torch.Tensor]) -> None:
             params[name].copy_(tensor.to(params[name].device))
 
 
+# --------------------------------------------------------------------------- resume
+
+
+# The training parameters a resumed run must share with the checkpoint's run to continue it
+# exactly: they fix the data order and position (seed, batch shape, processes, epochs), the
+# samples' tokens, the optimiser and schedule, and the trainable tensors' shapes. The loss
+# weights, logging and checkpoint settings may change between runs.
+FINGERPRINT_PARAMS = (
+    "seed", "batch_size", "gradient_accumulation_steps", "epochs", "max_steps",
+    "max_seq_length", "min_target_tokens", "length_group_batches", "learning_rate",
+    "weight_decay", "warmup_ratio", "max_grad_norm", "quantization", "lora", "so8t",
+)
+# A base model is known by its config and its weight files' names, sizes and first and last
+# MiB: enough to tell two checkpoints of one architecture apart, without reading 7 GB.
+_SAMPLE_BYTES = 1 << 20
+
+
+def base_model_identity(base_model_dir: str | Path) -> str:
+    """A digest of the base model directory's config and weight files (not its path, which
+    a moved or rebuilt-identical model may change)."""
+    digest = hashlib.sha256()
+    root = Path(base_model_dir)
+    for path in sorted(root.iterdir()):
+        if path.name == "config.json":
+            digest.update(path.read_bytes())
+        elif path.suffix in (".safetensors", ".bin"):
+            size = path.stat().st_size
+            digest.update(f"{path.name}:{size}".encode())
+            with open(path, "rb") as f:
+                digest.update(f.read(_SAMPLE_BYTES))
+                f.seek(max(0, size - _SAMPLE_BYTES))
+                digest.update(f.read(_SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def examples_digest(examples: Sequence[Example]) -> str:
+    """A digest of the tokenised training samples, in order (text, tokenizer and cut)."""
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(json.dumps([e.input_ids, e.labels, e.label_id, e.prompt_length])
+                      .encode())
+    return digest.hexdigest()
+
+
+def run_fingerprint(params: Mapping[str, Any], base_model_dir: str | Path,
+                    train: Sequence[Example], num_processes: int) -> dict[str, Any]:
+    """What a checkpoint must share with this run to be resumed by it (checkpoint.py's
+    :func:`~so8t_kedro.training.checkpoint.resolve_resume` compares them field by field)."""
+    return {**{name: params.get(name) for name in FINGERPRINT_PARAMS},
+            "num_processes": num_processes,
+            "base_model": base_model_identity(base_model_dir),
+            "train_data": examples_digest(train)}
+
+
 # --------------------------------------------------------------------------- loop
+
+
+class NonFiniteLossError(RuntimeError):
+    """``max_consecutive_skipped_steps`` optimiser steps in a row had a non-finite loss or
+    gradient; an emergency checkpoint holds the last finite state."""
+
+
+def step_seed(seed: int, rank: int, epoch: int, micro: int) -> int:
+    """The seed of the optimiser step that starts at micro-batch ``micro`` of ``epoch`` on
+    process ``rank``: randomness (dropout) depends on the data position alone, so a run
+    resumed anywhere draws on every process what the uninterrupted run drew."""
+    return int(np.random.SeedSequence([seed, rank, epoch, micro]).generate_state(1)[0])
 
 
 @dataclass(frozen=True)
@@ -308,8 +401,10 @@ def train_so8t(
             ``language``, ``split``).
         params: ``params:training`` (see conf/base/parameters_training.yml).
         checkpoint_dir: where sessions live (``<checkpoint_dir>/<session_id>/``).
-        shutdown: a stop flag; by default SIGINT/SIGTERM/SIGBREAK set one. On a stop, an
-            emergency checkpoint is saved and ``TrainingInterrupted`` raised.
+        shutdown: a stop flag; by default SIGINT/SIGTERM/SIGBREAK set one. It is read after
+            every micro-batch; on a stop, an emergency checkpoint is saved (inside an
+            accumulation: the state at the step's start, which a resumed run repeats) and
+            ``TrainingInterrupted`` raised.
         on_step: called with a :class:`StepReport` after each optimiser step; a hook for
             tests and hyperparameter search (an exception it raises ends training).
         clock: the clock of the checkpoint interval and the progress logger.
@@ -318,6 +413,9 @@ def train_so8t(
     set_seed(seed)
     accelerator = Accelerator(
         mixed_precision=params.get("mixed_precision", "no") if torch.cuda.is_available() else "no",
+        # accelerate's default steps a prepared scheduler once per process per optimiser
+        # step (N times too fast under `accelerate launch`); the loop steps it once itself.
+        step_scheduler_with_optimizer=False,
     )
     device = accelerator.device
     model, tokenizer = load_training_base(base_model_dir, params, device)
@@ -328,9 +426,12 @@ def train_so8t(
     scorer = (FourClassScorer(tokenizer, fmt=str(samples["format"].iloc[0]),
                               max_probe_tokens=max_len)
               if weights["safety"] > 0 else None)
-    train = tokenise_samples(samples[samples["split"] == "train"], tokenizer, max_len, scorer)
+    min_target = int(params["min_target_tokens"])
+    train = tokenise_samples(samples[samples["split"] == "train"], tokenizer, max_len, scorer,
+                             min_target_tokens=min_target)
     readout = scorer.readout if scorer is not None else None
-    val = tokenise_samples(samples[samples["split"] == "val"], tokenizer, max_len)
+    val = tokenise_samples(samples[samples["split"] == "val"], tokenizer, max_len,
+                           min_target_tokens=min_target)
     if not train:
         raise ValueError("training: the thinking_sft dataset has no split == 'train' rows")
 
@@ -355,6 +456,9 @@ def train_so8t(
     lengths = [len(e.input_ids) for e in train]
     group_batches = int(params["length_group_batches"])
     safety_temperature = float(params.get("safety_temperature", 1.0))
+    max_skips = int(params["max_consecutive_skipped_steps"])
+    if max_skips < 1:
+        raise ValueError(f"training.max_consecutive_skipped_steps must be >= 1, got {max_skips}")
 
     untrained_val_loss = mean_lm_loss(model, val, pad_id, batch_size, device) if val else None
     model = add_adapters(model, params)
@@ -367,18 +471,28 @@ def train_so8t(
     gates = list_gates(model)
 
     step, start_epoch, start_micro = 0, 0, 0
-    resume_from = resolve_resume(params.get("resume"), checkpoint_dir)
+    fingerprint = run_fingerprint(params, base_model_dir, train, world)
+    resume_from = resolve_resume(params.get("resume"), checkpoint_dir, fingerprint,
+                                 accept_changes=bool(params["resume_accept_changes"]))
     if resume_from is not None:
         state = load(resume_from)
         load_trainable_state(accelerator.unwrap_model(model), state.trainable)
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
+        if accelerator.scaler is not None and state.scaler is not None:
+            accelerator.scaler.load_state_dict(state.scaler)
         restore_rng_state(state.rng)
         step, start_epoch, start_micro = state.step, state.epoch, state.position.index
         logger.info("Resuming from %s (step %d, epoch %d)", resume_from, step, start_epoch)
 
     # One session folder, written by the main process only (the others hold the same state).
-    session_dir = Path(checkpoint_dir) / broadcast_object_list([new_session_id()])[0]
+    # A resumed unfinished session goes on in its own folder, so that a finished run leaves
+    # one finished session ('latest' never resumes it); a finished one's checkpoint, named
+    # explicitly, starts a new session.
+    if resume_from is not None and not session_finished(resume_from.parent):
+        session_dir = resume_from.parent
+    else:
+        session_dir = Path(checkpoint_dir) / broadcast_object_list([new_session_id()])[0]
     manager = CheckpointManager(
         session_dir,
         interval_seconds=float(params["checkpoint"]["interval_seconds"]),
@@ -390,11 +504,30 @@ def train_so8t(
         return TrainingState(
             trainable=trainable_state(accelerator.unwrap_model(model)),
             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            scaler=accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
             rng=capture_rng_state(), step=step, epoch=next_epoch,
             position=DataPosition(index=next_micro, seed=seed), params=dict(params),
+            fingerprint=fingerprint,
         )
 
+    def stop_requested() -> bool:
+        """Whether any process was asked to stop; every process then has ``stop`` set, with
+        the signal one of them received, so all leave at the same micro-batch."""
+        local = torch.tensor([float(bool(stop)), float(stop.signum or 0)], device=device)
+        requested, signum = accelerator.reduce(local, reduction="max").tolist()
+        if requested and not stop:
+            stop.request(int(signum) or None)
+        return bool(requested)
+
+    def interrupt(next_epoch: int, next_micro: int) -> TrainingInterrupted:
+        """Save the emergency checkpoint (main process) and return the exception to raise;
+        the other processes wait until it is on disk."""
+        exc = manager.interrupt(snapshot(next_epoch, next_micro), stop) if manager else None
+        accelerator.wait_for_everyone()
+        return exc or TrainingInterrupted(session_dir, stop.signal_name, stop.signum)
+
     history: list[dict[str, float]] = []
+    skipped = consecutive_skips = 0
     next_epoch, next_micro = start_epoch, start_micro
     profiler = PerformanceProfiler(clock=time.perf_counter)
     model.train()
@@ -413,6 +546,7 @@ def train_so8t(
             micro = start_micro if epoch == start_epoch else 0
             while micro < micro_per_epoch and step < total_steps:
                 group = range(micro, min(micro + accumulation, micro_per_epoch))
+                set_seed(step_seed(seed, rank, epoch, group[0]))
                 pet_lambda = pet_schedule.lambda_at(step, total_steps)
                 micro_terms = []  # per micro-batch, on the device: read once per step
                 tokens = samples_seen = 0
@@ -420,36 +554,72 @@ def train_so8t(
                 for m in group:
                     start = m * global_batch + rank * batch_size
                     batch_examples = [train[i] for i in order[start : start + batch_size]]
-                    terms = _losses(model, readout, gates, batch_examples, pad_id, device,
-                                    weights, pet_lambda, safety_temperature)
-                    accelerator.backward(terms["loss"] / len(group))
+                    last = m == group[-1]
+                    # Gradients are all-reduced once, on the step's last micro-batch.
+                    with nullcontext() if last else accelerator.no_sync(model):
+                        terms = _losses(model, readout, gates, batch_examples, pad_id, device,
+                                        weights, pet_lambda, safety_temperature)
+                        accelerator.backward(terms["loss"] / len(group))
                     micro_terms.append(torch.stack([terms[k].detach().float()
                                                     for k in LOSS_TERMS]))
                     tokens += sum(len(e.input_ids) for e in batch_examples)
                     samples_seen += len(batch_examples)
-                means = torch.stack(micro_terms).cpu().double().mean(0).tolist()
-                losses = dict(zip(LOSS_TERMS, means, strict=True))
-                accelerator.clip_grad_norm_(trainable, float(params["max_grad_norm"]))
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
+                    # A stop inside the accumulation keeps the state at the step's start: no
+                    # weights have changed, and a resumed run redoes these micro-batches
+                    # with the same seed. The stop after the last one is read after the step.
+                    if not last and stop_requested():
+                        raise interrupt(epoch, group[0])
+                # The mean over processes of each process's mean over its micro-batches, and
+                # the tokens and samples of the global batch.
+                mean_terms = accelerator.reduce(torch.stack(micro_terms).mean(0), "mean")
+                tokens, samples_seen = accelerator.reduce(
+                    torch.tensor([tokens, samples_seen], device=device), "sum").tolist()
+                grad_norm = accelerator.clip_grad_norm_(trainable, float(params["max_grad_norm"]))
                 micro = group[-1] + 1
-                profiler.step_finished(tokens=tokens, samples=samples_seen)
-                record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                          "pet_lambda": pet_lambda, "tokens": tokens, **losses}
-                history.append(record)
-                if progress:
-                    progress.update(step, epoch, dict(losses), record["lr"], samples_seen, tokens)
-                if on_step is not None:
-                    on_step(StepReport(step, epoch, dict(losses),
-                                       accelerator.unwrap_model(model), tokenizer))
                 at_epoch_end = micro >= micro_per_epoch
                 next_epoch, next_micro = (epoch + 1, 0) if at_epoch_end else (epoch, micro)
-                if stop:
-                    if manager is None:
-                        raise TrainingInterrupted(session_dir, stop.signal_name, stop.signum)
-                    raise manager.interrupt(snapshot(next_epoch, next_micro), stop)
+                # Under fp16 the GradScaler owns non-finite gradients: it skips the step and
+                # lowers its scale. Otherwise (and for a non-finite loss) the loop skips.
+                finite = bool(torch.isfinite(mean_terms).all()) and (
+                    accelerator.scaler is not None or bool(torch.isfinite(grad_norm)))
+                if finite:
+                    consecutive_skips = 0
+                    optimizer.step()
+                    if not accelerator.optimizer_step_was_skipped:
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    profiler.step_finished(tokens=tokens, samples=samples_seen)
+                    losses = dict(zip(LOSS_TERMS, mean_terms.double().tolist(), strict=True))
+                    record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
+                              "pet_lambda": pet_lambda, "tokens": tokens, **losses}
+                    history.append(record)
+                    if progress:
+                        progress.update(step, epoch, dict(losses), record["lr"], samples_seen,
+                                        tokens)
+                    if on_step is not None:
+                        on_step(StepReport(step, epoch, dict(losses),
+                                           accelerator.unwrap_model(model), tokenizer))
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                    skipped += 1
+                    consecutive_skips += 1
+                    logger.warning("training: skipped the step after optimiser step %d (epoch "
+                                   "%d, micro-batches %d-%d): non-finite loss or gradient; "
+                                   "%d skipped so far", step, epoch, group[0], group[-1],
+                                   skipped)
+                    if consecutive_skips >= max_skips:
+                        path = (manager.save("emergency", snapshot(next_epoch, next_micro))
+                                if manager else session_dir)
+                        accelerator.wait_for_everyone()
+                        raise NonFiniteLossError(
+                            f"training: {consecutive_skips} optimiser steps in a row had a "
+                            f"non-finite loss or gradient (training.max_consecutive_skipped_"
+                            f"steps: {max_skips}); the last finite state (step {step}) is "
+                            f"saved in {path}. Lower training.learning_rate or check the "
+                            f"samples of epoch {epoch}, micro-batches {group[0]}-{group[-1]}")
+                if stop_requested():
+                    raise interrupt(next_epoch, next_micro)
                 if manager and at_epoch_end:
                     manager.save("epoch", snapshot(next_epoch, next_micro), epoch=epoch + 1)
                 elif manager and manager.should_save():
@@ -469,6 +639,7 @@ def train_so8t(
         "train_samples": len(train),
         "val_samples": len(val),
         "optimizer_steps": step,
+        "skipped_steps": skipped,
         "epochs": epochs,
         "val_lm_loss_untrained": untrained_val_loss,
         "val_lm_loss_trained": trained_val_loss,
