@@ -18,6 +18,8 @@ import warnings
 
 BNB_MATMUL_LOGGER = "bitsandbytes.autograd._functions"
 BNB_CPU_OPS_LOGGER = "bitsandbytes.backends.cpu.ops"
+KEDRO_MLFLOW_HOOK_LOGGER = "kedro_mlflow.framework.hooks.mlflow_hook"
+PY_WARNINGS_LOGGER = "py.warnings"  # where logging.captureWarnings sends warnings
 
 
 class Int8CastNotice(logging.Filter):
@@ -38,9 +40,30 @@ class HubKernelsOffNotice(logging.Filter):
         return "import of kernels halted" not in record.getMessage()
 
 
+class UntypedPredictNotice(logging.Filter):
+    """`kedro` imports every installed plugin's commands (kedro-mlflow's too, tracking on or
+    off, before any project code but the ``kedro.init`` entry point runs), and kedro-mlflow
+    defines an MLflow model class with an untyped ``predict``, which MLflow remarks on at
+    import. We never log that kind of model. MLflow raises the warning under its own
+    ``simplefilter("once")``, which outranks ``warnings.filterwarnings``, so it is dropped
+    where Kedro's logging receives it (``logging.captureWarnings``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Add type hints to the `predict` method" not in record.getMessage()
+
+
+class LongParamAsTagNotice(logging.Filter):
+    """kedro-mlflow's notice that a parameter over MLflow's length limit became a tag."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().endswith(") is set as a tag.")
+
+
 # One instance each, so that installing twice does not stack filters (addFilter skips a
 # repeat).
 _INT8_CAST_NOTICE = Int8CastNotice()
+_LONG_PARAM_AS_TAG_NOTICE = LongParamAsTagNotice()
+_UNTYPED_PREDICT_NOTICE = UntypedPredictNotice()
 HUB_KERNELS_OFF_NOTICE = HubKernelsOffNotice()
 
 
@@ -67,3 +90,17 @@ def silence_benign_noise() -> None:
     # bitsandbytes' int8 cast notice (see Int8CastNotice), for every pipeline that runs an
     # 8-bit model, not only the training loop that filters it itself.
     logging.getLogger(BNB_MATMUL_LOGGER).addFilter(_INT8_CAST_NOTICE)
+    # kedro-mlflow 2.0 calls the same deprecated omegaconf function (above) when its hook
+    # registers its resolver.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"register_new_resolver\(\) is deprecated",
+        category=UserWarning,
+        module=r"kedro_mlflow\.framework\.hooks\.mlflow_hook",
+    )
+    # MLflow's notice on kedro-mlflow's untyped model class (see UntypedPredictNotice).
+    logging.getLogger(PY_WARNINGS_LOGGER).addFilter(_UNTYPED_PREDICT_NOTICE)
+    # A parameter longer than MLflow's limit (the PII recognisers list) is logged as a tag,
+    # as conf/base/mlflow.yml asks (long_params_strategy: tag); kedro-mlflow warns of it
+    # at every node that takes it.
+    logging.getLogger(KEDRO_MLFLOW_HOOK_LOGGER).addFilter(_LONG_PARAM_AS_TAG_NOTICE)

@@ -1,0 +1,293 @@
+"""MLflow tracking of Kedro runs: kedro-mlflow, switched by ``tracking.enabled``, and more.
+
+kedro-mlflow (checked against 2.0.3, which supports Kedro >= 1.0, < 2) starts one MLflow
+run per ``kedro run``, logs the parameters of every node that runs (flattened, see
+conf/base/mlflow.yml) and ends the run FINISHED, or FAILED when the pipeline fails. It
+registers its hook as a plugin; ``settings.py`` disables that registration and registers
+:class:`MlflowTrackingHooks` instead, which runs kedro-mlflow's hook only while
+``tracking.enabled`` is true: with tracking off nothing of MLflow is imported and no store
+is touched, so a run is exactly what it is without the plugin.
+
+On top of kedro-mlflow, this hook logs (names from conf/base/parameters_tracking.yml):
+
+- tags: the git commit (``mlflow.source.git.commit``, the UI's "Source" column) and
+  whether the working tree had uncommitted changes, Kedro's save version, and the version
+  of every versioned dataset the run loaded (``kedro.load_version.<dataset>``);
+- metrics: the numeric leaves of the ``metrics`` entries when they are saved
+  (``evaluation_metrics.baselines.reference_classifier.macro_f1`` ...), with each dict as a
+  JSON artifact, and the ``tags`` leaves (the A/B verdict) as tags;
+- artifacts: every matplotlib figure saved (PNG, under ``figures/``) and the ``reports``
+  (HTML, under ``reports/``);
+- HPO: each row of the Optuna trials table as a nested run of this run (its parameters,
+  objective value and terms, and its state: COMPLETE -> FINISHED, PRUNED -> KILLED,
+  FAIL -> FAILED);
+- models: a model card (:mod:`so8t_kedro.model_card`) written into each ``models`` folder
+  when it is saved and rewritten when the run saves its evaluation; at the end of the run
+  each folder is logged as artifacts and registered as a new version of its registered
+  model, the card as the version's description;
+- a failed run: the error, as the ``error`` tag (kedro-mlflow marks it FAILED).
+
+The training loop logs each optimiser step itself (:mod:`so8t_kedro.tracking.steps`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from kedro.framework.hooks import hook_impl
+from kedro.io import AbstractVersionedDataset, CatalogProtocol
+from kedro.pipeline import Node, Pipeline
+
+from so8t_kedro.model_card import TrainingData, model_card, write_model_card
+from so8t_kedro.tracking.config import TrackingConfig
+
+if TYPE_CHECKING:
+    from kedro.framework.context import KedroContext
+    from mlflow import MlflowClient
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_METRICS = 1000  # MLflow's limit per log_batch call
+# Optuna trial state -> MLflow run status
+TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+EMBEDDED_BASE = "embedded default (tiny Phi3ForCausalLM built by the pipeline)"
+
+
+def numeric_leaves(data: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """``{"<prefix>.<key>.<key>": value}`` for every int, float or bool leaf of ``data``
+    (lists and text are left out), with keys made valid MLflow metric names."""
+    leaves: dict[str, float] = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, Mapping):
+            leaves.update(numeric_leaves(value, name))
+        elif isinstance(value, (int, float)):  # bool included: a rule passed is 1
+            leaves[re.sub(r"[^\w\-. /]", "_", name)] = float(value)
+    return leaves
+
+
+def text_leaf(data: Mapping[str, Any], dotted: str) -> str | None:
+    """The value at ``a.b.c`` in nested dicts, as text; None when absent."""
+    value: Any = data
+    for key in dotted.split("."):
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return str(value)
+
+
+def git_state(project_path: Path) -> dict[str, str]:
+    """The commit and whether tracked files have uncommitted changes; {} outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=project_path, capture_output=True,
+                              text=True, check=True, timeout=30).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mlflow.source.git.commit": commit, "git.dirty": str(dirty).lower()}
+
+
+class MlflowTrackingHooks:
+    """kedro-mlflow's hook behind ``tracking.enabled``, plus the logging described in the
+    module docstring. One instance serves every run of a process (a notebook runs many)."""
+
+    def __init__(self) -> None:
+        self._config: TrackingConfig | None = None
+        self._kedro_mlflow: Any = None  # kedro_mlflow's MlflowHook while tracking is on
+
+    @property
+    def _on(self) -> bool:
+        return self._kedro_mlflow is not None
+
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        self._config = TrackingConfig.from_params(context.params)
+        if not self._config.enabled:
+            self._kedro_mlflow = None
+            return
+        from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
+        from mlflow import MlflowClient
+
+        self._kedro_mlflow = MlflowHook()
+        self._kedro_mlflow.after_context_created(context)
+        server = context.mlflow.server  # set by kedro-mlflow
+        self._client: MlflowClient = MlflowClient(server.mlflow_tracking_uri,
+                                                  server.mlflow_registry_uri)
+        self._project_path = Path(context.project_path)
+        self._params = context.params
+
+    @hook_impl
+    def after_catalog_created(self, catalog: CatalogProtocol, conf_catalog: dict,
+                              conf_creds: dict, parameters: dict, save_version: str,
+                              load_versions: dict) -> None:
+        if not self._on:
+            return
+        self._kedro_mlflow.after_catalog_created(catalog, conf_catalog, conf_creds,
+                                                 parameters, save_version, load_versions)
+        self._catalog = catalog
+        self._save_version = save_version
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline,
+                            catalog: CatalogProtocol) -> None:
+        if not self._on:
+            return
+        self._kedro_mlflow.before_pipeline_run(run_params, pipeline, catalog)
+        self._run_id: str = self._kedro_mlflow.run_id
+        self._models: dict[str, Path] = {}  # dataset -> folder, saved or loaded by this run
+        self._saved_models: dict[str, Path] = {}
+        self._data: TrainingData | None = None
+        self._evaluation: dict[str, Any] | None = None
+        for key, value in {**git_state(self._project_path),
+                           "kedro.save_version": self._save_version}.items():
+            self._client.set_tag(self._run_id, key, value)
+
+    @hook_impl
+    def before_node_run(self, node: Node, catalog: CatalogProtocol, inputs: dict[str, Any],
+                        is_async: bool) -> None:
+        if self._on:
+            self._kedro_mlflow.before_node_run(node, catalog, inputs, is_async)
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
+        if not self._on:
+            return
+        version = self._load_version(dataset_name)
+        if version is not None:
+            self._client.set_tag(self._run_id, f"kedro.load_version.{dataset_name}", version)
+        if dataset_name == self._config.training_data:
+            self._data = TrainingData.from_samples(data, version)
+        elif dataset_name in self._config.models:
+            self._models[dataset_name] = Path(data)  # HFDirectoryDataset loads its folder
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
+        if not self._on:
+            return
+        from matplotlib.figure import Figure
+
+        config, run_id = self._config, self._run_id
+        if isinstance(data, Figure):
+            self._client.log_figure(run_id, data, f"figures/{dataset_name}.png")
+        if dataset_name in config.metrics:
+            self._log_metrics_dict(dataset_name, data)
+        if dataset_name in config.reports:
+            self._client.log_text(run_id, data, f"reports/{config.reports[dataset_name]}")
+        if dataset_name == config.hpo_trials:
+            self._log_trials(data)
+        if dataset_name in config.models:
+            folder = Path(self._catalog.load(dataset_name))  # the version just saved
+            self._models[dataset_name] = self._saved_models[dataset_name] = folder
+            self._write_card(dataset_name, folder)
+        if dataset_name == config.training_data:
+            self._data = TrainingData.from_samples(data, self._save_version)
+        if dataset_name == config.evaluation:
+            self._evaluation = data
+            for name, folder in self._models.items():
+                self._write_card(name, folder)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline,
+                           catalog: CatalogProtocol) -> None:
+        if not self._on:
+            return
+        for dataset_name, folder in self._saved_models.items():
+            self._register(dataset_name, folder)
+        self._flush()
+        self._kedro_mlflow.after_pipeline_run(run_params, pipeline, catalog)
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any],
+                          pipeline: Pipeline, catalog: CatalogProtocol) -> None:
+        if not self._on:
+            return
+        # MLflow's tag values are limited to 8,000 characters; the start says what failed.
+        self._client.set_tag(self._run_id, "error", f"{type(error).__name__}: {error}"[:8000])
+        self._flush()
+        self._kedro_mlflow.on_pipeline_error(error, run_params, pipeline, catalog)
+
+    def _flush(self) -> None:
+        """Wait for the training loop's queued step metrics (asynchronous logging)."""
+        import mlflow
+
+        mlflow.flush_async_logging()
+
+    def _load_version(self, dataset_name: str) -> str | None:
+        dataset = self._catalog.get(dataset_name)
+        if isinstance(dataset, AbstractVersionedDataset):
+            return dataset.resolve_load_version()
+        return None
+
+    def _log_metrics_dict(self, dataset_name: str, data: Mapping[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        self._client.log_dict(self._run_id, data, f"metrics/{dataset_name}.json")
+        metrics = [Metric(key, value, 0, 0) for key, value in
+                   numeric_leaves(data, dataset_name).items()]
+        for start in range(0, len(metrics), MAX_BATCH_METRICS):
+            self._client.log_batch(self._run_id,
+                                   metrics=metrics[start:start + MAX_BATCH_METRICS])
+        for dotted in self._config.tags.get(dataset_name, ()):
+            value = text_leaf(data, dotted)
+            if value is not None:
+                self._client.set_tag(self._run_id, f"{dataset_name}.{dotted}", value)
+
+    def _log_trials(self, trials: pd.DataFrame) -> None:
+        """One nested run per Optuna trial, under this (the study's) run."""
+        from mlflow.entities import Metric, Param
+
+        experiment_id = self._client.get_run(self._run_id).info.experiment_id
+        for trial in trials.to_dict(orient="records"):
+            run = self._client.create_run(
+                experiment_id, run_name=f"trial {trial['number']}",
+                tags={"mlflow.parentRunId": self._run_id, "optuna.trial": str(trial["number"]),
+                      "optuna.state": str(trial["state"])})
+            params = [Param(key.removeprefix("params_"), str(value))
+                      for key, value in trial.items() if key.startswith("params_")]
+            metrics = [Metric("value" if key == "value" else f"objective.{key}",
+                              float(value), 0, int(trial.get("last_step") or 0))
+                       for key, value in trial.items()
+                       if key not in ("number", "last_step") and not key.startswith("params_")
+                       and isinstance(value, (int, float)) and not math.isnan(value)]
+            self._client.log_batch(run.info.run_id, metrics=metrics, params=params)
+            self._client.set_terminated(run.info.run_id,
+                                        TRIAL_STATUS.get(str(trial["state"]), "KILLED"))
+
+    def _card(self, dataset_name: str) -> str:
+        base = self._params["base_model"]
+        params = {"training": self._params["training"]}
+        if base.get("path") is None:
+            params["base_model.embedded_training"] = base["embedded_training"]
+        return model_card(self._config.models[dataset_name].kind, base_model=base.get("path") or EMBEDDED_BASE, params=params,
+                          data=self._data, evaluation=self._evaluation)
+
+    def _write_card(self, dataset_name: str, folder: Path) -> None:
+        path = write_model_card(folder, self._card(dataset_name))
+        logger.info("Model card written: %s", path)
+
+    def _register(self, dataset_name: str, folder: Path) -> None:
+        """Log ``folder`` as artifacts and register it as a new model version."""
+        from mlflow.exceptions import MlflowException
+
+        name = self._config.models[dataset_name].registered_name
+        self._client.log_artifacts(self._run_id, str(folder), f"models/{dataset_name}")
+        card = (folder / "README.md").read_text(encoding="utf-8")
+        try:
+            self._client.create_registered_model(name)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        source = f"{self._client.get_run(self._run_id).info.artifact_uri}/models/{dataset_name}"
+        version = self._client.create_model_version(
+            name, source, run_id=self._run_id, description=card,
+            tags={"kedro.dataset": dataset_name, "folder": str(folder)})
+        logger.info("Registered %s version %s from %s", name, version.version, folder)

@@ -1,0 +1,48 @@
+"""Each optimiser step's losses and throughput, live in the MLflow run.
+
+:class:`MlflowStepTracker` is an accelerate tracker: the training loop hands it to its
+``Accelerator(log_with=...)`` and calls ``accelerator.log(values, step=step)`` once per
+optimiser step; accelerate calls it on the main process only. It logs into an existing
+run (the Kedro run's) and never starts or ends one, unlike accelerate's own
+``MLflowTracker``, which would open a second run. Logging is asynchronous (MLflow's
+queue and worker thread), so a slow store does not hold up the step; the queue is
+flushed when the run ends.
+
+Framework-free (no Kedro): the loop imports nothing from here but the tracker it is given.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from accelerate.tracking import GeneralTracker
+
+
+class MlflowStepTracker(GeneralTracker):
+    """Logs ``accelerator.log`` values as metrics of the MLflow run ``run_id``."""
+
+    name = "so8t-mlflow-steps"
+    requires_logging_directory = False
+
+    def __init__(self, run_id: str, tracking_uri: str) -> None:
+        super().__init__()
+        from mlflow import MlflowClient  # imported only when tracking is on
+
+        self.run_id = run_id
+        self._client = MlflowClient(tracking_uri=tracking_uri)
+
+    @property
+    def tracker(self) -> MlflowClient:  # noqa: F821 - accelerate's tracker API
+        return self._client
+
+    def store_init_configuration(self, values: dict) -> None:
+        """Unused: kedro-mlflow logs the run's parameters."""
+
+    def log(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None:
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), timestamp, step or 0)
+                   for key, value in values.items()]
+        self._client.log_batch(self.run_id, metrics=metrics, synchronous=False)
