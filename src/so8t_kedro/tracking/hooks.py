@@ -267,7 +267,8 @@ class MlflowTrackingHooks:
         params = {"training": self._params["training"]}
         if base.get("path") is None:
             params["base_model.embedded_training"] = base["embedded_training"]
-        return model_card(self._config.models[dataset_name].kind, base_model=base.get("path") or EMBEDDED_BASE, params=params,
+        return model_card(self._config.models[dataset_name].kind,
+                          base_model=base.get("path") or EMBEDDED_BASE, params=params,
                           data=self._data, evaluation=self._evaluation)
 
     def _write_card(self, dataset_name: str, folder: Path) -> None:

@@ -13,6 +13,7 @@ Framework-free (no Kedro): the loop imports nothing from here but the tracker it
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -33,7 +34,8 @@ class MlflowStepTracker(GeneralTracker):
         self._client = MlflowClient(tracking_uri=tracking_uri)
 
     @property
-    def tracker(self) -> MlflowClient:  # noqa: F821 - accelerate's tracker API
+    def tracker(self) -> Any:
+        """The MLflow client (accelerate's handle on a tracker's backend)."""
         return self._client
 
     def store_init_configuration(self, values: dict) -> None:
@@ -46,3 +48,17 @@ class MlflowStepTracker(GeneralTracker):
         metrics = [Metric(key, float(value), timestamp, step or 0)
                    for key, value in values.items()]
         self._client.log_batch(self.run_id, metrics=metrics, synchronous=False)
+
+
+def step_trackers() -> list[GeneralTracker]:
+    """A tracker for the MLflow run active in this thread, or none.
+
+    kedro-mlflow makes the Kedro run's MLflow run the active one in the thread of every
+    node; with tracking off no run is active, and there is nothing to log to.
+    """
+    # Without MLflow imported no run can be active: importing it would cost seconds.
+    mlflow = sys.modules.get("mlflow")
+    run = mlflow.active_run() if mlflow is not None else None
+    if run is None:
+        return []
+    return [MlflowStepTracker(run.info.run_id, mlflow.get_tracking_uri())]

@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.tracking import GeneralTracker
 from accelerate.utils import broadcast_object_list, set_seed
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import get_cosine_schedule_with_warmup
@@ -391,6 +392,7 @@ def train_so8t(
     checkpoint_dir: str | Path,
     shutdown: ShutdownFlag | None = None,
     on_step: Callable[[StepReport], None] | None = None,
+    trackers: Sequence[GeneralTracker] = (),
     clock: Callable[[], float] = time.monotonic,
 ) -> TrainResult:
     """Train LoRA + SO8T gates on the ``split == "train"`` rows of the SFT ``samples``.
@@ -407,6 +409,8 @@ def train_so8t(
             ``TrainingInterrupted`` raised.
         on_step: called with a :class:`StepReport` after each optimiser step; a hook for
             tests and hyperparameter search (an exception it raises ends training).
+        trackers: accelerate trackers that get each optimiser step's loss terms, learning
+            rate, PET λ and throughput (e.g. :class:`so8t_kedro.tracking.steps.MlflowStepTracker`).
         clock: the clock of the checkpoint interval and the progress logger.
     """
     seed = int(params["seed"])
@@ -416,7 +420,9 @@ def train_so8t(
         # accelerate's default steps a prepared scheduler once per process per optimiser
         # step (N times too fast under `accelerate launch`); the loop steps it once itself.
         step_scheduler_with_optimizer=False,
+        log_with=list(trackers) or None,  # [] would make accelerate warn of no trackers
     )
+    accelerator.init_trackers("so8t")
     device = accelerator.device
     model, tokenizer = load_training_base(base_model_dir, params, device)
     pad_id = tokenizer.pad_token_id
@@ -589,7 +595,7 @@ def train_so8t(
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
-                    profiler.step_finished(tokens=tokens, samples=samples_seen)
+                    seconds = profiler.step_finished(tokens=tokens, samples=samples_seen)
                     losses = dict(zip(LOSS_TERMS, mean_terms.double().tolist(), strict=True))
                     record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
                               "pet_lambda": pet_lambda, "tokens": tokens, **losses}
@@ -597,6 +603,9 @@ def train_so8t(
                     if progress:
                         progress.update(step, epoch, dict(losses), record["lr"], samples_seen,
                                         tokens)
+                    accelerator.log({**losses, "lr": record["lr"], "pet_lambda": pet_lambda,
+                                     "tokens_per_second": tokens / seconds,
+                                     "samples_per_second": samples_seen / seconds}, step=step)
                     if on_step is not None:
                         on_step(StepReport(step, epoch, dict(losses),
                                            accelerator.unwrap_model(model), tokenizer))

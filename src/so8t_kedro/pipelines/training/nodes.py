@@ -19,6 +19,7 @@ from optuna.visualization.matplotlib import plot_optimization_history, plot_para
 
 from so8t_kedro.so8t import save_adapter
 from so8t_kedro.think_format import request_from_prompt
+from so8t_kedro.tracking.steps import step_trackers
 from so8t_kedro.training.base_model import (
     chosen_base_dir,
     embedded_base_model,
@@ -162,7 +163,7 @@ def train_so8t_adapter(
                              hpo_best_params)
     try:
         result = train_so8t(base_dir, thinking_sft_dataset, params,
-                            checkpoint_dir=params["checkpoint"]["dir"])
+                            checkpoint_dir=params["checkpoint"]["dir"], trackers=step_trackers())
     except TrainingInterrupted as stop:
         # Stopped by a signal after an emergency checkpoint (the loop printed how to resume):
         # leave the way the signal asks, with 128 + its number, not as a crashed node.
