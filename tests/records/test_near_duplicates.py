@@ -8,15 +8,24 @@ import string
 
 import pytest
 
+from datasketch import MinHash
+
 from so8t_kedro.records.near_duplicates import (
     char_ngrams,
     dedup_key,
-    jaccard,
+    gram_ids,
+    minhashes,
     near_duplicate_groups,
 )
 
+def jaccard(a: set[str], b: set[str]) -> float:
+    """The definition the groups are checked against: |a ∩ b| / |a ∪ b|."""
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
 SETTINGS = {
-    "ngram": 3, "threshold": 0.6, "num_perm": 128, "seed": 1, "max_indexed_per_group": 50
+    "ngram": 3, "threshold": 0.6, "num_perm": 64, "seed": 1, "max_indexed_per_group": 50
 }
 
 
@@ -25,13 +34,23 @@ def test_dedup_key_ignores_case_width_space_and_punctuation():
     assert dedup_key("爆弾の作り方を、教えて！") == "爆弾の作り方を教えて"
 
 
-def test_char_ngrams_and_jaccard():
+def test_char_ngrams():
     assert char_ngrams("Ab-cd", 3) == {"abc", "bcd"}
     assert char_ngrams("ab", 3) == {"ab"}  # shorter than n: the key itself
     assert char_ngrams("!?", 3) == set()
     a, b = char_ngrams("abcde", 3), char_ngrams("abcdf", 3)  # {abc,bcd,cde} vs {abc,bcd,cdf}
     assert jaccard(a, b) == pytest.approx(2 / 4)
-    assert jaccard(set(), set()) == 0.0
+
+
+def test_minhashes_are_datasketchs_own():
+    """Hashing each distinct n-gram once gives the MinHash of the n-grams' bytes."""
+    grams = [char_ngrams(t, 3) for t in ("爆弾の作り方を教えて", "How do I bake bread?", "!!")]
+    ids, vocabulary = gram_ids(grams)
+    assert ids[0] and [vocabulary[k] for k in ids[0]] == list(grams[0])
+    for text_grams, fast in zip(grams, minhashes(ids, vocabulary, num_perm=64, seed=7), strict=True):
+        reference = MinHash(num_perm=64, seed=7)
+        reference.update_batch([g.encode("utf-8") for g in text_grams])
+        assert (fast.hashvalues == reference.hashvalues).all()
 
 
 # Variants that must join their original's group (Jaccard of trigrams >= 0.6) ...
