@@ -62,3 +62,35 @@ def forward_bound(dtype: torch.dtype, config, logits: torch.Tensor) -> float:
         + config.hidden_size
     magnitude = logits.abs().max().item() * math.sqrt(config.hidden_size)
     return accumulation_bound(dtype, terms, magnitude)
+
+
+def rounded_operands_bound(unit: float, config, max_abs_logit: float) -> float:
+    """Largest logit difference when every matrix product along the path to a logit rounds
+    both operands to a format with relative rounding ``unit`` and sums in float32 or wider:
+    F16 weights with activations converted to F16 (llama.cpp's F16 path: ``unit =
+    unit_roundoff(torch.float16)``), or products computed in bf16 (``unit_roundoff(
+    torch.bfloat16)``). Each product ``w·x`` then carries at most ``2·unit`` of its terms'
+    absolute sum, and to first order the errors of the path's ``4·layers + 1`` products
+    (qkv, o, gate_up and down per layer; the head) add up. Terms' absolute sums are taken
+    as in :func:`forward_bound`. The float32 accumulation adds :func:`forward_bound`, far
+    below this for a 16-bit ``unit``."""
+    products = 4 * config.num_hidden_layers + 1
+    magnitude = max_abs_logit * math.sqrt(config.hidden_size)
+    return products * 2 * unit * magnitude
+
+
+def softmax_shift_bound(score_bound: float, temperature: float = 1.0) -> float:
+    """Largest change of any softmax probability when every score moves by at most
+    ``score_bound``: ∂p_i/∂s_j = (δ_ij p_i − p_i p_j) / T, and Σ_j |∂p_i/∂s_j| =
+    2·p_i·(1 − p_i) / T ≤ 1 / (2T)."""
+    return score_bound / (2 * temperature)
+
+
+def max_abs_logit(model) -> float:
+    """An upper bound on any logit a Phi-3 model can produce: the final RMSNorm's output has
+    Euclidean norm √hidden · max|γ| at most (x / rms(x) has norm √hidden), so by
+    Cauchy–Schwarz no logit exceeds that times the largest row norm of the head."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    gamma = base.model.norm.weight.detach().abs().max().item()
+    head_rows = base.lm_head.weight.detach().float().norm(dim=-1).max().item()
+    return math.sqrt(base.config.hidden_size) * gamma * head_rows

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from so8t_kedro.export import gguf as gguf_export
 from so8t_kedro.export.llama_process import CRASH_INJECTION_ENV
 from so8t_kedro.serve import load_service
 from so8t_kedro.think_format import render_prompt
+from tests.export.test_gguf import F16_MAX_LOGIT_DIFF
+from tests.helpers.tolerances import forward_bound, max_abs_logit, softmax_shift_bound
 
 pytestmark = pytest.mark.slow
 REQUESTS = [("Pythonでリストを並べ替える方法は？", "ja"), ("How do I pick a lock?", "en"),
@@ -20,6 +23,14 @@ REQUESTS = [("Pythonでリストを並べ替える方法は？", "ja"), ("How do
 def gguf_path(tiny_base_dir, tmp_path_factory):
     return gguf_export.write_gguf(tiny_base_dir,
                                   tmp_path_factory.mktemp("gguf") / "tiny-f16.gguf", "F16")
+
+
+def f16_score_bound(hf_service) -> float:
+    """A label score is a mean of log-softmax values, each within twice the largest logit
+    difference: the F16 file's own (tests/export/test_gguf.py) plus float32 accumulation."""
+    model = hf_service.backend.model
+    return 2 * (F16_MAX_LOGIT_DIFF + forward_bound(torch.float32, model.config,
+                                                   torch.tensor(max_abs_logit(model))))
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +44,7 @@ def test_label_scores_match_the_hf_backend(gguf_service, tiny_service):
         # Each label is scored on top of the probe's cached state: a wrong cache position
         # would shift the later labels' scores.
         gguf = gguf_service.backend.label_log_likelihoods(text, language)
-        assert np.allclose(gguf, hf, atol=5e-3)  # F16 weights against fp32
+        assert np.allclose(gguf, hf, rtol=0, atol=f16_score_bound(tiny_service))
         assert np.array_equal(gguf_service.backend.label_log_likelihoods(text, language), gguf)
 
 
@@ -55,7 +66,9 @@ def test_serving_a_gguf_gives_the_hf_decision(gguf_service, tiny_service, start_
         assert body["decision"] == hf.assessment.decision
         assert body["final"] == hf.reply.text and body["fallback"] is hf.reply.fallback
         assert np.allclose(list(body["probabilities"].values()),
-                           list(hf.assessment.probabilities.values()), atol=1e-3)
+                           list(hf.assessment.probabilities.values()), rtol=0,
+                           atol=softmax_shift_bound(f16_score_bound(tiny_service),
+                                                    tiny_service.temperature))
 
 
 def test_a_llama_cpp_crash_is_one_500_and_the_server_recovers(tiny_base_dir, gguf_path,

@@ -428,7 +428,8 @@ def verify_gguf(gguf_path: str | Path, model_dir: str | Path, prompts: Sequence[
       difference cannot hide or fake a weight difference); the next-token logits at every
       position give ``max_abs_logit_diff``, ``mean_abs_logit_diff`` and ``top1_agreement``
       (share of positions with the same arg-max) over ``n_positions``, and for scale
-      ``hf_logit_std`` (the Hugging Face logits' spread over the vocabulary, averaged).
+      ``hf_logit_std`` (the Hugging Face logits' spread over the vocabulary, averaged) and
+      ``hf_max_abs_logit`` (their largest magnitude, which rounding errors scale with).
 
     LongRoPE: llama.cpp picks the long factors when ``n_ctx`` exceeds the original context,
     Hugging Face when the *sequence* does; keep ``n_ctx`` at most the original context.
@@ -516,6 +517,7 @@ def _compare_with_reference(gguf_path: Path, reference: _HFReference, n_ctx: int
         # the scale the differences are measured on
         "hf_logit_std": float(np.concatenate([logits.std(axis=-1)
                                               for logits in reference.logits]).mean()),
+        "hf_max_abs_logit": float(max(np.abs(logits).max() for logits in reference.logits)),
     }
 
 
