@@ -4,6 +4,7 @@ no downloads, and engine failures reported per text."""
 from __future__ import annotations
 
 import copy
+import json
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from so8t_kedro.records import pii
 from so8t_kedro.records.pii import PiiConfig, PiiScrubber, luhn_valid, my_number_valid
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+BENCHMARK = Path(__file__).resolve().parent / "data/pii_benchmark.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -425,17 +427,65 @@ def test_an_engine_error_is_reported_for_that_text_only(scrubber, monkeypatch):
 
 
 def test_a_failing_batch_is_retried_text_by_text(scrubber, monkeypatch):
-    docs = scrubber._docs
+    engine = scrubber.analyzer.nlp_engine
+    process_batch, process_text = engine.process_batch, engine.process_text
 
-    def fragile(texts, language):
+    def fragile_batch(texts, language, batch_size):
         if any("BOOM" in text for text in texts):
             raise MemoryError("too big")
-        return docs(texts, language)
+        return process_batch(texts, language, batch_size)
 
-    monkeypatch.setattr(scrubber, "_docs", fragile)
-    ok, bad, after = scrubber.scrub(["田中花子です", "BOOM", "山田太郎です"], ["ja"] * 3)
+    def fragile_text(text, language):
+        if "BOOM" in text:
+            raise MemoryError("too big")
+        return process_text(text, language)
+
+    monkeypatch.setattr(engine, "process_batch", fragile_batch)
+    monkeypatch.setattr(engine, "process_text", fragile_text)
+    ok, bad, after = scrubber.scrub(["田中花子です", "佐藤健一 BOOM", "山田太郎です"], ["ja"] * 3)
     assert (ok.text, after.text) == ("<PERSON>です", "<PERSON>です")
     assert bad.text is None and bad.error == "MemoryError: too big"
+
+
+def test_an_error_before_the_analyzer_is_reported_for_that_text_only(scrubber, monkeypatch):
+    gate = scrubber._gates["ja"]
+
+    def failing_gate(text):
+        if "BOOM" in text:
+            raise UnicodeError("bad text")
+        return gate(text)
+
+    monkeypatch.setitem(scrubber._gates, "ja", failing_gate)
+    ok, bad = scrubber.scrub(["田中花子です", "BOOM"], ["ja", "ja"])
+    assert ok.text == "<PERSON>です"
+    assert bad.text is None and bad.error == "UnicodeError: bad text"
+
+
+def test_the_analyzer_skips_only_texts_no_recogniser_can_match(scrubber, monkeypatch):
+    """Texts that no pattern matches and the NER gate lets pass are never analysed;
+    on every benchmark text the results are those of analysing everything."""
+    analyze = scrubber.analyzer.analyze
+    analysed: list[str] = []
+
+    def spy(text, **kwargs):
+        analysed.append(text)
+        return analyze(text=text, **kwargs)
+
+    monkeypatch.setattr(scrubber.analyzer, "analyze", spy)
+    texts = ["明日の天気は?", "How tall is Mt. Fuji?", "電話 090-1234-5678"]
+    assert [r.text for r in scrubber.scrub(texts, ["ja", "en", "ja"])] == [
+        "明日の天気は?", "How tall is Mt. Fuji?", "電話 <PHONE>"
+    ]
+    assert analysed == ["電話 090-1234-5678"]
+
+    cases = [json.loads(line) for line in BENCHMARK.read_text(encoding="utf-8").splitlines()]
+    texts = [unicodedata.normalize("NFKC", c["text"]) for c in cases]
+    languages = [c["language"] for c in cases]
+    screened = scrubber.scrub(texts, languages)
+    monkeypatch.setattr(scrubber, "_may_match", lambda text, language: True)
+    everything = scrubber.scrub(texts, languages)
+    assert [(r.text, r.spans) for r in screened] == [(r.text, r.spans) for r in everything]
+    assert sum(r.text == t for r, t in zip(screened, texts, strict=True)) > 150
 
 
 def test_only_texts_with_a_dictionary_name_go_through_the_ner_model(scrubber, monkeypatch):

@@ -26,7 +26,7 @@ from typing import Any
 import regex
 import spacy
 from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
-from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
@@ -176,6 +176,13 @@ class _ValidatedPatternRecognizer(PatternRecognizer):
             global_regex_flags=flags,
         )
         self._validator = VALIDATORS[config.validator] if config.validator else None
+        # The same regexes and flags Presidio's matcher compiles: no match of any of
+        # them means this recogniser finds nothing in the text.
+        self._screens = [regex.compile(p.regex, flags) for p in self.patterns]
+
+    def may_match(self, text: str) -> bool:
+        """Whether any pattern matches somewhere (what ``analyze`` would look at)."""
+        return any(screen.search(text) for screen in self._screens)
 
     def validate_result(self, pattern_text: str) -> bool | None:
         return self._validator(pattern_text) if self._validator else None
@@ -260,10 +267,15 @@ class PiiScrubber:
         for language, nlp in pipelines.items():
             if "ner" in nlp.pipe_names:
                 registry.add_recognizer(_NerRecognizer(language, config.ner))
+        self._pattern_recognizers: dict[str, list[_ValidatedPatternRecognizer]] = {
+            language: [] for language in languages
+        }
         for recognizer in config.recognizers:
             for language in recognizer.languages:
                 if language in pipelines:
-                    registry.add_recognizer(_ValidatedPatternRecognizer(recognizer, language))
+                    pattern_recognizer = _ValidatedPatternRecognizer(recognizer, language)
+                    registry.add_recognizer(pattern_recognizer)
+                    self._pattern_recognizers[language].append(pattern_recognizer)
         self.languages = languages
         self._gates = {
             language: _sudachi_gate(pos) for language, pos in config.ner.run_if_sudachi_pos.items()
@@ -278,53 +290,54 @@ class PiiScrubber:
         }
         self.entities = config.entity_types
 
-    def _docs(self, texts: list[str], language: str) -> list[Any]:
-        """spaCy docs of a batch, the named-entity model run only where it is needed:
-        never for a pipeline without one, and with a ``run_if_sudachi_pos`` gate only for texts with a
-        matching token (for Japanese: a dictionary person name, 人名); the model costs
-        ~50x the tokenizer. The other texts get an empty doc: pattern recognisers read
-        the text, and tokens matter only to context words, which none of ours has."""
-        nlp = self.analyzer.nlp_engine.nlp[language]
-        empty = Doc(nlp.vocab, words=[])
-        docs = [empty] * len(texts)
-        if "ner" not in nlp.pipe_names:
-            return docs
+    def _runs_ner(self, text: str, language: str) -> bool:
+        """Whether the text goes through the named-entity model: never for a pipeline
+        without one; with a ``run_if_sudachi_pos`` gate only for a text with a matching
+        token (for Japanese: a dictionary person name, 人名), since the model costs
+        ~50x the tokenizer; otherwise always."""
+        if "ner" not in self.analyzer.nlp_engine.get_nlp(language).pipe_names:
+            return False
         gate = self._gates.get(language)
-        wanted = [i for i, text in enumerate(texts) if gate is None or gate(text)]
-        ner_docs = nlp.pipe([texts[i] for i in wanted], batch_size=self.config.ner.batch_size)
-        for i, doc in zip(wanted, ner_docs, strict=True):
-            docs[i] = doc
-        return docs
+        return gate is None or gate(text)
 
-    def _nlp_artifacts(self, texts: list[str], language: str) -> Iterator[Any]:
-        """NLP artifacts per text, batched; a text whose batch failed is retried alone,
-        and one that still fails yields its exception."""
+    def _may_match(self, text: str, language: str) -> bool:
+        """Whether any pattern recogniser of the language matches somewhere: a text no
+        pattern matches and no named-entity model reads has nothing to replace, so the
+        analyzer (~1 ms a text) is skipped for it without changing any result."""
+        return any(r.may_match(text) for r in self._pattern_recognizers[language])
+
+    def _ner_artifacts(self, texts: list[str], language: str) -> Iterator[Any]:
+        """Presidio's NLP artifacts of texts that need the named-entity model, batched
+        through ``nlp.pipe`` (``NlpEngine.process_batch``); a text whose batch failed is
+        retried alone, and one that still fails yields its exception."""
         engine = self.analyzer.nlp_engine
         size = self.config.ner.batch_size
         for start in range(0, len(texts), size):
             batch = texts[start : start + size]
             try:
-                docs = self._docs(batch, language)
+                artifacts = [a for _, a in engine.process_batch(batch, language, size)]
             except Exception:  # noqa: BLE001 - isolate the failing text below
-                docs = []
+                artifacts = []
                 for text in batch:
                     try:
-                        docs.extend(self._docs([text], language))
+                        artifacts.append(engine.process_text(text, language))
                     except Exception as exc:  # noqa: BLE001 - the record is quarantined
-                        docs.append(exc)
-            for doc in docs:
-                # Presidio's own doc -> artifacts conversion (entity mapping, scores).
-                yield doc if isinstance(doc, Exception) else engine._doc_to_nlp_artifact(
-                    doc, language
-                )
+                        artifacts.append(exc)
+            yield from artifacts
 
-    def scrub_one(self, text: str, language: str, artifacts: Any = None) -> ScrubResult:
-        """Scrub one text (NLP artifacts computed here unless given)."""
-        if language not in self.languages:
-            return ScrubResult(None, error=f"no PII pipeline for language {language!r}")
+    def _no_ner_artifacts(self, language: str) -> NlpArtifacts:
+        """Artifacts without tokens or entities, for a text the named-entity model does
+        not read: pattern recognisers read the text, and tokens matter only to context
+        words, which none of ours has."""
+        nlp = self.analyzer.nlp_engine.get_nlp(language)
+        return NlpArtifacts(
+            entities=[], tokens=Doc(nlp.vocab, words=[]), tokens_indices=[], lemmas=[],
+            nlp_engine=self.analyzer.nlp_engine, language=language,
+        )
+
+    def scrub_one(self, text: str, language: str, artifacts: NlpArtifacts) -> ScrubResult:
+        """Scrub one text, given its NLP artifacts."""
         try:
-            if artifacts is None:
-                artifacts = self.analyzer.nlp_engine.process_text(text, language)
             results = self.analyzer.analyze(
                 text=text,
                 language=language,
@@ -347,22 +360,30 @@ class PiiScrubber:
         )
 
     def scrub(self, texts: Sequence[str], languages: Sequence[str]) -> list[ScrubResult]:
-        """Scrub texts in order, each with the pipeline of its language, batched per
-        language through ``nlp.pipe``."""
+        """Scrub texts in order, each with the pipeline of its language. Only where it
+        is needed: a text no recogniser can match stays as it is without the analyzer,
+        and the named-entity model runs, batched per language, only on the texts its
+        gate lets through."""
         results: list[ScrubResult | None] = [None] * len(texts)
-        by_language: dict[str, list[int]] = {}
-        for i, language in enumerate(languages):
-            by_language.setdefault(language, []).append(i)
-        for language, rows in by_language.items():
+        ner_rows: dict[str, list[int]] = {}
+        for i, (text, language) in enumerate(zip(texts, languages, strict=True)):
             if language not in self.languages:
-                for i in rows:
-                    results[i] = self.scrub_one(texts[i], language)
+                results[i] = ScrubResult(None, error=f"no PII pipeline for language {language!r}")
                 continue
+            try:
+                if self._runs_ner(text, language):
+                    ner_rows.setdefault(language, []).append(i)
+                elif self._may_match(text, language):
+                    results[i] = self.scrub_one(text, language, self._no_ner_artifacts(language))
+                else:
+                    results[i] = ScrubResult(text)
+            except Exception as exc:  # noqa: BLE001 - any engine error quarantines the record
+                results[i] = ScrubResult(None, error=f"{type(exc).__name__}: {exc}")
+        for language, rows in ner_rows.items():
             batch = [texts[i] for i in rows]
-            for i, artifacts in zip(rows, self._nlp_artifacts(batch, language), strict=True):
+            for i, artifacts in zip(rows, self._ner_artifacts(batch, language), strict=True):
                 if isinstance(artifacts, Exception):
-                    error = f"{type(artifacts).__name__}: {artifacts}"
-                    results[i] = ScrubResult(None, error=error)
+                    results[i] = ScrubResult(None, error=f"{type(artifacts).__name__}: {artifacts}")
                 else:
                     results[i] = self.scrub_one(texts[i], language, artifacts)
         return results  # type: ignore[return-value]
