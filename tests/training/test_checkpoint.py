@@ -217,6 +217,38 @@ def test_resolve_resume_latest_across_sessions_skips_corrupt(tmp_path, caplog):
         ck.resolve_resume("latest", root)
 
 
+def test_resume_takes_the_newest_matching_checkpoint_of_an_unfinished_session(tmp_path):
+    fingerprint = {"batch_size": 4, "seed": 1, "train_data": "aa"}
+
+    def state(step: int, **changes) -> ck.TrainingState:
+        saved = small_state(step)
+        saved.fingerprint = {**fingerprint, **changes}
+        return saved
+
+    manager = ck.CheckpointManager.create(tmp_path, session_id="20250101_000000_000000")
+    matching = manager.save("rolling", state(1))
+    other = manager.save("rolling", state(2, batch_size=8))
+    assert ck.load(other).fingerprint["batch_size"] == 8
+    # 'latest' passes over the newer checkpoint of other settings.
+    assert ck.resolve_resume("latest", tmp_path, fingerprint) == matching
+    assert ck.resolve_resume("latest", tmp_path) == other  # no fingerprint: no check
+    with pytest.raises(ck.ResumeMismatchError) as mismatch:
+        ck.resolve_resume(str(other), tmp_path, fingerprint)
+    assert "batch_size: 8 in the checkpoint, 4 now" in str(mismatch.value)
+    assert "seed" not in str(mismatch.value)  # only the fields that differ
+    assert f"training.resume={other},training.resume_accept_changes=true" in str(mismatch.value)
+    assert ck.resolve_resume(str(other), tmp_path, fingerprint, accept_changes=True) == other
+    with pytest.raises(ck.ResumeMismatchError,
+                       match=r"1 older unfinished.*seed: 1 in the checkpoint, 2 now"):
+        ck.resolve_resume("latest", tmp_path, {**fingerprint, "seed": 2})
+
+    final = manager.save("final", state(3))
+    assert ck.session_finished(manager.session_dir)
+    with pytest.raises(ck.CheckpointNotFoundError, match="finished.*training.resume="):
+        ck.resolve_resume("latest", tmp_path, fingerprint)
+    assert ck.resolve_resume(str(final), tmp_path, fingerprint) == final  # asked for by name
+
+
 # --------------------------------------------------------------------------- atomicity
 
 

@@ -214,16 +214,16 @@ def test_a_killed_study_resumes(tiny_base_dir, sft_samples, training_params, hpo
     retried = trials[2]
     assert retried.system_attrs["failed_trial"] == killed.number == 1
     assert retried.params == killed.params
-    # The retry trained on in the killed trial's folder, from the killed session's last
-    # checkpoint (one after each step, written after that step's report: with 2 reports,
-    # step 1's is on disk), to the end of the budget.
+    # The retry trained on in the killed trial's session, from its last checkpoint (one
+    # after each step, written after that step's report: with 2 reports, step 1's is on
+    # disk), to the end of the budget.
     folder = Path(killed.user_attrs["checkpoint_dir"])
     assert retried.user_attrs["checkpoint_dir"] == str(folder)
-    killed_session, retry_session = sorted(p for p in folder.iterdir() if p.is_dir())
+    [session] = [p for p in folder.iterdir() if p.is_dir()]
     resumed_from = Path(retried.user_attrs["resumed_from"])
-    assert resumed_from.parent == killed_session
+    assert resumed_from.parent == session
     assert json.loads((resumed_from / "checkpoint.json").read_text())["step"] >= 1
-    final = retry_session / "checkpoint_final" / "checkpoint.json"
+    final = session / "checkpoint_final" / "checkpoint.json"
     assert json.loads(final.read_text())["step"] == 4
 
 

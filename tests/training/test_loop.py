@@ -11,19 +11,32 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from so8t_kedro.classifier import FourClassScorer, scored_token_counts, split_token_ids
+from so8t_kedro.classifier import (
+    FourClassScorer,
+    continuation_ids,
+    scored_token_counts,
+    split_token_ids,
+)
 from so8t_kedro.labels import LABELS
 from so8t_kedro.so8t import GATES_FILE
 from so8t_kedro.think_format import (
     label_continuations,
     render_decision_probe,
+    render_prompt,
     request_from_prompt,
 )
 from so8t_kedro.training.base_model import load_base_model
-from so8t_kedro.training.checkpoint import ShutdownFlag, TrainingInterrupted, load
+from so8t_kedro.training.checkpoint import (
+    CheckpointNotFoundError,
+    ResumeMismatchError,
+    ShutdownFlag,
+    TrainingInterrupted,
+    load,
+)
 from so8t_kedro.training.loop import (
     IGNORE_INDEX,
     LOSS_TERMS,
+    NonFiniteLossError,
     _losses,
     batch_order,
     collate,
@@ -279,3 +292,196 @@ def test_an_error_marks_the_session_failed(tiny_base_dir, sft_samples, training_
     info = json.loads(info_path.read_text())
     assert info["status"] == "failed"
     assert info["error"] == "RuntimeError: objective diverged"
+
+
+# ----------------------------------------------------------------- no step on no data
+
+
+def test_a_long_prompt_loses_tokens_from_the_left_and_keeps_its_targets(tiny_base_dir,
+                                                                        sft_samples):
+    _, tokenizer = load_base_model(tiny_base_dir)
+    scorer = FourClassScorer(tokenizer)
+    rows = sft_samples.iloc[[0, 1]].copy()
+    rows["prompt"] = [render_prompt("長い依頼の文です。" * 60 + "最後の一文", "ja"),
+                      rows["prompt"].iloc[1]]
+    full_prompt = scorer.prompt_ids(rows["prompt"].iloc[0])
+    completion = continuation_ids(tokenizer, full_prompt, rows["prompt"].iloc[0],
+                                  rows["completion"].iloc[0])
+    assert len(full_prompt) > 200
+    long = tokenise_samples(rows.iloc[:1], tokenizer, 96, scorer, min_target_tokens=16)[0]
+    tail = len(scorer.readout.tokens)
+    assert len(long.input_ids) == 96 - tail
+    # The prompt's end (request's end, assistant tag) stays; 16 target tokens follow it.
+    assert long.input_ids[: long.prompt_length] == full_prompt[-long.prompt_length:]
+    assert long.prompt_length == 96 - tail - 16
+    assert long.labels[long.prompt_length:] == completion[:16]
+    assert sum(label != IGNORE_INDEX for label in long.labels) == 16
+    # A prompt that leaves more than min_target_tokens stays whole; the completion has the rest.
+    short_prompt = scorer.prompt_ids(rows["prompt"].iloc[1])
+    window = len(short_prompt) + tail + 20
+    short = tokenise_samples(rows.iloc[1:], tokenizer, window, scorer, min_target_tokens=16)[0]
+    assert short.input_ids[: short.prompt_length] == short_prompt
+    assert sum(label != IGNORE_INDEX for label in short.labels) == 20
+    with pytest.raises(ValueError, match="training.min_target_tokens .* got 96"):
+        tokenise_samples(rows, tokenizer, 96, scorer, min_target_tokens=96)
+
+
+def test_training_with_a_max_seq_length_shorter_than_the_prompts(tiny_base_dir, sft_samples,
+                                                                 training_params):
+    """The issue's run (max_seq_length 40) logged a NaN loss at every step: every prompt
+    filled the window. Cut from the left, every sample keeps its targets."""
+    training_params.update(epochs=1, max_seq_length=40, min_target_tokens=8)
+    result = train_so8t(tiny_base_dir, sft_samples, training_params,
+                        checkpoint_dir=training_params["checkpoint"]["dir"])
+    assert len(result.history) == 6 and result.summary["skipped_steps"] == 0
+    assert result.history[list(LOSS_TERMS)].map(math.isfinite).all().all()
+    assert (result.history["lm"] > 0).all()
+
+
+def test_a_batch_without_targets_adds_no_lm_loss():
+    logits = torch.randn(2, 5, 11, requires_grad=True)
+    loss = lm_loss(logits, torch.full((2, 5), IGNORE_INDEX))
+    loss.backward()
+    assert float(loss.detach()) == 0 and float(logits.grad.abs().sum()) == 0
+
+
+@pytest.fixture
+def poisoned_losses(monkeypatch):
+    """``poison(calls)``: the micro-batches numbered ``calls`` (0-based, in the order they
+    run) get a NaN loss, as a bad batch or an overflow would give."""
+    from so8t_kedro.training import loop
+
+    def poison(calls):
+        original, count = loop._losses, iter(range(10**6))
+
+        def losses(*args, **kwargs):
+            terms = original(*args, **kwargs)
+            if next(count) in calls:
+                terms["loss"] = terms["loss"] * float("nan")
+            return terms
+
+        monkeypatch.setattr(loop, "_losses", losses)
+
+    return poison
+
+
+def test_a_non_finite_step_is_skipped_and_counted(tiny_base_dir, sft_samples, training_params,
+                                                 poisoned_losses, caplog):
+    training_params.update(epochs=1)
+    clean = train_so8t(tiny_base_dir, sft_samples, training_params,
+                       checkpoint_dir=training_params["checkpoint"]["dir"]).history
+    poisoned_losses({2})
+    with caplog.at_level("WARNING", logger="so8t_kedro.training.loop"):
+        result = train_so8t(tiny_base_dir, sft_samples, training_params,
+                            checkpoint_dir=training_params["checkpoint"]["dir"])
+    assert result.summary["skipped_steps"] == 1
+    assert any("non-finite loss or gradient; 1 skipped" in r.getMessage() for r in caplog.records)
+    history = result.history
+    assert history["step"].tolist() == [1, 2, 3, 4, 5]
+    assert history[list(LOSS_TERMS)].map(math.isfinite).all().all()
+    # Steps 1-2 are the clean run's; the skipped batch changed no weight and no learning rate.
+    for term in LOSS_TERMS:
+        assert history[term][:2].tolist() == pytest.approx(clean[term][:2].tolist(), abs=1e-6)
+    assert history["lr"].tolist() == pytest.approx(clean["lr"][:5].tolist())
+
+
+def test_consecutive_non_finite_steps_stop_with_an_emergency_checkpoint(
+        tiny_base_dir, sft_samples, training_params, poisoned_losses):
+    training_params.update(epochs=1, max_consecutive_skipped_steps=2)
+    poisoned_losses(set(range(2, 100)))
+    with pytest.raises(NonFiniteLossError, match=r"2 optimiser steps in a row .* \(step 2\)"):
+        train_so8t(tiny_base_dir, sft_samples, training_params,
+                   checkpoint_dir=training_params["checkpoint"]["dir"])
+    [session] = Path(training_params["checkpoint"]["dir"]).iterdir()
+    [emergency] = session.glob("checkpoint_emergency_*")
+    state = load(emergency)
+    assert (state.step, state.epoch, state.position.index) == (2, 0, 4)
+    assert all(torch.isfinite(t).all() for t in state.trainable.values())
+    info = json.loads((session / "session_info.json").read_text())
+    assert info["status"] == "failed" and "NonFiniteLossError" in info["error"]
+
+
+# ----------------------------------------------------------------- stops and resume
+
+
+def test_a_stop_inside_an_accumulation_resumes_to_the_uninterrupted_losses(
+        tiny_base_dir, sft_samples, training_params, monkeypatch):
+    """Accumulation 2: the stop lands after micro-batch 2 (the first of step 2's two), not
+    at a step boundary; the checkpoint holds the state before step 2."""
+    from so8t_kedro.training import loop
+
+    training_params.update(epochs=1, gradient_accumulation_steps=2)
+    checkpoint_dir = training_params["checkpoint"]["dir"]
+    uninterrupted = train_so8t(tiny_base_dir, sft_samples, training_params,
+                               checkpoint_dir=checkpoint_dir).history
+    assert uninterrupted["step"].tolist() == [1, 2, 3]
+
+    flag, original, calls = ShutdownFlag(), loop._losses, []
+
+    def losses(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == 3:  # micro-batch 2
+            flag.request(None)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_losses", losses)
+    with pytest.raises(TrainingInterrupted) as interrupted:
+        train_so8t(tiny_base_dir, sft_samples, training_params, checkpoint_dir=checkpoint_dir,
+                   shutdown=flag)
+    assert len(calls) == 3  # stopped right after that micro-batch
+    state = load(interrupted.value.checkpoint_path)
+    assert (state.step, state.epoch, state.position.index) == (1, 0, 2)
+    monkeypatch.setattr(loop, "_losses", original)
+
+    torch.manual_seed(999)  # scramble the RNGs: resume must not depend on them
+    resumed = train_so8t(tiny_base_dir, sft_samples, {**training_params, "resume": "latest"},
+                         checkpoint_dir=checkpoint_dir)
+    assert resumed.summary["resumed_from"] == str(interrupted.value.checkpoint_path)
+    assert resumed.history["step"].tolist() == [2, 3]
+    expected = uninterrupted[uninterrupted["step"] >= 2]
+    for term in (*LOSS_TERMS, "lr"):
+        assert resumed.history[term].tolist() == pytest.approx(expected[term].tolist(),
+                                                               abs=1e-6), term
+    # The resumed run went on in the interrupted session, which is now finished.
+    assert resumed.session_dir == interrupted.value.checkpoint_path.parent
+    assert (resumed.session_dir / "checkpoint_final").is_dir()
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tiny_base_dir, sft_samples,
+                                                       training_params):
+    training_params.update(epochs=1)
+    checkpoint_dir = training_params["checkpoint"]["dir"]
+    flag = ShutdownFlag()
+
+    def stop_after_step_2(report):
+        if report.step == 2:
+            flag.request(None)
+
+    with pytest.raises(TrainingInterrupted) as interrupted:
+        train_so8t(tiny_base_dir, sft_samples, training_params, checkpoint_dir=checkpoint_dir,
+                   shutdown=flag, on_step=stop_after_step_2)
+    emergency = interrupted.value.checkpoint_path
+
+    changed = {**training_params, "batch_size": 3, "resume": "latest"}
+    with pytest.raises(ResumeMismatchError) as mismatch:
+        train_so8t(tiny_base_dir, sft_samples, changed, checkpoint_dir=checkpoint_dir)
+    message = str(mismatch.value)
+    assert "batch_size: 4 in the checkpoint, 3 now" in message
+    assert "train_data" not in message and "base_model" not in message
+    assert "training.resume_accept_changes=true" in message
+    # Other training data: named as such.
+    edited = sft_samples.copy()
+    edited.loc[edited.index[0], "completion"] += "。"
+    with pytest.raises(ResumeMismatchError, match="train_data: '[0-9a-f]{64}' in the checkpoint"):
+        train_so8t(tiny_base_dir, edited, {**training_params, "resume": "latest"},
+                   checkpoint_dir=checkpoint_dir)
+    # A loss weight is not part of the fingerprint; the run goes on and finishes.
+    reweighted = {**training_params, "resume": "latest",
+                  "loss_weights": {**training_params["loss_weights"], "safety": 0.3}}
+    result = train_so8t(tiny_base_dir, sft_samples, reweighted, checkpoint_dir=checkpoint_dir)
+    assert result.summary["resumed_from"] == str(emergency)
+    assert result.history["step"].tolist() == [3, 4, 5, 6]
+    # The session has finished: 'latest' does not resume it again.
+    with pytest.raises(CheckpointNotFoundError, match="finished"):
+        train_so8t(tiny_base_dir, sft_samples, {**training_params, "resume": "latest"},
+                   checkpoint_dir=checkpoint_dir)
