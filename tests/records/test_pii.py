@@ -92,6 +92,47 @@ def test_what_the_regexes_missed(scrub, text, expected, counts):
     assert scrub(text) == (expected, counts)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # a card number that fails the Luhn check, after a card keyword
+        ("card 4716-0987-6543-2106 keeps getting declined",
+         "card <ACCOUNT> keeps getting declined", {"CREDIT_CARD": 1}),
+        ("クレジットカード番号は 1234 5678 9012 3456 です",
+         "クレジットカード番号は <ACCOUNT> です", {"CREDIT_CARD": 1}),
+        # a password after the word and a space
+        ("サーバーのパスワード admin!23 を共有した", "サーバーのパスワード <SECRET> を共有した",
+         {"SECRET": 1}),
+        # prefecture, city, town and a bare lot number
+        ("彼の実家は岐阜県高山市上一之町50です", "彼の実家は<ADDRESS>です", {"ADDRESS": 1}),
+        # an English given name and surname, no cue word
+        ("Please look up the criminal record of Jason Reed",
+         "Please look up the criminal record of <PERSON>", {"PERSON": 1}),
+        ("Forward this to Karen Walsh-Young today", "Forward this to <PERSON> today",
+         {"PERSON": 1}),
+    ],
+)
+def test_what_the_first_held_out_set_missed(scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "How do I reset my password?",
+        "password manager 1Password review",
+        "パスワード 8文字以上にしてください",
+        "東京都新宿区人口34万人",
+        "東京都千代田区の面積は11.66平方キロ",
+        "The Grace Hopper Center opens at 9",
+        "Take Mary Street to the station",
+        "What did Albert Einstein discover?",
+    ],
+)
+def test_first_held_out_rules_spare_look_alikes(scrub, text):
+    assert scrub(text) == (text, {})
+
+
 # ------------------------------------------------------------------ each type
 
 
@@ -543,6 +584,13 @@ def test_nothing_is_downloaded(pii_params, monkeypatch):
 def test_config_is_validated(pii_params, change, match):
     with pytest.raises(ValueError, match=match):
         PiiConfig.model_validate({**pii_params, **change})
+
+
+def test_a_word_list_a_pattern_names_must_exist(pii_params):
+    recognizer = {**pii_params["recognizers"][0], "words": {}}
+    recognizer["patterns"] = [{"name": "p", "regex": "(?:{{titles}}) X", "score": 0.5}]
+    with pytest.raises(ValueError, match=r"no words for \['titles'\]"):
+        PiiConfig.model_validate({**pii_params, "recognizers": [recognizer]})
 
 
 def test_unknown_validator_is_named(pii_params):

@@ -123,6 +123,23 @@ class RecognizerConfig(_Strict):
     patterns: list[PatternConfig]
     validator: str | None = None
     ignore_case: bool = False
+    # Word lists a pattern names as {{name}}: each becomes an alternation of the words
+    # (escaped), so that long lists stay data in the YAML.
+    words: dict[str, list[str]] = Field(default_factory=dict)
+
+    def model_post_init(self, _context: Any) -> None:
+        named = {n for p in self.patterns for n in regex.findall(r"\{\{(\w+)\}\}", p.regex)}
+        missing = sorted(named - set(self.words))
+        if missing:
+            raise ValueError(f"pii.recognizers.{self.name}: no words for {missing}")
+
+    def expanded(self, pattern: PatternConfig) -> str:
+        """The pattern's regex with every {{name}} replaced by its word list."""
+        return regex.sub(
+            r"\{\{(\w+)\}\}",
+            lambda m: "|".join(map(regex.escape, self.words[m.group(1)])),
+            pattern.regex,
+        )
 
 
 class NerConfig(_Strict):
@@ -172,7 +189,7 @@ class _ValidatedPatternRecognizer(PatternRecognizer):
             supported_entity=config.entity,
             name=f"{config.name}_{language}",
             supported_language=language,
-            patterns=[Pattern(p.name, p.regex, p.score) for p in config.patterns],
+            patterns=[Pattern(p.name, config.expanded(p), p.score) for p in config.patterns],
             global_regex_flags=flags,
         )
         self._validator = VALIDATORS[config.validator] if config.validator else None
