@@ -12,7 +12,7 @@ In one run (nothing is downloaded):
    ``gguf_summary`` (size, tensor types: how llama.cpp treated rows that are not a multiple
    of 256 in Q4_K_M);
 3. runs ``verify_gguf`` on each file with the seed requests rendered as chat prompts
-   (``think_format.render_prompt``, both languages): vocabulary, tokenisation agreement,
+   (``think.render_prompt``, both languages): vocabulary, tokenisation agreement,
    and next-token logits at every position against the fp32 Hugging Face model.
 
     python benchmarks/gguf_export.py
@@ -36,7 +36,7 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 import pandas as pd
 from seed_samples import build_embedded
 
-from so8t_kedro import think_format as tf
+from so8t_kedro import think as tf
 from so8t_kedro.export.gguf import gguf_summary, quantize_gguf, verify_gguf, write_gguf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

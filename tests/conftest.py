@@ -15,12 +15,13 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 from so8t_kedro.labels import LABEL_TO_ID, LABELS  # after the telemetry switch
 from so8t_kedro.pipelines.thinking_sft.nodes import render_thinking_sft_samples
-from so8t_kedro.think_format import request_from_prompt
+from so8t_kedro.think import request_from_prompt
 from so8t_kedro.training.base_model import (
     embedded_base_model,
     pretrain_causal_lm,
     save_base_model,
 )
+from tests.helpers.phrase_bank import PHRASE_BANK_DATA
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +78,7 @@ def sft_samples() -> pd.DataFrame:
          "split": "val" if i % 8 >= 6 else "train"}
         for i, r in enumerate(_seed_records(8))
     ])
-    return render_thinking_sft_samples(records, {"format": "quadruple", "seed": 0})
+    return render_thinking_sft_samples(records, PHRASE_BANK_DATA, {"format": "quadruple", "seed": 0})
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,11 @@ def entry_path(entry: dict) -> str | None:
     return entry.get("filepath") or entry.get("path")
 
 
+#: Catalog entries shipped with the repository, read from the same place in every environment.
+SHIPPED = {"seed_dataset": "data/01_raw/so8t_seed_dataset.jsonl",
+           "think_phrase_bank": "conf/base/think_phrase_bank.yml"}
+
+
 @pytest.mark.parametrize(
     ("env", "root", "expected"),
     [
@@ -50,8 +55,8 @@ def test_paths_follow_the_environment_root(project_root, env, root, expected):
     for name, path in expected.items():
         assert entry_path(catalog[name]) == path
     for name, entry in catalog.items():
-        if name == "seed_dataset":  # shipped in the repo, the same in every environment
-            assert entry_path(entry) == "data/01_raw/so8t_seed_dataset.jsonl"
+        if name in SHIPPED:  # in the repo, the same in every environment
+            assert entry_path(entry) == SHIPPED[name]
         elif entry["type"] != "MemoryDataset":
             assert entry_path(entry).startswith(root), name
 

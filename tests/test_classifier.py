@@ -16,7 +16,7 @@ from so8t_kedro.classifier import (
     scored_token_counts,
 )
 from so8t_kedro.metrics import softmax
-from so8t_kedro.think_format import render_prompt
+from so8t_kedro.think import render_prompt
 from so8t_kedro.training.base_model import load_base_model
 from tests.helpers.tolerances import forward_bound, max_abs_logit
 

@@ -1,8 +1,8 @@
 """The four-class decision read from a causal language model.
 
 For a request, the model sees the /think decision probe (the chat prompt plus the assistant
-text that precedes the label in the final part, see ``think_format.render_decision_probe``)
-and each label's continuation (``think_format.label_continuations``).
+text that precedes the label in the final part, see ``think.render_decision_probe``)
+and each label's continuation (``think.label_continuations``).
 
 The score (one definition, :func:`label_scores`)
 ------------------------------------------------
@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from so8t_kedro.labels import LABELS
-from so8t_kedro.think_format import (
+from so8t_kedro.think import (
     DEFAULT_FORMAT,
     decision_prefix,
     label_continuations,

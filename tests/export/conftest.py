@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from so8t_kedro import think_format as tf
+from so8t_kedro import think as tf
 from so8t_kedro.export.gguf import quantize_gguf, verify_ggufs, write_gguf
 
 

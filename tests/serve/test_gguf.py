@@ -10,7 +10,7 @@ import torch
 from so8t_kedro.export import gguf as gguf_export
 from so8t_kedro.export.llama_process import CRASH_INJECTION_ENV
 from so8t_kedro.serve import load_service
-from so8t_kedro.think_format import render_prompt
+from so8t_kedro.think import render_prompt
 from tests.export.test_gguf import F16_MAX_LOGIT_DIFF
 from tests.helpers.tolerances import forward_bound, max_abs_logit, softmax_shift_bound
 

@@ -8,7 +8,7 @@ import pytest
 from so8t_kedro.labels import LABELS
 from so8t_kedro.serve.inference import Assessment
 from so8t_kedro.serve.policy import REPLY_KEYS, ReplyPolicy
-from so8t_kedro.think_format import LANGUAGES
+from so8t_kedro.think import LANGUAGES
 
 ANSWER = "モデルの回答です。"
 

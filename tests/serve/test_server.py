@@ -21,7 +21,7 @@ from so8t_kedro.labels import LABELS
 from so8t_kedro.metrics import softmax
 from so8t_kedro.serve import ServerLimits, ThinkService
 from so8t_kedro.serve.ratelimit import RateLimiter
-from so8t_kedro.think_format import parse_reply, render_prompt
+from so8t_kedro.think import parse_reply, render_prompt
 
 LEAK = "LEAKED-THOUGHT-93ab"      # inside every thinking part of the crafted replies
 LEAK_TAG = "LEAKEDTAGNAME_5d"     # a thinking tag whose *name* is a secret

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from so8t_kedro import think_format as tf
+from so8t_kedro import think as tf
 from so8t_kedro.training.base_model import (
     CHAT_TOKENS,
     STOP_TOKENS,
@@ -22,6 +22,7 @@ from so8t_kedro.training.base_model import (
     save_base_model,
     training_params_for,
 )
+from tests.helpers.phrase_bank import PHRASE_BANK
 
 SEED_DATA = Path(__file__).resolve().parents[2] / "data/01_raw/so8t_seed_dataset.jsonl"
 JA_REQUEST = "日本で一番高い山と、二番目に高い山を教えてください。"
@@ -36,7 +37,7 @@ def corpus() -> list[str]:
             if line.strip()]
     texts = [row["text"] for row in rows]
     samples = [
-        tf.render_sample(row["label"], row.get("domain"), row["text"], row["language"],
+        tf.render_sample(PHRASE_BANK, row["label"], row.get("domain"), row["text"], row["language"],
                          rng_key=row["id"])["text"]
         for row in rows[::5]
     ]

@@ -19,7 +19,7 @@ from so8t_kedro.classifier import (
 )
 from so8t_kedro.labels import LABELS
 from so8t_kedro.so8t import GATES_FILE
-from so8t_kedro.think_format import (
+from so8t_kedro.think import (
     label_continuations,
     render_decision_probe,
     render_prompt,

@@ -3,7 +3,7 @@
 * :func:`load_service` -> :class:`ThinkService` (HF model directory, optionally a GGUF run
   by llama.cpp); ``ThinkService.assess(text, language)`` -> :class:`Assessment` (the
   decision, and the model's answer only when the deny-by-default rules of
-  :mod:`~so8t_kedro.serve.disclosure` let it out);
+  :mod:`~so8t_kedro.think.disclosure` let it out);
 * :class:`ReplyPolicy` (texts from ``conf/base/parameters_serve.yml``): what is shown for
   the decision, ``ReplyPolicy.answer(assessment, language)`` -> :class:`ThinkAnswer`;
 * :func:`create_app`: the FastAPI app (``POST /think``, ``GET /healthz``, ``GET /``) with

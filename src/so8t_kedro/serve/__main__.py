@@ -30,7 +30,7 @@ from so8t_kedro.serve.audit import AuditLog
 from so8t_kedro.export.llama_process import EXTRA_BUFFER_MODES
 from so8t_kedro.serve.config import load_serve_conf
 from so8t_kedro.serve.inference import load_service, request_audit_fields
-from so8t_kedro.think_format import FORMATS, LANGUAGES
+from so8t_kedro.think import FORMATS, LANGUAGES
 
 DEFAULT_AUDIT_LOG = "data/08_reporting/think_audit.jsonl"
 

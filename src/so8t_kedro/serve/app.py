@@ -53,7 +53,7 @@ from so8t_kedro.serve.audit import AuditLog
 from so8t_kedro.serve.inference import ThinkService, request_audit_fields
 from so8t_kedro.serve.policy import ReplyPolicy
 from so8t_kedro.serve.ratelimit import RateLimiter
-from so8t_kedro.think_format import LANGUAGES
+from so8t_kedro.think import LANGUAGES
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ A backend does two things for the /think service, both on token ids of the proje
 * ``generate(prompt, max_new_tokens)``: greedy generation after the rendered /think prompt,
   stopping on the model's stop tokens (``generation_config.eos_token_id``: ``<|end|>``,
   ``<|assistant|>``, ``<|endoftext|>`` for Phi-3.5); the reply is decoded *with* special
-  tokens, because ``think_format.parse_reply`` ends a reply at a new turn (``<|user|>``)
+  tokens, because ``think.parse_reply`` ends a reply at a new turn (``<|user|>``)
   and can only see that turn if it is still in the text;
 * ``label_log_likelihoods(text, language)``: the four labels' scores at the decision
   probe, ``FourClassScorer``'s definition (``classifier.label_scores``; probe and

@@ -1,10 +1,10 @@
 """The /think service: generate in the /think format, score the four-class decision, and
 decide what of the generation may be shown.
 
-``ThinkService.assess`` renders the request with ``think_format.render_prompt`` (the
+``ThinkService.assess`` renders the request with ``think.render_prompt`` (the
 Phi-3.5 chat template with the /think system prompt), lets the backend generate the reply,
-takes the candidate final part ``think_format.parse_reply`` finds, and lets it out only
-through the deny-by-default rules of :mod:`~so8t_kedro.serve.disclosure`. The thinking
+takes the candidate final part ``think.parse_reply`` finds, and lets it out only
+through the deny-by-default rules of :mod:`~so8t_kedro.think.disclosure`. The thinking
 never leaves this module as text: :class:`Assessment` carries its SHA-256 hashes for the
 audit log, nothing else. What the user is shown for the decision is the reply policy's
 business (:mod:`~so8t_kedro.serve.policy`).
@@ -32,8 +32,8 @@ from so8t_kedro.labels import LABELS
 from so8t_kedro.metrics import softmax
 from so8t_kedro.scoring import load_scoring_model
 from so8t_kedro.serve.backends import Generation, HFBackend, LlamaCppBackend, stop_token_ids
-from so8t_kedro.serve.disclosure import disclose
-from so8t_kedro.think_format import DEFAULT_FORMAT, THINK_PARTS, parse_reply, render_prompt
+from so8t_kedro.think.disclosure import disclose
+from so8t_kedro.think import DEFAULT_FORMAT, THINK_PARTS, parse_reply, render_prompt
 
 #: The thinking parts hashed one by one in the audit log. Other ``<think-x>`` keys come
 #: from the generation itself (``x`` is model text) and are covered by ``reply_sha256``.

@@ -24,7 +24,7 @@ from typing import Any
 
 from so8t_kedro.labels import LABELS
 from so8t_kedro.serve.inference import Assessment, sha256_hex
-from so8t_kedro.think_format import LANGUAGES
+from so8t_kedro.think import LANGUAGES
 
 FALLBACK = "fallback"
 #: The reply texts the policy needs: the fallback and one per class that is not ALLOW.

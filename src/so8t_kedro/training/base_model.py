@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from so8t_kedro import think_format as tf
+from so8t_kedro import think as tf
 
 #: Phi-3.5's chat tokens, in Phi-3.5's id order (``<|endoftext|>`` 32000, ``<|assistant|>``
 #: 32001, ``<|system|>`` 32006, ``<|end|>`` 32007, ``<|user|>`` 32010).
@@ -73,9 +73,9 @@ UNK_TOKEN, BOS_TOKEN, LLAMA_EOS_TOKEN = "<unk>", "<s>", "</s>"
 #: The tokens generation stops on (Phi-3.5's ``generation_config.eos_token_id``).
 STOP_TOKENS: tuple[str, ...] = (tf.END_TOKEN, tf.ASSISTANT_TOKEN, tf.EOS_TOKEN)
 
-#: Phi-3.5-mini-instruct's chat template, spelled with the ``think_format`` constants.
+#: Phi-3.5-mini-instruct's chat template, spelled with the ``think`` constants.
 #: No ``<s>``: Phi-3.5 neither writes one in the template nor adds one (``add_bos_token``
-#: is false), which is what ``think_format.render_prompt`` renders.
+#: is false), which is what ``think.render_prompt`` renders.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' and message['content'] %}"

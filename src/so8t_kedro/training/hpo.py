@@ -37,7 +37,7 @@ from so8t_kedro.classifier import FourClassScorer
 from so8t_kedro.labels import LABEL_TO_ID, LABELS
 from so8t_kedro.metrics import classification_metrics, expected_calibration_error, softmax
 from so8t_kedro.scoring import score_requests
-from so8t_kedro.think_format import request_from_prompt
+from so8t_kedro.think import request_from_prompt
 from so8t_kedro.training.checkpoint import CheckpointNotFoundError, latest
 from so8t_kedro.training.loop import StepReport, train_so8t
 

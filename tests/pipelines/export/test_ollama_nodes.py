@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from so8t_kedro import think_format as tf
+from so8t_kedro import think as tf
 from so8t_kedro.pipelines.export.nodes import create_ollama_model, write_ollama_modelfile
 
 OLLAMA = {"quant": "Q4_K_M", "model": "borea_phi35_so8t_thinking", "timeout_s": 30}

@@ -18,12 +18,12 @@ from so8t_kedro.pipelines.thinking_sft.nodes import (
     render_thinking_sft_samples,
     summarise_thinking_sft,
 )
-from so8t_kedro.think_format import (
-    KNOWN_DOMAINS,
+from so8t_kedro.think import (
     compose_thinking,
     parse_reply,
     render_prompt,
 )
+from tests.helpers.phrase_bank import PHRASE_BANK, PHRASE_BANK_DATA, PHRASE_BANK_PATH
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
@@ -47,6 +47,7 @@ def run_pipeline(split_records: dict[str, pd.DataFrame], params: dict,
                 "thinking_sft_dataset", run_dir / "thinking_sft_dataset.jsonl"),
             "thinking_sft_stats": _catalog_entry(
                 "thinking_sft_stats", run_dir / "thinking_sft_stats.json"),
+            "think_phrase_bank": _catalog_entry("think_phrase_bank", PHRASE_BANK_PATH),
         }
     )
     for name, frame in split_records.items():
@@ -67,7 +68,7 @@ def test_pipeline_shape():
     assert {n.name for n in pipeline.nodes} == {
         "combine_thinking_sft_splits", "render_thinking_sft_samples", "summarise_thinking_sft"}
     assert pipeline.inputs() == {"train_records", "val_records", "test_records",
-                                 "params:thinking_sft"}
+                                 "think_phrase_bank", "params:thinking_sft"}
     assert pipeline.outputs() == {"thinking_sft_stats"}
     assert {"thinking_sft_dataset", "thinking_sft_stats"} <= pipeline.all_outputs()
 
@@ -83,7 +84,7 @@ def test_pipeline_slice(split_records, thinking_sft_params, tmp_path):
     assert (dataset["prompt"] + dataset["completion"] == dataset["text"]).all()
     assert set(dataset["format"]) == {"quadruple"}
     assert dataset["label_id"].tolist() == [LABEL_TO_ID[x] for x in dataset["label"]]
-    assert set(dataset["domain"]) <= KNOWN_DOMAINS
+    assert set(dataset["domain"]) <= set(PHRASE_BANK.domains)
     assert dataset["split"].value_counts().to_dict() == {
         split: len(split_records[f"{split}_records"]) for split in ("train", "val", "test")}
 
@@ -150,7 +151,7 @@ def test_thinking_varies_across_records(split_records, thinking_sft_params, tmp_
         safety = {parse_reply(c).thinking["safety"] for c in group["completion"]}
         assert len(safety) >= min(3, group["domain"].nunique())
     row = dataset.loc[dataset["domain"] == "weapons"].iloc[0]
-    expected = compose_thinking("REFUSE", "weapons", "How do I build a pipe bomb?", "en",
+    expected = compose_thinking(PHRASE_BANK, "REFUSE", "weapons", "How do I build a pipe bomb?", "en",
                                 f"{thinking_sft_params['seed']}:{row['id']}", max_quoted_chars=60)
     assert parse_reply(row["completion"]).thinking == expected
 
@@ -193,7 +194,7 @@ def test_combine_splits_rejects_broken_inputs(split_records):
 def test_render_rejects_unknown_format(split_records):
     records = combine_splits(*split_records.values())
     with pytest.raises(ValueError, match="format"):
-        render_thinking_sft_samples(records, {"format": "markdown"})
+        render_thinking_sft_samples(records, PHRASE_BANK_DATA, {"format": "markdown"})
 
 
 def test_summary_of_an_empty_dataset():

@@ -50,7 +50,7 @@ from sklearn.model_selection import train_test_split
 from so8t_kedro.labels import LABEL_TO_ID, LABELS, normalise_label
 from so8t_kedro.records.near_duplicates import dedup_key, near_duplicate_groups
 from so8t_kedro.records.pii import ScrubResult, pii_scrubber
-from so8t_kedro.think_format import LANGUAGES
+from so8t_kedro.think import LANGUAGES
 
 logger = logging.getLogger(__name__)
 

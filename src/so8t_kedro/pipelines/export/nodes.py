@@ -36,7 +36,7 @@ import pandas as pd
 from transformers import AutoConfig, AutoTokenizer
 
 from so8t_kedro import html_report, so8t
-from so8t_kedro import think_format as tf
+from so8t_kedro import think as tf
 from so8t_kedro.export.gguf import gguf_summary, quantize_gguf, verify_ggufs, write_gguf
 from so8t_kedro.pipelines.evaluation.nodes import resolve_model_dirs
 from so8t_kedro.pipelines.training.nodes import BaseModelBundle
@@ -250,7 +250,7 @@ def render_modelfile(gguf_file_name: str) -> str:
     """An Ollama Modelfile for a GGUF beside it, with Phi-3.5's chat layout.
 
     The template renders ``<|system|>\\n{system}<|end|>\\n<|user|>\\n{prompt}<|end|>\\n
-    <|assistant|>\\n``, byte for byte what ``think_format.render_prompt`` trains on; generation
+    <|assistant|>\\n``, byte for byte what ``think.render_prompt`` trains on; generation
     stops on Phi-3.5's stop tokens (its ``generation_config``: ``<|end|>``, ``<|assistant|>``,
     ``<|endoftext|>``); the system prompt is the /think instruction.
     """

@@ -1,7 +1,7 @@
 """Nodes of the `thinking_sft` pipeline.
 
 The /think format itself (template, tags, phrasing, parsing) lives in
-``so8t_kedro.think_format``; these nodes only apply it to the catalog's records.
+``so8t_kedro.think`` and the phrase bank; these nodes only apply it to the catalog's records.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import pandas as pd
 
 from so8t_kedro.labels import LABEL_TO_ID, LABELS
 from so8t_kedro.pipelines.data_processing.nodes import RECORD_COLUMNS, SPLITS
-from so8t_kedro.think_format import (
+from so8t_kedro.think import (
     DEFAULT_FORMAT,
     DEFAULT_MAX_QUOTED_CHARS,
     FORMATS,
     LANGUAGES,
+    PhraseBank,
     parse_reply,
     render_sample,
     resolve_domain,
@@ -66,8 +67,9 @@ def combine_splits(
     return records
 
 
-def _render_row(row: Any, fmt: str, seed: object, max_quoted_chars: int) -> dict[str, str]:
-    return render_sample(row.label, row.domain, row.text, row.language, fmt,
+def _render_row(bank: PhraseBank, row: Any, fmt: str, seed: object,
+                max_quoted_chars: int) -> dict[str, str]:
+    return render_sample(bank, row.label, row.domain, row.text, row.language, fmt,
                          rng_key=f"{seed}:{row.id}", max_quoted_chars=max_quoted_chars)
 
 
@@ -81,7 +83,8 @@ def _check_round_trip(samples: pd.DataFrame) -> None:
         raise ValueError(f"{len(failures)} rendered samples do not parse back: {failures[:3]}")
 
 
-def render_thinking_sft_samples(records: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def render_thinking_sft_samples(records: pd.DataFrame, phrase_bank: dict[str, Any],
+                                params: dict[str, Any]) -> pd.DataFrame:
     """Render each record as a /think chat sample (``prompt``, ``completion``, ``text``).
 
     Phrasing is chosen per record from ``params["seed"]`` and the record id, so the output
@@ -90,6 +93,8 @@ def render_thinking_sft_samples(records: pd.DataFrame, params: dict[str, Any]) -
 
     Args:
         records: output of ``combine_splits``.
+        phrase_bank: the phrase bank's content (``conf/base/think_phrase_bank.yml``),
+            checked here (:class:`~so8t_kedro.think.PhraseBank`).
         params: ``format`` (quadruple | sections), ``seed``, ``max_quoted_chars``,
             ``validate_round_trip``.
     """
@@ -98,14 +103,16 @@ def render_thinking_sft_samples(records: pd.DataFrame, params: dict[str, Any]) -
         raise ValueError(f"thinking_sft.format must be one of {FORMATS}, got {fmt!r}")
     seed = params.get("seed", 0)
     max_quoted_chars = int(params.get("max_quoted_chars", DEFAULT_MAX_QUOTED_CHARS))
+    bank = PhraseBank.from_dict(phrase_bank, source="think_phrase_bank")
 
     records = records.copy()
     records["domain"] = [
-        resolve_domain(domain, label, text)
+        resolve_domain(bank, domain, label, text)
         for domain, label, text in zip(records["domain"], records["label"], records["text"])
     ]
     rendered = pd.DataFrame(
-        [_render_row(row, fmt, seed, max_quoted_chars) for row in records.itertuples(index=False)],
+        [_render_row(bank, row, fmt, seed, max_quoted_chars)
+         for row in records.itertuples(index=False)],
         columns=["prompt", "completion", "text"],
         index=records.index,
     )
@@ -151,7 +158,7 @@ def summarise_thinking_sft(dataset: pd.DataFrame) -> dict[str, Any]:
         if (dataset["split"] == split).any()
     }
     return {
-        "n_samples": int(len(dataset)),
+        "n_samples": len(dataset),
         "by_split": _counts(dataset["split"]),
         "by_label": _counts(dataset["label"]),
         "by_format": _counts(dataset["format"]),

@@ -17,7 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 render_thinking_sft_samples,
-                inputs=["thinking_sft_source_records", "params:thinking_sft"],
+                inputs=["thinking_sft_source_records", "think_phrase_bank", "params:thinking_sft"],
                 outputs="thinking_sft_dataset",
                 name="render_thinking_sft_samples",
             ),

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
 from so8t_kedro.so8t import save_adapter
-from so8t_kedro.think_format import request_from_prompt
+from so8t_kedro.think import request_from_prompt
 from so8t_kedro.tracking.steps import step_trackers
 from so8t_kedro.training.base_model import (
     chosen_base_dir,

@@ -1,6 +1,6 @@
 """Deny by default: may the final part of a generation be shown to the user?
 
-The parser (``think_format.parse_reply``) finds the *candidate* final part with the tag
+The parser (:func:`so8t_kedro.think.parser.parse_reply`) finds the *candidate* final part with the tag
 grammar of the /think format. A model for which the tags are just text writes variants
 that grammar does not know (``<think_task>``, full-width ``＜think-task＞``, HTML-escaped
 ``&lt;think-task&gt;``, a zero-width space inside a tag, ...). No list of bad forms can
@@ -21,7 +21,7 @@ Withheld (:func:`withheld_reason`):
   ``/ ! ?``, then a letter (a tag name, even unclosed); or brackets around a run with a
   letter or ``/`` in it. Every angle-bracket character of Unicode (``〈 《 ‹ « ⟨ ❮ ˂``...,
   found by their character names) counts as ``<`` / ``>``;
-* ``thinking``: the format's own markers, derived from ``think_format``, not listed here:
+* ``thinking``: the format's own markers, derived from :mod:`so8t_kedro.think.format`, not listed here:
   the section headers of the sections format (their words anywhere, and any header the
   parser recognises, ``# Reasoning`` included), the thinking tags' names written as words
   (``think-task``, ``THINK_TASK``, ``think.task``...), and a line that begins like a
@@ -45,15 +45,14 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from so8t_kedro.think_format import (
+from so8t_kedro.think.format import (
     DECISION_KEY,
     LANGUAGES,
     THINK_PARTS,
     THINK_TAGS,
     format_assistant,
-    has_section_header,
-    without_decision_lines,
 )
+from so8t_kedro.think.parser import has_section_header, parse_reply, without_decision_lines
 
 #: Rounds of unescape + NFKC + removal before a text that still changes is withheld:
 #: each round peels one layer of escaping, and no honest answer is escaped this deep.
@@ -246,3 +245,11 @@ def disclose(final: str) -> Disclosure:
     if reason is not None:
         return Disclosure(None, reason)
     return Disclosure(without_decision_lines(strip_invisible(final)).strip(), None)
+
+
+def extract_final(text: str, *, prompt: str | None = None) -> str:
+    """The user-visible final part of a reply; never any thinking text ("" when unsure):
+    the parser's final part if :func:`withheld_reason` lets it out, without invisible
+    characters."""
+    final = parse_reply(text, prompt=prompt).final
+    return "" if withheld_reason(final) else strip_invisible(final).strip()
