@@ -34,7 +34,8 @@ def project_root() -> Path:
 
 @pytest.fixture
 def kedro_project(project_root: Path, tmp_path: Path, monkeypatch) -> Path:
-    """A bootstrapped copy of the project under tmp_path (conf, pyproject, shipped seed data).
+    """A bootstrapped copy of the project under tmp_path (conf, pyproject, shipped seed data),
+    MLflow tracking off.
 
     Runs write their outputs under the copy's data/, never into the repository.
     """
@@ -47,6 +48,9 @@ def kedro_project(project_root: Path, tmp_path: Path, monkeypatch) -> Path:
         project_root / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local")
     )
     (tmp_path / "conf/local").mkdir()
+    # Untracked, as a machine that turns MLflow off runs (tests/tracking turns it on): a
+    # tracked run opens a SQLite store, seconds per run for the suite's many runs.
+    (tmp_path / "conf/local/parameters_tracking.yml").write_text("tracking: {enabled: false}\n")
     shutil.copy(project_root / "pyproject.toml", tmp_path)
     shutil.copy(project_root / ".telemetry", tmp_path)
     (tmp_path / "src").mkdir()  # bootstrap_project wants the source dir to exist

@@ -8,6 +8,5 @@
   training loop logs each optimiser step's losses and throughput to.
 - :mod:`.config`: the typed ``params:tracking``.
 
-Only :mod:`.steps` is imported by non-Kedro code; MLflow itself is imported only when
-tracking is on.
+Only :mod:`.steps` is imported by non-Kedro code (the training node).
 """

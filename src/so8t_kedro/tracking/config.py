@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 
 class TrackedModel(BaseModel):
@@ -32,10 +32,15 @@ class TrackingConfig(BaseModel):
     evaluation: str
 
     @classmethod
-    def from_params(cls, params: dict) -> TrackingConfig:
+    def from_params(cls, params: dict) -> TrackingConfig | None:
+        """The validated config, or None when ``tracking.enabled`` is false: a machine's
+        conf/local can then turn tracking off with that one key."""
         try:
-            return cls.model_validate(params["tracking"])
-        except (KeyError, ValueError) as error:
+            block = params["tracking"]
+            if not TypeAdapter(bool).validate_python(block["enabled"]):  # "false" too
+                return None
+            return cls.model_validate(block)
+        except (KeyError, TypeError, ValueError) as error:
             raise ValueError(
-                f"params:tracking (conf/base/parameters_tracking.yml) is invalid: {error}"
+                f"params:tracking (conf/base/parameters_tracking.yml) is invalid: {error!r}"
             ) from error

@@ -5,8 +5,8 @@ run per ``kedro run``, logs the parameters of every node that runs (flattened, s
 conf/base/mlflow.yml) and ends the run FINISHED, or FAILED when the pipeline fails. It
 registers its hook as a plugin; ``settings.py`` disables that registration and registers
 :class:`MlflowTrackingHooks` instead, which runs kedro-mlflow's hook only while
-``tracking.enabled`` is true: with tracking off nothing of MLflow is imported and no store
-is touched, so a run is exactly what it is without the plugin.
+``tracking.enabled`` is true: with tracking off no MLflow run starts and no store is
+touched, so a run is exactly what it is without the plugin.
 
 On top of kedro-mlflow, this hook logs (names from conf/base/parameters_tracking.yml):
 
@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+SQLITE = "sqlite:///"
+# kedro-mlflow's own patterns for its config files (mlflow_hook.py)
+MLFLOW_CONFIG_PATTERNS = ["mlflow*", "mlflow*/**", "**/mlflow*"]
 MAX_BATCH_METRICS = 1000  # MLflow's limit per log_batch call
 # Optuna trial state -> MLflow run status
 TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -81,6 +84,20 @@ def text_leaf(data: Mapping[str, Any], dotted: str) -> str | None:
             return None
         value = value[key]
     return str(value)
+
+
+def project_sqlite_uri(uri: str, project_path: Path) -> str:
+    """``sqlite:///<relative path>`` made absolute against the project folder.
+
+    kedro-mlflow takes relative *paths* from the project folder, but passes URIs on as they
+    are, and SQLite would take a relative one from the working directory: a run started
+    from a sub-folder, or a session opened from a notebook or a test, would open another
+    store.
+    """
+    path = uri.removeprefix(SQLITE)
+    if uri.startswith(SQLITE) and not Path(path).is_absolute():
+        return SQLITE + (project_path / path).as_posix()
+    return uri
 
 
 def git_state(project_path: Path) -> dict[str, str]:
@@ -111,12 +128,19 @@ class MlflowTrackingHooks:
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
         self._config = TrackingConfig.from_params(context.params)
-        if not self._config.enabled:
+        if self._config is None:
             self._kedro_mlflow = None
             return
         from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
         from mlflow import MlflowClient
 
+        # kedro-mlflow reads the "mlflow" config itself; set explicitly, the loader returns
+        # this copy instead of reading the files again.
+        context.config_loader.config_patterns.setdefault("mlflow", MLFLOW_CONFIG_PATTERNS)
+        conf = context.config_loader["mlflow"]
+        conf["server"]["mlflow_tracking_uri"] = project_sqlite_uri(
+            conf["server"]["mlflow_tracking_uri"], Path(context.project_path))
+        context.config_loader["mlflow"] = conf
         self._kedro_mlflow = MlflowHook()
         self._kedro_mlflow.after_context_created(context)
         server = context.mlflow.server  # set by kedro-mlflow
