@@ -8,19 +8,18 @@ import pandas as pd
 import pytest
 
 from so8t_kedro.labels import LABELS
-from so8t_kedro.serve import (
-    JAPANESE_PERFORMANCE_PROMPTS,
-    japanese_performance_report,
-    summarise_performance,
-)
+from so8t_kedro.serve import japanese_performance_report, summarise_performance
 from so8t_kedro.serve.performance import PERFORMANCE_COLUMNS
+from tests.helpers.project import project_parameters
+
+PROMPTS = project_parameters()["export"]["japanese_performance"]["prompts"]
 
 JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 
 
 @pytest.mark.slow
 def test_report_on_the_tiny_model(tiny_base_dir):
-    prompts = list(JAPANESE_PERFORMANCE_PROMPTS[:3])
+    prompts = list(PROMPTS[:3])
     table = japanese_performance_report({"original": tiny_base_dir, "baked": tiny_base_dir},
                                         prompts, max_new_tokens=6, device="cpu")
     assert list(table.columns) == PERFORMANCE_COLUMNS
@@ -89,7 +88,7 @@ def test_report_needs_prompts():
         japanese_performance_report({"m": "unused"}, [], max_new_tokens=4)
 
 
-def test_default_prompts_are_fixed_japanese_requests():
-    assert len(JAPANESE_PERFORMANCE_PROMPTS) == 2 * len(LABELS)  # two per class
-    assert len(set(JAPANESE_PERFORMANCE_PROMPTS)) == len(JAPANESE_PERFORMANCE_PROMPTS)
-    assert all(JAPANESE.search(prompt) for prompt in JAPANESE_PERFORMANCE_PROMPTS)
+def test_configured_prompts_are_japanese_requests_two_per_class():
+    assert len(PROMPTS) == 2 * len(LABELS)  # two per class
+    assert len(set(PROMPTS)) == len(PROMPTS)
+    assert all(JAPANESE.search(prompt) for prompt in PROMPTS)

@@ -19,14 +19,12 @@ from so8t_kedro.serve.app import ServerLimits, create_app
 from so8t_kedro.serve.audit import AuditLog
 from so8t_kedro.serve.inference import Assessment, ThinkService, load_service
 from so8t_kedro.serve.performance import (
-    JAPANESE_PERFORMANCE_PROMPTS,
     japanese_performance_report,
     summarise_performance,
 )
 from so8t_kedro.serve.policy import ReplyPolicy, ThinkAnswer
 
 __all__ = [
-    "JAPANESE_PERFORMANCE_PROMPTS",
     "Assessment",
     "AuditLog",
     "ReplyPolicy",

@@ -13,12 +13,12 @@ from kedro.runner import SequentialRunner
 from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.ab_test import create_pipeline
 from so8t_kedro.pipelines.ab_test.nodes import compare_models, render_ab_test_report, score_arm
+from tests.helpers.project import project_parameters
 from tests.pipelines.evaluation.helpers import (
     confident_scores,
     memory_catalog,
     plot_datasets,
     predictions,
-    project_parameters,
 )
 from tests.pipelines.evaluation.test_evaluation_pipeline import (
     CLEAN,

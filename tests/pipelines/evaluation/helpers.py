@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.text import TextDataset
@@ -15,15 +13,7 @@ from kedro_datasets.text import TextDataset
 from so8t_kedro.labels import LABELS
 from so8t_kedro.scoring import predictions_table
 from tests.catalog_helpers import PersistedMemoryDataset
-
-
-@cache
-def project_parameters() -> dict:
-    """The project's parameters as a run reads them (every parameters*.yml of conf/base and
-    conf/local merged, interpolations resolved)."""
-    conf = Path(__file__).resolve().parents[3] / "conf"
-    return OmegaConfigLoader(conf_source=str(conf), base_env="base",
-                             default_run_env="local")["parameters"]
+from tests.helpers.project import project_parameters
 
 
 def clean_params() -> dict:

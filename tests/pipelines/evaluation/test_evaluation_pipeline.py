@@ -26,6 +26,7 @@ from so8t_kedro.pipelines.evaluation.nodes import (
 )
 from so8t_kedro.reference_classifier import fit_reference_classifier
 from so8t_kedro.scoring import load_scoring_model
+from tests.helpers.project import project_parameters
 from tests.helpers.tolerances import forward_bound, max_abs_logit
 from tests.pipelines.evaluation.helpers import (
     clean_params,
@@ -33,7 +34,6 @@ from tests.pipelines.evaluation.helpers import (
     memory_catalog,
     plot_datasets,
     predictions,
-    project_parameters,
     records_frame,
 )
 

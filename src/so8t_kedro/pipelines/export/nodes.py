@@ -42,7 +42,6 @@ from so8t_kedro.pipelines.evaluation.nodes import resolve_model_dirs
 from so8t_kedro.pipelines.training.nodes import BaseModelBundle
 from so8t_kedro.scoring import load_scoring_model
 from so8t_kedro.serve import (
-    JAPANESE_PERFORMANCE_PROMPTS,
     japanese_performance_report,
 )
 from so8t_kedro.training.base_model import STOP_TOKENS
@@ -321,13 +320,12 @@ def measure_japanese_performance(embedded_base_model_dir: Path, catalog_adapter_
                                  params: Mapping[str, Any]) -> pd.DataFrame:
     """The /think service's answers to Japanese requests from the original base (the one
     the adapter was trained on) and from the baked model: latency, tokens/s, format health
-    and decision per (model, prompt). ``params["prompts"]`` null: the serve package's list.
+    and decision per (model, prompt), on ``params["prompts"]``.
     """
     base_dir, _ = _base_and_adapter(embedded_base_model_dir, catalog_adapter_dir,
                                     base_model_params)
-    prompts = params.get("prompts") or list(JAPANESE_PERFORMANCE_PROMPTS)
     return japanese_performance_report({"original": base_dir, "so8t_baked": baked_model_dir},
-                                       prompts, max_new_tokens=int(params["max_new_tokens"]),
+                                       params["prompts"], max_new_tokens=int(params["max_new_tokens"]),
                                        device=params.get("device", "auto"))
 
 
