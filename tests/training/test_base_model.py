@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from so8t_kedro import think as tf
@@ -24,7 +25,8 @@ from so8t_kedro.training.base_model import (
 )
 from tests.helpers.phrase_bank import PHRASE_BANK
 
-SEED_DATA = Path(__file__).resolve().parents[2] / "data/01_raw/so8t_seed_dataset.jsonl"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SEED_DATA = PROJECT_ROOT / "data/01_raw/so8t_seed_dataset.jsonl"
 JA_REQUEST = "日本で一番高い山と、二番目に高い山を教えてください。"
 EN_REQUEST = "How do I make a simple tomato pasta sauce for two people?"
 # Characters absent from the corpus: must come back through byte fallback, never <unk>.
@@ -167,6 +169,30 @@ def test_chat_template_matches_render_prompt(built, request_text):
     # No <s> is added on encoding either: the template's ids are the prompt's ids.
     assert _ids(tokenizer, text) == tokenizer.encode(tf.render_prompt(request_text),
                                                      add_special_tokens=False)
+
+
+def test_pii_placeholders_are_single_tokens(corpus):
+    import sentencepiece as spm
+
+    conf = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_pii.yml").read_text("utf-8"))
+    mapping = conf["pii"]["placeholders"]  # entity type -> placeholder, some shared
+    model, tokenizer = embedded_base_model(
+        corpus[:300], {"vocab_size": 2000, "hidden_size": 64, "intermediate_size": 96,
+                       "placeholder_tokens": mapping})
+    placeholders = list(dict.fromkeys(mapping.values()))
+    assert len(placeholders) < len(mapping)  # <ACCOUNT>, <ID>: shared by several types
+    sp = spm.SentencePieceProcessor(model_proto=tokenizer.sp_model_bytes)
+    for placeholder in placeholders:
+        text = f"私は{placeholder}です。Call {placeholder}."
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        assert ids.count(tokenizer.convert_tokens_to_ids(placeholder)) == 2
+        assert tokenizer.decode(ids, skip_special_tokens=True) == text  # not special
+        assert sp.encode(placeholder, out_type=str)[-1] == placeholder
+    # The chat tokens and think tags keep their ids; the placeholders follow them.
+    first = 3 + len(CHAT_TOKENS + THINK_TAG_TOKENS)
+    assert tokenizer.convert_tokens_to_ids(placeholders) == list(
+        range(first, first + len(placeholders)))
+    assert model.config.vocab_size == len(tokenizer)
 
 
 # --------------------------------------------------------------------------- model

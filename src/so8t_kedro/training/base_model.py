@@ -112,28 +112,33 @@ _PARAM_ALIASES = {"layers": "num_hidden_layers", "heads": "num_attention_heads",
 # --------------------------------------------------------------------------- tokenizer
 
 
-def train_sentencepiece(corpus: Iterable[str], *, vocab_size: int = 4000, seed: int = 0) -> bytes:
+def train_sentencepiece(corpus: Iterable[str], *, vocab_size: int = 4000, seed: int = 0,
+                        placeholder_tokens: Iterable[str] = ()) -> bytes:
     """Train the SentencePiece BPE model in memory and return its serialized bytes.
 
     Deterministic: one thread, every sentence used in corpus order (no sampling, no
     shuffling), a fixed random seed. ``vocab_size`` is an upper bound
     (``hard_vocab_limit=False``): a small corpus gives a smaller vocabulary.
+    ``placeholder_tokens`` (the PII placeholders, ``<PERSON>`` ...) become user-defined
+    symbols after the chat tokens and think tags: one piece each, however rare in the corpus.
     """
     import sentencepiece as spm
 
     sentences = [str(text) for text in corpus if text is not None and str(text).strip()]
     if not sentences:
         raise ValueError("build_embedded_tokenizer: the corpus has no non-empty text")
-    reserved = 3 + len(CHAT_TOKENS) + len(THINK_TAG_TOKENS) + 256
+    symbols = _user_defined_symbols(placeholder_tokens)
+    reserved = 3 + len(symbols) + 256
     if vocab_size <= reserved:
         raise ValueError(
             f"vocab_size={vocab_size} is too small: {reserved} ids are reserved for "
-            "<unk>/<s>/</s>, the chat tokens, the think tags and the 256 byte pieces"
+            "<unk>/<s>/</s>, the chat tokens, the think tags, the placeholders and the 256 "
+            "byte pieces"
         )
     buffer = io.BytesIO()
     spm.set_random_generator_seed(int(seed))
     try:
-        _train(spm, sentences, buffer, int(vocab_size))
+        _train(spm, sentences, buffer, int(vocab_size), symbols)
     except RuntimeError as error:
         if "Vocabulary size is smaller than required_chars" in str(error):
             raise ValueError(
@@ -144,7 +149,15 @@ def train_sentencepiece(corpus: Iterable[str], *, vocab_size: int = 4000, seed: 
     return buffer.getvalue()
 
 
-def _train(spm, sentences: list[str], buffer: io.BytesIO, vocab_size: int) -> None:
+def _user_defined_symbols(placeholder_tokens: Iterable[str]) -> list[str]:
+    """The chat tokens, the think tags, then each placeholder once (several PII types share
+    one placeholder, e.g. ``<ACCOUNT>``), in their first order."""
+    fixed = CHAT_TOKENS + THINK_TAG_TOKENS
+    return [*fixed, *(t for t in dict.fromkeys(map(str, placeholder_tokens)) if t not in fixed)]
+
+
+def _train(spm, sentences: list[str], buffer: io.BytesIO, vocab_size: int,
+           symbols: list[str]) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences),
         model_writer=buffer,
@@ -165,7 +178,7 @@ def _train(spm, sentences: list[str], buffer: io.BytesIO, vocab_size: int) -> No
         unk_piece=UNK_TOKEN,
         bos_piece=BOS_TOKEN,
         eos_piece=LLAMA_EOS_TOKEN,
-        user_defined_symbols=list(CHAT_TOKENS + THINK_TAG_TOKENS),
+        user_defined_symbols=symbols,
         num_threads=1,
         input_sentence_size=0,
         shuffle_input_sentence=False,
@@ -194,18 +207,22 @@ def build_embedded_tokenizer(
     vocab_size: int = 4000,
     seed: int = 0,
     model_max_length: int = 1024,
+    placeholder_tokens: Iterable[str] = (),
 ):
     """Train a SentencePiece BPE tokenizer on ``corpus`` and wrap it as Phi-3.5's tokenizer.
 
     Returns a transformers ``LlamaTokenizer`` (tokenizers backend) with the Phi-3.5 special
-    tokens, the think tags as single tokens, byte fallback and ``CHAT_TEMPLATE``. The same
+    tokens, the think tags and ``placeholder_tokens`` as single tokens (the tags and
+    placeholders are not special: decoding keeps them), byte fallback and
+    ``CHAT_TEMPLATE``. The same
     corpus and parameters give a byte-identical ``tokenizer.model``. The serialized
     SentencePiece model is kept as ``tokenizer.sp_model_bytes`` and ``tokenizer.vocab_file``.
     See the module docstring for the eos / pad / bos choices.
     """
     from transformers import LlamaTokenizer
 
-    model_bytes = train_sentencepiece(corpus, vocab_size=vocab_size, seed=seed)
+    model_bytes = train_sentencepiece(corpus, vocab_size=vocab_size, seed=seed,
+                                      placeholder_tokens=placeholder_tokens)
     folder = _spm_cache_dir(model_bytes)
     tokenizer = LlamaTokenizer.from_pretrained(
         str(folder),
@@ -303,25 +320,31 @@ def embedded_base_model(corpus: Iterable[str], params: Mapping[str, Any] | None 
     """``(model, tokenizer)``: the embedded default built from a parameters dict.
 
     Keys: ``vocab_size``, ``seed`` (both tokenizer and model), ``tokenizer_seed`` /
-    ``model_seed`` (override ``seed``), and the ``build_embedded_model`` arguments
+    ``model_seed`` (override ``seed``), ``placeholder_tokens`` (the PII placeholders: a
+    list, or ``pii.placeholders``' entity -> placeholder mapping, whose values count), and
+    the ``build_embedded_model`` arguments
     (``hidden_size``, ``num_hidden_layers`` / ``layers``, ``num_attention_heads`` /
     ``heads``, ``num_key_value_heads`` / ``kv_heads``, ``intermediate_size``,
     ``max_position_embeddings``). Missing keys take the defaults; unknown keys raise.
     """
     params = {_PARAM_ALIASES.get(k, k): v for k, v in dict(params or {}).items()}
     known = set(DEFAULT_TOKENIZER_PARAMS) | set(DEFAULT_MODEL_PARAMS) | {
-        "tokenizer_seed", "model_seed"}
+        "tokenizer_seed", "model_seed", "placeholder_tokens"}
     unknown = sorted(set(params) - known)
     if unknown:
         raise ValueError(f"embedded_base_model: unknown parameter(s) {unknown}; "
                          f"known: {sorted(known | set(_PARAM_ALIASES))}")
     seed = params.get("seed", 0)
+    placeholders = params.get("placeholder_tokens") or ()
+    if isinstance(placeholders, Mapping):
+        placeholders = placeholders.values()
     tokenizer = build_embedded_tokenizer(
         corpus,
         vocab_size=params.get("vocab_size", DEFAULT_TOKENIZER_PARAMS["vocab_size"]),
         seed=params.get("tokenizer_seed", seed),
         model_max_length=params.get("max_position_embeddings",
                                     DEFAULT_MODEL_PARAMS["max_position_embeddings"]),
+        placeholder_tokens=placeholders,
     )
     model_kwargs = {k: params.get(k, v) for k, v in DEFAULT_MODEL_PARAMS.items() if k != "seed"}
     model = build_embedded_model(tokenizer, seed=params.get("model_seed", seed), **model_kwargs)
