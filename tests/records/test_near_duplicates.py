@@ -25,7 +25,7 @@ def jaccard(a: set[str], b: set[str]) -> float:
 
 
 SETTINGS = {
-    "ngram": 3, "threshold": 0.6, "num_perm": 64, "seed": 1, "max_indexed_per_group": 50
+    "ngram": 3, "threshold": 0.6, "num_perm": 128, "seed": 1, "max_indexed_per_group": 50
 }
 
 
