@@ -47,7 +47,7 @@ def base_tracking() -> dict:
 
 def test_the_shipped_config_validates_and_tracking_off_needs_only_its_switch():
     config = TrackingConfig.from_params(base_tracking())
-    assert config.enabled and config.models["so8t_adapter"].kind == "adapter"
+    assert config.enabled and config.models["so8t_adapter"] == "so8t-adapter"
     assert TrackingConfig.from_params({"tracking": {"enabled": False}}) is None
     assert TrackingConfig.from_params({"tracking": {"enabled": "false"}}) is None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import yaml
 
 from so8t_kedro.labels import LABELS
@@ -69,3 +68,42 @@ def test_a_baked_card_says_what_baking_keeps_and_an_unevaluated_one_says_so(tmp_
     assert "Not recorded by this run." in body
     path = write_model_card(tmp_path, card)
     assert path == tmp_path / "README.md" and path.read_text(encoding="utf-8") == card
+
+
+class FolderCatalog:
+    """The two catalog calls ModelCardHooks makes: ``load`` (a model entry loads as its
+    folder) and ``get`` (the dataset, to read its version)."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def load(self, name):
+        return self.folder
+
+    def get(self, name):
+        from kedro.io import MemoryDataset
+
+        return MemoryDataset()  # not versioned
+
+
+def test_the_card_is_written_on_save_and_again_with_the_evaluation(tmp_path, sft_samples,
+                                                                    project_root):
+    from types import SimpleNamespace
+
+    from so8t_kedro.tracking.cards import ModelCardHooks
+
+    params = yaml.safe_load((project_root / "conf/base/parameters_training.yml").read_text())
+    params |= yaml.safe_load((project_root / "conf/base/parameters_model_cards.yml")
+                             .read_text())
+    hooks = ModelCardHooks()
+    hooks.after_context_created(SimpleNamespace(params=params))
+    hooks.after_catalog_created(FolderCatalog(tmp_path), "2026-02-02T00.00.00.000Z")
+    hooks.before_pipeline_run()
+    hooks.after_dataset_loaded("thinking_sft_dataset", sft_samples)
+    hooks.after_dataset_saved("so8t_adapter", object())
+    first = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "Not evaluated yet" in first and "| ALLOW |" in first
+    hooks.after_dataset_saved("evaluation_metrics", EVALUATION)
+    second = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "Not evaluated yet" not in second
+    assert "| reference_classifier | 0.800 |" in second

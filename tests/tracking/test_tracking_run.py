@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from so8t_kedro.training.loop import LOSS_TERMS
 
 

@@ -6,6 +6,8 @@
   HPO trials as nested runs, the error of a failed run).
 - :mod:`.steps`: :class:`~.steps.MlflowStepTracker`, an accelerate tracker that the
   training loop logs each optimiser step's losses and throughput to.
+- :mod:`.cards`: :class:`~.cards.ModelCardHooks`, the model card beside every adapter and
+  baked model (tracking on or off).
 - :mod:`.config`: the typed ``params:tracking``.
 
 Only :mod:`.steps` is imported by non-Kedro code (the training node).

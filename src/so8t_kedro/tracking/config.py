@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, TypeAdapter
-
-
-class TrackedModel(BaseModel):
-    """A model folder's registered name and kind (what its model card describes)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    registered_name: str
-    kind: Literal["adapter", "baked"]
 
 
 class TrackingConfig(BaseModel):
@@ -27,9 +16,7 @@ class TrackingConfig(BaseModel):
     tags: dict[str, tuple[str, ...]]
     reports: dict[str, str]
     hpo_trials: str
-    training_data: str
-    models: dict[str, TrackedModel]
-    evaluation: str
+    models: dict[str, str]
 
     @classmethod
     def from_params(cls, params: dict) -> TrackingConfig | None:

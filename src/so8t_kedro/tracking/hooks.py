@@ -21,10 +21,10 @@ On top of kedro-mlflow, this hook logs (names from conf/base/parameters_tracking
 - HPO: each row of the Optuna trials table as a nested run of this run (its parameters,
   objective value and terms, and its state: COMPLETE -> FINISHED, PRUNED -> KILLED,
   FAIL -> FAILED);
-- models: a model card (:mod:`so8t_kedro.model_card`) written into each ``models`` folder
-  when it is saved and rewritten when the run saves its evaluation; at the end of the run
-  each folder is logged as artifacts and registered as a new version of its registered
-  model, the card as the version's description;
+- models: at the end of the run, each ``models`` folder the run saved is logged as
+  artifacts and registered as a new version of its registered model, with the model card
+  that :class:`~so8t_kedro.tracking.cards.ModelCardHooks` wrote into it as the version's
+  description;
 - a failed run: the error, as the ``error`` tag (kedro-mlflow marks it FAILED).
 
 The training loop logs each optimiser step itself (:mod:`so8t_kedro.tracking.steps`).
@@ -45,7 +45,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, CatalogProtocol
 from kedro.pipeline import Node, Pipeline
 
-from so8t_kedro.model_card import TrainingData, model_card, write_model_card
+from so8t_kedro.model_card import CARD_FILE
 from so8t_kedro.tracking.config import TrackingConfig
 
 if TYPE_CHECKING:
@@ -60,7 +60,6 @@ MLFLOW_CONFIG_PATTERNS = ["mlflow*", "mlflow*/**", "**/mlflow*"]
 MAX_BATCH_METRICS = 1000  # MLflow's limit per log_batch call
 # Optuna trial state -> MLflow run status
 TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
-EMBEDDED_BASE = "embedded default (tiny Phi3ForCausalLM built by the pipeline)"
 
 
 def numeric_leaves(data: Mapping[str, Any], prefix: str) -> dict[str, float]:
@@ -147,7 +146,6 @@ class MlflowTrackingHooks:
         self._client: MlflowClient = MlflowClient(server.mlflow_tracking_uri,
                                                   server.mlflow_registry_uri)
         self._project_path = Path(context.project_path)
-        self._params = context.params
 
     @hook_impl
     def after_catalog_created(self, catalog: CatalogProtocol, conf_catalog: dict,
@@ -167,10 +165,7 @@ class MlflowTrackingHooks:
             return
         self._kedro_mlflow.before_pipeline_run(run_params, pipeline, catalog)
         self._run_id: str = self._kedro_mlflow.run_id
-        self._models: dict[str, Path] = {}  # dataset -> folder, saved or loaded by this run
-        self._saved_models: dict[str, Path] = {}
-        self._data: TrainingData | None = None
-        self._evaluation: dict[str, Any] | None = None
+        self._saved_models: dict[str, Path] = {}  # dataset -> folder saved by this run
         for key, value in {**git_state(self._project_path),
                            "kedro.save_version": self._save_version}.items():
             self._client.set_tag(self._run_id, key, value)
@@ -188,10 +183,6 @@ class MlflowTrackingHooks:
         version = self._load_version(dataset_name)
         if version is not None:
             self._client.set_tag(self._run_id, f"kedro.load_version.{dataset_name}", version)
-        if dataset_name == self._config.training_data:
-            self._data = TrainingData.from_samples(data, version)
-        elif dataset_name in self._config.models:
-            self._models[dataset_name] = Path(data)  # HFDirectoryDataset loads its folder
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
@@ -209,15 +200,8 @@ class MlflowTrackingHooks:
         if dataset_name == config.hpo_trials:
             self._log_trials(data)
         if dataset_name in config.models:
-            folder = Path(self._catalog.load(dataset_name))  # the version just saved
-            self._models[dataset_name] = self._saved_models[dataset_name] = folder
-            self._write_card(dataset_name, folder)
-        if dataset_name == config.training_data:
-            self._data = TrainingData.from_samples(data, self._save_version)
-        if dataset_name == config.evaluation:
-            self._evaluation = data
-            for name, folder in self._models.items():
-                self._write_card(name, folder)
+            # the folder of the version just saved (HFDirectoryDataset loads as its path)
+            self._saved_models[dataset_name] = Path(self._catalog.load(dataset_name))
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline,
@@ -286,26 +270,13 @@ class MlflowTrackingHooks:
             self._client.set_terminated(run.info.run_id,
                                         TRIAL_STATUS.get(str(trial["state"]), "KILLED"))
 
-    def _card(self, dataset_name: str) -> str:
-        base = self._params["base_model"]
-        params = {"training": self._params["training"]}
-        if base.get("path") is None:
-            params["base_model.embedded_training"] = base["embedded_training"]
-        return model_card(self._config.models[dataset_name].kind,
-                          base_model=base.get("path") or EMBEDDED_BASE, params=params,
-                          data=self._data, evaluation=self._evaluation)
-
-    def _write_card(self, dataset_name: str, folder: Path) -> None:
-        path = write_model_card(folder, self._card(dataset_name))
-        logger.info("Model card written: %s", path)
-
     def _register(self, dataset_name: str, folder: Path) -> None:
         """Log ``folder`` as artifacts and register it as a new model version."""
         from mlflow.exceptions import MlflowException
 
-        name = self._config.models[dataset_name].registered_name
+        name = self._config.models[dataset_name]
         self._client.log_artifacts(self._run_id, str(folder), f"models/{dataset_name}")
-        card = (folder / "README.md").read_text(encoding="utf-8")
+        card = (folder / CARD_FILE).read_text(encoding="utf-8")
         try:
             self._client.create_registered_model(name)
         except MlflowException as error:
