@@ -66,9 +66,11 @@ def test_prompt_tokens_are_masked_out_of_the_lm_loss(tiny_base_dir, sft_samples)
     assert lm_loss(changed, batch["labels"]) != pytest.approx(float(lm_loss(logits, batch["labels"])))
 
 
-# float32 has eps 1.2e-7; a forward pass of the tiny model sums a few hundred terms per
-# value, and batching/padding/masking change only the order of those sums, so results
-# agree to ~1e-6. 1e-5 is the bound issue 15 sets for the shared pass.
+# Issue 15's acceptance bound for the shared pass ("loss values unchanged to 1e-5"). The
+# shared and separate passes regroup the same float32 sums (other shapes, masks, padding);
+# the worst-case bound for that (tests/helpers/tolerances.forward_bound) is about 1e-3 on
+# this model, so a failure here says the shared pass computes something else, or a CPU
+# rounds far off the typical ~1e-6 measured.
 SHARED_PASS_TOLERANCE = 1e-5
 
 
@@ -236,8 +238,9 @@ def test_resumed_run_repeats_the_uninterrupted_losses(tiny_base_dir, sft_samples
                          checkpoint_dir=checkpoint_dir).history
     assert resumed["step"].tolist() == list(range(5, 13))
     expected = uninterrupted[uninterrupted["step"] >= 5]
+    # The same operations on the same restored state: bit-identical, on any CPU.
     for term in LOSS_TERMS:
-        assert resumed[term].tolist() == pytest.approx(expected[term].tolist(), abs=1e-6), term
+        assert resumed[term].tolist() == expected[term].tolist(), term
 
 
 @pytest.mark.slow
@@ -381,7 +384,7 @@ def test_a_non_finite_step_is_skipped_and_counted(tiny_base_dir, sft_samples, tr
     assert history[list(LOSS_TERMS)].map(math.isfinite).all().all()
     # Steps 1-2 are the clean run's; the skipped batch changed no weight and no learning rate.
     for term in LOSS_TERMS:
-        assert history[term][:2].tolist() == pytest.approx(clean[term][:2].tolist(), abs=1e-6)
+        assert history[term][:2].tolist() == clean[term][:2].tolist()
     assert history["lr"].tolist() == pytest.approx(clean["lr"][:5].tolist())
 
 
@@ -440,8 +443,7 @@ def test_a_stop_inside_an_accumulation_resumes_to_the_uninterrupted_losses(
     assert resumed.history["step"].tolist() == [2, 3]
     expected = uninterrupted[uninterrupted["step"] >= 2]
     for term in (*LOSS_TERMS, "lr"):
-        assert resumed.history[term].tolist() == pytest.approx(expected[term].tolist(),
-                                                               abs=1e-6), term
+        assert resumed.history[term].tolist() == expected[term].tolist(), term
     # The resumed run went on in the interrupted session, which is now finished.
     assert resumed.session_dir == interrupted.value.checkpoint_path.parent
     assert (resumed.session_dir / "checkpoint_final").is_dir()
