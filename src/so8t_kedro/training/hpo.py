@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
+import os
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,6 +35,7 @@ import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from sqlalchemy.exc import OperationalError
 
 from so8t_kedro.classifier import FourClassScorer
 from so8t_kedro.labels import LABEL_TO_ID, LABELS
@@ -133,17 +137,31 @@ def study_storage(url: str, hpo_params: Mapping[str, Any]) -> RDBStorage:
     """The study's RDB storage, with heartbeats: a trial whose process died is marked
     failed after ``grace_period_seconds`` and retried once with the same parameters."""
     heartbeat = hpo_params["heartbeat"]
+    # Several workers on one SQLite file take turns at its write lock: they wait for it
+    # (SQLite's busy timeout) instead of failing with "database is locked".
+    busy_timeout = float(hpo_params["sqlite_busy_timeout_seconds"])
+    engine_kwargs = ({"connect_args": {"timeout": busy_timeout}} if url.startswith("sqlite")
+                     else None)
     with warnings.catch_warnings():
         # Heartbeats have been "experimental" since Optuna 2.8; they are the documented way
         # to recover trials of a dead process.
         warnings.simplefilter("ignore", ExperimentalWarning)
-        return RDBStorage(
-            url,
-            heartbeat_interval=int(heartbeat["interval_seconds"]),
-            grace_period=int(heartbeat["grace_period_seconds"]),
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                max_retry=int(heartbeat["max_retry"]), inherit_intermediate_values=True),
-        )
+        def storage() -> RDBStorage:
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=int(heartbeat["interval_seconds"]),
+                grace_period=int(heartbeat["grace_period_seconds"]),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                    max_retry=int(heartbeat["max_retry"]), inherit_intermediate_values=True),
+            )
+
+        try:
+            return storage()
+        except OperationalError:
+            # Workers that start together on a new database both create its tables; the
+            # slower one's CREATE TABLE fails, and on a second try the schema is there.
+            return storage()
 
 
 def create_study(storage: RDBStorage | str, hpo_params: Mapping[str, Any]) -> optuna.Study:
@@ -152,8 +170,13 @@ def create_study(storage: RDBStorage | str, hpo_params: Mapping[str, Any]) -> op
     return optuna.create_study(
         study_name=str(hpo_params["study_name"]),
         storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=int(hpo_params["seed"]),
-                                           n_startup_trials=int(hpo_params["n_startup_trials"])),
+        # Workers on one study with one seed would draw the same parameters, trial for
+        # trial: each mixes its process id into the seed. constant_liar: TPE treats the
+        # other workers' running trials as bad results, so it does not sample beside them.
+        sampler=optuna.samplers.TPESampler(
+            seed=int(np.random.SeedSequence([int(hpo_params["seed"]), os.getpid()])
+                     .generate_state(1)[0]),
+            n_startup_trials=int(hpo_params["n_startup_trials"]), constant_liar=True),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=int(pruner["n_startup_trials"]),
                                            n_warmup_steps=int(pruner["n_warmup_steps"])),
         direction="maximize",
@@ -254,20 +277,49 @@ def run_study(base_model_dir: str | Path, samples: pd.DataFrame,
         trial.set_user_attr("terms", terms)
         return value
 
-    remaining = target - finished_trials(study)
-    if remaining > 0:
-        logger.info("Study %s: %d finished trials, running %d more", study.study_name,
-                    target - remaining, remaining)
-        study.optimize(
-            objective, n_trials=remaining,
-            timeout=hpo_params.get("timeout_seconds"),
-            # Other machines on the same study count too: stop at the target.
-            callbacks=[optuna.study.MaxTrialsCallback(target, states=FINISHED_STATES)],
-        )
-    else:
-        logger.info("Study %s already has %d finished trials (n_trials %d)",
-                    study.study_name, target - remaining, target)
+    timeout = hpo_params.get("timeout_seconds")
+    deadline = time.monotonic() + float(timeout) if timeout else math.inf
+    poll = float(hpo_params["heartbeat"]["interval_seconds"])
+    while time.monotonic() < deadline:
+        finished, running = _trial_counts(study)
+        if finished + running >= target:
+            if not running:
+                break
+            # Other workers (or a dead one, until its heartbeat goes stale and its trial is
+            # retried) hold the last trials: wait for them rather than overshoot n_trials.
+            time.sleep(poll)
+            continue
+        logger.info("Study %s: %d finished and %d running trials, running up to %d more",
+                    study.study_name, finished, running, target - finished - running)
+        study.optimize(objective, n_trials=target - finished - running,
+                       timeout=None if math.isinf(deadline) else deadline - time.monotonic(),
+                       callbacks=[_stop_at(target)])
+    logger.info("Study %s holds %d finished trials (n_trials %d)", study.study_name,
+                finished_trials(study), target)
     return study
+
+
+def _trial_counts(study: optuna.Study) -> tuple[int, int]:
+    """(finished, running) trials of the study, after failing the trials of dead workers
+    (stale heartbeats), whose retries then wait in the queue."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED_STATES, TrialState.RUNNING))
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return len(trials) - running, running
+
+
+def _stop_at(target: int):
+    """A callback that stops this worker once finished + running trials (any worker's)
+    reach ``target``: Optuna's MaxTrialsCallback counts finished ones only, so two workers
+    would each start one more trial near the end."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if sum(_trial_counts(study)) >= target:
+            study.stop()
+
+    return callback
 
 
 def _latest_checkpoint(checkpoint_dir: Path) -> Path | None:

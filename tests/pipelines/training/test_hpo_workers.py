@@ -1,0 +1,108 @@
+"""Two `kedro run --pipelines=training --tags=hpo` workers on one study (a SQLite file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from so8t_kedro.pipelines.training.nodes import BaseModelBundle
+from so8t_kedro.training.base_model import load_base_model
+
+pytestmark = pytest.mark.slow
+
+STUDY = "so8t_thinking"
+N_TRIALS = 3
+# Tiny trials on the tiny model; heartbeats of 1 s so that a killed worker's trial goes stale
+# within seconds; no MLflow run (two runs at once would share its SQLite store too).
+PARAMS = ",".join([
+    "tracking.enabled=false", "hpo.enabled=true", f"hpo.n_trials={N_TRIALS}",
+    "hpo.n_startup_trials=3", "hpo.steps_per_trial=3", "hpo.eval_every_steps=1",
+    "hpo.heartbeat.interval_seconds=1", "hpo.heartbeat.grace_period_seconds=2",
+    "training.batch_size=4", "training.max_seq_length=512", "training.lora.r=4",
+    "training.lora.alpha=8", "training.checkpoint.interval_seconds=0",
+    "training.progress.show_progress_bar=false",
+])
+
+
+@pytest.fixture
+def hpo_project(kedro_project, sft_samples, tiny_base_dir) -> Path:
+    """The project copy with the tiny SFT set and base model saved as the catalog's latest
+    versions, so that the `hpo` nodes find their inputs."""
+    from kedro.framework.session import KedroSession
+
+    # A parameters file in conf/local makes Kedro merge --params destructively (a
+    # `training.x=...` would replace all of params:training); tracking is off by --params.
+    (kedro_project / "conf/local/parameters_tracking.yml").unlink(missing_ok=True)
+    with KedroSession.create(kedro_project) as session:
+        catalog = session.load_context().catalog
+        catalog.save("thinking_sft_dataset", sft_samples)
+        catalog.save("embedded_base_model", BaseModelBundle(*load_base_model(tiny_base_dir)))
+    return kedro_project
+
+
+def worker(project: Path) -> subprocess.Popen:
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("KEDRO_LOGGING_CONFIG", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kedro", "run", "--pipelines=training", "--tags=hpo",
+         f"--params={PARAMS}"],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def study_trials(project: Path) -> list[optuna.trial.FrozenTrial]:
+    path = project / "data/06_models/hpo/optuna_studies.db"
+    if not path.exists():
+        return []
+    try:
+        return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{path}").trials
+    except (KeyError, optuna.exceptions.StorageInternalError):  # not created yet
+        return []
+
+
+def test_two_workers_share_one_study_and_survive_a_killed_one(hpo_project):
+    first, second = worker(hpo_project), worker(hpo_project)
+    # Each worker runs one trial at a time: when two trials run (and have reported), one is
+    # the second worker's, which is then killed mid-trial.
+    deadline = time.monotonic() + 300
+    while True:
+        running = [t for t in study_trials(hpo_project) if t.state == TrialState.RUNNING
+                   and len(t.intermediate_values) >= 1]
+        if len(running) == 2:
+            break
+        for process in (first, second):
+            if process.poll() is not None:
+                raise AssertionError("a worker ended before the kill:\n"
+                                     + process.communicate()[0][-3000:])
+        assert time.monotonic() < deadline, "two trials never ran at once"
+        time.sleep(0.1)
+    second.send_signal(signal.SIGKILL)
+    second.wait(timeout=30)
+
+    output, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, output[-3000:]
+
+    trials = study_trials(hpo_project)
+    states = [t.state for t in trials]
+    # Exactly n_trials finished; the killed worker's trial failed by heartbeat and retried
+    # (by the surviving worker) with its parameters; nothing else ran.
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == N_TRIALS
+    assert states.count(TrialState.FAIL) == 1 and TrialState.RUNNING not in states
+    [failed] = [t for t in trials if t.state == TrialState.FAIL]
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == failed.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == failed.params
+    # No trial ran twice: every other parameter set is distinct and run once.
+    finished = [t for t in trials if t.state != TrialState.FAIL]
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == N_TRIALS
+    # The surviving worker's best parameters are the whole study's.
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    [saved] = (hpo_project / "data/06_models/hpo/best_params.json").glob("*/best_params.json")
+    assert json.loads(saved.read_text()) == best.params
