@@ -18,7 +18,9 @@ def render_seed_samples(rows: pd.DataFrame) -> pd.DataFrame:
 
     records = rows.assign(label_id=rows["label"].map(LABEL_TO_ID), source="seed",
                           split=["val" if i % 8 >= 6 else "train" for i in range(len(rows))])
-    return render_thinking_sft_samples(records, {"format": "quadruple", "seed": 0})
+    phrase_bank = yaml.safe_load((PROJECT_ROOT / "conf/base/think_phrase_bank.yml")
+                                 .read_text(encoding="utf-8"))
+    return render_thinking_sft_samples(records, phrase_bank, {"format": "quadruple", "seed": 0})
 
 
 def build_embedded(rows: pd.DataFrame, out_dir: Path, pretrain_epochs: int | None = None) -> Path:
