@@ -317,11 +317,15 @@ class PiiScrubber:
         gate = self._gates.get(language)
         return gate is None or gate(text)
 
-    def _may_match(self, text: str, language: str) -> bool:
-        """Whether any pattern recogniser of the language matches somewhere: a text no
-        pattern matches and no named-entity model reads has nothing to replace, so the
-        analyzer (~1 ms a text) is skipped for it without changing any result."""
-        return any(r.may_match(text) for r in self._pattern_recognizers[language])
+    def _possible_entities(self, text: str, language: str) -> list[str]:
+        """The entity types whose pattern recognisers match somewhere in the text, in
+        the order of ``placeholders``. The analyzer is asked for these only: a text no
+        pattern matches and no named-entity model reads has nothing to replace and skips
+        the analyzer (~1 ms a text) altogether, and the others skip the recognisers
+        (each ~0.05 ms of Presidio's bookkeeping) that cannot find anything in them."""
+        found = {r.supported_entities[0] for r in self._pattern_recognizers[language]
+                 if r.may_match(text)}
+        return [entity for entity in self.entities if entity in found]
 
     def _ner_artifacts(self, texts: list[str], language: str) -> Iterator[Any]:
         """Presidio's NLP artifacts of texts that need the named-entity model, batched
@@ -352,13 +356,15 @@ class PiiScrubber:
             nlp_engine=self.analyzer.nlp_engine, language=language,
         )
 
-    def scrub_one(self, text: str, language: str, artifacts: NlpArtifacts) -> ScrubResult:
-        """Scrub one text, given its NLP artifacts."""
+    def scrub_one(
+        self, text: str, language: str, artifacts: NlpArtifacts, entities: list[str]
+    ) -> ScrubResult:
+        """Scrub one text of the given entity types, given its NLP artifacts."""
         try:
             results = self.analyzer.analyze(
                 text=text,
                 language=language,
-                entities=self.entities,
+                entities=entities,
                 nlp_artifacts=artifacts,
                 score_threshold=self.config.score_threshold,
                 allow_list=self.config.allow_list,
@@ -382,27 +388,33 @@ class PiiScrubber:
         and the named-entity model runs, batched per language, only on the texts its
         gate lets through."""
         results: list[ScrubResult | None] = [None] * len(texts)
-        ner_rows: dict[str, list[int]] = {}
+        ner_rows: dict[str, list[tuple[int, list[str]]]] = {}
+        ner_entities = set(self.config.ner.labels.values())
         for i, (text, language) in enumerate(zip(texts, languages, strict=True)):
             if language not in self.languages:
                 results[i] = ScrubResult(None, error=f"no PII pipeline for language {language!r}")
                 continue
             try:
+                entities = self._possible_entities(text, language)
                 if self._runs_ner(text, language):
-                    ner_rows.setdefault(language, []).append(i)
-                elif self._may_match(text, language):
-                    results[i] = self.scrub_one(text, language, self._no_ner_artifacts(language))
+                    entities = [e for e in self.entities if e in ner_entities or e in entities]
+                    ner_rows.setdefault(language, []).append((i, entities))
+                elif entities:
+                    artifacts = self._no_ner_artifacts(language)
+                    results[i] = self.scrub_one(text, language, artifacts, entities)
                 else:
                     results[i] = ScrubResult(text)
             except Exception as exc:  # noqa: BLE001 - any engine error quarantines the record
                 results[i] = ScrubResult(None, error=f"{type(exc).__name__}: {exc}")
         for language, rows in ner_rows.items():
-            batch = [texts[i] for i in rows]
-            for i, artifacts in zip(rows, self._ner_artifacts(batch, language), strict=True):
+            batch = [texts[i] for i, _ in rows]
+            for (i, entities), artifacts in zip(
+                rows, self._ner_artifacts(batch, language), strict=True
+            ):
                 if isinstance(artifacts, Exception):
                     results[i] = ScrubResult(None, error=f"{type(artifacts).__name__}: {artifacts}")
                 else:
-                    results[i] = self.scrub_one(texts[i], language, artifacts)
+                    results[i] = self.scrub_one(texts[i], language, artifacts, entities)
         return results  # type: ignore[return-value]
 
 
