@@ -25,13 +25,16 @@ On top of kedro-mlflow, this hook logs (names from conf/base/parameters_tracking
   artifacts and registered as a new version of its registered model, with the model card
   that :class:`~so8t_kedro.tracking.cards.ModelCardHooks` wrote into it as the version's
   description;
-- a failed run: the error, as the ``error`` tag (kedro-mlflow marks it FAILED).
+- a failed run: the error, as the ``error`` tag (kedro-mlflow marks it FAILED); a run the
+  process leaves unfinished (a training stopped by SIGINT/SIGTERM exits with SystemExit,
+  which Kedro's error hook does not see) is marked KILLED, not FINISHED.
 
 The training loop logs each optimiser step itself (:mod:`so8t_kedro.tracking.steps`).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import re
@@ -165,6 +168,10 @@ class MlflowTrackingHooks:
             return
         self._kedro_mlflow.before_pipeline_run(run_params, pipeline, catalog)
         self._run_id: str = self._kedro_mlflow.run_id
+        # A run the process leaves without the pipeline ending (a training stopped by a
+        # signal exits with SystemExit, which Kedro's error hook does not see) would be
+        # ended FINISHED by MLflow's own exit handler; this one runs before it.
+        atexit.register(self._end_interrupted, self._run_id)
         self._saved_models: dict[str, Path] = {}  # dataset -> folder saved by this run
         for key, value in {**git_state(self._project_path),
                            "kedro.save_version": self._save_version}.items():
@@ -212,6 +219,7 @@ class MlflowTrackingHooks:
             self._register(dataset_name, folder)
         self._flush()
         self._kedro_mlflow.after_pipeline_run(run_params, pipeline, catalog)
+        atexit.unregister(self._end_interrupted)
 
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any],
@@ -222,6 +230,16 @@ class MlflowTrackingHooks:
         self._client.set_tag(self._run_id, "error", f"{type(error).__name__}: {error}"[:8000])
         self._flush()
         self._kedro_mlflow.on_pipeline_error(error, run_params, pipeline, catalog)
+        atexit.unregister(self._end_interrupted)
+
+    def _end_interrupted(self, run_id: str) -> None:
+        """Mark ``run_id`` KILLED, the process leaving while it is in progress."""
+        import mlflow
+
+        self._client.set_tag(run_id, "error", "interrupted: the process exited during the run")
+        while mlflow.active_run() is not None:
+            mlflow.end_run("KILLED")
+        self._client.set_terminated(run_id, "KILLED")
 
     def _flush(self) -> None:
         """Wait for the training loop's queued step metrics (asynchronous logging)."""
