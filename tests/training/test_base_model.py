@@ -304,3 +304,22 @@ def test_the_embedded_default_trains_with_its_own_recipe():
     assert real == training
     with pytest.raises(KeyError, match=r"embedded_training\.lora\.rank"):
         training_params_for({"path": None, "embedded_training": {"lora": {"rank": 8}}}, training)
+
+
+def test_the_embedded_base_sees_the_train_split_only(sft_samples):
+    """The tokenizer is trained on train rows only: a string repeated in the val rows
+    alone (their texts and requests) never becomes a piece. (Pre-training reads the
+    requests of the same train rows.)"""
+    from so8t_kedro.pipelines.training.nodes import build_embedded_base_model
+
+    marker = "ZQXJWV"
+    samples = sft_samples.copy()
+    val = samples["split"] == "val"
+    samples.loc[val, "text"] = samples.loc[val, "text"] + f" {marker}" * 50
+    samples.loc[val, "prompt"] = samples.loc[val, "prompt"].str.replace(
+        "<|end|>\n<|assistant|>", f"{marker * 20}<|end|>\n<|assistant|>", regex=False)
+    assert samples.loc[val, "prompt"].str.contains(marker).all()
+    params = {"vocab_size": 1200, "hidden_size": 64, "intermediate_size": 96,
+              "pretrain": {"epochs": 1, "learning_rate": 3e-3, "batch_size": 8}}
+    tokenizer = build_embedded_base_model(samples, params).tokenizer
+    assert not any("ZQ" in piece or "XJ" in piece for piece in tokenizer.get_vocab())
