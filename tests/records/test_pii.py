@@ -546,6 +546,25 @@ def test_only_texts_with_a_dictionary_name_go_through_the_ner_model(scrubber, mo
     assert [r.text for r in results] == ["東京で美味しいラーメン", "同僚の<PERSON>さん"]
 
 
+def test_latin_words_sudachi_calls_names_do_not_run_the_ner_model(scrubber, monkeypatch):
+    """Sudachi tags "flower" here as a person name; only Japanese-script names open the
+    gate, and a Latin-script name in Japanese text is the English recognisers' job."""
+    nlp = scrubber.analyzer.nlp_engine.get_nlp("ja")
+    seen: list[str] = []
+    pipe = nlp.pipe
+
+    def spy(texts, **kwargs):
+        texts = list(texts)
+        seen.extend(texts)
+        return pipe(texts, **kwargs)
+
+    monkeypatch.setattr(nlp, "pipe", spy)
+    english = "recipe flower mountain car park today airport travel. What is the capital?\n補足 1"
+    results = scrubber.scrub([english, "同僚のJohn Smithさんの住所"], ["ja", "ja"])
+    assert seen == []
+    assert [r.text for r in results] == [english, "同僚の<PERSON>さんの住所"]
+
+
 def test_unknown_language_is_an_error_result(scrubber):
     [result] = scrubber.scrub(["bonjour"], ["fr"])
     assert result.text is None and "no PII pipeline for language 'fr'" in result.error
