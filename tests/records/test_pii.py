@@ -110,9 +110,14 @@ def test_what_the_regexes_missed(scrub, text, expected, counts):
          "Please look up the criminal record of <PERSON>", {"PERSON": 1}),
         ("Forward this to Karen Walsh-Young today", "Forward this to <PERSON> today",
          {"PERSON": 1}),
+        # the second: a British licence number, a My Number after a longer aside
+        ("My driving licence is MORGA753116SM9IJ", "My driving licence is <ID>",
+         {"DRIVER_LICENSE": 1}),
+        ("my number (Japan individual number) is 2345 6789 0123",
+         "my number (Japan individual number) is <ID>", {"MY_NUMBER": 1}),
     ],
 )
-def test_what_the_first_held_out_set_missed(scrub, text, expected, counts):
+def test_what_the_held_out_sets_missed(scrub, text, expected, counts):
     assert scrub(text) == (expected, counts)
 
 
@@ -127,9 +132,11 @@ def test_what_the_first_held_out_set_missed(scrub, text, expected, counts):
         "The Grace Hopper Center opens at 9",
         "Take Mary Street to the station",
         "What did Albert Einstein discover?",
+        "The MIT license allows reuse",
+        "マイナンバーカードの申請は2024年から。番号 1234 5678 9012 は例です",
     ],
 )
-def test_first_held_out_rules_spare_look_alikes(scrub, text):
+def test_held_out_rules_spare_look_alikes(scrub, text):
     assert scrub(text) == (text, {})
 
 
