@@ -7,7 +7,6 @@ import random
 import string
 
 import pytest
-
 from datasketch import MinHash
 
 from so8t_kedro.records.near_duplicates import (
@@ -17,6 +16,7 @@ from so8t_kedro.records.near_duplicates import (
     minhashes,
     near_duplicate_groups,
 )
+
 
 def jaccard(a: set[str], b: set[str]) -> float:
     """The definition the groups are checked against: |a ∩ b| / |a ∪ b|."""
