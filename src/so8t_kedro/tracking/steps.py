@@ -5,8 +5,10 @@
 optimiser step; accelerate calls it on the main process only. It logs into an existing
 run (the Kedro run's) and never starts or ends one, unlike accelerate's own
 ``MLflowTracker``, which would open a second run. Logging is asynchronous (MLflow's
-queue and worker thread), so a slow store does not hold up the step; the queue is
-flushed when the run ends.
+queue and worker thread), so a slow store does not hold up the step; the tracking hook
+flushes the queue when the run ends (``mlflow.flush_async_logging()`` flushes the store of
+the global tracking URI, which kedro-mlflow sets to this run's, and MLflow keeps one store
+per URI).
 
 Framework-free (no Kedro): the loop imports nothing from here but the tracker it is given.
 """
