@@ -50,6 +50,7 @@ from kedro.pipeline import Node, Pipeline
 
 from so8t_kedro.model_card import CARD_FILE
 from so8t_kedro.tracking.config import TrackingConfig
+from so8t_kedro.tracking.steps import MAX_BATCH_METRICS
 
 if TYPE_CHECKING:
     from kedro.framework.context import KedroContext
@@ -60,7 +61,6 @@ logger = logging.getLogger(__name__)
 SQLITE = "sqlite:///"
 # kedro-mlflow's own patterns for its config files (mlflow_hook.py)
 MLFLOW_CONFIG_PATTERNS = ["mlflow*", "mlflow*/**", "**/mlflow*"]
-MAX_BATCH_METRICS = 1000  # MLflow's limit per log_batch call
 # Optuna trial state -> MLflow run status
 TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 

@@ -17,23 +17,37 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from accelerate.tracking import GeneralTracker
 
+MAX_BATCH_METRICS = 1000  # MLflow's limit per log_batch call
+
 
 class MlflowStepTracker(GeneralTracker):
-    """Logs ``accelerator.log`` values as metrics of the MLflow run ``run_id``."""
+    """Logs ``accelerator.log`` values as metrics of the MLflow run ``run_id``.
+
+    Steps are written together every ``interval_s`` seconds (and by :meth:`finish`, which
+    the loop calls at its end): a write costs the store one transaction (~25 ms in SQLite
+    on a loaded 2-core machine), whatever the number of metrics, which per step of a fast
+    model would be a few per cent of training. Each metric keeps its own step.
+    """
 
     name = "so8t-mlflow-steps"
     requires_logging_directory = False
 
-    def __init__(self, run_id: str, tracking_uri: str) -> None:
+    def __init__(self, run_id: str, tracking_uri: str, interval_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         from mlflow import MlflowClient  # imported only when tracking is on
 
         self.run_id = run_id
+        self.interval_s = interval_s
         self._client = MlflowClient(tracking_uri=tracking_uri)
+        self._clock = clock
+        self._pending: list[Any] = []  # mlflow.entities.Metric
+        self._written_at = clock()
 
     @property
     def tracker(self) -> Any:
@@ -47,9 +61,18 @@ class MlflowStepTracker(GeneralTracker):
         from mlflow.entities import Metric
 
         timestamp = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), timestamp, step or 0)
-                   for key, value in values.items()]
-        self._client.log_batch(self.run_id, metrics=metrics, synchronous=False)
+        self._pending += [Metric(key, float(value), timestamp, step or 0)
+                          for key, value in values.items()]
+        if self._clock() - self._written_at >= self.interval_s:
+            self.finish()
+
+    def finish(self) -> None:
+        """Queue what is held (MLflow writes it on its own thread)."""
+        for start in range(0, len(self._pending), MAX_BATCH_METRICS):
+            self._client.log_batch(self.run_id, synchronous=False,
+                                   metrics=self._pending[start:start + MAX_BATCH_METRICS])
+        self._pending = []
+        self._written_at = self._clock()
 
 
 def step_trackers() -> list[GeneralTracker]:

@@ -635,6 +635,10 @@ def train_so8t(
                     manager.save("rolling", snapshot(next_epoch, next_micro))
         if manager:
             manager.save("final", snapshot(next_epoch, next_micro))
+    # Trackers write what they still hold (accelerator.end_training() would also end the
+    # process group).
+    for tracker in accelerator.trackers:
+        tracker.finish()
 
     trained_val_loss = mean_lm_loss(model, val, pad_id, batch_size, device) if val else None
     if manager:
