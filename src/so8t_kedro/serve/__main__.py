@@ -18,6 +18,7 @@ import logging
 import sys
 import uuid
 
+from so8t_kedro.export.llama_process import EXTRA_BUFFER_MODES
 from so8t_kedro.serve.app import (
     ServerLimits,
     bind_socket,
@@ -27,7 +28,6 @@ from so8t_kedro.serve.app import (
     uvicorn_server,
 )
 from so8t_kedro.serve.audit import AuditLog
-from so8t_kedro.export.llama_process import EXTRA_BUFFER_MODES
 from so8t_kedro.serve.config import load_serve_conf
 from so8t_kedro.serve.inference import load_service, request_audit_fields
 from so8t_kedro.think import FORMATS, LANGUAGES

@@ -32,8 +32,8 @@ from so8t_kedro.labels import LABELS
 from so8t_kedro.metrics import softmax
 from so8t_kedro.scoring import load_scoring_model
 from so8t_kedro.serve.backends import Generation, HFBackend, LlamaCppBackend, stop_token_ids
-from so8t_kedro.think.disclosure import disclose
 from so8t_kedro.think import DEFAULT_FORMAT, THINK_PARTS, parse_reply, render_prompt
+from so8t_kedro.think.disclosure import disclose
 
 #: The thinking parts hashed one by one in the audit log. Other ``<think-x>`` keys come
 #: from the generation itself (``x`` is model text) and are covered by ``reply_sha256``.
