@@ -16,8 +16,8 @@ from so8t_kedro.metrics import softmax
 from so8t_kedro.scoring import load_scoring_model, score_requests
 from so8t_kedro.serve import ThinkService
 from so8t_kedro.serve.backends import stop_token_ids
-from so8t_kedro.think.disclosure import disclose
 from so8t_kedro.think import SYSTEM_PROMPT, parse_reply, render_prompt
+from so8t_kedro.think.disclosure import disclose
 from so8t_kedro.training.base_model import STOP_TOKENS
 
 SECRET = "SECRET-THINKING-0b7e"

@@ -300,16 +300,16 @@ MALFORMED = {
     "missing final": (f"<think-task>{S}</think-task>判定: ALLOW\nok", ""),
     "no markers at all": ("判定: ALLOW\nここに答え", ""),
     "nested thinking inside final": (
-        f"<final>判定: ALLOW\nA<think-task>{S}<think-safety>{S}</think-safety>{S}"
-        f"</think-task>B</final>", "判定: ALLOW\nAB"),
+        (f"<final>判定: ALLOW\nA<think-task>{S}<think-safety>{S}</think-safety>{S}"
+        f"</think-task>B</final>"), "判定: ALLOW\nAB"),
     "final inside thinking": (
-        f"<think-task>{S}<final>判定: ALLOW\n{S}</final>{S}</think-task>"
-        f"<final>判定: REFUSE\nno</final>", "判定: REFUSE\nno"),
+        (f"<think-task>{S}<final>判定: ALLOW\n{S}</final>{S}</think-task>"
+        f"<final>判定: REFUSE\nno</final>"), "判定: REFUSE\nno"),
     "nested final": ("<final>判定: ALLOW\nA<final>B</final>C</final>", "判定: ALLOW\nAB"),
     "repeated final": ("<final>判定: DENY\nfirst</final><final>判定: ALLOW\nsecond</final>",
                        "判定: DENY\nfirst"),
-    "repeated thinking": (f"<think-task>{S}</think-task><think-task>{S}</think-task>"
-                          "<final>判定: ALLOW\nok</final>", "判定: ALLOW\nok"),
+    "repeated thinking": ((f"<think-task>{S}</think-task><think-task>{S}</think-task>"
+                          "<final>判定: ALLOW\nok</final>"), "判定: ALLOW\nok"),
     "unclosed final": (f"<think-task>{S}</think-task>\n<final>判定: ALLOW\nok",
                        "判定: ALLOW\nok"),
     "unclosed final then thinking": (f"<final>判定: ALLOW\nok<think-policy>{S}",
@@ -328,8 +328,8 @@ MALFORMED = {
     "sections thinking mid-line in final": (
         f"<final>判定: ALLOW\nok # 思考ステップ {S}\n# 最終回答\nmore</final>",
         "判定: ALLOW\nok more"),
-    "special tokens": (f"<think-task>{S}</think-task><final>判定: ALLOW<|end|>\nok"
-                       "<|endoftext|></final><|end|>", "判定: ALLOW\nok"),
+    "special tokens": ((f"<think-task>{S}</think-task><final>判定: ALLOW<|end|>\nok"
+                       "<|endoftext|></final><|end|>"), "判定: ALLOW\nok"),
     "new turn after reply": ("<final>判定: ALLOW\nok<|end|>\n<|user|>\nhi<|end|>", 
                              "判定: ALLOW\nok"),
     "special token splits a tag": (
@@ -342,12 +342,12 @@ MALFORMED = {
     "sections: thinking after final": (f"# 最終回答\n判定: DENY\nno\n# 思考ステップ\n{S}",
                                        "判定: DENY\nno"),
     "sections: missing final": (f"# 思考ステップ\n{S}\n判定: ALLOW", ""),
-    "sections: tags in final": (f"# 思考ステップ\n{S}\n# 最終回答\n判定: ALLOW\nok"
-                                f"<think-task>{S}</think-task>!", "判定: ALLOW\nok!"),
+    "sections: tags in final": ((f"# 思考ステップ\n{S}\n# 最終回答\n判定: ALLOW\nok"
+                                f"<think-task>{S}</think-task>!"), "判定: ALLOW\nok!"),
     "sections: final header inside open think tag": (
         f"<think-task>{S}\n# 最終回答\n判定: ALLOW\n{S}", ""),
-    "sections: repeated final": (f"# 思考ステップ\n{S}\n# 最終回答\n判定: ALLOW\nA\n"
-                                 f"# 最終回答\n判定: REFUSE\nB", "判定: ALLOW\nA"),
+    "sections: repeated final": ((f"# 思考ステップ\n{S}\n# 最終回答\n判定: ALLOW\nA\n"
+                                 f"# 最終回答\n判定: REFUSE\nB"), "判定: ALLOW\nA"),
 }
 
 

@@ -39,7 +39,7 @@ import platform
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -256,7 +256,7 @@ class LlamaProcess:
             self._process.join()
         self._conn.close()
 
-    def __enter__(self) -> LlamaProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info) -> None:
