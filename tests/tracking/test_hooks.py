@@ -8,7 +8,12 @@ import pytest
 import yaml
 
 from so8t_kedro.tracking.config import TrackingConfig
-from so8t_kedro.tracking.hooks import numeric_leaves, project_sqlite_uri, text_leaf
+from so8t_kedro.tracking.hooks import (
+    mlflow_name,
+    numeric_leaves,
+    project_sqlite_uri,
+    text_leaf,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,6 +28,13 @@ def test_numeric_leaves_flatten_numbers_and_leave_text_and_lists_out():
         "ab.models.A.n": 3.0,
         "ab.latency ms _p50_": 1.5,  # characters MLflow refuses in a metric name replaced
     }
+
+
+def test_a_transcoded_dataset_name_becomes_a_valid_mlflow_name():
+    assert mlflow_name("kedro.load_version.ab_test_comparison@png") == \
+        "kedro.load_version.ab_test_comparison_png"
+    assert mlflow_name("figures/evaluation_confusion_matrix") == \
+        "figures/evaluation_confusion_matrix"
 
 
 def test_text_leaf_reads_a_dotted_path():

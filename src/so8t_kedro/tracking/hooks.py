@@ -65,6 +65,12 @@ MLFLOW_CONFIG_PATTERNS = ["mlflow*", "mlflow*/**", "**/mlflow*"]
 TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 
+def mlflow_name(name: str) -> str:
+    """``name`` with the characters MLflow refuses in a metric or tag name (a transcoded
+    dataset's ``@``, a bracket) replaced by ``_``."""
+    return re.sub(r"[^\w\-. /:]", "_", name)
+
+
 def numeric_leaves(data: Mapping[str, Any], prefix: str) -> dict[str, float]:
     """``{"<prefix>.<key>.<key>": value}`` for every int, float or bool leaf of ``data``
     (lists and text are left out), with keys made valid MLflow metric names."""
@@ -74,7 +80,7 @@ def numeric_leaves(data: Mapping[str, Any], prefix: str) -> dict[str, float]:
         if isinstance(value, Mapping):
             leaves.update(numeric_leaves(value, name))
         elif isinstance(value, (int, float)):  # bool included: a rule passed is 1
-            leaves[re.sub(r"[^\w\-. /]", "_", name)] = float(value)
+            leaves[mlflow_name(name)] = float(value)
     return leaves
 
 
@@ -189,7 +195,8 @@ class MlflowTrackingHooks:
             return
         version = self._load_version(dataset_name)
         if version is not None:
-            self._client.set_tag(self._run_id, f"kedro.load_version.{dataset_name}", version)
+            self._client.set_tag(self._run_id, mlflow_name(f"kedro.load_version.{dataset_name}"),
+                                 version)
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
@@ -199,7 +206,7 @@ class MlflowTrackingHooks:
 
         config, run_id = self._config, self._run_id
         if isinstance(data, Figure):
-            self._client.log_figure(run_id, data, f"figures/{dataset_name}.png")
+            self._client.log_figure(run_id, data, f"figures/{mlflow_name(dataset_name)}.png")
         if dataset_name in config.metrics:
             self._log_metrics_dict(dataset_name, data)
         if dataset_name in config.reports:
