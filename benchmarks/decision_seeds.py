@@ -125,8 +125,7 @@ def main() -> None:
     fmt = str(sft["format"].iloc[0])
     scoring = {**params["scoring"], "batch_size": args.scoring_batch_size}
     balanced_n = int(test["label"].value_counts().reindex(LABELS).min())
-    balanced = (test.groupby("label", group_keys=False)
-                .apply(lambda g: g.head(balanced_n)).reset_index(drop=True))
+    balanced = test.groupby("label").head(balanced_n).reset_index(drop=True)
 
     print(f"== data: {len(train_records)} train / {len(test)} test requests "
           f"({dict(test['label'].value_counts().reindex(LABELS))}); balanced set "
