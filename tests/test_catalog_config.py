@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from kedro.config import OmegaConfigLoader
+
+from so8t_kedro.settings import CONFIG_LOADER_ARGS
 
 LAYERS = {"raw", "intermediate", "primary", "model_input", "reporting"}
 
@@ -89,3 +92,17 @@ def test_only_in_pipeline_hand_offs_are_left_in_memory(kedro_project):
             owners = [p for p, pipe in pipelines.items()
                       if p != "__default__" and name in pipe.datasets()]
             assert len(owners) == 1, (name, owners)
+
+
+def test_an_override_keeps_the_rest_of_its_section(project_root, tmp_path):
+    """With parameters in conf/local, `--params=training.resume=latest` must change that key
+    only (measured before the soft merge: params:training kept 1 of its keys)."""
+    conf = tmp_path / "conf"
+    shutil.copytree(project_root / "conf", conf, ignore=shutil.ignore_patterns("local"))
+    (conf / "local").mkdir()
+    (conf / "local" / "parameters_training.yml").write_text("training:\n  epochs: 1\n")
+    base = OmegaConfigLoader(str(conf), **CONFIG_LOADER_ARGS)["parameters"]["training"]
+    loaded = OmegaConfigLoader(str(conf), runtime_params={"training": {"resume": "latest"}},
+                               **CONFIG_LOADER_ARGS)["parameters"]["training"]
+    assert loaded == {**base, "resume": "latest"} and loaded["epochs"] == 1
+    assert len(loaded) > 10

@@ -20,4 +20,8 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     # `conf/webdataset` points every path at D:/webdataset: `kedro run --env=webdataset`.
+    # Soft: an environment's parameters file or `--params=training.resume=latest` overrides
+    # the keys it names and keeps the section's others (the default replaces whole top-level
+    # sections once any environment file holds parameters).
+    "merge_strategy": {"parameters": "soft"},
 }
