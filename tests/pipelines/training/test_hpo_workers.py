@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from so8t_kedro.pipelines.training.nodes import BaseModelBundle
@@ -62,9 +63,14 @@ def study_trials(project: Path) -> list[optuna.trial.FrozenTrial]:
     path = project / "data/06_models/hpo/optuna_studies.db"
     if not path.exists():
         return []
+    # Read only: the workers create the schema (a reader that created it too would race
+    # them for alembic's version row).
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path}", skip_table_creation=True,
+                                         skip_compatibility_check=True)
     try:
-        return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{path}").trials
-    except (KeyError, optuna.exceptions.StorageInternalError):  # not created yet
+        return optuna.load_study(study_name=STUDY, storage=storage).trials
+    except (KeyError, optuna.exceptions.StorageInternalError,
+            sqlalchemy.exc.OperationalError):  # the workers have not created it yet
         return []
 
 
