@@ -64,6 +64,16 @@ def test_the_shipped_config_validates_and_tracking_off_needs_only_its_switch():
     assert TrackingConfig.from_params({"tracking": {"enabled": "false"}}) is None
 
 
+def test_every_html_report_in_the_catalog_is_logged():
+    entries = {}
+    for path in (PROJECT_ROOT / "conf/base").glob("catalog*.yml"):
+        entries.update(yaml.safe_load(path.read_text()))
+    html = {name for name, entry in entries.items()
+            if str(entry.get("filepath", "")).endswith(".html")}
+    assert html == set(TrackingConfig.from_params(base_tracking()).reports)
+    assert {"evaluation_report", "ab_test_report", "export_report"} <= html
+
+
 def test_an_unknown_key_is_an_error_naming_it():
     params = base_tracking()
     params["tracking"]["metrix"] = []
