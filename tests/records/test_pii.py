@@ -537,25 +537,9 @@ def test_the_analyzer_skips_only_texts_no_recogniser_can_match(scrubber, monkeyp
     assert sum(r.text == t for r, t in zip(screened, texts, strict=True)) > 150
 
 
-def test_only_texts_with_a_dictionary_name_go_through_the_ner_model(scrubber, monkeypatch):
-    nlp = scrubber.analyzer.nlp_engine.nlp["ja"]
-    seen: list[str] = []
-    pipe = nlp.pipe
-
-    def spy(texts, **kwargs):
-        texts = list(texts)
-        seen.extend(texts)
-        return pipe(texts, **kwargs)
-
-    monkeypatch.setattr(nlp, "pipe", spy)
-    results = scrubber.scrub(["東京で美味しいラーメン", "同僚の山田太郎さん"], ["ja", "ja"])
-    assert seen == ["同僚の山田太郎さん"]
-    assert [r.text for r in results] == ["東京で美味しいラーメン", "同僚の<PERSON>さん"]
-
-
-def test_latin_words_sudachi_calls_names_do_not_run_the_ner_model(scrubber, monkeypatch):
-    """Sudachi tags "flower" here as a person name; only Japanese-script names open the
-    gate, and a Latin-script name in Japanese text is the English recognisers' job."""
+@pytest.fixture
+def ner_inputs(scrubber, monkeypatch) -> list[str]:
+    """The texts the Japanese NER model is run on, as the scrubber calls it."""
     nlp = scrubber.analyzer.nlp_engine.get_nlp("ja")
     seen: list[str] = []
     pipe = nlp.pipe
@@ -566,6 +550,20 @@ def test_latin_words_sudachi_calls_names_do_not_run_the_ner_model(scrubber, monk
         return pipe(texts, **kwargs)
 
     monkeypatch.setattr(nlp, "pipe", spy)
+    return seen
+
+
+def test_only_texts_with_a_dictionary_name_go_through_the_ner_model(scrubber, ner_inputs):
+    seen = ner_inputs
+    results = scrubber.scrub(["東京で美味しいラーメン", "同僚の山田太郎さん"], ["ja", "ja"])
+    assert seen == ["同僚の山田太郎さん"]
+    assert [r.text for r in results] == ["東京で美味しいラーメン", "同僚の<PERSON>さん"]
+
+
+def test_latin_words_sudachi_calls_names_do_not_run_the_ner_model(scrubber, ner_inputs):
+    """Sudachi tags "flower" here as a person name; only Japanese-script names open the
+    gate, and a Latin-script name in Japanese text is the English recognisers' job."""
+    seen = ner_inputs
     english = "recipe flower mountain car park today airport travel. What is the capital?\n補足 1"
     results = scrubber.scrub([english, "同僚のJohn Smithさんの住所"], ["ja", "ja"])
     assert seen == []
