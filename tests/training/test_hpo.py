@@ -28,6 +28,7 @@ from so8t_kedro.training.hpo import (
     suggest_parameters,
     trials_table,
 )
+from tests.helpers.optuna_study import running_study_trials
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("_hpo_worker.py")
@@ -192,12 +193,12 @@ def test_a_killed_study_resumes(tiny_base_dir, sft_samples, training_params, hpo
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")})
 
     def running_trial_with_reports():
-        trials = optuna.load_study(study_name=hpo_params["study_name"], storage=url).trials
+        trials = running_study_trials(url, hpo_params["study_name"])
         return next((t for t in trials if t.number == 1 and t.state == TrialState.RUNNING
                      and len(t.intermediate_values) >= 2), None)
 
     deadline = time.monotonic() + 300
-    while (killed := _poll(running_trial_with_reports)) is None:
+    while (killed := running_trial_with_reports()) is None:
         assert worker.poll() is None, "the study finished before it could be killed"
         assert time.monotonic() < deadline, "trial 1 never started reporting"
         time.sleep(0.2)
@@ -226,9 +227,3 @@ def test_a_killed_study_resumes(tiny_base_dir, sft_samples, training_params, hpo
     final = session / "checkpoint_final" / "checkpoint.json"
     assert json.loads(final.read_text())["step"] == 4
 
-
-def _poll(check):
-    try:
-        return check()
-    except (KeyError, optuna.exceptions.StorageInternalError):  # study not created yet
-        return None

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy
 from optuna.trial import TrialState
 
 from so8t_kedro.pipelines.training.nodes import BaseModelBundle
 from so8t_kedro.training.base_model import load_base_model
+from tests.helpers.optuna_study import running_study_trials
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +40,6 @@ def hpo_project(kedro_project, sft_samples, tiny_base_dir) -> Path:
     versions, so that the `hpo` nodes find their inputs."""
     from kedro.framework.session import KedroSession
 
-    # A parameters file in conf/local makes Kedro merge --params destructively (a
-    # `training.x=...` would replace all of params:training); tracking is off by --params.
-    (kedro_project / "conf/local/parameters_tracking.yml").unlink(missing_ok=True)
     with KedroSession.create(kedro_project) as session:
         catalog = session.load_context().catalog
         catalog.save("thinking_sft_dataset", sft_samples)
@@ -63,15 +60,7 @@ def study_trials(project: Path) -> list[optuna.trial.FrozenTrial]:
     path = project / "data/06_models/hpo/optuna_studies.db"
     if not path.exists():
         return []
-    # Read only: the workers create the schema (a reader that created it too would race
-    # them for alembic's version row).
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path}", skip_table_creation=True,
-                                         skip_compatibility_check=True)
-    try:
-        return optuna.load_study(study_name=STUDY, storage=storage).trials
-    except (KeyError, optuna.exceptions.StorageInternalError,
-            sqlalchemy.exc.OperationalError):  # the workers have not created it yet
-        return []
+    return running_study_trials(f"sqlite:///{path}", STUDY)
 
 
 def test_two_workers_share_one_study_and_survive_a_killed_one(hpo_project):
