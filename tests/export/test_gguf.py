@@ -28,29 +28,13 @@ from so8t_kedro.export.gguf import (
 )
 from so8t_kedro.export.llama_process import LlamaProcess
 from so8t_kedro.training.base_model import SPM_FILENAME, THINK_TAG_TOKENS
-from tests.helpers.tolerances import forward_bound, rounded_operands_bound, unit_roundoff
+from tests.helpers.tolerances import gguf_logit_bound, rounded_operands_bound, unit_roundoff
 
 pytestmark = pytest.mark.slow  # writes GGUF files and runs them in llama.cpp
 
-# What differs between llama.cpp and the fp32 Hugging Face model comes in two parts:
-# * the file's own rounding or quantisation (F16 weights, activations converted to F16 for
-#   the products; Q8_0 / Q4_K_M blocks, whose int8 x int8 (Q5_0 / Q4_K x Q8) products ggml
-#   sums exactly in int32). It is the same on every CPU: a property of the file and the
-#   input. The limits below are its measured maxima on the tiny model's 513 positions
-#   (logits -3.4..3.5), doubled: F16 9.0e-4, Q8_0 2.0e-2, Q4_K_M 7.7e-2 (mean 1.0e-4,
-#   2.4e-3, 7.1e-3). F16 also has an a-priori bound from its unit roundoff
-#   (rounded_operands_bound), far looser: a missing LongRoPE factor (3.2e-2) passes it.
-# * float32 accumulation, whose order each CPU's kernels choose: forward_bound, added to
-#   each limit by ``limit()``.
-F16_MAX_LOGIT_DIFF = 2 * 9.0e-4
-Q8_0_MAX_LOGIT_DIFF = 4e-2
-Q4_K_M_MAX_LOGIT_DIFF = 0.15
-
-
-def limit(file_limit: float, model_dir: Path, report: dict) -> float:
-    """A file's logit limit plus the float32 accumulation error any CPU may add."""
-    return file_limit + forward_bound(torch.float32, AutoConfig.from_pretrained(model_dir),
-                                      torch.tensor(report["hf_max_abs_logit"]))
+def limit(outtype: str, model_dir: Path, report: dict) -> float:
+    return gguf_logit_bound(outtype, AutoConfig.from_pretrained(model_dir),
+                            report["hf_max_abs_logit"])
 
 
 # Measured top-1 agreement: F16 1.0, Q8_0 0.994 (3 of 513 positions), Q4_K_M 0.986 (7):
@@ -242,7 +226,7 @@ def test_f16_logits_match_hf(verified, tiny_base_dir, chat_prompts):
     assert report["n_positions"] == sum(len(tokenizer(text)["input_ids"])
                                         for text in chat_prompts.values())
     assert report["top1_agreement"] == 1.0
-    assert report["max_abs_logit_diff"] < limit(F16_MAX_LOGIT_DIFF, tiny_base_dir, report)
+    assert report["max_abs_logit_diff"] < limit("F16", tiny_base_dir, report)
     assert report["max_abs_logit_diff"] < rounded_operands_bound(
         unit_roundoff(torch.float16), AutoConfig.from_pretrained(tiny_base_dir),
         report["hf_max_abs_logit"])
@@ -250,9 +234,9 @@ def test_f16_logits_match_hf(verified, tiny_base_dir, chat_prompts):
 
 
 def test_quantised_logits_stay_close(verified, tiny_base_dir):
-    for outtype, file_limit in (("Q8_0", Q8_0_MAX_LOGIT_DIFF), ("Q4_K_M", Q4_K_M_MAX_LOGIT_DIFF)):
+    for outtype in ("Q8_0", "Q4_K_M"):
         report = verified[outtype]
-        assert report["max_abs_logit_diff"] < limit(file_limit, tiny_base_dir, report)
+        assert report["max_abs_logit_diff"] < limit(outtype, tiny_base_dir, report)
     for outtype in ("Q8_0", "Q4_K_M"):
         assert verified[outtype]["top1_agreement"] >= QUANTISED_MIN_TOP1
     # the quantisers' error ranks as their bits do
@@ -382,7 +366,7 @@ def test_longrope_logits_match_hf_in_llama_cpp(longrope_dir, gguf_files, tmp_pat
     path = write_gguf(longrope_dir, tmp_path / "longrope.gguf", "F16")
     report = verify_gguf(path, longrope_dir, prompts)
     assert report["top1_agreement"] == 1.0
-    assert report["max_abs_logit_diff"] < limit(F16_MAX_LOGIT_DIFF, longrope_dir, report)
+    assert report["max_abs_logit_diff"] < limit("F16", longrope_dir, report)
     # Measured: 6.7e-4 with the factors, 3.2e-2 for the file without them (the tiny model
     # leans little on positions, so the gap is 47x, not more).
     without = verify_gguf(gguf_files["F16"], longrope_dir, prompts)

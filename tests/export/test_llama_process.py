@@ -18,7 +18,7 @@ from so8t_kedro.export.llama_process import (
     extra_buffers_allowed,
     probe_cache_path,
 )
-from tests.export.test_gguf import Q8_0_MAX_LOGIT_DIFF
+from tests.helpers.tolerances import GGUF_FILE_LIMITS
 
 pytestmark = pytest.mark.slow  # starts llama.cpp child processes
 IDS = [1, 5, 9, 17, 33]
@@ -108,5 +108,5 @@ def test_extra_buffers_on_cannot_take_the_caller_down(gguf_files, probe_cache):
     else:
         # Repacked kernels quantise activations to 8 bits where the plain path may not; the
         # logits stay within the Q8_0 quantisation limit the GGUF tests use against fp32.
-        assert np.abs(fast - safe).max() < Q8_0_MAX_LOGIT_DIFF
+        assert np.abs(fast - safe).max() < GGUF_FILE_LIMITS["Q8_0"]
         assert extra_buffers_allowed("auto", path) is True

@@ -94,3 +94,22 @@ def max_abs_logit(model) -> float:
     gamma = base.model.norm.weight.detach().abs().max().item()
     head_rows = base.lm_head.weight.detach().float().norm(dim=-1).max().item()
     return math.sqrt(base.config.hidden_size) * gamma * head_rows
+
+
+# A GGUF file's logits differ from the fp32 Hugging Face model's in two parts:
+# * the file's own rounding or quantisation (F16 weights, activations converted to F16 for
+#   the products; Q8_0 / Q4_K_M blocks, whose int8 x int8 (Q5_0 / Q4_K x Q8) products ggml
+#   sums exactly in int32). It is the same on every CPU: a property of the file and the
+#   input. The limits are its measured maxima on the tests' tiny model (513 positions,
+#   logits -3.4..3.5), doubled: F16 9.0e-4, Q8_0 2.0e-2, Q4_K_M 7.7e-2 (mean 1.0e-4, 2.4e-3,
+#   7.1e-3). F16 also has the a-priori rounded_operands_bound, far looser: a missing
+#   LongRoPE factor (3.2e-2) passes it.
+# * float32 accumulation, whose order each CPU's kernels choose: forward_bound.
+GGUF_FILE_LIMITS = {"F16": 2 * 9.0e-4, "Q8_0": 4e-2, "Q4_K_M": 0.15}
+
+
+def gguf_logit_bound(outtype: str, config, max_abs_logit: float) -> float:
+    """A GGUF file's largest logit difference from the fp32 model on any CPU: the file's own
+    limit plus the float32 accumulation any CPU may add."""
+    return GGUF_FILE_LIMITS[outtype] + forward_bound(torch.float32, config,
+                                                     torch.tensor(max_abs_logit))

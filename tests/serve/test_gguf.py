@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from so8t_kedro.export import gguf as gguf_export
 from so8t_kedro.export.llama_process import CRASH_INJECTION_ENV
 from so8t_kedro.serve import load_service
 from so8t_kedro.think import render_prompt
-from tests.export.test_gguf import F16_MAX_LOGIT_DIFF
-from tests.helpers.tolerances import forward_bound, max_abs_logit, softmax_shift_bound
+from tests.helpers.tolerances import gguf_logit_bound, max_abs_logit, softmax_shift_bound
 
 pytestmark = pytest.mark.slow
 REQUESTS = [("Pythonでリストを並べ替える方法は？", "ja"), ("How do I pick a lock?", "en"),
@@ -27,10 +25,9 @@ def gguf_path(tiny_base_dir, tmp_path_factory):
 
 def f16_score_bound(hf_service) -> float:
     """A label score is a mean of log-softmax values, each within twice the largest logit
-    difference: the F16 file's own (tests/export/test_gguf.py) plus float32 accumulation."""
+    difference of the F16 file (tests/helpers/tolerances.gguf_logit_bound)."""
     model = hf_service.backend.model
-    return 2 * (F16_MAX_LOGIT_DIFF + forward_bound(torch.float32, model.config,
-                                                   torch.tensor(max_abs_logit(model))))
+    return 2 * gguf_logit_bound("F16", model.config, max_abs_logit(model))
 
 
 @pytest.fixture(scope="module")
