@@ -92,6 +92,9 @@ def main() -> None:
                                 checkpoint_dir=tmp / "checkpoints", trackers=trackers)
             mlflow.flush_async_logging()
             wall = time.perf_counter() - start
+            if result.summary["optimizer_steps"] < args.steps:
+                raise SystemExit(f"--steps {args.steps}: the {len(rows)} rows give only "
+                                 f"{result.summary['optimizer_steps']} steps; raise --per-label")
             return wall, result.summary["performance"]["step_time_seconds"]["total"]
 
         times: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
