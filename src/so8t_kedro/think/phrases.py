@@ -56,21 +56,31 @@ class PhraseBankError(ValueError):
     """The phrase bank does not have the shape rendering needs."""
 
 
-def _per_language(value: Any, where: str, *, items: int | None = None) -> dict[str, Any]:
-    """``{language: text}`` (or ``{language: [texts]}`` when ``items`` is given, exactly
-    that many; ``0``: at least one) for every language."""
+def _per_language(value: Any, where: str, *, lists: bool = False,
+                  count: int | None = None) -> dict[str, Any]:
+    """``{language: text}`` for every language, or with ``lists`` ``{language: [texts]}``
+    (exactly ``count`` texts when given, else at least one)."""
     if not isinstance(value, Mapping) or set(value) != set(LANGUAGES):
         raise PhraseBankError(f"{where}: needs exactly the languages {list(LANGUAGES)}, "
                               f"got {sorted(value) if isinstance(value, Mapping) else value!r}")
     for language, text in value.items():
-        texts = text if items is not None else [text]
-        if items is not None and (not isinstance(text, list)
-                                  or (len(text) != items if items else not text)):
+        texts = text if lists else [text]
+        if lists and (not isinstance(text, list) or not text
+                      or (count is not None and len(text) != count)):
             raise PhraseBankError(f"{where}.{language}: needs a list of "
-                                  f"{items or 'at least 1'} texts, got {text!r}")
+                                  f"{count or 'at least 1'} texts, got {text!r}")
         if not all(isinstance(t, str) and t.strip() for t in texts):
             raise PhraseBankError(f"{where}.{language}: every text must be a non-empty string")
     return dict(value)
+
+
+def _phrasings(value: Any, where: str) -> dict[str, list[str]]:
+    """``{language: [phrasings]}``, each phrasing using only the known slots."""
+    checked = _per_language(value, where, lists=True)
+    for language, phrasings in checked.items():
+        for text in phrasings:
+            _check_slots(text, f"{where}.{language}")
+    return checked
 
 
 def _check_slots(text: str, where: str) -> None:
@@ -133,7 +143,7 @@ class PhraseBank:
                     checked[field] = _per_language(entry[field], f"{where}.{field}")
             if "outline" in entry:
                 checked["outline"] = _per_language(entry["outline"], f"{where}.outline",
-                                                   items=_OUTLINE_ITEMS)
+                                                   lists=True, count=_OUTLINE_ITEMS)
             keywords = entry.get("keywords", [])
             if not isinstance(keywords, list) or not all(isinstance(k, str) and k
                                                          for k in keywords):
@@ -161,21 +171,14 @@ class PhraseBank:
         for part in TEMPLATE_PARTS:
             templates[part] = {}
             for label, texts in _per_label(templates_in[part], f"templates.{part}").items():
-                where = f"templates.{part}.{label}"
-                templates[part][label] = _per_language(texts, where, items=0)
-                for language, phrasings in templates[part][label].items():
-                    for text in phrasings:
-                        _check_slots(text, f"{where}.{language}")
+                templates[part][label] = _phrasings(texts, f"templates.{part}.{label}")
 
         urgent_final = {}
         for name, texts in data["urgent_final"].items():
             where = f"urgent_final.{name}"
             if domains.get(name, {}).get("label") != "ESCALATION":
                 raise PhraseBankError(f"{where}: must name an ESCALATION domain")
-            urgent_final[name] = _per_language(texts, where, items=0)
-            for language, phrasings in urgent_final[name].items():
-                for text in phrasings:
-                    _check_slots(text, f"{where}.{language}")
+            urgent_final[name] = _phrasings(texts, where)
 
         return cls(domains, fallback_domains, policy_names, templates, urgent_final)
 
