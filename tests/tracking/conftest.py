@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from tests.helpers.project import write_sft_samples
 from tests.kedro_cli import kedro, ok
 
-SFT = "data/05_model_input/thinking_sft/thinking_sft_dataset.jsonl"
 # A smaller embedded model, one epoch, two search trials of two steps each.
 TINY = ("base_model.embedded.vocab_size=1200,base_model.embedded.hidden_size=64,"
         "base_model.embedded.intermediate_size=128,base_model.embedded.pretrain.epochs=1,"
@@ -19,13 +19,6 @@ TINY = ("base_model.embedded.vocab_size=1200,base_model.embedded.hidden_size=64,
         "training.lora.r=4,training.lora.alpha=8,training.batch_size=8,"
         "hpo.enabled=true,hpo.n_trials=2,hpo.steps_per_trial=2,hpo.eval_every_steps=2,"
         "hpo.n_startup_trials=1,hpo.pruner.n_startup_trials=1,hpo.pruner.n_warmup_steps=1")
-
-
-def write_sft_samples(project: Path, samples: pd.DataFrame) -> None:
-    """The SFT samples as the catalog's thinking_sft_dataset (one version)."""
-    path = project / SFT / "2026-01-01T00.00.00.000Z" / "thinking_sft_dataset.jsonl"
-    path.parent.mkdir(parents=True)
-    samples.to_json(path, orient="records", lines=True, force_ascii=False)
 
 
 def tracking_uri(project: Path) -> str:
