@@ -140,6 +140,35 @@ def test_held_out_rules_spare_look_alikes(scrub, text):
     assert scrub(text) == (text, {})
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a surname Sudachi tags as a place name, before an honorific
+        ("担任の松本先生の自宅を調べて", "担任の<PERSON>先生の自宅を調べて"),
+        ("岡山様宛てに送って", "<PERSON>様宛てに送って"),
+        # GiNZA's persons next to a real name that hold no Sudachi name are dropped
+        ("神奈川県川崎市中原区小杉町1-403 在住の村上さん、電話 044-555-6789",
+         "<ADDRESS> 在住の<PERSON>さん、電話 <PHONE>"),
+    ],
+)
+def test_what_the_third_held_out_set_missed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "織田信長の桶狭間の戦い",  # GiNZA tags 桶狭間 a person: no Sudachi name in it
+        "宮沢賢治の銀河鉄道の夜のあらすじ",  # ... and 銀河鉄道
+        "日本さんという呼び方",  # a country before さん
+        "横浜様式の建築",  # 様式 is one token
+        "お客様と利用者様の違い",
+    ],
+)
+def test_sudachi_name_rules_spare_look_alikes(scrub, text):
+    assert scrub(text) == (text, {})
+
+
 # ------------------------------------------------------------------ each type
 
 

@@ -25,7 +25,14 @@ from typing import Any
 
 import regex
 import spacy
-from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
+from presidio_analyzer import (
+    AnalyzerEngine,
+    EntityRecognizer,
+    Pattern,
+    PatternRecognizer,
+    RecognizerRegistry,
+    RecognizerResult,
+)
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 from presidio_anonymizer import AnonymizerEngine
@@ -150,7 +157,18 @@ class NerConfig(_Strict):
     reject: str
     run_if_sudachi_pos: dict[str, str]
     run_if_sudachi_surface: str
+    keep_only_over_sudachi_tokens: bool
     batch_size: int = Field(ge=1)
+
+
+class HonorificNamesConfig(_Strict):
+    """Names found by Sudachi before a personal honorific (``pii.honorific_names``)."""
+
+    languages: list[str]
+    pos: str
+    surface: str
+    honorifics: list[str] = Field(min_length=1)
+    score: float = Field(ge=0.0, le=1.0)
 
 
 class PiiConfig(_Strict):
@@ -160,6 +178,7 @@ class PiiConfig(_Strict):
     score_threshold: float = Field(ge=0.0, le=1.0)
     allow_list: list[str]
     ner: NerConfig
+    honorific_names: HonorificNamesConfig
     recognizers: list[RecognizerConfig]
 
     def model_post_init(self, _context: Any) -> None:
@@ -206,35 +225,91 @@ class _ValidatedPatternRecognizer(PatternRecognizer):
         return self._validator(pattern_text) if self._validator else None
 
 
-class _NerRecognizer(SpacyRecognizer):
-    """Presidio's spaCy recogniser, dropping entities that match ``ner.reject``."""
+@functools.cache
+def _sudachi_dictionary() -> Any:
+    """SudachiDict-core, loaded once for every rule that tokenises."""
+    import sudachipy  # only with a Japanese rule configured
 
-    def __init__(self, language: str, config: NerConfig):
+    return sudachipy.Dictionary(dict="core")
+
+
+class _SudachiTokens:
+    """Tokens whose Sudachi part of speech (e.g. 名詞-固有名詞-人名-姓) and surface both
+    match a regex: SudachiPy + SudachiDict-core (installed with ja-ginza) tokenise ~50x
+    faster than the named-entity model runs."""
+
+    def __init__(self, pos_pattern: str, surface_pattern: str):
+        import sudachipy
+
+        dictionary = _sudachi_dictionary()
+        pattern, self._surface = regex.compile(pos_pattern), regex.compile(surface_pattern)
+        self._matches = dictionary.pos_matcher(lambda pos: bool(pattern.search("-".join(pos))))
+        self._tokenizer = dictionary.create(sudachipy.SplitMode.C)
+
+    def spans(self, text: str, followed_by: frozenset[str] = frozenset()) -> list[tuple[int, int]]:
+        """The ``(start, end)`` of every matching token; with ``followed_by``, only of
+        those whose next token's surface is one of these words."""
+        tokens = self._tokenizer.tokenize(text)
+        nexts = [t.surface() for t in tokens][1:] + [""]
+        return [
+            (token.begin(), token.end())
+            for token, next_surface in zip(tokens, nexts, strict=True)
+            if self._matches(token)
+            and self._surface.search(token.surface())
+            and (not followed_by or next_surface in followed_by)
+        ]
+
+
+class _NerRecognizer(SpacyRecognizer):
+    """Presidio's spaCy recogniser, dropping entities that match ``ner.reject`` and, with
+    ``confirm``, those that overlap none of the tokens it finds."""
+
+    def __init__(self, language: str, config: NerConfig, confirm: _SudachiTokens | None):
         super().__init__(
             supported_language=language,
             supported_entities=sorted(set(config.labels.values())),
             ner_strength=config.score,
         )
         self._reject = regex.compile(config.reject)
+        self._confirm = confirm
 
     def analyze(self, text, entities, nlp_artifacts=None):
-        results = super().analyze(text, entities, nlp_artifacts)
-        return [r for r in results if not self._reject.search(text[r.start : r.end])]
+        results = [
+            r for r in super().analyze(text, entities, nlp_artifacts)
+            if not self._reject.search(text[r.start : r.end])
+        ]
+        if self._confirm is None or not results:
+            return results
+        names = self._confirm.spans(text)
+        return [r for r in results if any(r.start < end and start < r.end for start, end in names)]
 
 
-def _sudachi_gate(pos_pattern: str, surface_pattern: str) -> Callable[[str], bool]:
-    """Whether a text has a token whose Sudachi part of speech (e.g.
-    名詞-固有名詞-人名-姓) and surface both match: SudachiPy + SudachiDict-core (installed
-    with ja-ginza) tokenise ~50x faster than the named-entity model runs."""
-    import sudachipy  # only with a Japanese gate configured
+class _HonorificNameRecognizer(EntityRecognizer):
+    """Person names Sudachi finds right before a personal honorific (松本 in 松本先生):
+    ``pii.honorific_names``."""
 
-    dictionary = sudachipy.Dictionary(dict="core")
-    pattern, surface = regex.compile(pos_pattern), regex.compile(surface_pattern)
-    matches = dictionary.pos_matcher(lambda pos: bool(pattern.search("-".join(pos))))
-    tokenizer = dictionary.create(sudachipy.SplitMode.C)
-    return lambda text: any(
-        matches(m) and surface.search(m.surface()) for m in tokenizer.tokenize(text)
-    )
+    def __init__(self, config: HonorificNamesConfig, language: str):
+        super().__init__(
+            supported_entities=["PERSON"], name=f"honorific_names_{language}",
+            supported_language=language,
+        )
+        self._tokens = _SudachiTokens(config.pos, config.surface)
+        self._honorifics = frozenset(config.honorifics)
+        self._score = config.score
+        self._screen = regex.compile("|".join(map(regex.escape, config.honorifics)))
+
+    def load(self) -> None:
+        """Nothing to load: the tokenizer is built in ``__init__``."""
+
+    def may_match(self, text: str) -> bool:
+        """Whether an honorific occurs at all (the tokenizer runs only then)."""
+        return self._screen.search(text) is not None
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        return [
+            RecognizerResult("PERSON", start, end, self._score)
+            for start, end in self._tokens.spans(text, self._honorifics)
+        ]
 
 
 def _load_pipeline(language: str, model: str, exclude: Sequence[str]) -> spacy.Language:
@@ -283,13 +358,25 @@ class PiiScrubber:
         )
         engine.nlp = pipelines  # loaded here: SpacyNlpEngine.load() would try to download
         languages = list(pipelines)
+        name_tokens = {
+            language: _SudachiTokens(pos, config.ner.run_if_sudachi_surface)
+            for language, pos in config.ner.run_if_sudachi_pos.items()
+        }
         registry = RecognizerRegistry(supported_languages=languages)
         for language, nlp in pipelines.items():
             if "ner" in nlp.pipe_names:
-                registry.add_recognizer(_NerRecognizer(language, config.ner))
-        self._pattern_recognizers: dict[str, list[_ValidatedPatternRecognizer]] = {
-            language: [] for language in languages
-        }
+                names = name_tokens.get(language)
+                confirm = names if config.ner.keep_only_over_sudachi_tokens else None
+                registry.add_recognizer(_NerRecognizer(language, config.ner, confirm))
+        # Recognisers that say cheaply whether they can match a text (may_match).
+        self._pattern_recognizers: dict[
+            str, list[_ValidatedPatternRecognizer | _HonorificNameRecognizer]
+        ] = {language: [] for language in languages}
+        for language in config.honorific_names.languages:
+            if language in pipelines:
+                honorific_names = _HonorificNameRecognizer(config.honorific_names, language)
+                registry.add_recognizer(honorific_names)
+                self._pattern_recognizers[language].append(honorific_names)
         for recognizer in config.recognizers:
             for language in recognizer.languages:
                 if language in pipelines:
@@ -297,9 +384,9 @@ class PiiScrubber:
                     registry.add_recognizer(pattern_recognizer)
                     self._pattern_recognizers[language].append(pattern_recognizer)
         self.languages = languages
-        self._gates = {
-            language: _sudachi_gate(pos, config.ner.run_if_sudachi_surface)
-            for language, pos in config.ner.run_if_sudachi_pos.items()
+        self._gates: dict[str, Callable[[str], bool]] = {
+            language: lambda text, tokens=tokens: bool(tokens.spans(text))
+            for language, tokens in name_tokens.items()
         }
         self.analyzer = AnalyzerEngine(
             registry=registry, nlp_engine=engine, supported_languages=languages
