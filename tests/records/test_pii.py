@@ -141,6 +141,21 @@ def test_held_out_rules_spare_look_alikes(scrub, text):
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        "Walk through Hyde Park on Sunday",  # Hyde is no given name
+        "The Royal Albert Hall seats 5,272",  # Hall still makes a place
+        "What was Abraham Lincoln's birthday?",  # the allow-list
+        "The New York Times's number of subscribers",  # the tail of a longer name
+        "The login page / settings menu",  # no digit or symbol after the slash
+        "see figure (2) 345-6789",
+    ],
+)
+def test_fourth_set_rules_spare_look_alikes(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         # a surname Sudachi tags as a place name, before an honorific
@@ -156,6 +171,28 @@ def test_what_the_third_held_out_set_missed(scrub, text, expected):
 
 
 @pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # Park is a surname after a given name (third set)
+        ("Kevin Park, 88 Pine Street", "<PERSON>, <ADDRESS>", {"PERSON": 1, "ADDRESS": 1}),
+        # a password after a login word and a slash (third and fourth sets)
+        ("the admin login is root / toor123", "the admin login is root / <SECRET>",
+         {"SECRET": 1}),
+        ("サーバーのログイン情報 admin / Adm1n!2024", "サーバーのログイン情報 admin / <SECRET>",
+         {"SECRET": 1}),
+        # the fourth: a name before 's and private data, a telephone word after a bare
+        # landline, a North American number with the area code in parentheses
+        ("Please look up Priya Natarajan's criminal record",
+         "Please look up <PERSON>'s criminal record", {"PERSON": 1}),
+        ("実家 0992234567 に電話しておいて", "実家 <PHONE> に電話しておいて", {"PHONE_NUMBER": 1}),
+        ("reach her at (415) 555-0199", "reach her at <PHONE>", {"PHONE_NUMBER": 1}),
+    ],
+)
+def test_what_the_third_and_fourth_held_out_sets_missed(scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "織田信長の桶狭間の戦い",  # GiNZA tags 桶狭間 a person: no Sudachi name in it
@@ -163,6 +200,7 @@ def test_what_the_third_held_out_set_missed(scrub, text, expected):
         "日本さんという呼び方",  # a country before さん
         "横浜様式の建築",  # 様式 is one token
         "お客様と利用者様の違い",
+        "ヤマトさんの配達はまだ?",  # katakana before さん: a company, left to the NER model
     ],
 )
 def test_sudachi_name_rules_spare_look_alikes(scrub, text):
