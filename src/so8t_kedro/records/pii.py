@@ -1,7 +1,8 @@
 """PII scrubbing: Presidio's analyzer and anonymizer with GiNZA's Japanese NER.
 
-Person names come from a spaCy named-entity model (GiNZA's ``ja_ginza`` for Japanese);
-addresses, phone numbers, e-mails, card and bank accounts, My Numbers, passports,
+Person names come from a spaCy named-entity model (GiNZA's ``ja_ginza`` for Japanese,
+each name confirmed by a Sudachi dictionary name), from Sudachi names right before an
+honorific (松本先生), and from English patterns; addresses, phone numbers, e-mails, card and bank accounts, My Numbers, passports,
 driver's licences, IP addresses and secrets from pattern recognisers whose regexes and
 scores live in ``conf/base/parameters_pii.yml``. The checks that regexes cannot make
 (Luhn, the My Number check digit, IBAN mod 97, ``ipaddress``, digit counts) are the
@@ -250,14 +251,14 @@ class _SudachiTokens:
         """The ``(start, end)`` of every matching token; with ``followed_by``, only of
         those whose next token's surface is one of these words."""
         tokens = self._tokenizer.tokenize(text)
-        nexts = [t.surface() for t in tokens][1:] + [""]
-        return [
-            (token.begin(), token.end())
-            for token, next_surface in zip(tokens, nexts, strict=True)
-            if self._matches(token)
-            and self._surface.search(token.surface())
-            and (not followed_by or next_surface in followed_by)
-        ]
+        spans = []
+        for i, token in enumerate(tokens):
+            if not (self._matches(token) and self._surface.search(token.surface())):
+                continue
+            if followed_by and (i + 1 == len(tokens) or tokens[i + 1].surface() not in followed_by):
+                continue
+            spans.append((token.begin(), token.end()))
+        return spans
 
 
 class _NerRecognizer(SpacyRecognizer):
