@@ -6,6 +6,8 @@
   the command that resumes the run.
 - :class:`CompletionNotificationHooks`: runs the shell command in ``run_hooks.notify_command``
   (off by default) once the run has ended, e.g. to play a sound.
+- :class:`LaunchedProcessHooks`: under ``accelerate launch`` every process runs the pipeline;
+  only the main one writes the catalog, the others write into a folder of their own.
 
 Registered in ``settings.py``. They watch, never decide: nothing they do changes whether a
 run succeeds. Timings come from the process that runs the nodes, i.e. SequentialRunner (the
@@ -15,21 +17,25 @@ table stays empty.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import psutil
 from kedro.framework.hooks import hook_impl
-from kedro.io import CatalogProtocol
-from kedro.pipeline import Node
+from kedro.io import AbstractDataset, CatalogProtocol, MemoryDataset
+from kedro.pipeline import Node, Pipeline
 
 if TYPE_CHECKING:
     from kedro.framework.context import KedroContext
@@ -309,3 +315,57 @@ class CompletionNotificationHooks:
     def _notify(self, status: str, run_params: dict[str, Any]) -> None:
         if self._command:
             run_notify_command(self._command, status, run_params["run_id"], self._timeout_s)
+
+
+def launch_rank() -> int:
+    """This process's rank under ``accelerate launch`` (0 in a plain run).
+
+    accelerate's own reading of the launchers' variables (torchrun's ``RANK``, MPI's
+    ``PMI_RANK`` ...), usable before any process group exists; despite its name it serves
+    GPU launches too.
+    """
+    from accelerate.utils.environment import get_cpu_distributed_information
+
+    return get_cpu_distributed_information().rank
+
+
+def rank_private_dataset(name: str, catalog: CatalogProtocol, folder: Path) -> AbstractDataset:
+    """``name``'s dataset, writing under ``folder`` instead of its catalog path, unversioned.
+
+    Same type and arguments, so a later node loads what it would load from the catalog (a
+    model folder's path, a frame ...); a dataset without a ``filepath`` lives in memory.
+    """
+    config = dict(catalog.config_resolver.resolve_pattern(name))
+    if "filepath" not in config:
+        return MemoryDataset()
+    config["filepath"] = str(folder / name / Path(config["filepath"]).name)
+    config.pop("versioned", None)
+    return AbstractDataset.from_config(name, config)
+
+
+class LaunchedProcessHooks:
+    """Under ``accelerate launch`` (DDP/FSDP) each process runs the whole ``kedro run``: the
+    nodes before and after training run in every process, and training itself is one
+    distributed run (the loop writes checkpoints and progress logs from the main process).
+
+    So that one run leaves one set of outputs, a process other than the main one (rank 0)
+    saves every dataset the pipeline produces, and the run summary, into a temporary folder
+    of its own, removed when the process exits: versioned datasets are not saved twice
+    under two save versions, nothing collides, and its own nodes still read what it made.
+    """
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, pipeline: Pipeline, catalog: CatalogProtocol) -> None:
+        rank = launch_rank()
+        if rank == 0:
+            return
+        folder = Path(tempfile.mkdtemp(prefix=f"so8t-rank{rank}-"))
+        # At exit, not at the pipeline's end: a training stopped by a signal leaves the
+        # run with SystemExit, which no pipeline hook sees.
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        written = {*pipeline.all_outputs(), RUN_SUMMARY_DATASET}
+        for name in sorted(written):
+            if name in catalog and not _lives_in_memory(name, catalog):
+                catalog[name] = rank_private_dataset(name, catalog, folder)
+        logger.info("Process %d of an accelerate launch: its catalog outputs go to %s "
+                    "(the main process writes the run's)", rank, folder)

@@ -2,7 +2,12 @@
 
 from kedro.config import OmegaConfigLoader
 
-from so8t_kedro.hooks import CompletionNotificationHooks, NodeFailureHooks, RunSummaryHooks
+from so8t_kedro.hooks import (
+    CompletionNotificationHooks,
+    LaunchedProcessHooks,
+    NodeFailureHooks,
+    RunSummaryHooks,
+)
 from so8t_kedro.logging_filters import silence_benign_noise
 from so8t_kedro.tracking.cards import ModelCardHooks
 from so8t_kedro.tracking.hooks import MlflowTrackingHooks
@@ -10,8 +15,8 @@ from so8t_kedro.tracking.hooks import MlflowTrackingHooks
 # Here, before Kedro builds its config loader, which raises the first benign warning.
 silence_benign_noise()
 
-HOOKS = (RunSummaryHooks(), NodeFailureHooks(), CompletionNotificationHooks(),
-         MlflowTrackingHooks(), ModelCardHooks())
+HOOKS = (LaunchedProcessHooks(), RunSummaryHooks(), NodeFailureHooks(),
+         CompletionNotificationHooks(), MlflowTrackingHooks(), ModelCardHooks())
 # MlflowTrackingHooks runs kedro-mlflow's hook itself, only while tracking.enabled is true.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
 

@@ -7,6 +7,7 @@ these nodes connect them to the catalog.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 import optuna
 import pandas as pd
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from matplotlib.figure import Figure
 from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
@@ -36,7 +39,7 @@ from so8t_kedro.training.hpo import (
     study_storage,
     trials_table,
 )
-from so8t_kedro.training.loop import LOSS_TERMS, train_so8t
+from so8t_kedro.training.loop import LOSS_TERMS, train_so8t, trainable_state
 
 logger = logging.getLogger(__name__)
 
@@ -167,10 +170,29 @@ def train_so8t_adapter(
     except TrainingInterrupted as stop:
         # Stopped by a signal after an emergency checkpoint (the loop printed how to resume):
         # leave the way the signal asks, with 128 + its number, not as a crashed node.
-        logger.warning("%s", stop)
+        # Under `accelerate launch` every process says so, each with its rank.
+        process = PartialState()
+        logger.warning("Process %d of %d: %s", process.process_index, process.num_processes,
+                       stop)
         raise SystemExit(stop.exit_code) from None
-    summary = {**result.summary, "hpo_overrides": dict(hpo_best_params)}
+    digests = process_weight_digests(result.model)
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"training: the {len(digests)} processes of this accelerate launch "
+                           f"ended with different trainable weights (SHA-256 {digests}); the "
+                           "adapter of any one of them is not the run's")
+    summary = {**result.summary, "hpo_overrides": dict(hpo_best_params),
+               "trainable_weights_sha256": digests}
     return AdapterBundle(result.model, result.tokenizer), result.history, summary
+
+
+def process_weight_digests(model) -> list[str]:
+    """The SHA-256 of the trainable weights (LoRA, gates, modules trained in full) in each
+    process of the run, in rank order: one entry in a plain run, N under ``accelerate launch``
+    (DDP keeps them identical; this checks that it did)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(trainable_state(model).items()):
+        digest.update(name.encode() + tensor.float().numpy().tobytes())
+    return gather_object([digest.hexdigest()])
 
 
 def plot_learning_curve(training_history: pd.DataFrame) -> Figure:
