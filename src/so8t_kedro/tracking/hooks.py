@@ -29,7 +29,8 @@ On top of kedro-mlflow, this hook logs (names from conf/base/parameters_tracking
   process leaves unfinished (a training stopped by SIGINT/SIGTERM exits with SystemExit,
   which Kedro's error hook does not see) is marked KILLED, not FINISHED.
 
-The training loop logs each optimiser step itself (:mod:`so8t_kedro.tracking.steps`).
+The training loop logs each optimiser step itself (:mod:`so8t_kedro.tracking.steps`); the
+hook waits for those writes before the run ends (finished, failed or interrupted).
 """
 
 from __future__ import annotations
@@ -48,10 +49,9 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, CatalogProtocol
 from kedro.pipeline import Node, Pipeline
 
-from so8t_kedro.hooks import launch_rank
 from so8t_kedro.model_card import CARD_FILE
 from so8t_kedro.tracking.config import TrackingConfig
-from so8t_kedro.tracking.steps import MAX_BATCH_METRICS
+from so8t_kedro.tracking.steps import MAX_BATCH_METRICS, flush_step_trackers
 
 if TYPE_CHECKING:
     from kedro.framework.context import KedroContext
@@ -137,9 +137,7 @@ class MlflowTrackingHooks:
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
         self._config = TrackingConfig.from_params(context.params)
-        # Under `accelerate launch` the main process tracks the run; another would start a
-        # second MLflow run for the same training.
-        if self._config is None or launch_rank() != 0:
+        if self._config is None:
             self._kedro_mlflow = None
             return
         from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
@@ -227,7 +225,7 @@ class MlflowTrackingHooks:
             return
         for dataset_name, folder in self._saved_models.items():
             self._register(dataset_name, folder)
-        self._flush()
+        flush_step_trackers()  # the training loop's steps still held
         self._kedro_mlflow.after_pipeline_run(run_params, pipeline, catalog)
         atexit.unregister(self._end_interrupted)
 
@@ -238,7 +236,7 @@ class MlflowTrackingHooks:
             return
         # MLflow's tag values are limited to 8,000 characters; the start says what failed.
         self._client.set_tag(self._run_id, "error", f"{type(error).__name__}: {error}"[:8000])
-        self._flush()
+        flush_step_trackers()  # the training loop's steps still held
         self._kedro_mlflow.on_pipeline_error(error, run_params, pipeline, catalog)
         atexit.unregister(self._end_interrupted)
 
@@ -246,16 +244,11 @@ class MlflowTrackingHooks:
         """Mark ``run_id`` KILLED, the process leaving while it is in progress."""
         import mlflow
 
+        flush_step_trackers()
         self._client.set_tag(run_id, "error", "interrupted: the process exited during the run")
         while mlflow.active_run() is not None:
             mlflow.end_run("KILLED")
         self._client.set_terminated(run_id, "KILLED")
-
-    def _flush(self) -> None:
-        """Wait for the training loop's queued step metrics (asynchronous logging)."""
-        import mlflow
-
-        mlflow.flush_async_logging()
 
     def _load_version(self, dataset_name: str) -> str | None:
         dataset = self._catalog.get(dataset_name)
