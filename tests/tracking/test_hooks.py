@@ -9,6 +9,7 @@ import yaml
 
 from so8t_kedro.tracking.config import TrackingConfig
 from so8t_kedro.tracking.hooks import (
+    declares_kedro_mlflow_dataset,
     mlflow_name,
     numeric_leaves,
     project_sqlite_uri,
@@ -72,6 +73,15 @@ def test_every_html_report_in_the_catalog_is_logged():
             if str(entry.get("filepath", "")).endswith(".html")}
     assert html == set(TrackingConfig.from_params(base_tracking()).reports)
     assert {"evaluation_report", "ab_test_report", "export_report"} <= html
+
+
+def test_kedro_mlflow_datasets_are_found_in_entries_and_factories_but_not_in_ours():
+    entries = {}
+    for path in (PROJECT_ROOT / "conf/base").glob("catalog*.yml"):
+        entries.update(yaml.safe_load(path.read_text()))
+    assert not declares_kedro_mlflow_dataset(entries)
+    assert declares_kedro_mlflow_dataset(
+        {**entries, "{name}_history": {"type": "kedro_mlflow.io.metrics.MlflowMetricHistoryDataset"}})
 
 
 def test_an_unknown_key_is_an_error_naming_it():

@@ -1,8 +1,9 @@
 """MLflow tracking of Kedro runs: kedro-mlflow, switched by ``tracking.enabled``, and more.
 
 kedro-mlflow (checked against 2.0.3, which supports Kedro >= 1.0, < 2) starts one MLflow
-run per ``kedro run``, logs the parameters of every node that runs (flattened, see
-conf/base/mlflow.yml) and ends the run FINISHED, or FAILED when the pipeline fails. It
+run per ``kedro run`` and ends it FINISHED, or FAILED when the pipeline fails. The
+parameters of every node that runs are logged as kedro-mlflow names them (flattened, see
+conf/base/mlflow.yml), by this hook, in batches rather than one store write each. It
 registers its hook as a plugin; ``settings.py`` disables that registration and registers
 :class:`MlflowTrackingHooks` instead, which runs kedro-mlflow's hook only while
 ``tracking.enabled`` is true: with tracking off no MLflow run starts and no store is
@@ -109,6 +110,12 @@ def project_sqlite_uri(uri: str, project_path: Path) -> str:
     return uri
 
 
+def declares_kedro_mlflow_dataset(conf_catalog: dict[str, Any]) -> bool:
+    """Whether a catalog entry (or dataset factory) has a kedro-mlflow dataset type."""
+    return any(isinstance(entry, Mapping) and "kedro_mlflow" in str(entry.get("type", ""))
+               for entry in conf_catalog.values())
+
+
 def git_state(project_path: Path) -> dict[str, str]:
     """The commit and whether tracked files have uncommitted changes; {} outside git."""
     def git(*args: str) -> str:
@@ -163,8 +170,12 @@ class MlflowTrackingHooks:
                               load_versions: dict) -> None:
         if not self._on:
             return
-        self._kedro_mlflow.after_catalog_created(catalog, conf_catalog, conf_creds,
-                                                 parameters, save_version, load_versions)
+        # kedro-mlflow's hook here only names its own metric datasets after their entries,
+        # and to find them it instantiates every dataset of the catalog (seconds of imports
+        # per run): it runs only when the catalog declares one.
+        if declares_kedro_mlflow_dataset(conf_catalog):
+            self._kedro_mlflow.after_catalog_created(catalog, conf_catalog, conf_creds,
+                                                     parameters, save_version, load_versions)
         self._catalog = catalog
         self._save_version = save_version
 
@@ -187,8 +198,18 @@ class MlflowTrackingHooks:
     @hook_impl
     def before_node_run(self, node: Node, catalog: CatalogProtocol, inputs: dict[str, Any],
                         is_async: bool) -> None:
-        if self._on:
-            self._kedro_mlflow.before_node_run(node, catalog, inputs, is_async)
+        if not self._on:
+            return
+        params = {name: value for name, value in inputs.items()
+                  if name.startswith("params:") or name == "parameters"}
+        # kedro-mlflow makes the run active in the node's thread (the training loop's step
+        # tracker logs to it) and would log each parameter in a store transaction of its
+        # own (~1 s before the training node); it gets the other inputs, and the
+        # parameters go in batches.
+        self._kedro_mlflow.before_node_run(
+            node, catalog, {name: value for name, value in inputs.items() if name not in params},
+            is_async)
+        self._log_node_params(params)
 
     @hook_impl
     def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
@@ -249,6 +270,30 @@ class MlflowTrackingHooks:
         while mlflow.active_run() is not None:
             mlflow.end_run("KILLED")
         self._client.set_terminated(run_id, "KILLED")
+
+    def _log_node_params(self, params: dict[str, Any]) -> None:
+        """The node's parameter inputs named and flattened as kedro-mlflow does (mlflow.yml's
+        ``tracking.params``), a batch per 100 (MLflow's limit); a value too long for a
+        parameter goes through kedro-mlflow's ``long_params_strategy``."""
+        from kedro_mlflow.framework.hooks.utils import _flatten_dict
+        from mlflow.entities import Param
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+
+        kedro_mlflow = self._kedro_mlflow
+        dict_params = kedro_mlflow.mlflow_config.tracking.params.dict_params
+        params = {name.removeprefix("params:"): value for name, value in params.items()}
+        if dict_params.flatten:
+            params = _flatten_dict(params, recursive=dict_params.recursive, sep=dict_params.sep)
+        batch = []
+        for name, value in params.items():
+            name = kedro_mlflow.sanitize_param_name(name)
+            if len(str(value)) <= MAX_PARAM_VAL_LENGTH:
+                batch.append(Param(name, str(value)))
+            else:
+                kedro_mlflow._log_param(name, value)
+        for start in range(0, len(batch), MAX_PARAMS_TAGS_PER_BATCH):
+            self._client.log_batch(self._run_id,
+                                   params=batch[start:start + MAX_PARAMS_TAGS_PER_BATCH])
 
     def _load_version(self, dataset_name: str) -> str | None:
         dataset = self._catalog.get(dataset_name)
