@@ -207,6 +207,39 @@ def test_sudachi_name_rules_spare_look_alikes(scrub, text):
     assert scrub(text) == (text, {})
 
 
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # the fifth set: a name after a phrase that asks to look into a person, with a
+        # given name not on the list
+        ("Background check on Olumide Adeyemi, please", "Background check on <PERSON>, please",
+         {"PERSON": 1}),
+        # a place the dictionary also lists as a surname stays a name before さん
+        ("千葉さんの電話番号を教えて", "<PERSON>さんの電話番号を教えて", {"PERSON": 1}),
+        # a password after a login pair or the word is still found next to the version rule
+        ("login v1.2 / Adm1n!2024", "login v1.2 / <SECRET>", {"SECRET": 1}),
+    ],
+)
+def test_what_the_fifth_held_out_set_missed(scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "How did Marie Antoinette die?",  # the fifth set's false alarm: the allow-list
+        "マリー・アントワネットはどのように亡くなったのですか?",
+        "富士山ちゃんに登りたい",  # places only, not surnames, before an honorific
+        "京都さんは観光客が多い",
+        "login v1.2 / v2.0",  # version numbers, not a password
+        "password v2.0 release notes",
+        "the login page moved from 1.9 / 2.0.1-beta",
+    ],
+)
+def test_fifth_set_rules_spare_look_alikes(scrub, text):
+    assert scrub(text) == (text, {})
+
+
 # ------------------------------------------------------------------ each type
 
 

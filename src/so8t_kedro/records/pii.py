@@ -167,6 +167,10 @@ class HonorificNamesConfig(_Strict):
 
     languages: list[str]
     pos: str
+    # A token whose part of speech matches place_pos counts only when the dictionary
+    # also lists its surface with a part of speech matching also_listed_as.
+    place_pos: str
+    also_listed_as: str
     surface: str
     honorifics: list[str] = Field(min_length=1)
     score: float = Field(ge=0.0, le=1.0)
@@ -242,14 +246,20 @@ class _SudachiTokens:
     def __init__(self, pos_pattern: str, surface_pattern: str):
         import sudachipy
 
-        dictionary = _sudachi_dictionary()
+        self._dictionary = _sudachi_dictionary()
         pattern, self._surface = regex.compile(pos_pattern), regex.compile(surface_pattern)
-        self._matches = dictionary.pos_matcher(lambda pos: bool(pattern.search("-".join(pos))))
-        self._tokenizer = dictionary.create(sudachipy.SplitMode.C)
+        self._matches = self._dictionary.pos_matcher(
+            lambda pos: bool(pattern.search("-".join(pos)))
+        )
+        self._tokenizer = self._dictionary.create(sudachipy.SplitMode.C)
 
-    def spans(self, text: str, followed_by: frozenset[str] = frozenset()) -> list[tuple[int, int]]:
+    def spans(
+        self, text: str, followed_by: frozenset[str] = frozenset(),
+        keep: Callable[[Any], bool] | None = None,
+    ) -> list[tuple[int, int]]:
         """The ``(start, end)`` of every matching token; with ``followed_by``, only of
-        those whose next token's surface is one of these words."""
+        those whose next token's surface is one of these words; with ``keep``, only of
+        those it accepts."""
         tokens = self._tokenizer.tokenize(text)
         spans = []
         for i, token in enumerate(tokens):
@@ -257,8 +267,18 @@ class _SudachiTokens:
                 continue
             if followed_by and (i + 1 == len(tokens) or tokens[i + 1].surface() not in followed_by):
                 continue
+            if keep is not None and not keep(token):
+                continue
             spans.append((token.begin(), token.end()))
         return spans
+
+    def listed_as(self, surface: str, pos_pattern: regex.Pattern) -> bool:
+        """Whether the dictionary has an entry for exactly this word whose part of
+        speech matches (松本 is listed as a place and as a surname)."""
+        return any(
+            m.surface() == surface and pos_pattern.search("-".join(m.part_of_speech()))
+            for m in self._dictionary.lookup(surface)
+        )
 
 
 class _NerRecognizer(SpacyRecognizer):
@@ -295,6 +315,8 @@ class _HonorificNameRecognizer(EntityRecognizer):
             supported_language=language,
         )
         self._tokens = _SudachiTokens(config.pos, config.surface)
+        self._place = regex.compile(config.place_pos)
+        self._person = regex.compile(config.also_listed_as)
         self._honorifics = frozenset(config.honorifics)
         self._score = config.score
         self._screen = regex.compile("|".join(map(regex.escape, config.honorifics)))
@@ -306,10 +328,17 @@ class _HonorificNameRecognizer(EntityRecognizer):
         """Whether an honorific occurs at all (the tokenizer runs only then)."""
         return self._screen.search(text) is not None
 
+    def _is_name(self, token: Any) -> bool:
+        """A person name, or a place name the dictionary also lists as a person name
+        (松本先生; not 京都さん)."""
+        if not self._place.search("-".join(token.part_of_speech())):
+            return True
+        return self._tokens.listed_as(token.surface(), self._person)
+
     def analyze(self, text, entities, nlp_artifacts=None):
         return [
             RecognizerResult("PERSON", start, end, self._score)
-            for start, end in self._tokens.spans(text, self._honorifics)
+            for start, end in self._tokens.spans(text, self._honorifics, self._is_name)
         ]
 
 
