@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH_METRICS = 1000  # MLflow's limit per log_batch call
 
-# Trackers whose writer may still hold steps (see flush_step_trackers).
+# Trackers whose writer has not written its last steps (see flush_step_trackers).
 _unflushed: set[MlflowStepTracker] = set()
 _unflushed_lock = threading.Lock()
 
@@ -86,13 +86,13 @@ class MlflowStepTracker(GeneralTracker):
         """Finish and wait until every step logged is in the store."""
         self.finish()
         self._writer.join()
-        with _unflushed_lock:
-            _unflushed.discard(self)
 
     def _write_until_finished(self) -> None:
         while not self._finishing.wait(self.interval_s):
             self._write_held()
         self._write_held(last=True)
+        with _unflushed_lock:
+            _unflushed.discard(self)
 
     def _write_held(self, last: bool = False) -> None:
         from mlflow.entities import Metric
