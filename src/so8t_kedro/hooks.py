@@ -364,8 +364,15 @@ class LaunchedProcessHooks:
         # run with SystemExit, which no pipeline hook sees.
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         written = {*pipeline.all_outputs(), RUN_SUMMARY_DATASET}
-        for name in sorted(written):
-            if name in catalog and not _lives_in_memory(name, catalog):
-                catalog[name] = rank_private_dataset(name, catalog, folder)
+        # The catalog warns of every entry replaced; here replacing them is the point.
+        catalog_logger = logging.getLogger("kedro.io.data_catalog")
+        level = catalog_logger.level
+        catalog_logger.setLevel(logging.ERROR)
+        try:
+            for name in sorted(written):
+                if name in catalog and not _lives_in_memory(name, catalog):
+                    catalog[name] = rank_private_dataset(name, catalog, folder)
+        finally:
+            catalog_logger.setLevel(level)
         logger.info("Process %d of an accelerate launch: its catalog outputs go to %s "
                     "(the main process writes the run's)", rank, folder)

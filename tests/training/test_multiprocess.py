@@ -11,19 +11,25 @@ step, not one per micro-batch.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 import psutil
 import pytest
+from kedro.io import DataCatalog
+from kedro.pipeline import Node, Pipeline
+from kedro_datasets.json import JSONDataset
 
+from so8t_kedro.hooks import LaunchedProcessHooks
 from so8t_kedro.training.checkpoint import load
 from so8t_kedro.training.loop import LOSS_TERMS
 from tests.helpers.project import SFT_VERSION, project_parameters, write_sft_samples
@@ -34,8 +40,6 @@ PROCESSES = 2
 SESSIONS = Path(project_parameters()["training"]["checkpoint"]["dir"])  # in a project copy
 # A version folder of a versioned dataset (Kedro's save-version timestamp).
 VERSION = re.compile(r"\d{4}-\d\d-\d\dT\d\d\.\d\d\.\d\d\.\d{3}Z")
-
-pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -137,6 +141,7 @@ def rank_pids(launcher: subprocess.Popen, deadline: float) -> dict[int, int]:
     raise AssertionError(finish(launcher)[-3000:])
 
 
+@pytest.mark.slow
 def test_training_pipeline_under_two_processes(kedro_project, sft_samples, pipeline_params):
     """One test, so that the uninterrupted two-process run is the reference both for one
     process and for the stopped and resumed runs (each launch costs ~15 s)."""
@@ -216,6 +221,36 @@ def test_training_pipeline_under_two_processes(kedro_project, sft_samples, pipel
     assert summary["trainable_weights_sha256"] == digests
 
 
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_only_the_main_process_writes_the_catalog(rank, tmp_path, monkeypatch, caplog):
+    """The hook alone: a process of rank > 0 saves the pipeline's outputs, as the same
+    dataset type, unversioned, into a folder of its own (quietly: no catalog warning per
+    entry); the main process's catalog stays as it is."""
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    caplog.set_level(logging.WARNING, logger="kedro.io.data_catalog")
+    report = tmp_path / "data/report.json"
+    catalog = DataCatalog.from_config({
+        "report": {"type": "json.JSONDataset", "filepath": str(report), "versioned": True},
+        "samples": {"type": "json.JSONDataset", "filepath": str(tmp_path / "samples.json")}})
+    pipeline = Pipeline([Node(len, "samples", "report", name="count")])
+    LaunchedProcessHooks().before_pipeline_run(pipeline, catalog)
+    catalog.save("report", 3)
+    assert catalog.load("report") == 3
+    if rank == "0":
+        assert len(list(report.glob("*/report.json"))) == 1  # where the catalog says
+        assert not list((tmp_path / "tmp").iterdir())
+    else:
+        assert not report.exists()
+        assert isinstance(catalog["report"], JSONDataset)
+        [folder] = (tmp_path / "tmp").glob("so8t-rank1-*")
+        assert json.loads((folder / "report/report.json").read_text()) == 3
+    assert "Replacing dataset" not in caplog.text
+    # An input the run does not produce is read where it lives, in every process.
+    assert catalog["samples"]._filepath.parent == tmp_path
+
+
 # ------------------------------------------------------------- the loop, instrumented
 
 @pytest.fixture
@@ -225,6 +260,7 @@ def samples_path(sft_samples, tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_logged_losses_are_the_mean_over_processes_and_one_all_reduce_per_step(
         tiny_base_dir, samples_path, training_params, tmp_path):
     """Global batch 8 (4 per process), accumulation 2: 3 micro-batches and 2 optimiser steps
