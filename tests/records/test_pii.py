@@ -240,6 +240,87 @@ def test_fifth_set_rules_spare_look_alikes(scrub, text):
     assert scrub(text) == (text, {})
 
 
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # given names from the package's multinational list, no cue word before them
+        ("I need the home address of Gareth Pryce", "I need the home address of <PERSON>",
+         {"PERSON": 1}),
+        ("Forward the invoice to Tomasz Kowalczyk by Friday",
+         "Forward the invoice to <PERSON> by Friday", {"PERSON": 1}),
+        ("同僚のSanjay Mehtaさんに連絡して", "同僚の<PERSON>さんに連絡して", {"PERSON": 1}),
+        # pairs overlap: "Mr Oscar" is no pair, "Oscar Lindgren" is
+        ("Mr Oscar Lindgren called about the refund", "Mr <PERSON> called about the refund",
+         {"PERSON": 1}),
+        # North American numbers without parentheses, with or without 1-
+        ("My cell is 415-555-0183 if anything comes up", "My cell is <PHONE> if anything comes up",
+         {"PHONE_NUMBER": 1}),
+        ("call 1-212-555-0147 after six", "call <PHONE> after six", {"PHONE_NUMBER": 1}),
+        # 条通 addresses with a lot number, a street with a direction
+        ("北海道旭川市5条通8丁目12番地の店舗", "<ADDRESS>の店舗", {"ADDRESS": 1}),
+        ("She moved to 88 Queen Street West last month", "She moved to <ADDRESS> last month",
+         {"ADDRESS": 1}),
+        # the digit count between the keyword and the number, DL # and five groups
+        ("マイナンバー(12桁)は 2468 1357 9024", "マイナンバー(12桁)は <ID>", {"MY_NUMBER": 1}),
+        ("DL # F255-921-50-094-0", "DL # <ID>", {"DRIVER_LICENSE": 1}),
+    ],
+)
+def test_what_the_sixth_held_out_set_missed(scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # public figures in public-fact questions (pii.public_facts), not on the allow-list
+        "How many points did Michael Jordan score in his career?",
+        "Explain George Boole's contribution to logic",
+        "Where was Frederick Douglass born?",
+        "Who painted the Mona Lisa, Leonardo da Vinci?",
+        "北条時宗と元寇の関係を説明して",
+        "伊能忠敬はどうやって日本地図を作った?",
+        # firms named after people
+        "Compare Charles Schwab and Fidelity fees",
+        "List the brands owned by Procter & Gamble",
+        # a four-part version after driver, not an IP address
+        "Roll back the GPU driver 2.10.1.1 to the previous one",
+        # stop words and place openings on the package's list are not given names
+        "Can You help me with this?",
+        "San Francisco weather this week",
+        "Hong Kong dollars to yen",
+        "What happened at Pearl Harbor?",
+        # number groups that are not North American phone numbers
+        "The 2024-25 season had 234-567 fans",
+    ],
+)
+def test_sixth_set_rules_spare_look_alikes(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a question frame with a private word: the person is private
+        ("Who is Sanjay Mehta dating these days? He lives next door to me.",
+         "Who is <PERSON> dating these days? He lives next door to me."),
+        ("Explain to my coworker Aisha Rahman how the VPN works",
+         "Explain to my coworker <PERSON> how the VPN works"),
+        # "who is" alone is no public-fact frame
+        ("Who is Nadia Petrova?", "Who is <PERSON>?"),
+    ],
+)
+def test_public_fact_frame_keeps_private_persons_replaced(scrub, text, expected):
+    assert scrub(text) == (expected, {"PERSON": 1})
+
+
+def test_package_given_names_are_multinational_plain_names(pii_params):
+    config = pii.PackageNamesConfig(**pii_params["given_name_pairs"]["package_names"])
+    names = pii.package_given_names(config)
+    assert {"Gareth", "Aisha", "Sanjay", "Keiko", "Oscar", "Nadia", "Tomasz"} <= names
+    assert len(names) > 30_000
+    assert all(name.isascii() and name.isalpha() and name.istitle() for name in names)
+
+
 # ------------------------------------------------------------------ each type
 
 
@@ -716,6 +797,12 @@ def test_a_word_list_a_pattern_names_must_exist(pii_params):
     recognizer["patterns"] = [{"name": "p", "regex": "(?:{{titles}}) X", "score": 0.5}]
     with pytest.raises(ValueError, match=r"no words for \['titles'\]"):
         PiiConfig.model_validate({**pii_params, "recognizers": [recognizer]})
+
+
+def test_public_facts_need_the_same_languages_in_frame_and_private(pii_params):
+    public_facts = {**pii_params["public_facts"], "private": {"en": "my"}}
+    with pytest.raises(ValueError, match="same languages"):
+        PiiConfig.model_validate({**pii_params, "public_facts": public_facts})
 
 
 def test_unknown_validator_is_named(pii_params):

@@ -17,6 +17,7 @@ whose default would fetch ``en_core_web_lg``.
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import ipaddress
 import logging
 from collections import Counter
@@ -143,11 +144,14 @@ class RecognizerConfig(_Strict):
 
     def expanded(self, pattern: PatternConfig) -> str:
         """The pattern's regex with every {{name}} replaced by its word list."""
-        return regex.sub(
-            r"\{\{(\w+)\}\}",
-            lambda m: "|".join(map(regex.escape, self.words[m.group(1)])),
-            pattern.regex,
-        )
+        return _expand_words(pattern.regex, self.words)
+
+
+def _expand_words(pattern: str, words: Mapping[str, Sequence[str]]) -> str:
+    """A regex with every {{name}} replaced by the alternation of words[name] (escaped)."""
+    return regex.sub(
+        r"\{\{(\w+)\}\}", lambda m: "|".join(map(regex.escape, words[m.group(1)])), pattern
+    )
 
 
 class NerConfig(_Strict):
@@ -176,6 +180,53 @@ class HonorificNamesConfig(_Strict):
     score: float = Field(ge=0.0, le=1.0)
 
 
+class PackageNamesConfig(_Strict):
+    """A given-name list published inside an installed package: gender-guesser's copy of
+    Jörg Michael's ``nam_dict.txt`` (~48,000 first names from ~55 countries, each with a
+    frequency 1-13 per country), read as it is shipped."""
+
+    package: str
+    file: str
+    # A name counts when its highest frequency in any country is at least this.
+    min_frequency: int = Field(ge=1, le=13)
+
+
+class GivenNamePairsConfig(_Strict):
+    """English names as "<given name> <Capitalised surname>" (``pii.given_name_pairs``)."""
+
+    languages: list[str]
+    # Matches a candidate pair; groups ``given`` and ``surname``. {{name}} as in
+    # RecognizerConfig.words.
+    regex: str
+    words: dict[str, list[str]] = Field(default_factory=dict)
+    # Given names always taken (the project's list), names from the package ...
+    names: list[str]
+    package_names: PackageNamesConfig
+    # ... less these (words and place-name openings that are also given names); English
+    # stop words (spaCy's list) are never a given name or a surname.
+    not_names: list[str]
+    # A pair right after this (a capitalised word inside a sentence, group ``word``) is
+    # the end of a longer proper name (The New York Times), unless the word is a given
+    # name (Mary Ann Smith) or one of ``titles`` (Mr Oscar Lindgren).
+    longer_name_before: str
+    titles: list[str]
+    score: float = Field(ge=0.0, le=1.0)
+
+
+class PublicFactsConfig(_Strict):
+    """Persons asked about as public facts stay (``pii.public_facts``)."""
+
+    entities: list[str]
+    # Per language: a question about public facts (frame) and what makes it about a
+    # private person (private); both searched in the whole text.
+    frame: dict[str, str]
+    private: dict[str, str]
+
+    def model_post_init(self, _context: Any) -> None:
+        if set(self.frame) != set(self.private):
+            raise ValueError("pii.public_facts: frame and private need the same languages")
+
+
 class PiiConfig(_Strict):
     """``params:pii`` (conf/base/parameters_pii.yml); unknown keys are errors."""
 
@@ -184,6 +235,8 @@ class PiiConfig(_Strict):
     allow_list: list[str]
     ner: NerConfig
     honorific_names: HonorificNamesConfig
+    given_name_pairs: GivenNamePairsConfig
+    public_facts: PublicFactsConfig
     recognizers: list[RecognizerConfig]
 
     def model_post_init(self, _context: Any) -> None:
@@ -342,6 +395,74 @@ class _HonorificNameRecognizer(EntityRecognizer):
         ]
 
 
+def package_given_names(config: PackageNamesConfig) -> set[str]:
+    """Given names of at least ``min_frequency`` in some country, from a package's
+    ``nam_dict.txt`` (column 0-1 gender, 3-28 the name, 30- one frequency digit 1-D
+    per country; Latin-1). Only plain capitalised ASCII names: accented ones are
+    written in the file's own escapes, and compound names (Jean+Pierre) are two names."""
+    text = (importlib.resources.files(config.package) / config.file).read_bytes()
+    names = set()
+    for line in text.decode("latin-1").splitlines():
+        if line.startswith("#") or len(line) < 31:
+            continue
+        name = line[3:29].strip()
+        if not regex.fullmatch(r"[A-Z][a-z]+", name):
+            continue
+        frequencies = [int(ch, 16) for ch in line[30:] if ch in "123456789ABCDabcd"]
+        if frequencies and max(frequencies) >= config.min_frequency:
+            names.add(name)
+    return names
+
+
+class _GivenNamePairRecognizer(EntityRecognizer):
+    """"<given name> <Surname>" where the first word is a known given name and neither
+    word is an English stop word: ``pii.given_name_pairs``."""
+
+    def __init__(self, config: GivenNamePairsConfig, language: str):
+        super().__init__(
+            supported_entities=["PERSON"], name=f"given_name_pairs_{language}",
+            supported_language=language,
+        )
+        from spacy.lang.en.stop_words import STOP_WORDS
+
+        stop_words = {word.capitalize() for word in STOP_WORDS}
+        names = set(config.names) | (
+            package_given_names(config.package_names) - set(config.not_names) - stop_words
+        )
+        self._given_names = frozenset(names)
+        self._stop_words = frozenset(stop_words)
+        self._pair = regex.compile(_expand_words(config.regex, config.words))
+        self._longer_name_before = regex.compile(config.longer_name_before)
+        self._titles = frozenset(config.titles)
+        self._score = config.score
+
+    def load(self) -> None:
+        """Nothing to load: the name list is read in ``__init__``."""
+
+    def _ends_a_longer_name(self, text: str, start: int) -> bool:
+        before = self._longer_name_before.search(text, 0, start)
+        return before is not None and not (
+            before["word"] in self._given_names or before["word"] in self._titles
+        )
+
+    def _pairs(self, text: str) -> Iterator[Any]:
+        # overlapped: "Mr Oscar Lindgren" is tried as "Mr Oscar" and "Oscar Lindgren"
+        for match in self._pair.finditer(text, overlapped=True):
+            if (match["given"] in self._given_names
+                    and match["surname"] not in self._stop_words
+                    and not self._ends_a_longer_name(text, match.start())):
+                yield match
+
+    def may_match(self, text: str) -> bool:
+        return next(self._pairs(text), None) is not None
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        return [
+            RecognizerResult("PERSON", match.start(), match.end(), self._score)
+            for match in self._pairs(text)
+        ]
+
+
 def _load_pipeline(language: str, model: str, exclude: Sequence[str]) -> spacy.Language:
     """An installed spaCy package, or spaCy's blank tokenizer; never a download."""
     if model == BLANK_MODEL:
@@ -400,8 +521,14 @@ class PiiScrubber:
                 registry.add_recognizer(_NerRecognizer(language, config.ner, confirm))
         # Recognisers that say cheaply whether they can match a text (may_match).
         self._pattern_recognizers: dict[
-            str, list[_ValidatedPatternRecognizer | _HonorificNameRecognizer]
+            str,
+            list[_ValidatedPatternRecognizer | _HonorificNameRecognizer | _GivenNamePairRecognizer],
         ] = {language: [] for language in languages}
+        for language in config.given_name_pairs.languages:
+            if language in pipelines:
+                given_name_pairs = _GivenNamePairRecognizer(config.given_name_pairs, language)
+                registry.add_recognizer(given_name_pairs)
+                self._pattern_recognizers[language].append(given_name_pairs)
         for language in config.honorific_names.languages:
             if language in pipelines:
                 honorific_names = _HonorificNameRecognizer(config.honorific_names, language)
@@ -427,6 +554,22 @@ class PiiScrubber:
             for entity, placeholder in config.placeholders.items()
         }
         self.entities = config.entity_types
+        self._public_frame = {
+            language: regex.compile(pattern) for language, pattern in config.public_facts.frame.items()
+        }
+        self._private = {
+            language: regex.compile(pattern)
+            for language, pattern in config.public_facts.private.items()
+        }
+
+    def _asks_public_facts(self, text: str, language: str) -> bool:
+        """Whether the text asks a public-fact question (who was, explain ... 's
+        contribution, 功績, 説明して) with no word of a private relation or private data
+        (my, neighbour, address, 同僚, 住所, an honorific): then the persons in it are
+        public figures, asked about as such (``pii.public_facts``)."""
+        frame = self._public_frame.get(language)
+        return (frame is not None and frame.search(text) is not None
+                and self._private[language].search(text) is None)
 
     def _runs_ner(self, text: str, language: str) -> bool:
         """Whether the text goes through the named-entity model: never for a pipeline
@@ -490,6 +633,8 @@ class PiiScrubber:
                 score_threshold=self.config.score_threshold,
                 allow_list=self.config.allow_list,
             )
+            if results and self._asks_public_facts(text, language):
+                results = [r for r in results if r.entity_type not in self.config.public_facts.entities]
             if not results:
                 return ScrubResult(text)
             anonymized = self.anonymizer.anonymize(
