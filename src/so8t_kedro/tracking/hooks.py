@@ -50,6 +50,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, CatalogProtocol
 from kedro.pipeline import Node, Pipeline
 
+from so8t_kedro.hooks import launch_rank
 from so8t_kedro.model_card import CARD_FILE
 from so8t_kedro.tracking.config import TrackingConfig
 from so8t_kedro.tracking.steps import MAX_BATCH_METRICS, flush_step_trackers
@@ -144,7 +145,9 @@ class MlflowTrackingHooks:
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
         self._config = TrackingConfig.from_params(context.params)
-        if self._config is None:
+        # Under `accelerate launch` the main process tracks the run; another would start a
+        # second MLflow run for the same training.
+        if self._config is None or launch_rank() != 0:
             self._kedro_mlflow = None
             return
         from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
