@@ -34,8 +34,8 @@ import torch
 from saved_versions import latest_version
 
 from so8t_kedro import so8t
+from so8t_kedro.decision.scoring import load_scoring_model
 from so8t_kedro.pipelines.export.nodes import held_out_texts
-from so8t_kedro.scoring import load_scoring_model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ("float32", "bfloat16", "float16")

@@ -71,7 +71,7 @@ def summed_and_current_scores(model, scorer, texts, languages) -> tuple[np.ndarr
     """[N, 4] label scores of two definitions from the same per-token log-probabilities of
     each label's whole continuation: summed over every token (before), and
     ``label_scores`` (now)."""
-    from so8t_kedro.classifier import label_scores
+    from so8t_kedro.decision.classifier import label_scores
 
     summed, current = [], []
     with torch.inference_mode():
@@ -106,15 +106,15 @@ def main() -> None:
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    from so8t_kedro.classifier import FourClassScorer
+    from so8t_kedro.decision.classifier import FourClassScorer
+    from so8t_kedro.decision.metrics import classification_metrics
+    from so8t_kedro.decision.reference_classifier import fit_reference_classifier, reference_scores
+    from so8t_kedro.decision.scoring import load_scoring_model, predict_records
     from so8t_kedro.labels import LABELS
-    from so8t_kedro.metrics import classification_metrics
     from so8t_kedro.pipelines.training.nodes import (
         build_embedded_base_model,
         train_so8t_adapter,
     )
-    from so8t_kedro.reference_classifier import fit_reference_classifier, reference_scores
-    from so8t_kedro.scoring import load_scoring_model, predict_records
 
     bootstrap_project(PROJECT_ROOT)
     with KedroSession.create(project_path=PROJECT_ROOT) as session:

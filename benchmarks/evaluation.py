@@ -5,7 +5,7 @@ Uses the artefacts a ``kedro run`` left in the project (``data/06_models``,
 ``kedro run --pipelines=data_processing,thinking_sft,training``).
 
 1. Loads the latest ``embedded_base_model`` + ``so8t_adapter`` exactly as the evaluation's
-   scoring node does (``so8t_kedro.scoring.load_scoring_model``), and scores the latest
+   scoring node does (``so8t_kedro.decision.scoring.load_scoring_model``), and scores the latest
    test split with ``score_requests`` at each ``--batch-sizes`` (one warm-up pass, then the
    best of ``--repeats`` timed passes): requests/s and the per-request latency.
 2. Fits the reference classifier (``evaluation.reference_classifier`` of
@@ -42,11 +42,14 @@ import torch
 import yaml
 from saved_versions import latest_version
 
-from so8t_kedro.classifier import FourClassScorer
+from so8t_kedro.decision.classifier import FourClassScorer
+from so8t_kedro.decision.metrics import classification_metrics
+from so8t_kedro.decision.reference_classifier import (
+    fit_reference_classifier,
+    score_requests_one_by_one,
+)
+from so8t_kedro.decision.scoring import load_scoring_model, score_requests
 from so8t_kedro.labels import LABELS
-from so8t_kedro.metrics import classification_metrics
-from so8t_kedro.reference_classifier import fit_reference_classifier, score_requests_one_by_one
-from so8t_kedro.scoring import load_scoring_model, score_requests
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 AFTER_SCORING = ("compute_evaluation_metrics,plot_confusion_matrix,plot_reliability_diagram,"

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from so8t_kedro.classifier import FourClassScorer
+from so8t_kedro.decision.classifier import FourClassScorer
+from so8t_kedro.decision.metrics import softmax
+from so8t_kedro.decision.scoring import load_scoring_model, score_requests
 from so8t_kedro.labels import LABELS
-from so8t_kedro.metrics import softmax
-from so8t_kedro.scoring import load_scoring_model, score_requests
 from so8t_kedro.serve import ThinkService
 from so8t_kedro.serve.backends import stop_token_ids
 from so8t_kedro.think import SYSTEM_PROMPT, parse_reply, render_prompt

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from so8t_kedro.decision.metrics import softmax
 from so8t_kedro.labels import LABELS
-from so8t_kedro.metrics import softmax
 from so8t_kedro.serve import ThinkService
 from tests.test_viz import chromium_binary
 

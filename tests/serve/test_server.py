@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
+from so8t_kedro.decision.metrics import softmax
 from so8t_kedro.labels import LABELS
-from so8t_kedro.metrics import softmax
 from so8t_kedro.serve import ServerLimits, ThinkService
 from so8t_kedro.serve.ratelimit import RateLimiter
 from so8t_kedro.think import parse_reply, render_prompt

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from so8t_kedro.classifier import (
+from so8t_kedro.decision.classifier import (
     FourClassScorer,
     continuation_ids,
     scored_token_counts,

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from scipy.special import log_softmax
 
-from so8t_kedro.classifier import FourClassScorer, label_scores
+from so8t_kedro.decision.classifier import FourClassScorer, label_scores
+from so8t_kedro.decision.scoring import score_requests
 from so8t_kedro.export.llama_process import LlamaProcess
-from so8t_kedro.scoring import score_requests
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class LlamaCppBackend:
     the HF backend.
 
     The label scores use the same definition as :class:`FourClassScorer`
-    (:func:`~so8t_kedro.classifier.label_scores` of llama.cpp's log-softmaxed logits over
+    (:func:`~so8t_kedro.decision.classifier.label_scores` of llama.cpp's log-softmaxed logits over
     each label's continuation tokens). The probe is evaluated once and each label's
     continuation on top of its cached state.
 

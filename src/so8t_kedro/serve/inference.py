@@ -27,10 +27,10 @@ from typing import Protocol
 
 import numpy as np
 
-from so8t_kedro.classifier import FourClassScorer
+from so8t_kedro.decision.classifier import FourClassScorer
+from so8t_kedro.decision.metrics import softmax
+from so8t_kedro.decision.scoring import load_scoring_model
 from so8t_kedro.labels import LABELS
-from so8t_kedro.metrics import softmax
-from so8t_kedro.scoring import load_scoring_model
 from so8t_kedro.serve.backends import Generation, HFBackend, LlamaCppBackend, stop_token_ids
 from so8t_kedro.think import DEFAULT_FORMAT, THINK_PARTS, parse_reply, render_prompt
 from so8t_kedro.think.disclosure import disclose

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from so8t_kedro.metrics import latency_summary
+from so8t_kedro.decision.metrics import latency_summary
 from so8t_kedro.serve.inference import load_service
 
 PERFORMANCE_COLUMNS: list[str] = [

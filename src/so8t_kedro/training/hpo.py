@@ -3,8 +3,8 @@
 Each trial trains the real loop (:func:`~so8t_kedro.training.loop.train_so8t`) for a
 budget of optimiser steps with the trial's parameters, and every ``eval_every_steps``
 scores the validation split with the evaluation pipeline's classifier
-(:class:`~so8t_kedro.classifier.FourClassScorer`, :func:`~so8t_kedro.scoring.score_requests`)
-and metrics (:mod:`so8t_kedro.metrics`). The objective is reported to the pruner at each
+(:class:`~so8t_kedro.decision.classifier.FourClassScorer`, :func:`~so8t_kedro.decision.scoring.score_requests`)
+and metrics (:mod:`so8t_kedro.decision.metrics`). The objective is reported to the pruner at each
 evaluation, so unpromising trials stop early:
 
     objective = 0.5·recall(REFUSE) + 0.2·recall(ESCALATION) + 0.2·macro-F1 + 0.1·(1 − ECE)
@@ -37,10 +37,10 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from sqlalchemy.exc import OperationalError
 
-from so8t_kedro.classifier import FourClassScorer
+from so8t_kedro.decision.classifier import FourClassScorer
+from so8t_kedro.decision.metrics import classification_metrics, expected_calibration_error, softmax
+from so8t_kedro.decision.scoring import score_requests
 from so8t_kedro.labels import LABEL_TO_ID, LABELS
-from so8t_kedro.metrics import classification_metrics, expected_calibration_error, softmax
-from so8t_kedro.scoring import score_requests
 from so8t_kedro.think import request_from_prompt
 from so8t_kedro.training.checkpoint import CheckpointNotFoundError, latest
 from so8t_kedro.training.loop import StepReport, train_so8t

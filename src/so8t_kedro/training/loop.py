@@ -3,7 +3,7 @@
 Per optimiser step (``gradient_accumulation_steps`` micro-batches)::
 
     loss = cmd_weight · LM loss on completion tokens only
-         + safety_weight · cross-entropy over the four labels' log-likelihoods (classifier.py)
+         + safety_weight · cross-entropy over the four labels' log-likelihoods (decision/classifier.py)
          + λ(step) · PET(last hidden state)           (three-phase schedule)
          + orthogonal_reg · orthogonality(gates)
 
@@ -46,7 +46,7 @@ from accelerate.utils import broadcast_object_list, set_seed
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import get_cosine_schedule_with_warmup
 
-from so8t_kedro.classifier import (
+from so8t_kedro.decision.classifier import (
     DecisionReadout,
     FourClassScorer,
     additive_mask,
@@ -145,7 +145,7 @@ def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int,
 
 def collate(examples: Sequence[Example], pad_id: int,
             readout: DecisionReadout | None = None) -> dict[str, torch.Tensor]:
-    """Left-pad a micro-batch (:func:`so8t_kedro.classifier.decision_rows`), each sample
+    """Left-pad a micro-batch (:func:`so8t_kedro.decision.classifier.decision_rows`), each sample
     followed by ``readout``'s decision tail when given.
 
     ``attention_mask`` is the 2-D mask of the samples' real tokens (padding and tail are

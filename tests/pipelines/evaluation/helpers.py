@@ -10,8 +10,8 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.text import TextDataset
 
+from so8t_kedro.decision.scoring import predictions_table
 from so8t_kedro.labels import LABELS
-from so8t_kedro.scoring import predictions_table
 from tests.catalog_helpers import PersistedMemoryDataset
 from tests.helpers.project import project_parameters
 

@@ -14,6 +14,8 @@ from kedro.io import MemoryDataset
 from kedro.runner import SequentialRunner
 from sklearn.metrics import f1_score
 
+from so8t_kedro.decision.reference_classifier import fit_reference_classifier
+from so8t_kedro.decision.scoring import load_scoring_model
 from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.evaluation import create_pipeline
 from so8t_kedro.pipelines.evaluation.nodes import (
@@ -24,8 +26,6 @@ from so8t_kedro.pipelines.evaluation.nodes import (
     resolve_model_dirs,
     score_model,
 )
-from so8t_kedro.reference_classifier import fit_reference_classifier
-from so8t_kedro.scoring import load_scoring_model
 from tests.helpers.project import project_parameters
 from tests.helpers.tolerances import forward_bound, max_abs_logit
 from tests.pipelines.evaluation.helpers import (

@@ -6,7 +6,7 @@ every comparison is paired: McNemar's test on per-request correctness, a paired 
 interval for the macro-F1 difference (and for the primary metric), a Wilcoxon signed-rank
 test on per-request latency, and a verdict with two rules: the primary metric significantly
 better, and the unsafe-miss rate not significantly worse (McNemar on the truly unsafe
-requests). The statistics are ``so8t_kedro.ab_statistics``.
+requests). The statistics are ``so8t_kedro.decision.ab_statistics``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from sklearn.pipeline import Pipeline
 
 from so8t_kedro import html_report
-from so8t_kedro.ab_statistics import (
+from so8t_kedro.decision.ab_statistics import (
     HIGHER_IS_BETTER,
     METRIC_FUNCTIONS,
     decide_winner,
@@ -31,14 +31,14 @@ from so8t_kedro.ab_statistics import (
     paired_latency_test,
     unsafe_miss_test,
 )
-from so8t_kedro.metrics import (
+from so8t_kedro.decision.metrics import (
     classification_metrics,
     expected_calibration_error,
     latency_summary,
     softmax,
 )
+from so8t_kedro.decision.scoring import label_ids_of, scores_of
 from so8t_kedro.pipelines.evaluation.nodes import score_model, score_reference_classifier
-from so8t_kedro.scoring import label_ids_of, scores_of
 
 logger = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@
 Every step is its own node over persisted datasets, so the metrics, plots or report can be
 re-run alone (``kedro run --nodes=compute_evaluation_metrics``) without re-scoring, and an
 older model can be scored with ``--load-versions=so8t_adapter:<version>``. The classifier is
-``so8t_kedro.scoring`` (the training loss's four-class scoring); the arithmetic is
-``so8t_kedro.metrics`` (scikit-learn underneath). Beside the model, every evaluation shows
+``so8t_kedro.decision.scoring`` (the training loss's four-class scoring); the arithmetic is
+``so8t_kedro.decision.metrics`` (scikit-learn underneath). Beside the model, every evaluation shows
 two baselines scored by the same metrics code: the reference classifier
-(``so8t_kedro.reference_classifier``, fitted on the train split) and the majority class.
+(``so8t_kedro.decision.reference_classifier``, fitted on the train split) and the majority class.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from sklearn.metrics import ConfusionMatrixDisplay
 from sklearn.pipeline import Pipeline
 
 from so8t_kedro import html_report
-from so8t_kedro import reference_classifier as reference
-from so8t_kedro.labels import LABELS
-from so8t_kedro.metrics import (
+from so8t_kedro.decision import reference_classifier as reference
+from so8t_kedro.decision.metrics import (
     brier_score,
     calibration_summary,
     classification_metrics,
@@ -39,6 +38,8 @@ from so8t_kedro.metrics import (
     small_sample_warnings,
     softmax,
 )
+from so8t_kedro.decision.scoring import label_ids_of, predict_records, predictions_table, scores_of
+from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.data_processing.nodes import (
     QUARANTINE_COLUMNS,
     RECORD_COLUMNS,
@@ -47,7 +48,6 @@ from so8t_kedro.pipelines.data_processing.nodes import (
     matching_partitions,
     read_jsonl_files,
 )
-from so8t_kedro.scoring import label_ids_of, predict_records, predictions_table, scores_of
 from so8t_kedro.training.base_model import chosen_base_dir
 
 logger = logging.getLogger(__name__)

@@ -11,16 +11,16 @@ import skops.io
 import yaml
 from sklearn.metrics import accuracy_score, f1_score
 
-from so8t_kedro import metrics
 from so8t_kedro.datasets import SkopsDataset
-from so8t_kedro.labels import LABELS
-from so8t_kedro.reference_classifier import (
+from so8t_kedro.decision import metrics
+from so8t_kedro.decision.reference_classifier import (
     describe,
     fit_reference_classifier,
     reference_probabilities,
     reference_scores,
     score_requests_one_by_one,
 )
+from so8t_kedro.labels import LABELS
 
 # float64 probabilities from the same arithmetic on the same input: a softmax of 4 logits
 # and scikit-learn's own softmax differ by a few ulps at most.

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from so8t_kedro.labels import LABELS
-from so8t_kedro.metrics import (
+from so8t_kedro.decision.metrics import (
     accuracy,
     brier_score,
     calibration_summary,
@@ -28,6 +27,7 @@ from so8t_kedro.metrics import (
     unsafe_miss_rate,
     unsafe_misses,
 )
+from so8t_kedro.labels import LABELS
 
 # Rows = true label, columns = predicted, both in LABELS order (ALLOW, ESCALATION, DENY,
 # REFUSE). 13 samples, 3 + 2 + 2 + 1 = 8 on the diagonal.

@@ -4,7 +4,7 @@ The plain text classifier every evaluation shows beside the model (DESIGN.md, "F
 decision"): a retrained model that does not beat it is not done. It is fitted on the train
 split, seeded, and its scores are the logistic regression's logits in ``LABELS`` order, so
 that ``softmax(scores)`` is its probability distribution exactly as for the model's label
-log-likelihoods, and ``so8t_kedro.metrics`` (ECE, temperature calibration...) scores both
+log-likelihoods, and ``so8t_kedro.decision.metrics`` (ECE, temperature calibration...) scores both
 alike. It is saved with skops (``so8t_kedro.datasets.SkopsDataset``), never as a pickle.
 
 Framework-free (scikit-learn, numpy; no kedro). The API is small on purpose: benchmarks

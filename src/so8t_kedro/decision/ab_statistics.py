@@ -14,7 +14,7 @@ from functools import wraps
 import numpy as np
 from scipy.stats import binomtest, chi2, wilcoxon
 
-from so8t_kedro import metrics
+from so8t_kedro.decision import metrics
 
 # Whether a larger value of a metric is the better one.
 HIGHER_IS_BETTER: dict[str, bool] = {

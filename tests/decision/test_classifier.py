@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from so8t_kedro.classifier import (
+from so8t_kedro.decision.classifier import (
     DecisionReadout,
     FourClassScorer,
     decision_rows,
     label_scores,
     scored_token_counts,
 )
-from so8t_kedro.metrics import softmax
+from so8t_kedro.decision.metrics import softmax
 from so8t_kedro.think import render_prompt
 from so8t_kedro.training.base_model import load_base_model
 from tests.helpers.tolerances import forward_bound, max_abs_logit

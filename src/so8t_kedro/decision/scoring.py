@@ -2,7 +2,7 @@
 
 A model is a base directory (the embedded default, a real Phi-3 directory or, after export,
 a baked one) plus optionally an adapter directory (LoRA + SO8T gates). Each request's four
-label log-likelihoods come from :class:`so8t_kedro.classifier.FourClassScorer`, the scoring
+label log-likelihoods come from :class:`so8t_kedro.decision.classifier.FourClassScorer`, the scoring
 the training loss uses, so original, retrained and baked models are compared like with like.
 
 Framework-free (no kedro): the pipelines' nodes call these functions.
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from so8t_kedro.classifier import FourClassScorer
+from so8t_kedro.decision.classifier import FourClassScorer
+from so8t_kedro.decision.metrics import softmax
 from so8t_kedro.labels import LABEL_TO_ID, LABELS
-from so8t_kedro.metrics import softmax
 from so8t_kedro.so8t import load_adapter
 from so8t_kedro.training.base_model import load_base_model_for
 

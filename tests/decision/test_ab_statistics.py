@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from so8t_kedro.ab_statistics import (
+from so8t_kedro.decision.ab_statistics import (
     HIGHER_IS_BETTER,
     METRIC_FUNCTIONS,
     decide_winner,
