@@ -16,9 +16,13 @@ does) for ``--steps`` optimiser steps, in paired rounds of two trainings:
 The figure against the target is the median over rounds of each round's paired
 difference (on - off) / off of that wall time, with the smallest and largest round: a
 round's two trainings run back to back, which is first alternates, so drift in the
-machine's load hits both. Where the rounds spread wider than the target, the verdict is
-"inconclusive" (the load decided the rounds, not tracking). Process CPU time (all threads: the tracker's writer included)
-is reported the same way; it is less sensitive than wall time to other processes. Model
+machine's load hits both. The verdict rests on a distribution-free confidence interval of
+that median (order statistics of the sorted differences, the binomial sign-test bounds, at
+least 90 %: 5 rounds or more): "met" where its upper end is below the target, "NOT met"
+where its lower end is above, "inconclusive" otherwise (a round's noise on 2 cores is a few
+per cent either way, so single rounds prove nothing). Process CPU time (all threads: the
+tracker's writer included) is reported the same way; it is less sensitive than wall time
+to other processes. Model
 load, tokenisation and the validation before and after are in the call, the same in both.
 A warm-up training runs first and is not counted.
 
@@ -42,6 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pandas as pd
 import yaml
+from scipy.stats import binom
 from seed_samples import PROJECT_ROOT, build_embedded, render_seed_samples
 
 TARGET_PERCENT = 2.0
@@ -61,11 +66,24 @@ def load_average() -> str:
     return "load average " + " ".join(f"{load:.2f}" for load in os.getloadavg())
 
 
-def paired(times: dict[str, list[dict[str, float]]], key: str) -> tuple[float, float, float]:
-    """Median, smallest and largest of the rounds' (on - off) / off of ``key``, in %."""
-    differences = sorted(100 * (on[key] - off[key]) / off[key]
-                         for off, on in zip(times["off"], times["on"], strict=True))
-    return statistics.median(differences), differences[0], differences[-1]
+def paired(times: dict[str, list[dict[str, float]]], key: str) -> list[float]:
+    """The rounds' (on - off) / off of ``key``, in %, sorted."""
+    return sorted(100 * (on[key] - off[key]) / off[key]
+                  for off, on in zip(times["off"], times["on"], strict=True))
+
+
+def median_interval(differences: list[float], confidence: float = 0.9):
+    """``(low, high, coverage)``: the order statistics that bound the median of sorted
+    ``differences`` with at least ``confidence`` (sign test: the count of rounds below the
+    true median is Binomial(n, 1/2)); None when there are too few rounds for it."""
+    n = len(differences)
+    # The widest-inward k with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2.
+    k = 0
+    while binom.cdf(k, n, 0.5) <= (1 - confidence) / 2:
+        k += 1
+    if k == 0:
+        return None
+    return differences[k - 1], differences[n - k], 1 - 2 * binom.cdf(k - 1, n, 0.5)
 
 
 def main() -> None:
@@ -151,25 +169,30 @@ def main() -> None:
     print(f"at the end: {load_average()}")
     for key, what in (("cpu", "process CPU time (all threads)"),
                       ("steps", "optimiser steps alone (wall)")):
-        median, low, high = paired(times, key)
+        differences = paired(times, key)
         print(f"{what}: median off {statistics.median(t[key] for t in times['off']):.2f} s, "
-              f"on {statistics.median(t[key] for t in times['on']):.2f} s; paired {median:+.2f} % "
-              f"(rounds {low:+.2f} .. {high:+.2f} %)")
+              f"on {statistics.median(t[key] for t in times['on']):.2f} s; paired "
+              f"{statistics.median(differences):+.2f} % (rounds {differences[0]:+.2f} .. "
+              f"{differences[-1]:+.2f} %)")
     call_off = statistics.median(t["wall"] for t in times["off"])
     print(f"tracker's own work: log() {1e6 * logging_s / args.steps:.0f} us per step on the "
           f"training thread; storing {args.steps} steps {1000 * writing_s:.0f} ms on its writer "
           f"thread ({100 * (logging_s + writing_s) / call_off:.2f} % of the train call)")
-    median, low, high = paired(times, "wall")
-    # Rounds that disagree by more than the target say more about the machine's load than
-    # about tracking: then the median is no verdict.
-    verdict = ("inconclusive: the rounds spread wider than the target (a loaded machine?); "
-               "rerun with the machine idle" if high - low > TARGET_PERCENT
-               else "met" if median < TARGET_PERCENT else "NOT met")
+    differences = paired(times, "wall")
+    interval = median_interval(differences)
+    if interval is None:
+        verdict, bounds = "inconclusive: too few rounds for a 90 % interval (use 5 or more)", ""
+    else:
+        low, high, coverage = interval
+        bounds = f"; {100 * coverage:.1f} % interval of the median {low:+.2f} .. {high:+.2f} %"
+        verdict = ("met" if high < TARGET_PERCENT else "NOT met" if low > TARGET_PERCENT
+                   else "inconclusive: the interval straddles the target (more rounds, or "
+                        "a quieter machine)")
     print(f"TRACKING OVERHEAD on training wall time (train_so8t call until every step is "
-          f"stored), median of {args.rounds} paired rounds: {median:+.2f} % (rounds {low:+.2f} "
-          f".. {high:+.2f} %; median off {call_off:.2f} s, on "
-          f"{statistics.median(t['wall'] for t in times['on']):.2f} s); target < "
-          f"{TARGET_PERCENT:g} %: {verdict}")
+          f"stored), median of {args.rounds} paired rounds: {statistics.median(differences):+.2f} %"
+          f" (rounds {differences[0]:+.2f} .. {differences[-1]:+.2f} %{bounds}; median off "
+          f"{call_off:.2f} s, on {statistics.median(t['wall'] for t in times['on']):.2f} s); "
+          f"target < {TARGET_PERCENT:g} %: {verdict}")
 
 
 if __name__ == "__main__":
