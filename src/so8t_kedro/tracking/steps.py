@@ -104,7 +104,7 @@ class MlflowStepTracker(GeneralTracker):
         try:
             for start in range(0, len(metrics), MAX_BATCH_METRICS):
                 self._client.log_batch(self.run_id, metrics=metrics[start:start + MAX_BATCH_METRICS])
-        except Exception as error:  # any store error: training goes on without tracking
+        except Exception as error:  # noqa: BLE001 - any store error: training goes on without tracking
             if last:
                 logger.warning("MLflow run %s: %d step(s) not logged: %r", self.run_id,
                                len(steps), error)
