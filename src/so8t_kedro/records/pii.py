@@ -395,12 +395,18 @@ class _HonorificNameRecognizer(EntityRecognizer):
         ]
 
 
-def package_given_names(config: PackageNamesConfig) -> set[str]:
+def package_given_names(config: PackageNamesConfig) -> frozenset[str]:
     """Given names of at least ``min_frequency`` in some country, from a package's
     ``nam_dict.txt`` (column 0-1 gender, 3-28 the name, 30- one frequency digit 1-D
     per country; Latin-1). Only plain capitalised ASCII names: accented ones are
-    written in the file's own escapes, and compound names (Jean+Pierre) are two names."""
-    text = (importlib.resources.files(config.package) / config.file).read_bytes()
+    written in the file's own escapes, and compound names (Jean+Pierre) are two names.
+    Read once per process: each language's recogniser asks for the same list."""
+    return _read_package_names(config.package, config.file, config.min_frequency)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_package_names(package: str, file: str, min_frequency: int) -> frozenset[str]:
+    text = (importlib.resources.files(package) / file).read_bytes()
     names = set()
     for line in text.decode("latin-1").splitlines():
         if line.startswith("#") or len(line) < 31:
@@ -409,9 +415,9 @@ def package_given_names(config: PackageNamesConfig) -> set[str]:
         if not regex.fullmatch(r"[A-Z][a-z]+", name):
             continue
         frequencies = [int(ch, 16) for ch in line[30:] if ch in "123456789ABCDabcd"]
-        if frequencies and max(frequencies) >= config.min_frequency:
+        if frequencies and max(frequencies) >= min_frequency:
             names.add(name)
-    return names
+    return frozenset(names)
 
 
 class _GivenNamePairRecognizer(EntityRecognizer):
