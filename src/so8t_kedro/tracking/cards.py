@@ -22,7 +22,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, CatalogProtocol
 from pydantic import BaseModel, ConfigDict
 
-from so8t_kedro.model_card import TrainingData, model_card, write_model_card
+from so8t_kedro.reporting.model_card import TrainingData, model_card, write_model_card
 
 if TYPE_CHECKING:
     from kedro.framework.context import KedroContext
@@ -43,7 +43,7 @@ class ModelCardsConfig(BaseModel):
 
 
 class ModelCardHooks:
-    """Writes :func:`so8t_kedro.model_card.model_card` into the model folders of a run."""
+    """Writes :func:`so8t_kedro.reporting.model_card.model_card` into the model folders of a run."""
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:

@@ -21,7 +21,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.pipeline import Pipeline
 
-from so8t_kedro import html_report
 from so8t_kedro.decision.ab_statistics import (
     HIGHER_IS_BETTER,
     METRIC_FUNCTIONS,
@@ -39,6 +38,7 @@ from so8t_kedro.decision.metrics import (
 )
 from so8t_kedro.decision.scoring import label_ids_of, scores_of
 from so8t_kedro.pipelines.evaluation.nodes import score_model, score_reference_classifier
+from so8t_kedro.reporting import html_report
 
 logger = logging.getLogger(__name__)
 

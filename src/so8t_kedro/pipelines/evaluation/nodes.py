@@ -25,7 +25,6 @@ from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 from sklearn.pipeline import Pipeline
 
-from so8t_kedro import html_report
 from so8t_kedro.decision import reference_classifier as reference
 from so8t_kedro.decision.metrics import (
     brier_score,
@@ -48,6 +47,7 @@ from so8t_kedro.pipelines.data_processing.nodes import (
     matching_partitions,
     read_jsonl_files,
 )
+from so8t_kedro.reporting import html_report
 from so8t_kedro.training.base_model import chosen_base_dir
 
 logger = logging.getLogger(__name__)

@@ -35,12 +35,13 @@ from typing import Any
 import pandas as pd
 from transformers import AutoConfig, AutoTokenizer
 
-from so8t_kedro import html_report, so8t
+from so8t_kedro import so8t
 from so8t_kedro import think as tf
 from so8t_kedro.decision.scoring import load_scoring_model
 from so8t_kedro.export.gguf import gguf_summary, quantize_gguf, verify_ggufs, write_gguf
 from so8t_kedro.pipelines.evaluation.nodes import resolve_model_dirs
 from so8t_kedro.pipelines.training.nodes import BaseModelBundle
+from so8t_kedro.reporting import html_report
 from so8t_kedro.serve import (
     japanese_performance_report,
 )

@@ -5,21 +5,8 @@ from __future__ import annotations
 import yaml
 
 from so8t_kedro.labels import LABELS
-from so8t_kedro.model_card import TrainingData, model_card, write_model_card
-
-EVALUATION = {
-    "model": "so8t", "n_samples": 40, "ece_bins": 15, "accuracy": 0.5, "macro_f1": 0.45,
-    "unsafe_miss_rate": 0.2, "over_refusal_rate": 0.3, "ece": 0.12, "brier": 0.6,
-    "uncalibrated": {"temperature": 1.0, "ece": 0.12, "brier": 0.6, "nll": 1.1},
-    "calibrated": {"temperature": 0.74, "ece": 0.08, "brier": 0.55, "nll": 1.0},
-    "baselines": {
-        "reference_classifier": {"model": "reference_classifier", "accuracy": 0.8,
-                                 "macro_f1": 0.81, "unsafe_miss_rate": 0.05,
-                                 "over_refusal_rate": 0.1, "ece": 0.07, "brier": 0.25},
-        "majority_class": {"model": "majority class (ALLOW)", "accuracy": 0.25,
-                           "macro_f1": 0.1, "unsafe_miss_rate": 1.0},
-    },
-}
+from so8t_kedro.reporting.model_card import TrainingData, model_card, write_model_card
+from tests.helpers.evaluation_metrics import EVALUATION
 
 
 def split_card(card: str) -> tuple[dict, str]:
@@ -68,42 +55,3 @@ def test_a_baked_card_says_what_baking_keeps_and_an_unevaluated_one_says_so(tmp_
     assert "Not recorded by this run." in body
     path = write_model_card(tmp_path, card)
     assert path == tmp_path / "README.md" and path.read_text(encoding="utf-8") == card
-
-
-class FolderCatalog:
-    """The two catalog calls ModelCardHooks makes: ``load`` (a model entry loads as its
-    folder) and ``get`` (the dataset, to read its version)."""
-
-    def __init__(self, folder):
-        self.folder = folder
-
-    def load(self, name):
-        return self.folder
-
-    def get(self, name):
-        from kedro.io import MemoryDataset
-
-        return MemoryDataset()  # not versioned
-
-
-def test_the_card_is_written_on_save_and_again_with_the_evaluation(tmp_path, sft_samples,
-                                                                    project_root):
-    from types import SimpleNamespace
-
-    from so8t_kedro.tracking.cards import ModelCardHooks
-
-    params = yaml.safe_load((project_root / "conf/base/parameters_training.yml").read_text())
-    params |= yaml.safe_load((project_root / "conf/base/parameters_model_cards.yml")
-                             .read_text())
-    hooks = ModelCardHooks()
-    hooks.after_context_created(SimpleNamespace(params=params))
-    hooks.after_catalog_created(FolderCatalog(tmp_path), "2026-02-02T00.00.00.000Z")
-    hooks.before_pipeline_run()
-    hooks.after_dataset_loaded("thinking_sft_dataset", sft_samples)
-    hooks.after_dataset_saved("so8t_adapter", object())
-    first = (tmp_path / "README.md").read_text(encoding="utf-8")
-    assert "Not evaluated yet" in first and "| ALLOW |" in first
-    hooks.after_dataset_saved("evaluation_metrics", EVALUATION)
-    second = (tmp_path / "README.md").read_text(encoding="utf-8")
-    assert "Not evaluated yet" not in second
-    assert "| reference_classifier | 0.800 |" in second
