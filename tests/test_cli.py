@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kedro_cli import kedro, ok
+from tests.helpers.kedro_cli import kedro, ok
 
 PIPELINES = {"__default__", "data_processing", "thinking_sft", "training", "evaluation",
              "ab_test", "export"}

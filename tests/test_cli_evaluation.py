@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kedro_cli import kedro, ok
+from tests.helpers.kedro_cli import kedro, ok
 
 
 def expected_decision(verdict: dict) -> str:

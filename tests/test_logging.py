@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from so8t_kedro.logging_filters import BNB_MATMUL_LOGGER, silence_benign_noise
-from tests.kedro_cli import kedro, ok
+from tests.helpers.kedro_cli import kedro, ok
 
 GENUINE = "a genuine problem"
 

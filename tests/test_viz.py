@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 import pytest
 
 from so8t_kedro.datasets import OptionalPartitionedDataset
-from tests.kedro_cli import kedro
+from tests.helpers.kedro_cli import kedro
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 INSTALL_HINT = (

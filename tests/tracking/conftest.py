@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from tests.helpers.kedro_cli import kedro, ok
 from tests.helpers.project import write_sft_samples
-from tests.kedro_cli import kedro, ok
 
 # A smaller embedded model, one epoch, two search trials of two steps each.
 TINY = ("base_model.embedded.vocab_size=1200,base_model.embedded.hidden_size=64,"

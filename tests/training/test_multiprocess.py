@@ -32,8 +32,8 @@ from kedro_datasets.json import JSONDataset
 from so8t_kedro.hooks import LaunchedProcessHooks
 from so8t_kedro.training.checkpoint import load
 from so8t_kedro.training.loop import LOSS_TERMS
+from tests.helpers.kedro_cli import kedro, ok
 from tests.helpers.project import SFT_VERSION, project_parameters, write_sft_samples
-from tests.kedro_cli import kedro, ok
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 PROCESSES = 2

@@ -12,7 +12,7 @@ from kedro_datasets.text import TextDataset
 
 from so8t_kedro.decision.scoring import predictions_table
 from so8t_kedro.labels import LABELS
-from tests.catalog_helpers import PersistedMemoryDataset
+from tests.helpers.catalog import PersistedMemoryDataset
 from tests.helpers.project import project_parameters
 
 

@@ -10,7 +10,7 @@ from kedro.runner import SequentialRunner
 
 from so8t_kedro.datasets import HFDirectoryDataset
 from so8t_kedro.pipelines.export import create_pipeline
-from tests.catalog_helpers import PersistedMemoryDataset
+from tests.helpers.catalog import PersistedMemoryDataset
 
 MODEL_NAME = "tiny_so8t"
 OUTPUTS = ("bake_verification", "gguf_f16", "gguf_q8_0", "gguf_q4_k_m", "gguf_verification",

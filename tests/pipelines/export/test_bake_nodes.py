@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Phi3ForCausalLM
 
 from so8t_kedro.pipelines.export import create_pipeline
 from so8t_kedro.pipelines.export.nodes import ExportVerificationError, held_out_texts
-from tests.catalog_helpers import PersistedMemoryDataset
+from tests.helpers.catalog import PersistedMemoryDataset
 
 
 def test_baked_model_is_a_stock_phi3_with_the_base_tokenizer(export_run, tiny_base_dir):

@@ -11,13 +11,13 @@ import pytest
 import torch
 from transformers import Phi3ForCausalLM
 
+from tests.helpers.kedro_cli import kedro, ok
 from tests.helpers.tolerances import (
     forward_bound,
     max_abs_logit,
     rounded_operands_bound,
     unit_roundoff,
 )
-from tests.kedro_cli import kedro, ok
 
 VERSION = "2026-01-01T00.00.00.000Z"
 

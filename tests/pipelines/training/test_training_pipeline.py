@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 from so8t_kedro.datasets import HFDirectoryDataset, OptunaStorageDataset
 from so8t_kedro.pipelines.training import create_pipeline
 from so8t_kedro.so8t import list_gates, load_gates
-from tests.catalog_helpers import PersistedMemoryDataset
+from tests.helpers.catalog import PersistedMemoryDataset
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 EMBEDDED = {"vocab_size": 1200, "hidden_size": 64, "num_hidden_layers": 2,
