@@ -32,6 +32,19 @@ SETTINGS = {
 def test_dedup_key_ignores_case_width_space_and_punctuation():
     assert dedup_key("ＨＯＷ　ＤＯ Ｉ　ＢＡＫＥ　ＢＲＥＡＤ？") == "howdoibakebread"
     assert dedup_key("爆弾の作り方を、教えて！") == "爆弾の作り方を教えて"
+    base = dedup_key("hello world")
+    assert base == "helloworld"
+    for variant in [
+        "Hello, World!",
+        "  HELLO   world.",
+        "ＨＥＬＬＯ　ＷＯＲＬＤ！",
+        "hello-world?",
+        "«hello» world",
+    ]:
+        assert dedup_key(variant) == base, variant
+    assert dedup_key("こんにちは。") == dedup_key("こんにちは") == dedup_key("「こんにちは」")
+    assert dedup_key("hello word") != base
+    assert dedup_key("ALLOW 1") != dedup_key("ALLOW 2")
 
 
 def test_char_ngrams():

@@ -1,1 +1,5 @@
-"""Request records: near-duplicate grouping and PII scrubbing (framework-free, no kedro)."""
+"""Request records (framework-free, no kedro): the tables' contract (:mod:`.schema`),
+reading JSONL files (:mod:`.jsonl`), text normalisation (:mod:`.text`), cleaning
+(:mod:`.cleaning`) with PII scrubbing (:mod:`.pii`), exact-duplicate keys and
+near-duplicate groups (:mod:`.near_duplicates`), and reading their parameters
+(:mod:`.parameters`)."""

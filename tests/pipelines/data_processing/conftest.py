@@ -16,6 +16,8 @@ from kedro.config import OmegaConfigLoader
 
 from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.data_processing import nodes
+from so8t_kedro.records.cleaning import clean_records
+from so8t_kedro.records.schema import RECORD_COLUMNS
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 SEED_NAME = "so8t_seed_dataset.jsonl"
@@ -89,7 +91,7 @@ def run_until_report(params) -> Callable[..., dict[str, Any]]:
         out["raw"], out["q_ingest"], out["summary"] = nodes.ingest_raw_records(
             loaders, seed, p["ingest"]
         )
-        out["clean"], out["q_clean"], out["pii"] = nodes.clean_records(out["raw"], p["clean"])
+        out["clean"], out["q_clean"], out["pii"] = clean_records(out["raw"], p["clean"])
         out["unique"], out["duplicates"], out["q_conflict"] = nodes.deduplicate_records(
             out["clean"]
         )
@@ -104,9 +106,9 @@ def run_until_report(params) -> Callable[..., dict[str, Any]]:
                 out["unique"], out["groups"], p["split"]
             )
         else:
-            empty = out["unique"].iloc[0:0][nodes.RECORD_COLUMNS]
+            empty = out["unique"].iloc[0:0][RECORD_COLUMNS]
             out["train"], out["val"], out["test"] = (
-                out["unique"][nodes.RECORD_COLUMNS],
+                out["unique"][RECORD_COLUMNS],
                 empty,
                 empty,
             )

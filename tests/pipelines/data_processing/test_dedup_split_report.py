@@ -8,6 +8,12 @@ from matplotlib.figure import Figure
 
 from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.data_processing import nodes
+from so8t_kedro.records.schema import (
+    DUPLICATE_COLUMNS,
+    NEAR_DUPLICATE_GROUP_COLUMNS,
+    RECORD_COLUMNS,
+    RecordAccountingError,
+)
 
 from .conftest import SEED_NAME, balanced_records, distinct_text, jsonl, reasons
 
@@ -26,7 +32,7 @@ def test_exact_and_near_duplicates_point_at_the_first_occurrence(run_until_repor
     out = run_until_report(seed, partitions)
     assert out["train"]["id"].tolist() == ["a", "e"]
     dups = out["duplicates"]
-    assert list(dups.columns) == nodes.DUPLICATE_COLUMNS
+    assert list(dups.columns) == DUPLICATE_COLUMNS
     assert dups[["id", "duplicate_of_id", "duplicate_of_source", "match"]].values.tolist() == [
         ["b", "a", f"{SEED_NAME}:1", "exact"],
         ["c", "a", f"{SEED_NAME}:1", "near"],
@@ -101,12 +107,12 @@ def _unique_records(counts: dict[str, int]) -> pd.DataFrame:
         }
         for k, (label, i) in enumerate((label, i) for label, n in counts.items() for i in range(n))
     ]
-    return pd.DataFrame(rows, columns=nodes.RECORD_COLUMNS)
+    return pd.DataFrame(rows, columns=RECORD_COLUMNS)
 
 
 COUNTS = {"ALLOW": 400, "ESCALATION": 300, "DENY": 200, "REFUSE": 100}
 # Every record its own group (the texts above are near duplicates of one another).
-NO_GROUPS = pd.DataFrame(columns=nodes.NEAR_DUPLICATE_GROUP_COLUMNS)
+NO_GROUPS = pd.DataFrame(columns=NEAR_DUPLICATE_GROUP_COLUMNS)
 
 
 def test_split_is_stratified(params):
@@ -123,7 +129,7 @@ def test_split_is_stratified(params):
     ids = pd.concat([train, val, test])["id"]
     assert ids.is_unique and set(ids) == set(records["id"])
     for frame in (train, val, test):
-        assert list(frame.columns) == nodes.RECORD_COLUMNS
+        assert list(frame.columns) == RECORD_COLUMNS
         assert frame["label_id"].dtype == "int64"
         assert (frame["label"].map(LABELS.index) == frame["label_id"]).all()
 
@@ -161,7 +167,7 @@ def test_planted_near_duplicates_stay_in_one_split(run_until_report):
                               "label": label})
     out = run_until_report(jsonl(*seed_rows), split=True)
     groups = out["groups"]
-    assert list(groups.columns) == nodes.NEAR_DUPLICATE_GROUP_COLUMNS
+    assert list(groups.columns) == NEAR_DUPLICATE_GROUP_COLUMNS
     # The 10 Japanese requests of a label differ in one digit: with their polite twins
     # they are one group of 20 per label; the others are the planted triples.
     sizes = groups.groupby("group").size()
@@ -243,7 +249,7 @@ def test_split_with_zero_validation_fraction(params):
     params["split"].update(train_fraction=0.9, val_fraction=0.0, test_fraction=0.1)
     train, val, test, _ = nodes.split_records(_unique_records(COUNTS), NO_GROUPS, params["split"])
     assert (len(train), len(val), len(test)) == (900, 0, 100)
-    assert list(val.columns) == nodes.RECORD_COLUMNS
+    assert list(val.columns) == RECORD_COLUMNS
 
 
 def test_too_few_records_to_stratify_is_a_clear_error(params):
@@ -362,16 +368,16 @@ def test_report_raises_when_records_go_missing(run_until_report):
 
     lost = {**args, "train_records": out["train"].iloc[1:]}
     with pytest.raises(
-        nodes.RecordAccountingError, match=rf"{SEED_NAME}: kept 19 .* = 19 != lines read 20"
+        RecordAccountingError, match=rf"{SEED_NAME}: kept 19 .* = 19 != lines read 20"
     ):
         nodes.build_data_quality_report(**lost)
 
     invented = {**args, "val_records": out["train"].iloc[:2]}
-    with pytest.raises(nodes.RecordAccountingError, match="22 != lines read 20"):
+    with pytest.raises(RecordAccountingError, match="22 != lines read 20"):
         nodes.build_data_quality_report(**invented)
 
     foreign = out["train"].assign(source="elsewhere.jsonl:1").iloc[:1]
-    with pytest.raises(nodes.RecordAccountingError, match=r"never read.*elsewhere\.jsonl"):
+    with pytest.raises(RecordAccountingError, match=r"never read.*elsewhere\.jsonl"):
         nodes.build_data_quality_report(**{**args, "test_records": foreign})
 
 

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.data_processing import nodes
+from so8t_kedro.records.schema import QUARANTINE_REASONS, RECORD_COLUMNS
 
 from .conftest import SEED_NAME, jsonl, reasons
 
@@ -42,7 +44,7 @@ def test_flat_and_nested_schemas_give_the_record_contract(run_until_report):
     )
     out = run_until_report(seed)
     records = out["train"]
-    assert list(records.columns) == nodes.RECORD_COLUMNS
+    assert list(records.columns) == RECORD_COLUMNS
     assert records.to_dict("records") == [
         {
             "id": "flat-1",
@@ -535,9 +537,9 @@ def test_fuzzed_jsonl_is_always_accounted_for(run_until_report, files, bom):
         totals["kept"] + totals["quarantined"] + totals["duplicates"] + totals["blank_lines"]
         == (totals["lines_read"])
     )
-    assert set(out["quarantine"]["reason"]) <= set(nodes.QUARANTINE_REASONS)
+    assert set(out["quarantine"]["reason"]) <= set(QUARANTINE_REASONS)
     kept = out["train"]
-    assert kept["label"].isin(nodes.LABELS).all()
+    assert kept["label"].isin(LABELS).all()
     assert kept["id"].is_unique
     assert (kept["text"].str.len() > 0).all()
 

@@ -12,7 +12,8 @@ from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
 from so8t_kedro.labels import LABELS
-from so8t_kedro.pipelines.data_processing import create_pipeline, nodes
+from so8t_kedro.pipelines.data_processing import create_pipeline
+from so8t_kedro.records.schema import RECORD_COLUMNS
 
 from .conftest import SEED_NAME, balanced_records, distinct_text, jsonl
 
@@ -96,7 +97,7 @@ def test_pipeline_slice_on_an_in_memory_catalog(params):
     train, val, test = (catalog.load(f"{s}_records") for s in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == (96, 12, 12)
     for frame in (train, val, test):
-        assert list(frame.columns) == nodes.RECORD_COLUMNS
+        assert list(frame.columns) == RECORD_COLUMNS
         assert frame["label"].value_counts().to_dict() == {
             label: len(frame) // 4 for label in LABELS
         }
@@ -172,7 +173,7 @@ def test_kedro_session_run_on_the_shipped_seed(project_root: Path, kedro_project
     assert report["pii_replacements"]["by_file"]["four_class_extra.jsonl"] == {"ADDRESS": 1}
 
     kept = pd.concat(splits.values(), ignore_index=True)
-    assert list(kept.columns) == nodes.RECORD_COLUMNS
+    assert list(kept.columns) == RECORD_COLUMNS
     assert kept["id"].is_unique
     seed_kept = kept[kept["source"].str.startswith(f"{SEED_NAME}:")]
     assert len(seed_kept) >= 800

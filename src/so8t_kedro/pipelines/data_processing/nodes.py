@@ -9,36 +9,30 @@ quarantined) -> ``clean_records`` (NFKC, whitespace, labels, language, PII) ->
 ``deduplicate_records`` -> ``group_near_duplicates`` -> ``split_records`` (group-aware:
 near-duplicate requests stay in one split); ``collect_quarantined_records`` joins the
 three stage quarantines; ``build_data_quality_report`` and ``plot_label_distribution``
-report on the result.
+report on the result. The record concepts these nodes share with other pipelines live
+in :mod:`so8t_kedro.records`: the tables' columns (:mod:`~so8t_kedro.records.schema`),
+JSONL reading (:mod:`~so8t_kedro.records.jsonl`), text normalisation
+(:mod:`~so8t_kedro.records.text`) and cleaning, which is the ``clean_records`` node itself
+(:mod:`~so8t_kedro.records.cleaning`).
 
 Accounting (asserted by :func:`build_data_quality_report`)::
 
     kept + quarantined + duplicates + blank_lines == lines_read
 
 Every physical line of every ingested file ends in exactly one of those four buckets.
-Blank (whitespace-only) lines are *skipped but accounted*: they carry no record, so
-they are counted per file instead of filling the quarantine with noise.
+Blank (whitespace-only) lines are *skipped but accounted* (see
+:mod:`so8t_kedro.records.jsonl`).
 
 Duplicates: records whose :func:`dedup_key` (NFKC + casefold, whitespace and
 punctuation removed) matches an earlier record are duplicates of the first occurrence.
 If the records sharing a key disagree on the label, *all* of them are quarantined with
 reason ``label_conflict``: the data cannot tell which label is right, and a safety
 classifier must not learn a coin flip.
-
-Record contract of ``train_records`` / ``val_records`` / ``test_records``
-(:data:`RECORD_COLUMNS`): ``id`` (str), ``text`` (str), ``label`` (one of ``LABELS``),
-``label_id`` (int 0-3), ``language`` ("ja"/"en"), ``domain`` (str), ``source``
-("<file>:<line>").
 """
 
 from __future__ import annotations
 
-import fnmatch
-import functools
-import json
 import logging
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -47,285 +41,24 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.model_selection import train_test_split
 
-from so8t_kedro.labels import LABEL_TO_ID, LABELS, normalise_label
+from so8t_kedro.labels import LABEL_TO_ID, LABELS
+from so8t_kedro.records.cleaning import configured_scrubber
+from so8t_kedro.records.jsonl import matching_partitions, read_jsonl_files
 from so8t_kedro.records.near_duplicates import dedup_key, near_duplicate_groups
-from so8t_kedro.records.pii import ScrubResult, pii_scrubber
-from so8t_kedro.think import LANGUAGES
+from so8t_kedro.records.parameters import read_param
+from so8t_kedro.records.schema import (
+    DUPLICATE_COLUMNS,
+    NEAR_DUPLICATE_GROUP_COLUMNS,
+    QUARANTINE_COLUMNS,
+    RECORD_COLUMNS,
+    SPLITS,
+    RecordAccountingError,
+)
+from so8t_kedro.records.text import detect_language, normalise_text
 
 logger = logging.getLogger(__name__)
 
-RECORD_COLUMNS: list[str] = ["id", "text", "label", "label_id", "language", "domain", "source"]
-# The intermediate tables carry where each record came from, for the quarantine.
-_TRACE_COLUMNS: list[str] = ["file", "line", "raw"]
-# Raw records: label and metadata as found, text not yet cleaned.
-_RAW_COLUMNS: list[str] = [
-    "file",
-    "line",
-    "source",
-    "id",
-    "text",
-    "label",
-    "label_field",
-    "language",
-    "domain",
-    "raw",
-]
-QUARANTINE_COLUMNS: list[str] = ["file", "line", "source", "id", "field", "reason", "detail", "raw"]
-DUPLICATE_COLUMNS: list[str] = [
-    *RECORD_COLUMNS,
-    "duplicate_of_id",
-    "duplicate_of_source",
-    "match",
-]
-# One row per record of a near-duplicate group of 2+ records; `group` is the id of the
-# group's first record. Records not listed are groups of one.
-NEAR_DUPLICATE_GROUP_COLUMNS: list[str] = ["group", "id", "label", "source", "text"]
-# Machine-readable quarantine reasons, each produced by exactly one rule.
-QUARANTINE_REASONS: tuple[str, ...] = (
-    "invalid_utf8",  # a line that is not UTF-8 (or a string with a lone surrogate)
-    "malformed_json",  # a line that does not parse (truncated, garbage, too deeply nested)
-    "not_an_object",  # valid JSON but not an object (array, string, number, null)
-    "missing_text",  # no text / original_text / instruction field (or all null)
-    "wrong_type",  # a field with the wrong JSON type (e.g. a number for the text)
-    "missing_label",  # no label at all, or an empty one
-    "unknown_label",  # a label that normalise_label cannot map
-    "unsupported_language",  # a language other than ja / en
-    "empty_text",  # nothing left after cleaning
-    "text_too_long",  # more than clean.max_text_chars characters after cleaning
-    "label_conflict",  # same normalised text, different labels (all copies)
-    "pii_scrub_failed",  # the PII engine raised on the text: never kept unscrubbed
-)
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-UNKNOWN_DOMAIN = "unknown"
-
-_UTF8_BOM = b"\xef\xbb\xbf"
-
-
-class RecordAccountingError(RuntimeError):
-    """Records were lost or invented: the ``kept + quarantined + duplicates`` sum is off."""
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _param(params: Mapping[str, Any], key: str, section: str, kind: type | tuple[type, ...]):
-    """Read ``params[key]``, raising a message that names ``params:<section>.<key>``."""
-    name = f"params:data_processing.{section}.{key}"
-    if key not in params:
-        raise KeyError(f"{name} is missing (conf/base/parameters_data_processing.yml)")
-    value = params[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        kinds = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise TypeError(f"{name} must be of type {kinds}, got {value!r}")
-    return value
-
-
-def _append_row(table: dict[str, list], **values: Any) -> None:
-    """Append one quarantine row to a column-oriented table (a missing column leaves the
-    lists of unequal length, which the DataFrame built from them rejects)."""
-    for column, value in values.items():
-        table[column].append(value)
-
-
-def _json_type(value: object) -> str:
-    """The JSON name of a decoded value's type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-# ------------------------------------------------------------------ text cleaning
-
-_CONTROL_RE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u200b-\u200d\u2060\ufeff]")
-_NEWLINE_RE = re.compile("\r\n?|[\x85\u2028\u2029]")
-_HSPACE_RE = re.compile(r"[^\S\n]+")
-_SPACE_AROUND_NEWLINE_RE = re.compile(r" ?\n ?")
-_MANY_NEWLINES_RE = re.compile(r"\n{3,}")
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
-_JA_RE = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]")
-
-
-def normalise_text(text: str) -> str:
-    """NFKC-normalise and tidy whitespace, keeping paragraph structure.
-
-    Control and zero-width characters are removed, line endings become ``\\n``, runs of
-    other whitespace become one space, lines are stripped, more than one blank line in
-    a row becomes one, and the result is stripped.
-    """
-    text = unicodedata.normalize("NFKC", text)
-    text = _CONTROL_RE.sub("", text)
-    text = _NEWLINE_RE.sub("\n", text)
-    text = _HSPACE_RE.sub(" ", text)
-    if "\n" in text:
-        text = _SPACE_AROUND_NEWLINE_RE.sub("\n", text)
-        text = _MANY_NEWLINES_RE.sub("\n\n", text)
-    return text.strip()
-
-
-def detect_language(text: str) -> str:
-    """``"ja"`` if the text has any hiragana, katakana or CJK ideograph, else ``"en"``."""
-    return "ja" if _JA_RE.search(text) else "en"
-
-
 # ------------------------------------------------------------------------ ingest
-
-
-def _extract_text(obj: dict) -> tuple[str, str | None, str | None]:
-    """``(field, text, error)`` from a flat or nested record; ``error`` is a reason code."""
-    for field in ("text", "original_text"):
-        value = obj.get(field)
-        if value is not None:
-            return (field, value, None) if isinstance(value, str) else (field, None, "wrong_type")
-    instruction = obj.get("instruction")
-    if instruction is None:
-        return "text", None, "missing_text"
-    if not isinstance(instruction, str):
-        return "instruction", None, "wrong_type"
-    extra = obj.get("input")
-    if extra is None or extra == "":
-        return "instruction", instruction, None
-    if not isinstance(extra, str):
-        return "input", None, "wrong_type"
-    return "instruction+input", f"{instruction}\n{extra}", None
-
-
-def _extract_label(obj: dict) -> tuple[str, Any, str | None]:
-    """``(field, raw_label, error)``; the nested label wins over a flat ``label``."""
-    nested = obj.get("quadruple_classification")
-    if nested is not None:
-        if not isinstance(nested, dict):
-            return "quadruple_classification", None, "wrong_type"
-        value = nested.get("four_class_label")
-        if value is not None:
-            field = "quadruple_classification.four_class_label"
-            if isinstance(value, bool) or not isinstance(value, (str, int)):
-                return field, None, "wrong_type"
-            return (field, None, "missing_label") if value == "" else (field, value, None)
-    value = obj.get("label")
-    if value is None:
-        return "label", None, "missing_label"
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        return "label", None, "wrong_type"
-    if isinstance(value, str) and not value.strip():
-        return "label", None, "missing_label"
-    return "label", value, None
-
-
-def _read_jsonl(name: str, data: bytes, snippet: int, out: dict[str, list], bad: dict[str, list]):
-    """Decode one JSONL file line by line into ``out`` (records) and ``bad`` (quarantine).
-
-    Returns the file's summary: lines read, blank lines, whether a BOM was stripped.
-    """
-    lines = data.split(b"\n")
-    if lines[-1] == b"":  # the final newline ends the last line; it opens no new one
-        lines.pop()
-    bom = data.startswith(_UTF8_BOM)
-    blank = 0
-
-    def quarantine(line_no, field, reason, detail, raw, record_id=None):
-        source = f"{name}:{line_no}"
-        _append_row(bad, file=name, line=line_no, source=source, id=record_id, field=field,
-                    reason=reason, detail=f"{source}: {detail}", raw=raw[:snippet])
-
-    for line_no, raw_bytes in enumerate(lines, 1):
-        if raw_bytes.endswith(b"\r"):
-            raw_bytes = raw_bytes[:-1]
-        if line_no == 1 and bom:
-            raw_bytes = raw_bytes[len(_UTF8_BOM) :]
-        try:
-            line = raw_bytes.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            detail = f"byte {exc.start} is not UTF-8 ({exc.reason})"
-            raw = raw_bytes[: snippet * 4].decode("utf-8", "replace")
-            quarantine(line_no, None, "invalid_utf8", detail, raw)
-            continue
-        if not line or line.isspace():
-            blank += 1
-            continue
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-            msg = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            quarantine(line_no, None, "malformed_json", msg, line)
-            continue
-        if not isinstance(obj, dict):
-            detail = f"expected a JSON object, got {_json_type(obj)}"
-            quarantine(line_no, None, "not_an_object", detail, line)
-            continue
-
-        record_id = obj.get("id")
-        if record_id is None or record_id == "":
-            record_id = f"{name}:{line_no}"
-        elif isinstance(record_id, int) and not isinstance(record_id, bool):
-            record_id = str(record_id)
-        elif isinstance(record_id, str):
-            record_id = record_id.strip() or f"{name}:{line_no}"
-        else:
-            detail = f"field 'id' must be a string or an integer, got {_json_type(record_id)}"
-            quarantine(line_no, "id", "wrong_type", detail, line)
-            continue
-
-        text_field, text, error = _extract_text(obj)
-        field = text_field
-        if error is None:
-            field, label, error = _extract_label(obj)
-        if error is None:
-            for meta in ("language", "domain"):
-                value = obj.get(meta)
-                if value is not None and not isinstance(value, str):
-                    field, error = meta, "wrong_type"
-                    break
-        if error is not None:
-            if error == "wrong_type":
-                value = obj
-                for part in field.split("+")[-1].split("."):
-                    value = value.get(part) if isinstance(value, dict) else None
-                detail = f"field '{field}' has the wrong type ({_json_type(value)})"
-            elif error == "missing_text":
-                detail = "no 'text', 'original_text' or 'instruction' field"
-            else:  # missing_label
-                detail = f"no label ('{field}' is missing or empty)"
-            quarantine(line_no, field, error, detail, line, record_id)
-            continue
-        if "\\u" in line:  # a \uD800-style escape can smuggle in a lone surrogate
-            fields = {
-                text_field: text,
-                field: label,
-                "id": record_id,
-                "language": obj.get("language"),
-                "domain": obj.get("domain"),
-            }
-            bad_field = next(
-                (f for f, v in fields.items() if isinstance(v, str) and _SURROGATE_RE.search(v)),
-                None,
-            )
-            if bad_field is not None:
-                detail = f"field '{bad_field}' has a lone surrogate escape"
-                usable_id = None if bad_field == "id" else record_id
-                quarantine(line_no, bad_field, "invalid_utf8", detail, line, usable_id)
-                continue
-
-        # Hot path (every kept line): plain appends, ~10 % faster than _append_row's kwargs.
-        out["file"].append(name)
-        out["line"].append(line_no)
-        out["source"].append(f"{name}:{line_no}")
-        out["id"].append(record_id)
-        out["text"].append(text)
-        out["label"].append(label)
-        out["label_field"].append(field)
-        out["language"].append(obj.get("language") or "")
-        out["domain"].append(obj.get("domain") or "")
-        out["raw"].append(line[:snippet])
-
-    return {"lines_read": len(lines), "blank_lines": blank, "utf8_bom_stripped": bom}
 
 
 def ingest_raw_records(
@@ -350,9 +83,9 @@ def ingest_raw_records(
         Raw records (text and label not yet cleaned), their quarantine, and the ingest
         summary (per-file line counts, ignored files).
     """
-    pattern = _param(params, "partition_pattern", "ingest", str)
-    seed_name = _param(params, "seed_file_name", "ingest", str)
-    snippet = _param(params, "raw_snippet_chars", "ingest", int)
+    pattern = read_param(params, "partition_pattern", "ingest", str)
+    seed_name = read_param(params, "seed_file_name", "ingest", str)
+    snippet = read_param(params, "raw_snippet_chars", "ingest", int)
 
     if seed_name in four_class_partitions:
         raise ValueError(
@@ -370,157 +103,6 @@ def ingest_raw_records(
         len(ignored),
     )
     return raw, bad, {"files": per_file, "ignored_files": ignored}
-
-
-def matching_partitions(
-    partitions: Mapping[str, Callable[[], bytes]], pattern: str
-) -> tuple[list[tuple[str, Callable[[], bytes]]], list[str]]:
-    """The top-level partitions whose id matches ``pattern`` as (id, loader), sorted by id,
-    and the ids of the others (sub-folders included), which are not read."""
-    files, ignored = [], []
-    for partition_id in sorted(partitions):
-        if "/" not in partition_id and fnmatch.fnmatchcase(partition_id, pattern):
-            files.append((partition_id, partitions[partition_id]))
-        else:
-            ignored.append(partition_id)
-    return files, ignored
-
-
-def read_jsonl_files(
-    files: list[tuple[str, Callable[[], bytes]]], snippet: int
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
-    """Decode ``(name, load)`` JSONL files line by line: raw records (text and label not yet
-    cleaned), their quarantine, and each file's summary (lines read, blank lines, BOM)."""
-    out: dict[str, list] = {c: [] for c in _RAW_COLUMNS}
-    bad: dict[str, list] = {c: [] for c in QUARANTINE_COLUMNS}
-    per_file: dict[str, dict[str, Any]] = {}
-    for name, load in files:
-        data = load()
-        if isinstance(data, str):  # a TextDataset configured without mode "rb"
-            data = data.encode("utf-8")
-        if not isinstance(data, (bytes, bytearray)):
-            raise TypeError(
-                f"{name}: expected the file's bytes from the catalog, got {type(data).__name__} "
-                "(configure the dataset with fs_args.open_args_load.mode: rb)"
-            )
-        per_file[name] = _read_jsonl(name, bytes(data), snippet, out, bad)
-    # Intermediate tables stay object-typed: cheap to build and to iterate.
-    raw = pd.DataFrame(out, columns=list(out), dtype=object)
-    return raw, pd.DataFrame(bad, columns=QUARANTINE_COLUMNS), per_file
-
-
-# -------------------------------------------------------------------------- clean
-
-
-@functools.lru_cache(maxsize=1024)
-def _normalise_language(value: str) -> str | None:
-    """``"ja"``, ``"JA"``, ``"ja-JP"``, ``"Japanese"`` -> ``"ja"``; ``""`` -> ``""``; else None."""
-    key = value.strip().lower().replace("_", "-").split("-")[0]
-    if key in LANGUAGES or key == "":
-        return key
-    return {"japanese": "ja", "english": "en", "jpn": "ja", "eng": "en"}.get(key)
-
-
-def clean_records(
-    raw_records: pd.DataFrame, params: Mapping[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Normalise texts, labels and languages and scrub PII.
-
-    Texts are NFKC-normalised with whitespace collapsed (:func:`normalise_text`);
-    empty texts and texts over ``max_text_chars`` characters are quarantined, as are
-    unknown labels and languages other than ja / en. A missing language is detected
-    from the text, a missing domain becomes ``"unknown"``. When ``scrub_pii`` is on,
-    PII is replaced with typed placeholders by the Presidio + GiNZA scrubber
-    (:mod:`so8t_kedro.records.pii`, ``params["pii"]``), batched per language; a record
-    the engine fails on is quarantined as ``pii_scrub_failed`` with the error.
-
-    Args:
-        raw_records: output of :func:`ingest_raw_records`.
-        params: ``params:data_processing.clean``.
-
-    Returns:
-        Clean records (:data:`RECORD_COLUMNS` plus trace columns), their quarantine,
-        and the PII replacements of the kept records: ``by_type`` (every configured
-        entity type) and ``by_file`` (file -> type -> count, files with any).
-    """
-    max_chars = _param(params, "max_text_chars", "clean", int)
-    if max_chars <= 0:
-        raise ValueError(
-            f"params:data_processing.clean.max_text_chars must be > 0, got {max_chars}"
-        )
-    scrubber = None
-    if _param(params, "scrub_pii", "clean", bool):
-        scrubber = pii_scrubber(_param(params, "pii", "clean", Mapping))
-
-    bad: dict[str, list] = {c: [] for c in QUARANTINE_COLUMNS}
-
-    def quarantine(row: tuple, field: str, reason: str, detail: str) -> None:
-        file, line, source, record_id, *_, raw = row  # a row of _RAW_COLUMNS
-        _append_row(bad, file=file, line=line, source=source, id=record_id, field=field,
-                    reason=reason, detail=f"{source}: {detail}", raw=raw)
-
-    # Pass 1: labels, text, language; pass 2 (after batched scrubbing): length, output.
-    candidates: list[tuple[tuple, str, str, str]] = []  # (row, label, text, language)
-    for row in zip(*(raw_records[c].tolist() for c in _RAW_COLUMNS), strict=True):
-        _, _, _, _, text, raw_label, label_field, language, _, _ = row
-        try:
-            label = normalise_label(raw_label)
-        except (TypeError, ValueError) as exc:
-            quarantine(row, label_field, "unknown_label", str(exc))
-            continue
-        text = normalise_text(text)
-        if not text:
-            quarantine(row, "text", "empty_text", "text is empty after normalisation")
-            continue
-        lang = _normalise_language(language)
-        if lang is None:
-            detail = f"language {language!r} is not one of ja, en"
-            quarantine(row, "language", "unsupported_language", detail)
-            continue
-        candidates.append((row, label, text, lang or detect_language(text)))
-
-    if scrubber is None:
-        scrubbed = [ScrubResult(text) for _, _, text, _ in candidates]
-        entity_types: list[str] = []
-    else:
-        scrubbed = scrubber.scrub([c[2] for c in candidates], [c[3] for c in candidates])
-        entity_types = scrubber.entities
-    by_type: Counter = Counter({t: 0 for t in entity_types})
-    by_file: dict[str, Counter] = {}
-
-    out: dict[str, list] = {c: [] for c in RECORD_COLUMNS + _TRACE_COLUMNS}
-    for (row, label, _, lang), result in zip(candidates, scrubbed, strict=True):
-        file, line, source, record_id, _, _, _, _, domain, raw = row
-        if result.error is not None:
-            quarantine(row, "text", "pii_scrub_failed", f"PII engine error: {result.error}")
-            continue
-        text = result.text
-        if len(text) > max_chars:  # after scrubbing: placeholders can be longer than PII
-            detail = f"text has {len(text)} characters (max_text_chars={max_chars})"
-            quarantine(row, "text", "text_too_long", detail)
-            continue
-        if result.counts:  # count the PII of records that pass cleaning only
-            by_type.update(result.counts)
-            by_file.setdefault(file, Counter()).update(result.counts)
-        out["id"].append(record_id)
-        out["text"].append(text)
-        out["label"].append(label)
-        out["label_id"].append(LABEL_TO_ID[label])
-        out["language"].append(lang)
-        out["domain"].append(domain.strip() or UNKNOWN_DOMAIN)
-        out["source"].append(source)
-        out["file"].append(file)
-        out["line"].append(line)
-        out["raw"].append(raw)
-
-    records = pd.DataFrame(out, columns=list(out), dtype=object)
-    records["label_id"] = records["label_id"].astype("int64")
-    records["line"] = records["line"].astype("int64")
-    pii_counts = {
-        "by_type": dict(by_type),
-        "by_file": {name: dict(counts) for name, counts in by_file.items()},
-    }
-    return records, pd.DataFrame(bad, columns=QUARANTINE_COLUMNS), pii_counts
 
 
 # ---------------------------------------------------------------------- deduplicate
@@ -621,12 +203,12 @@ def group_near_duplicates(
         then input order) and a summary: the settings, the number of groups, records in
         them, group sizes, and the largest groups' texts as examples.
     """
-    ngram = _param(params, "ngram", "near_duplicates", int)
-    threshold = float(_param(params, "threshold", "near_duplicates", (int, float)))
-    num_perm = _param(params, "num_perm", "near_duplicates", int)
-    seed = _param(params, "seed", "near_duplicates", int)
-    max_indexed = _param(params, "max_indexed_per_group", "near_duplicates", int)
-    n_examples = _param(params, "report_examples", "near_duplicates", int)
+    ngram = read_param(params, "ngram", "near_duplicates", int)
+    threshold = float(read_param(params, "threshold", "near_duplicates", (int, float)))
+    num_perm = read_param(params, "num_perm", "near_duplicates", int)
+    seed = read_param(params, "seed", "near_duplicates", int)
+    max_indexed = read_param(params, "max_indexed_per_group", "near_duplicates", int)
+    n_examples = read_param(params, "report_examples", "near_duplicates", int)
     if ngram < 1:
         raise ValueError(f"params:data_processing.near_duplicates.ngram must be >= 1, got {ngram}")
     if not 0.0 < threshold <= 1.0:
@@ -699,8 +281,8 @@ def collect_quarantined_records(
         .sort_values(["file", "line"], kind="stable")
         .reset_index(drop=True)
     )
-    if _param(params, "scrub_pii", "clean", bool):
-        scrubber = pii_scrubber(_param(params, "pii", "clean", Mapping))
+    scrubber = configured_scrubber(params)
+    if scrubber is not None:
         raws = [normalise_text(raw or "") for raw in quarantine["raw"].tolist()]
         results = scrubber.scrub(raws, [detect_language(raw) for raw in raws])
         # A snippet the engine fails on is dropped, never kept unscrubbed.
@@ -714,7 +296,7 @@ def collect_quarantined_records(
 def _split_fractions(params: Mapping[str, Any]) -> tuple[float, float, float]:
     fractions = []
     for key in ("train_fraction", "val_fraction", "test_fraction"):
-        value = float(_param(params, key, "split", (int, float)))
+        value = float(read_param(params, key, "split", (int, float)))
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"params:data_processing.split.{key} must be in [0, 1], got {value}")
         fractions.append(value)
@@ -776,8 +358,8 @@ def split_records(
         their groups) and a summary of the split.
     """
     _, val_frac, test_frac = _split_fractions(params)
-    seed = _param(params, "random_state", "split", int)
-    fallback = _param(params, "allow_unstratified_fallback", "split", bool)
+    seed = read_param(params, "random_state", "split", int)
+    fallback = read_param(params, "allow_unstratified_fallback", "split", bool)
     records = records[RECORD_COLUMNS].reset_index(drop=True)
     near_duplicate_groups = _ensure_columns(near_duplicate_groups, NEAR_DUPLICATE_GROUP_COLUMNS)
     units = _group_strata(records, near_duplicate_groups)

@@ -3,14 +3,17 @@
 ``four_class_partitions`` + ``seed_dataset`` (raw bytes) -> ``train_records`` /
 ``val_records`` / ``test_records`` (primary), ``quarantined_records`` /
 ``duplicate_records`` / ``near_duplicate_groups`` (intermediate), ``data_quality_report`` /
-``label_distribution_plot`` (reporting). See ``nodes.py`` for the rules.
+``label_distribution_plot`` (reporting). See ``nodes.py`` for the rules; cleaning is
+:func:`so8t_kedro.records.cleaning.clean_records`, which the evaluation pipeline also
+runs on external test sets.
 """
 
 from kedro.pipeline import Node, Pipeline
 
+from so8t_kedro.records.cleaning import clean_records
+
 from .nodes import (
     build_data_quality_report,
-    clean_records,
     collect_quarantined_records,
     deduplicate_records,
     group_near_duplicates,

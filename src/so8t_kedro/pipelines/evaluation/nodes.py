@@ -39,14 +39,9 @@ from so8t_kedro.decision.metrics import (
 )
 from so8t_kedro.decision.scoring import label_ids_of, predict_records, predictions_table, scores_of
 from so8t_kedro.labels import LABELS
-from so8t_kedro.pipelines.data_processing.nodes import (
-    QUARANTINE_COLUMNS,
-    RECORD_COLUMNS,
-    RecordAccountingError,
-    clean_records,
-    matching_partitions,
-    read_jsonl_files,
-)
+from so8t_kedro.records.cleaning import clean_records
+from so8t_kedro.records.jsonl import matching_partitions, read_jsonl_files
+from so8t_kedro.records.schema import QUARANTINE_COLUMNS, RECORD_COLUMNS, RecordAccountingError
 from so8t_kedro.reporting import html_report
 from so8t_kedro.training.base_model import chosen_base_dir
 

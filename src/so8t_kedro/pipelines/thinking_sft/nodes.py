@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from so8t_kedro.labels import LABEL_TO_ID, LABELS
-from so8t_kedro.pipelines.data_processing.nodes import RECORD_COLUMNS, SPLITS
+from so8t_kedro.records.schema import RECORD_COLUMNS, SPLITS
 from so8t_kedro.think import (
     DEFAULT_FORMAT,
     DEFAULT_MAX_QUOTED_CHARS,

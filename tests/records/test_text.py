@@ -1,14 +1,11 @@
-"""Cleaning rules: NFKC, whitespace, language and dedup key (PII: tests/records/test_pii.py)."""
+"""Text normalisation: NFKC, whitespace and language (dedup key: test_near_duplicates.py,
+PII: test_pii.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from so8t_kedro.pipelines.data_processing.nodes import (
-    dedup_key,
-    detect_language,
-    normalise_text,
-)
+from so8t_kedro.records.text import detect_language, normalise_text
 
 # ------------------------------------------------------------------ normalise_text
 
@@ -64,19 +61,3 @@ def test_normalise_text_collapses_whitespace_and_controls(raw, expected):
 )
 def test_detect_language(text, language):
     assert detect_language(text) == language
-
-
-def test_dedup_key_ignores_case_width_whitespace_and_punctuation():
-    base = dedup_key("hello world")
-    assert base == "helloworld"
-    for variant in [
-        "Hello, World!",
-        "  HELLO   world.",
-        "ＨＥＬＬＯ　ＷＯＲＬＤ！",
-        "hello-world?",
-        "«hello» world",
-    ]:
-        assert dedup_key(variant) == base, variant
-    assert dedup_key("こんにちは。") == dedup_key("こんにちは") == dedup_key("「こんにちは」")
-    assert dedup_key("hello word") != base
-    assert dedup_key("ALLOW 1") != dedup_key("ALLOW 2")
