@@ -22,6 +22,7 @@ Everything runs through the product's own code, with the parameters in conf/base
 
     python benchmarks/decision_seeds.py
     python benchmarks/decision_seeds.py --seeds 42 43 44 --scoring-batch-size 32
+    python benchmarks/decision_seeds.py --seeds 42 --params base_model.embedded_training.epochs=3
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44],
                         help="training seeds (the data split stays fixed)")
+    parser.add_argument("--params", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="parameter overrides as `kedro run --params` takes them, e.g. "
+                             "base_model.embedded_training.epochs=3 (values read as YAML)")
     parser.add_argument("--scoring-batch-size", type=int, default=32,
                         help="requests per scoring pass (scores do not depend on it)")
     return parser.parse_args()
@@ -95,6 +99,23 @@ def distribution(predicted) -> str:
     return "  ".join(f"{label} {counts.get(label, 0) / total:5.1%}" for label in LABELS)
 
 
+def runtime_params(overrides: list[str]) -> dict:
+    """``["a.b=1", ...]`` as the nested dict ``KedroSession.create`` merges over conf."""
+    import yaml
+
+    nested: dict = {}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep:
+            raise SystemExit(f"--params: {override!r} is not KEY=VALUE")
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return nested
+
+
 def mean_spread(values: list[float]) -> str:
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.3f} ± {spread:.3f}"
@@ -112,12 +133,14 @@ def main() -> None:
     from so8t_kedro.decision.scoring import load_scoring_model, predict_records
     from so8t_kedro.labels import LABELS
     from so8t_kedro.pipelines.training.nodes import (
+        attach_reference_scores,
         build_embedded_base_model,
         train_so8t_adapter,
     )
 
     bootstrap_project(PROJECT_ROOT)
-    with KedroSession.create(project_path=PROJECT_ROOT) as session:
+    with KedroSession.create(project_path=PROJECT_ROOT,
+                             runtime_params=runtime_params(args.params)) as session:
         params = session.load_context().params
         data = product_data(session)
     sft, train_records, test = (data["thinking_sft_dataset"], data["train_records"],
@@ -158,6 +181,11 @@ def main() -> None:
         print(f"label_scores (now)          : {distribution(np.asarray(LABELS)[current.argmax(1)])}")
         del model
 
+        began = time.perf_counter()
+        samples = attach_reference_scores(sft, train_records,
+                                          params["evaluation"]["reference_classifier"],
+                                          params["training"]["distillation"])
+        print(f"reference classifier cross-fitted in {time.perf_counter() - began:.0f} s")
         print("== training the default recipe per seed")
         retrained_distributions = []
         for seed in args.seeds:
@@ -166,7 +194,7 @@ def main() -> None:
             training["checkpoint"]["dir"] = str(tmp / f"checkpoints_{seed}")
             training["progress"]["show_progress_bar"] = False
             began = time.perf_counter()
-            adapter, _, summary = train_so8t_adapter(base_dir, sft, params["base_model"],
+            adapter, _, summary = train_so8t_adapter(base_dir, samples, params["base_model"],
                                                      training, {})
             train_seconds = time.perf_counter() - began
             adapter_dir = tmp / f"adapter_{seed}"

@@ -1,5 +1,5 @@
 """The reference classifier: fit from the YAML parameters, LABELS-ordered scores and
-probabilities, metrics equal to scikit-learn's, and a skops round trip."""
+probabilities, metrics equal to scikit-learn's, a skops round trip, and cross-fitted scores."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import pytest
 import skops.io
 import yaml
 from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import StratifiedKFold
 
 from so8t_kedro.datasets import SkopsDataset
 from so8t_kedro.decision import metrics
 from so8t_kedro.decision.reference_classifier import (
+    cross_fitted_scores,
     describe,
     fit_reference_classifier,
     reference_probabilities,
@@ -117,3 +119,36 @@ def test_round_trip_through_the_dataset_gives_identical_probabilities(
                                   reference_probabilities(fitted, test_texts))
     # the file holds only types skops trusts by default: the catalog's trusted: [] suffices
     assert skops.io.get_untrusted_types(file=tmp_path / "reference_classifier.skops") == []
+
+
+def test_cross_fitted_scores_come_from_a_classifier_that_did_not_see_the_request(
+        params, seed_split):
+    """Each fold is scored by the reference fitted on the other folds: the same scores as
+    refitting by hand on scikit-learn's stratified folds, and less sure of the train
+    requests than the reference fitted on all of them (which has memorised them)."""
+    texts, labels, _, _ = seed_split
+    texts, labels = texts[::5], labels[::5]  # every label, a fifth of the rows
+    crossed = cross_fitted_scores(texts, labels, params, folds=4)
+    assert crossed.shape == (len(texts), len(LABELS))
+    splitter = StratifiedKFold(n_splits=4, shuffle=True, random_state=params["seed"])
+    fit_rows, score_rows = next(splitter.split(texts, labels))
+    by_hand = fit_reference_classifier([texts[i] for i in fit_rows],
+                                       [labels[i] for i in fit_rows], params)
+    np.testing.assert_allclose(crossed[score_rows],
+                               reference_scores(by_hand, [texts[i] for i in score_rows]),
+                               rtol=1e-9, atol=1e-9)
+    in_sample = reference_probabilities(fit_reference_classifier(texts, labels, params), texts)
+    crossed_probabilities = metrics.softmax(crossed)
+    gold = [LABELS.index(label) for label in labels]
+    assert (crossed_probabilities[range(len(gold)), gold].mean()
+            < in_sample[range(len(gold)), gold].mean() - 0.05)
+    np.testing.assert_array_equal(crossed, cross_fitted_scores(texts, labels, params, folds=4))
+
+
+def test_cross_fitting_refuses_too_few_folds_or_requests(params):
+    texts = ["a", "b", "c", "d", "e", "f", "g"]
+    labels = ["ALLOW", "ALLOW", "ESCALATION", "ESCALATION", "DENY", "DENY", "REFUSE"]
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        cross_fitted_scores(texts, labels, params, folds=1)
+    with pytest.raises(ValueError, match=r"at least 2 requests of every label.*'REFUSE': 1"):
+        cross_fitted_scores(texts, labels, params, folds=2)

@@ -38,6 +38,7 @@ from so8t_kedro.training.loop import (
     LOSS_TERMS,
     NonFiniteLossError,
     _losses,
+    add_adapters,
     batch_order,
     collate,
     lm_loss,
@@ -106,10 +107,11 @@ def test_one_pass_losses_equal_separate_passes(tiny_base_dir, sft_samples):
     scorer = FourClassScorer(tokenizer)
     rows = sft_samples.iloc[[0, 9, 17, 26]]  # four labels, different lengths
     examples = tokenise_samples(rows, tokenizer, 512, scorer, min_target_tokens=64)
-    weights = {"cmd": 0.7, "safety": 1.3, "orthogonal_reg": 0.0}
+    weights = {"cmd": 0.7, "safety": 1.3, "distill": 0.0, "orthogonal_reg": 0.0}
     with torch.no_grad():
         terms = _losses(model, scorer.readout, {}, examples, tokenizer.pad_token_id, "cpu",
-                        weights, pet_lambda=0.0, safety_temperature=0.5)
+                        weights, pet_lambda=0.0, safety_temperature=0.5,
+                        distillation_temperature=2.0)
         plain = tokenise_samples(rows, tokenizer, 512, min_target_tokens=64)
         lm_sum = count = 0
         for e in plain:  # each sample alone: no padding, no tail
@@ -125,6 +127,66 @@ def test_one_pass_losses_equal_separate_passes(tiny_base_dir, sft_samples):
     assert float(terms["safety"]) == pytest.approx(float(safety), abs=SHARED_PASS_TOLERANCE)
     assert float(terms["loss"]) == pytest.approx(0.7 * lm_sum / count + 1.3 * float(safety),
                                                  abs=2 * SHARED_PASS_TOLERANCE)
+
+
+def test_the_distillation_term_is_the_tempered_kl_from_the_reference(tiny_base_dir,
+                                                                     sft_samples):
+    """distill = T² · KL(softmax(reference / T) ‖ softmax(model's label scores / T)), batch
+    mean, from the same one-pass scores as the four-class term; it joins the total with its
+    weight."""
+    model, tokenizer = load_base_model(tiny_base_dir)
+    scorer = FourClassScorer(tokenizer)
+    rows = sft_samples.iloc[[0, 9, 17, 26]].copy()
+    reference = torch.tensor([[2.0, -1.0, 0.5, 0.0], [0.0, 3.0, -2.0, 1.0],
+                              [1.0, 1.0, 1.0, 1.0], [-1.0, 0.0, 0.0, 4.0]])
+    rows["reference_scores"] = reference.tolist()
+    examples = tokenise_samples(rows, tokenizer, 512, scorer, min_target_tokens=64)
+    weights = {"cmd": 0.0, "safety": 0.0, "distill": 1.5, "orthogonal_reg": 0.0}
+    with torch.no_grad():
+        terms = _losses(model, scorer.readout, {}, examples, tokenizer.pad_token_id, "cpu",
+                        weights, pet_lambda=0.0, safety_temperature=1.0,
+                        distillation_temperature=2.0)
+        texts = [request_from_prompt(p) for p in rows["prompt"]]
+        scores = _separate_scores(model, tokenizer, scorer, texts, rows["language"].tolist())
+    teacher = torch.softmax(reference / 2.0, dim=-1)
+    student = torch.log_softmax(scores / 2.0, dim=-1)
+    expected = 4.0 * float((teacher * (teacher.log() - student)).sum(-1).mean())
+    assert expected > 0.05  # the untrained model is far from these targets
+    assert float(terms["distill"]) == pytest.approx(expected, abs=SHARED_PASS_TOLERANCE)
+    assert float(terms["loss"]) == pytest.approx(1.5 * expected, abs=2 * SHARED_PASS_TOLERANCE)
+
+
+def test_distillation_without_reference_scores_is_refused(tiny_base_dir, sft_samples,
+                                                          training_params):
+    training_params["loss_weights"]["distill"] = 0.5
+    with pytest.raises(ValueError, match=r"distill > 0 needs the reference classifier's "
+                                         r"scores of every train sample.*24 of 24 have none"):
+        train_so8t(tiny_base_dir, sft_samples, training_params,
+                   checkpoint_dir=training_params["checkpoint"]["dir"])
+
+
+def test_uniform_attention_start_zeroes_the_trained_queries_only(tiny_base_dir,
+                                                                 training_params):
+    """The fully trained copy of each qkv_proj starts with zero query rows (every head then
+    weighs its prefix alike) and the base's keys and values; the frozen base is untouched.
+    Without a fully trained qkv_proj the setting is refused, naming the fix."""
+    training_params["uniform_attention_start"] = True
+    with pytest.raises(ValueError, match="add qkv_proj to lora.modules_to_save"):
+        add_adapters(load_base_model(tiny_base_dir)[0], training_params)
+
+    base, _ = load_base_model(tiny_base_dir)
+    original = [layer.self_attn.qkv_proj.weight.detach().clone() for layer in base.model.layers]
+    training_params["lora"].update(target_modules=["o_proj", "gate_up_proj", "down_proj"],
+                                   modules_to_save=["qkv_proj"])
+    model = add_adapters(base, training_params)
+    hidden = base.config.hidden_size
+    for layer, weight in zip(model.base_model.model.model.layers, original, strict=True):
+        wrapper = layer.self_attn.qkv_proj
+        trained = wrapper.modules_to_save["default"].weight
+        assert trained.requires_grad
+        assert not trained[:hidden].any()
+        assert torch.equal(trained[hidden:], weight[hidden:])
+        assert torch.equal(wrapper.original_module.weight, weight)
 
 
 def test_each_samples_loss_is_the_same_alone_and_in_a_padded_batch(tiny_base_dir, sft_samples):

@@ -4,6 +4,7 @@ Per optimiser step (``gradient_accumulation_steps`` micro-batches)::
 
     loss = cmd_weight · LM loss on completion tokens only
          + safety_weight · cross-entropy over the four labels' log-likelihoods (decision/classifier.py)
+         + distill_weight · T² · KL(reference_T ‖ model_T) over the same four labels
          + λ(step) · PET(last hidden state)           (three-phase schedule)
          + orthogonal_reg · orthogonality(gates)
 
@@ -84,7 +85,7 @@ from so8t_kedro.training.progress import PerformanceProfiler, ProgressLogger
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-LOSS_TERMS = ("loss", "lm", "safety", "pet", "orthogonality")
+LOSS_TERMS = ("loss", "lm", "safety", "distill", "pet", "orthogonality")
 HISTORY_COLUMNS = ("step", "epoch", "lr", "pet_lambda", "tokens", *LOSS_TERMS)
 
 
@@ -100,6 +101,9 @@ class Example:
     labels: list[int]
     label_id: int
     prompt_length: int
+    # The reference classifier's cross-fitted logits of the request (LABELS order), the
+    # distillation target; None where the samples carry none.
+    reference_scores: tuple[float, ...] | None = None
 
 
 def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int,
@@ -123,6 +127,7 @@ def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int,
             f"{' beside the decision tail' if scorer is not None else ''}; got "
             f"{min_target_tokens}: raise max_seq_length or lower min_target_tokens")
     examples, cut = [], 0
+    has_reference = "reference_scores" in samples.columns
     for row in samples.itertuples(index=False):
         if scorer is not None:
             prompt_ids = scorer.prompt_ids(row.prompt)
@@ -135,7 +140,9 @@ def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int,
         prompt_ids = prompt_ids[start:]
         ids = prompt_ids + completion_ids[:kept]
         labels = [IGNORE_INDEX] * len(prompt_ids) + completion_ids[:kept]
-        examples.append(Example(ids, labels, int(row.label_id), len(prompt_ids)))
+        reference = row.reference_scores if has_reference else None
+        examples.append(Example(ids, labels, int(row.label_id), len(prompt_ids),
+                                None if reference is None else tuple(map(float, reference))))
     if cut:
         logger.info("training: %d of %d prompts lost tokens from the left to fit "
                     "max_seq_length %d with min_target_tokens %d", cut, len(examples),
@@ -254,10 +261,37 @@ def add_adapters(model, params: Mapping[str, Any]):
         # output head); PEFT's merge puts them in the baked model.
         modules_to_save=list(lora.get("modules_to_save") or []) or None,
     ))
+    if params["uniform_attention_start"]:
+        zero_query_weights(model)
     so8t = dict(params["so8t"])
     if so8t.pop("enabled", True):
         install_gates(model, SO8TConfig.from_dict(so8t))  # after PEFT: θ stays trainable
     return model
+
+
+def zero_query_weights(model) -> None:
+    """Zero the query rows of every fully trained ``qkv_proj`` (``lora.modules_to_save``), so
+    that each attention head starts as a uniform average over its prefix.
+
+    The decision is read at the end of the probe; a head that averages the prefix hands it
+    the bag of the request's tokens, the feature a linear classifier decides well from, which
+    a small base pre-trained on a few thousand requests does not find by itself (README,
+    "Training", measures it). Phi-3's fused projection holds the query rows first.
+    """
+    config = model.config
+    query_rows = config.num_attention_heads * (config.hidden_size // config.num_attention_heads)
+    zeroed = 0
+    for name, module in model.named_modules():
+        if name.endswith("qkv_proj.modules_to_save.default"):
+            with torch.no_grad():
+                module.weight[:query_rows] = 0
+                if module.bias is not None:
+                    module.bias[:query_rows] = 0
+            zeroed += 1
+    if not zeroed:
+        raise ValueError("training.uniform_attention_start zeroes the query rows of the fully "
+                         "trained qkv_proj: add qkv_proj to lora.modules_to_save (and remove "
+                         "it from lora.target_modules)")
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -288,6 +322,7 @@ FINGERPRINT_PARAMS = (
     "seed", "batch_size", "gradient_accumulation_steps", "epochs", "max_steps",
     "max_seq_length", "min_target_tokens", "length_group_batches", "learning_rate",
     "weight_decay", "warmup_ratio", "max_grad_norm", "quantization", "lora", "so8t",
+    "uniform_attention_start",
 )
 # A base model is known by its config and its weight files' names, sizes and first and last
 # MiB: enough to tell two checkpoints of one architecture apart, without reading 7 GB.
@@ -316,8 +351,8 @@ def examples_digest(examples: Sequence[Example]) -> str:
     """A digest of the tokenised training samples, in order (text, tokenizer and cut)."""
     digest = hashlib.sha256()
     for e in examples:
-        digest.update(json.dumps([e.input_ids, e.labels, e.label_id, e.prompt_length])
-                      .encode())
+        digest.update(json.dumps([e.input_ids, e.labels, e.label_id, e.prompt_length,
+                                  e.reference_scores]).encode())
     return digest.hexdigest()
 
 
@@ -461,7 +496,19 @@ def train_so8t(
     # Each sample's tokens, for the length-grouped batches (the tail is the same for all).
     lengths = [len(e.input_ids) for e in train]
     group_batches = int(params["length_group_batches"])
-    safety_temperature = float(params.get("safety_temperature", 1.0))
+    safety_temperature = float(params["safety_temperature"])
+    distillation_temperature = float(params["distillation"]["temperature"])
+    if weights["distill"] > 0:
+        if readout is None:
+            raise ValueError("training.loss_weights.distill > 0 reads the four labels' scores, "
+                             "which only the four-class term computes: set "
+                             "loss_weights.safety > 0 too")
+        unscored = sum(e.reference_scores is None for e in train)
+        if unscored:
+            raise ValueError(
+                f"training.loss_weights.distill > 0 needs the reference classifier's scores of "
+                f"every train sample (the training pipeline's attach_reference_scores node "
+                f"adds them); {unscored} of {len(train)} have none")
     max_skips = int(params["max_consecutive_skipped_steps"])
     if max_skips < 1:
         raise ValueError(f"training.max_consecutive_skipped_steps must be >= 1, got {max_skips}")
@@ -564,7 +611,8 @@ def train_so8t(
                     # Gradients are all-reduced once, on the step's last micro-batch.
                     with nullcontext() if last else accelerator.no_sync(model):
                         terms = _losses(model, readout, gates, batch_examples, pad_id, device,
-                                        weights, pet_lambda, safety_temperature)
+                                        weights, pet_lambda, safety_temperature,
+                                        distillation_temperature)
                         accelerator.backward(terms["loss"] / len(group))
                     micro_terms.append(torch.stack([terms[k].detach().float()
                                                     for k in LOSS_TERMS]))
@@ -684,8 +732,9 @@ def _fmt(value: float | None) -> str:
 
 def _losses(model, readout: DecisionReadout | None, gates, examples: Sequence[Example],
             pad_id: int, device, weights: Mapping[str, float], pet_lambda: float,
-            safety_temperature: float) -> dict[str, torch.Tensor]:
-    """The four loss terms of one micro-batch and their weighted sum.
+            safety_temperature: float,
+            distillation_temperature: float) -> dict[str, torch.Tensor]:
+    """The loss terms of one micro-batch and their weighted sum.
 
     One forward pass: with a ``readout`` (the four-class term) each row holds the sample,
     then the decision tail that sees only the sample's prompt (:func:`collate`), so the
@@ -694,9 +743,17 @@ def _losses(model, readout: DecisionReadout | None, gates, examples: Sequence[Ex
     batch = {k: v.to(device) for k, v in collate(examples, pad_id, readout).items()}
     mask = (additive_mask(batch["attend"], float_dtype(model)) if readout is not None
             else batch["attention_mask"])
+    # Logits only from the position before the first target token to the end (completions
+    # and the decision tail): the prompts' positions predict nothing a loss reads, and the
+    # output layer over the vocabulary is the model's largest matmul for a small base.
+    labels = batch["labels"]
+    targets = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    keep = labels.shape[1] - int(targets[0]) + 1 if len(targets) else 1
+    if readout is not None:
+        keep = max(keep, len(readout.tokens))
     out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                attention_mask=mask, output_hidden_states=pet_lambda > 0)
-    lm = lm_loss(out.logits, batch["labels"])
+                attention_mask=mask, output_hidden_states=pet_lambda > 0, logits_to_keep=keep)
+    lm = lm_loss(out.logits, labels[:, -keep:])
     zero = lm.new_zeros(())
     # PET runs over the samples' own tokens: padding and the tail are masked out.
     pet = pet_loss(out.hidden_states[-1], batch["attention_mask"]) if pet_lambda > 0 else zero
@@ -706,7 +763,18 @@ def _losses(model, readout: DecisionReadout | None, gates, examples: Sequence[Ex
         safety = F.cross_entropy(scores / safety_temperature, target)
     else:
         safety = zero
+    if weights["distill"] > 0:
+        # Hinton et al.'s distillation: both distributions softened by T, the gradient's
+        # scale kept by T².
+        t = distillation_temperature
+        teacher = torch.softmax(torch.tensor([e.reference_scores for e in examples],
+                                             device=device, dtype=torch.float32) / t, dim=-1)
+        distill = F.kl_div(F.log_softmax(scores.float() / t, dim=-1), teacher,
+                           reduction="batchmean") * t * t
+    else:
+        distill = zero
     ortho = orthogonality_loss(gates) if gates else zero
-    loss = (weights["cmd"] * lm + weights["safety"] * safety + pet_lambda * pet
-            + weights["orthogonal_reg"] * ortho)
-    return {"loss": loss, "lm": lm, "safety": safety, "pet": pet, "orthogonality": ortho}
+    loss = (weights["cmd"] * lm + weights["safety"] * safety + weights["distill"] * distill
+            + pet_lambda * pet + weights["orthogonal_reg"] * ortho)
+    return {"loss": loss, "lm": lm, "safety": safety, "distill": distill, "pet": pet,
+            "orthogonality": ortho}

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from so8t_kedro.pipelines.training.nodes import BaseModelBundle
 from so8t_kedro.training.base_model import load_base_model
 from tests.helpers.optuna_study import running_study_trials
+from tests.helpers.sft import train_records
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +37,14 @@ PARAMS = ",".join([
 
 @pytest.fixture
 def hpo_project(kedro_project, sft_samples, tiny_base_dir) -> Path:
-    """The project copy with the tiny SFT set and base model saved as the catalog's latest
-    versions, so that the `hpo` nodes find their inputs."""
+    """The project copy with the tiny SFT set, its train requests and base model saved as the
+    catalog's latest versions, so that the `hpo` nodes find their inputs."""
     from kedro.framework.session import KedroSession
 
     with KedroSession.create(kedro_project) as session:
         catalog = session.load_context().catalog
         catalog.save("thinking_sft_dataset", sft_samples)
+        catalog.save("train_records", train_records(sft_samples))
         catalog.save("embedded_base_model", BaseModelBundle(*load_base_model(tiny_base_dir)))
     return kedro_project
 

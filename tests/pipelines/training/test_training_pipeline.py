@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import optuna
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -18,24 +20,36 @@ from transformers import AutoModelForCausalLM
 
 from so8t_kedro.datasets import HFDirectoryDataset, OptunaStorageDataset
 from so8t_kedro.pipelines.training import create_pipeline
+from so8t_kedro.pipelines.training.nodes import attach_reference_scores
 from so8t_kedro.so8t import list_gates, load_gates
 from tests.helpers.catalog import PersistedMemoryDataset
+from tests.helpers.sft import train_records
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 EMBEDDED = {"vocab_size": 1200, "hidden_size": 64, "num_hidden_layers": 2,
             "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 128,
             "max_position_embeddings": 1024, "seed": 0,
             "pretrain": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 8}}
-# The embedded default's own recipe, merged over params:training: its output head trained in full.
-EMBEDDED_TRAINING = {"lora": {"modules_to_save": ["lm_head"]}}
+# The embedded default's own recipe, merged over params:training: its output head and the
+# attention's fused projection trained in full (the queries started at zero), and the
+# reference classifier distilled.
+EMBEDDED_TRAINING = {"uniform_attention_start": True,
+                     "lora": {"target_modules": ["o_proj", "gate_up_proj", "down_proj"],
+                              "modules_to_save": ["lm_head", "qkv_proj"]},
+                     "loss_weights": {"distill": 0.5}}
 PERSISTED_OUTPUTS = ("hpo_best_params", "hpo_trials", "hpo_optimization_history_plot",
                      "hpo_param_importances_plot", "training_history", "training_summary",
                      "learning_curve_plot")
 
 
 def pipeline_catalog(sft_samples, training_params, hpo_params, tmp_path) -> DataCatalog:
+    evaluation = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_evaluation.yml").read_text())
     return DataCatalog(datasets={
         "thinking_sft_dataset": MemoryDataset(sft_samples),
+        "train_records": MemoryDataset(train_records(sft_samples)),
+        "params:evaluation.reference_classifier": MemoryDataset(
+            evaluation["evaluation"]["reference_classifier"]),
+        "params:training.distillation": MemoryDataset(training_params["distillation"]),
         "params:base_model.embedded": MemoryDataset(EMBEDDED),
         "params:base_model": MemoryDataset({"path": None, "embedded": EMBEDDED,
                                             "embedded_training": EMBEDDED_TRAINING}),
@@ -77,10 +91,35 @@ def test_training_pipeline_slice(sft_samples, training_params, hpo_params, tmp_p
                                          adapter_dir)
     load_gates(restored, adapter_dir)
     assert sorted(list_gates(restored)) == [0, 1]
-    # base_model.embedded_training applied: the head was trained in full and saved with LoRA.
+    # base_model.embedded_training applied: the head was trained in full and saved with LoRA;
+    # so was the fused qkv projection, whose query rows started at zero (64 of its rows:
+    # hidden size 64) and moved off it, while its key and value rows started from the base.
     saved = load_file(adapter_dir / "adapter_model.safetensors")
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
     [head] = [v for k, v in saved.items() if "lm_head" in k]
-    assert not torch.equal(head, AutoModelForCausalLM.from_pretrained(base_dir).lm_head.weight)
+    assert not torch.equal(head, base.lm_head.weight)
+    qkv = [v for k, v in sorted(saved.items()) if "qkv_proj" in k]
+    assert len(qkv) == 2 and all(w.shape == (3 * 64, 64) for w in qkv)
+    for trained, layer in zip(qkv, base.model.layers, strict=True):
+        queries = trained[:64].abs().max()
+        assert 0 < queries < 0.5 * layer.self_attn.qkv_proj.weight[:64].abs().max()
+    # the distillation term was on: every step has one
+    assert (history["distill"] > 0).all()
+
+
+def test_train_samples_get_cross_fitted_reference_scores(sft_samples, training_params):
+    evaluation = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_evaluation.yml").read_text())
+    reference = evaluation["evaluation"]["reference_classifier"]
+    records = train_records(sft_samples)
+    samples = attach_reference_scores(sft_samples, records, reference, {"folds": 3})
+    train = samples["split"] == "train"
+    assert samples.drop(columns="reference_scores").equals(sft_samples)
+    assert samples.loc[~train, "reference_scores"].isna().all()
+    scores = np.array(samples.loc[train, "reference_scores"].tolist())
+    assert scores.shape == (int(train.sum()), 4) and np.isfinite(scores).all()
+
+    with pytest.raises(ValueError, match=r"2 train sample\(s\) have no request in train_records"):
+        attach_reference_scores(sft_samples, records.iloc[2:], reference, {"folds": 3})
 
 
 def test_an_interrupted_run_exits_with_the_signal_code(monkeypatch, tmp_path):
@@ -102,8 +141,6 @@ def test_an_interrupted_run_exits_with_the_signal_code(monkeypatch, tmp_path):
 
 
 def test_learning_curve_of_a_run_without_steps():
-    import pandas as pd
-
     from so8t_kedro.pipelines.training.nodes import plot_learning_curve
     from so8t_kedro.training.loop import HISTORY_COLUMNS
 

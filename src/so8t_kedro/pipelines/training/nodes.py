@@ -20,6 +20,7 @@ from accelerate.utils import gather_object
 from matplotlib.figure import Figure
 from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
+from so8t_kedro.decision.reference_classifier import cross_fitted_scores
 from so8t_kedro.so8t import save_adapter
 from so8t_kedro.think import request_from_prompt
 from so8t_kedro.tracking.steps import step_trackers
@@ -84,9 +85,37 @@ def build_embedded_base_model(thinking_sft_dataset: pd.DataFrame,
     return BaseModelBundle(model, tokenizer)
 
 
+def attach_reference_scores(thinking_sft_dataset: pd.DataFrame, train_records: pd.DataFrame,
+                            reference_params: dict[str, Any],
+                            distillation_params: dict[str, Any]) -> pd.DataFrame:
+    """The SFT samples, each train row with ``reference_scores``: the reference classifier's
+    four logits for its request, cross-fitted over ``distillation_params["folds"]`` folds of
+    the train split (:func:`~so8t_kedro.decision.reference_classifier.cross_fitted_scores`),
+    the soft target of the loop's distillation term. Other rows get None.
+
+    ``reference_params`` is ``params:evaluation.reference_classifier``: the teacher is the
+    reference the evaluation shows beside the model, fitted on the other folds.
+    """
+    scores = cross_fitted_scores(train_records["text"].tolist(), train_records["label"].tolist(),
+                                 reference_params, int(distillation_params["folds"]))
+    by_id = dict(zip(train_records["id"], scores.tolist(), strict=True))
+    samples = thinking_sft_dataset.copy()
+    train = samples["split"] == "train"
+    missing = sorted(set(samples.loc[train, "id"]) - set(by_id))
+    if missing:
+        raise ValueError(f"thinking_sft_dataset: {len(missing)} train sample(s) have no request "
+                         f"in train_records (ids {missing[:5]}): the two come from different "
+                         "data_processing runs; run data_processing and thinking_sft together")
+    samples["reference_scores"] = [by_id[i] if is_train else None
+                                   for i, is_train in zip(samples["id"], train, strict=True)]
+    logger.info("Reference classifier cross-fitted over %d folds: scores of %d train samples",
+                int(distillation_params["folds"]), int(train.sum()))
+    return samples
+
+
 def tune_hyperparameters(
     embedded_base_model_dir: Path,
-    thinking_sft_dataset: pd.DataFrame,
+    training_samples: pd.DataFrame,
     base_model_params: dict[str, Any],
     training_params: dict[str, Any],
     hpo_params: dict[str, Any],
@@ -103,7 +132,7 @@ def tune_hyperparameters(
                     "--pipelines=training --tags=hpo --params=hpo.enabled=true")
         return {}, pd.DataFrame(columns=["number", "value", "state", *OBJECTIVE_TERMS])
     study = run_study(chosen_base_dir(base_model_params, embedded_base_model_dir),
-                      thinking_sft_dataset, training_params_for(base_model_params, training_params),
+                      training_samples, training_params_for(base_model_params, training_params),
                       hpo_params, study_storage(study_storage_url, hpo_params))
     best = best_parameters(study)
     logger.info("Study %s: best parameters %s", study.study_name, best or "none (no trial "
@@ -146,7 +175,7 @@ def _message_figure(message: str) -> Figure:
 
 def train_so8t_adapter(
     embedded_base_model_dir: Path,
-    thinking_sft_dataset: pd.DataFrame,
+    training_samples: pd.DataFrame,
     base_model_params: dict[str, Any],
     training_params: dict[str, Any],
     hpo_best_params: dict[str, Any],
@@ -165,7 +194,7 @@ def train_so8t_adapter(
     params = apply_overrides(training_params_for(base_model_params, training_params),
                              hpo_best_params)
     try:
-        result = train_so8t(base_dir, thinking_sft_dataset, params,
+        result = train_so8t(base_dir, training_samples, params,
                             checkpoint_dir=params["checkpoint"]["dir"], trackers=step_trackers())
     except TrainingInterrupted as stop:
         # Stopped by a signal after an emergency checkpoint (the loop printed how to resume):

@@ -1,5 +1,6 @@
-"""The `training` pipeline: embedded base model -> (optional) Optuna search -> SO8T QLoRA
-training with the search's best parameters -> learning curve and search plots.
+"""The `training` pipeline: embedded base model, the reference classifier's cross-fitted
+scores of the train requests (the distillation targets) -> (optional) Optuna search -> SO8T
+QLoRA training with the search's best parameters -> learning curve and search plots.
 
 The search nodes carry the ``hpo`` tag: ``kedro run --pipelines=training --tags=hpo
 --params=hpo.enabled=true`` runs the study alone; with ``hpo.enabled: false`` (the default)
@@ -9,6 +10,7 @@ the search node returns no overrides at once.
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
+    attach_reference_scores,
     build_embedded_base_model,
     plot_hpo_study,
     plot_learning_curve,
@@ -27,10 +29,22 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="build_embedded_base_model",
             ),
             Node(
+                func=attach_reference_scores,
+                inputs=[
+                    "thinking_sft_dataset",
+                    "train_records",
+                    "params:evaluation.reference_classifier",
+                    "params:training.distillation",
+                ],
+                outputs="training_samples",
+                name="attach_reference_scores",
+                tags=["hpo"],  # the search trains on these samples too
+            ),
+            Node(
                 func=tune_hyperparameters,
                 inputs=[
                     "embedded_base_model",
-                    "thinking_sft_dataset",
+                    "training_samples",
                     "params:base_model",
                     "params:training",
                     "params:hpo",
@@ -51,7 +65,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=train_so8t_adapter,
                 inputs=[
                     "embedded_base_model",
-                    "thinking_sft_dataset",
+                    "training_samples",
                     "params:base_model",
                     "params:training",
                     "hpo_best_params",
