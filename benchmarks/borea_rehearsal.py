@@ -73,7 +73,8 @@ def build_rehearsal_model(rehearsal: dict, placeholder_tokens: list[str], sample
     import torch
     from transformers import Phi3Config, Phi3ForCausalLM
 
-    from so8t_kedro.training.base_model import build_embedded_tokenizer, save_base_model
+    from so8t_kedro.models.embedded import build_embedded_tokenizer
+    from so8t_kedro.models.loading import save_base_model
 
     train = samples[samples["split"] == "train"]
     tokenizer = build_embedded_tokenizer(
@@ -91,7 +92,7 @@ def build_rehearsal_model(rehearsal: dict, placeholder_tokens: list[str], sample
 
 def train(base_dir: Path, samples: pd.DataFrame, params: dict, out_dir: Path) -> dict:
     """``train_so8t`` as the train node calls it; the adapter saved as the node saves it."""
-    from so8t_kedro.pipelines.training.nodes import AdapterBundle
+    from so8t_kedro.models.bundles import AdapterBundle
     from so8t_kedro.training.loop import train_so8t
 
     result = train_so8t(base_dir, samples, params, checkpoint_dir=out_dir / "checkpoints")

@@ -105,7 +105,7 @@ def main() -> None:
 
     from training_throughput import build_base, load_parameters, seed_samples
 
-    from so8t_kedro.training.base_model import training_params_for
+    from so8t_kedro.models.selection import training_params_for
     from so8t_kedro.training.checkpoint import (
         CheckpointNotFoundError,
         latest,

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from so8t_kedro.export.gguf import quantize_gguf, write_gguf
 from so8t_kedro.export.llama_process import LlamaProcess, NativeCrashError
-from so8t_kedro.training.base_model import embedded_base_model, save_base_model
+from so8t_kedro.models.embedded import embedded_base_model
+from so8t_kedro.models.loading import save_base_model
 
 SEED_FILE = Path(__file__).resolve().parents[1] / "data/01_raw/so8t_seed_dataset.jsonl"
 MODEL = {"vocab_size": 4000, "hidden_size": 1024, "num_hidden_layers": 4,

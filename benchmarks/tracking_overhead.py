@@ -97,8 +97,8 @@ def main() -> None:
     import torch
     from mlflow import MlflowClient
 
+    from so8t_kedro.models.selection import training_params_for
     from so8t_kedro.tracking.steps import MlflowStepTracker
-    from so8t_kedro.training.base_model import training_params_for
     from so8t_kedro.training.loop import LOSS_TERMS, train_so8t
 
     all_params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml")

@@ -271,7 +271,7 @@ def main() -> None:
     if args.pretrain_epochs is not None:
         embedded["pretrain"]["epochs"] = args.pretrain_epochs
 
-    from so8t_kedro.training.base_model import training_params_for
+    from so8t_kedro.models.selection import training_params_for
 
     base = training_params_for(all_params["base_model"], all_params["training"])
     if args.quantization is not None:

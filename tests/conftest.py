@@ -1,4 +1,5 @@
-"""Shared test fixtures: a bootstrapped project copy, and a tiny base model + SFT set."""
+"""Shared test fixtures: a bootstrapped project copy, a tiny base model + SFT set, and a
+tiny adapter on that base."""
 
 from __future__ import annotations
 
@@ -14,13 +15,11 @@ import yaml
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 from so8t_kedro.labels import LABEL_TO_ID, LABELS  # after the telemetry switch
+from so8t_kedro.models.embedded import embedded_base_model, pretrain_causal_lm
+from so8t_kedro.models.loading import load_base_model, save_base_model
 from so8t_kedro.pipelines.thinking_sft.nodes import render_thinking_sft_samples
+from so8t_kedro.so8t import save_adapter
 from so8t_kedro.think import request_from_prompt
-from so8t_kedro.training.base_model import (
-    embedded_base_model,
-    pretrain_causal_lm,
-    save_base_model,
-)
 from tests.helpers.phrase_bank import PHRASE_BANK_DATA
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -109,4 +108,34 @@ def training_params(tmp_path) -> dict:
     params["lora"].update(r=4, alpha=8)
     params["checkpoint"]["dir"] = str(tmp_path / "checkpoints")
     params["progress"]["show_progress_bar"] = False
+    return params
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_dir(tiny_base_dir, training_params_session, tmp_path_factory) -> Path:
+    """LoRA + SO8T gates on the tiny base, randomly initialised (B non-zero so that the
+    adapter changes the logits): what the scoring code loads, without a training run."""
+    import torch
+
+    from so8t_kedro.training.loop import add_adapters  # peft and accelerate: only when used
+
+    model, tokenizer = load_base_model(tiny_base_dir)
+    model = add_adapters(model, training_params_session)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.02)
+    out = tmp_path_factory.mktemp("adapter") / "so8t_adapter"
+    save_adapter(model, out)
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def training_params_session(project_root) -> dict:
+    params = yaml.safe_load((project_root / "conf/base/parameters_training.yml").read_text())
+    params = params["training"]
+    params.update(quantization=None)
+    params["lora"].update(r=4, alpha=8)
     return params

@@ -16,8 +16,8 @@ from so8t_kedro.decision.classifier import (
     scored_token_counts,
 )
 from so8t_kedro.decision.metrics import softmax
+from so8t_kedro.models.loading import load_base_model
 from so8t_kedro.think import render_prompt
-from so8t_kedro.training.base_model import load_base_model
 from tests.helpers.tolerances import forward_bound, max_abs_logit
 
 # Two labels share their first token (7), as a tokenizer without whole-label pieces might.

@@ -27,7 +27,8 @@ from so8t_kedro.export.gguf import (
     write_gguf,
 )
 from so8t_kedro.export.llama_process import LlamaProcess
-from so8t_kedro.training.base_model import SPM_FILENAME, THINK_TAG_TOKENS
+from so8t_kedro.models.embedded import THINK_TAG_TOKENS
+from so8t_kedro.models.loading import SPM_FILENAME
 from tests.helpers.tolerances import gguf_logit_bound, rounded_operands_bound, unit_roundoff
 
 pytestmark = pytest.mark.slow  # writes GGUF files and runs them in llama.cpp

@@ -7,6 +7,7 @@ import pandas as pd
 from kedro.config import OmegaConfigLoader
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
+SEED_DATA = CONF.parent / "data/01_raw/so8t_seed_dataset.jsonl"
 SFT_DATASET = "data/05_model_input/thinking_sft/thinking_sft_dataset.jsonl"
 # The save version of the SFT samples a test writes (before any run's).
 SFT_VERSION = "2026-01-01T00.00.00.000Z"

@@ -14,11 +14,11 @@ from so8t_kedro.decision.classifier import FourClassScorer
 from so8t_kedro.decision.metrics import softmax
 from so8t_kedro.decision.scoring import load_scoring_model, score_requests
 from so8t_kedro.labels import LABELS
+from so8t_kedro.models.embedded import STOP_TOKENS
 from so8t_kedro.serve import ThinkService
 from so8t_kedro.serve.backends import stop_token_ids
 from so8t_kedro.think import SYSTEM_PROMPT, parse_reply, render_prompt
 from so8t_kedro.think.disclosure import disclose
-from so8t_kedro.training.base_model import STOP_TOKENS
 
 SECRET = "SECRET-THINKING-0b7e"
 

@@ -18,6 +18,7 @@ from so8t_kedro.decision.classifier import (
     split_token_ids,
 )
 from so8t_kedro.labels import LABELS
+from so8t_kedro.models.loading import load_base_model
 from so8t_kedro.so8t import GATES_FILE
 from so8t_kedro.think import (
     label_continuations,
@@ -25,7 +26,6 @@ from so8t_kedro.think import (
     render_prompt,
     request_from_prompt,
 )
-from so8t_kedro.training.base_model import load_base_model
 from so8t_kedro.training.checkpoint import (
     CheckpointNotFoundError,
     ResumeMismatchError,

@@ -13,11 +13,13 @@ import :func:`fit_reference_classifier` and :func:`reference_probabilities`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
@@ -25,6 +27,8 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from so8t_kedro.labels import LABEL_TO_ID, LABELS
+
+logger = logging.getLogger(__name__)
 
 # The keys of params:evaluation.reference_classifier (parameters_evaluation.yml).
 PARAMETER_KEYS = frozenset({"tfidf", "logistic_regression", "seed"})
@@ -80,6 +84,16 @@ def fit_reference_classifier(texts: Sequence[str], labels: Sequence[str],
     # threads only spin on a busy machine (seed set, 2 loaded cores: 20 s with 2, 6 s with 1).
     with threadpool_limits(limits=1):
         return classifier.fit(list(texts), [LABEL_TO_ID[label] for label in labels])
+
+
+def fit_on_records(train_records: pd.DataFrame, params: Mapping[str, Any]) -> Pipeline:
+    """:func:`fit_reference_classifier` on the records' texts and labels (the train split,
+    ``params:evaluation.reference_classifier``)."""
+    classifier = fit_reference_classifier(train_records["text"].tolist(),
+                                          train_records["label"].tolist(), params)
+    logger.info("Reference classifier fitted on %d requests: %s", len(train_records),
+                describe(classifier))
+    return classifier
 
 
 def cross_fitted_scores(texts: Sequence[str], labels: Sequence[str],

@@ -1,11 +1,14 @@
 """Score four-class records with a causal LM: the classifier behind evaluation and A/B tests.
 
 A model is a base directory (the embedded default, a real Phi-3 directory or, after export,
-a baked one) plus optionally an adapter directory (LoRA + SO8T gates). Each request's four
+a baked one) plus optionally an adapter directory (LoRA + SO8T gates), given directly or as
+a model spec that :mod:`so8t_kedro.models.selection` resolves. Each request's four
 label log-likelihoods come from :class:`so8t_kedro.decision.classifier.FourClassScorer`, the scoring
 the training loss uses, so original, retrained and baked models are compared like with like.
+The reference classifier's predictions come in the same table
+(:func:`score_reference_classifier`), so every metric reads both alike.
 
-Framework-free (no kedro): the pipelines' nodes call these functions.
+No kedro here: the pipelines' nodes call these functions.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.pipeline import Pipeline
 
+from so8t_kedro.decision import reference_classifier as reference
 from so8t_kedro.decision.classifier import FourClassScorer
 from so8t_kedro.decision.metrics import softmax
 from so8t_kedro.labels import LABEL_TO_ID, LABELS
+from so8t_kedro.models.loading import load_base_model_for
+from so8t_kedro.models.selection import resolve_model_dirs
 from so8t_kedro.so8t import load_adapter
-from so8t_kedro.training.base_model import load_base_model_for
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +157,40 @@ def predict_records(record_sets: Sequence[pd.DataFrame], base_model_dir: str | P
                     len(table), table["correct"].mean(), table["latency_ms"].median())
         tables.append(table)
     return tables
+
+
+def score_model(
+    record_sets: Sequence[pd.DataFrame],
+    embedded_base_model_dir: Path,
+    catalog_adapter_dir: Path,
+    base_model_params: Mapping[str, Any],
+    model_spec: Mapping[str, Any],
+    scoring_params: Mapping[str, Any],
+    sft_format: str,
+) -> list[pd.DataFrame]:
+    """Score each set of records with the model ``model_spec`` names
+    (:func:`~so8t_kedro.models.selection.resolve_model_dirs`), loaded once: one
+    :func:`predict_records` table per set (probabilities of the four labels, the predicted
+    label, per-request latency).
+
+    ``sft_format`` is the /think format the model was trained on (its decision probe).
+    """
+    base, adapter = resolve_model_dirs(embedded_base_model_dir, catalog_adapter_dir,
+                                       base_model_params, model_spec)
+    return predict_records(record_sets, base, adapter, model_name=str(model_spec["name"]),
+                           fmt=sft_format, params=scoring_params)
+
+
+def score_reference_classifier(classifier: Pipeline, records: pd.DataFrame,
+                               model_name: str) -> pd.DataFrame:
+    """A predictions table of the reference classifier on ``records``, as ``score_model``'s
+    for a model: its scores are the logits (soft-maxed, its probabilities), the latency that
+    of one request at a time, and ``base_model_dir`` says what the classifier is."""
+    if records.empty:
+        raise ValueError(f"{model_name}: there are no records to score")
+    scores, latency = reference.score_requests_one_by_one(classifier, records["text"].tolist())
+    return predictions_table(records, scores, latency, model=model_name,
+                             base_model_dir=reference.describe(classifier), adapter_dir=None)
 
 
 def scores_of(predictions: pd.DataFrame) -> np.ndarray:

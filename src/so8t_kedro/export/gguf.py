@@ -67,7 +67,7 @@ import gguf
 import numpy as np
 
 from so8t_kedro.export.llama_process import LlamaProcess, run_isolated
-from so8t_kedro.training.base_model import SPM_FILENAME, load_base_model, load_phi3_config
+from so8t_kedro.models.loading import SPM_FILENAME, load_base_model, load_phi3_config
 
 GGUF_OUTTYPES = ("F16", "Q8_0", "Q4_K_M")
 
@@ -119,7 +119,7 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, outtype: str) -> Pat
         raise FileNotFoundError(
             f"{str(model_dir)!r} has no {SPM_FILENAME}: GGUF's llama vocabulary is read from "
             "the SentencePiece model, and transformers' save_pretrained does not write it. "
-            "Save the model with so8t_kedro.training.base_model.save_base_model, or copy "
+            "Save the model with so8t_kedro.models.loading.save_base_model, or copy "
             f"{SPM_FILENAME} from the original checkpoint into the directory")
     config = load_phi3_config(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)

@@ -1,1 +1,1 @@
-"""The SO8T training loop's parts: checkpoint manager, progress logger, base model."""
+"""SO8T training: the loop, the checkpoint manager, the progress logger and the search."""

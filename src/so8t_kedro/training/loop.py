@@ -57,6 +57,7 @@ from so8t_kedro.decision.classifier import (
     split_token_ids,
 )
 from so8t_kedro.logging_filters import BNB_MATMUL_LOGGER, Int8CastNotice
+from so8t_kedro.models.loading import load_base_model_for
 from so8t_kedro.so8t import (
     PETSchedule,
     SO8TConfig,
@@ -65,7 +66,6 @@ from so8t_kedro.so8t import (
     orthogonality_loss,
     pet_loss,
 )
-from so8t_kedro.training.base_model import load_base_model_for
 from so8t_kedro.training.checkpoint import (
     CheckpointManager,
     DataPosition,

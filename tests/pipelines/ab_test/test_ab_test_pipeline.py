@@ -13,19 +13,17 @@ from kedro.runner import SequentialRunner
 from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.ab_test import create_pipeline
 from so8t_kedro.pipelines.ab_test.nodes import compare_models, render_ab_test_report, score_arm
-from tests.helpers.project import project_parameters
-from tests.pipelines.evaluation.helpers import (
+from tests.helpers.evaluation import (
+    PNG_SIGNATURE,
+    SCORING,
+    clean_params,
     confident_scores,
+    embedded_images,
     memory_catalog,
     plot_datasets,
     predictions,
 )
-from tests.pipelines.evaluation.test_evaluation_pipeline import (
-    CLEAN,
-    PNG_SIGNATURE,
-    SCORING,
-    embedded_images,
-)
+from tests.helpers.project import project_parameters
 
 PARAMS = {"primary_metric": "macro_f1", "min_effect": 0.02, "significance_level": 0.05,
           "bootstrap": {"n_resamples": 500, "seed": 0}, "ece_bins": 15}
@@ -158,7 +156,7 @@ def test_ab_test_pipeline_slice(model_a, project_root, tiny_base_dir, tiny_adapt
             "params:evaluation.test_set": {"source": "split"},
             "params:evaluation.reference_classifier":
                 parameters["evaluation"]["reference_classifier"],
-            "params:data_processing.clean": CLEAN, "params:scoring": SCORING,
+            "params:data_processing.clean": clean_params(), "params:scoring": SCORING,
             "params:thinking_sft.format": "quadruple", "params:ab_test": PARAMS,
         },
         outputs=["evaluation_set", "evaluation_set_quarantine", "reference_classifier",

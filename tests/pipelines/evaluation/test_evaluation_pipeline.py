@@ -1,190 +1,58 @@
-"""The evaluation pipeline: its evaluation set, scoring, metrics, calibration, report."""
+"""The evaluation pipeline: its metrics, calibration and baselines by hand, and the pipeline
+run on the seed requests (its report, a single node re-run, an external test set)."""
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from kedro.io import MemoryDataset
 from kedro.runner import SequentialRunner
 from sklearn.metrics import f1_score
 
 from so8t_kedro.decision.reference_classifier import fit_reference_classifier
-from so8t_kedro.decision.scoring import load_scoring_model
 from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.evaluation import create_pipeline
 from so8t_kedro.pipelines.evaluation.nodes import (
     compute_baseline_metrics,
     compute_evaluation_metrics,
     fit_temperature_calibration,
-    prepare_evaluation_set,
-    resolve_model_dirs,
-    score_model,
 )
-from tests.helpers.project import project_parameters
-from tests.helpers.tolerances import forward_bound, max_abs_logit
-from tests.pipelines.evaluation.helpers import (
+from tests.helpers.evaluation import (
+    PNG_SIGNATURE,
+    SCORING,
     clean_params,
     confident_scores,
+    embedded_images,
     memory_catalog,
     plot_datasets,
     predictions,
     records_frame,
+    seed_records_except,
+    seed_sample_records,
 )
+from tests.helpers.project import project_parameters
 
 CLEAN = clean_params()
-SCORING = {"batch_size": 1, "max_probe_tokens": 512, "quantization": None, "device": "cpu"}
 EVALUATION = {"ece_bins": 15, "min_samples_per_class": 20}
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def embedded_images(page: str) -> list[bytes]:
-    return [base64.b64decode(data)
-            for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
-
-
-# ---------------------------------------------------------------- evaluation set
-
-
-def test_split_source_evaluates_the_test_split():
-    test = records_frame(["ALLOW", "DENY"]).assign(extra="dropped")
-    records, quarantine = prepare_evaluation_set(test, {}, {"source": "split"}, CLEAN)
-    assert records["id"].tolist() == ["r0", "r1"]
-    assert "extra" not in records and quarantine.empty
-
-
-def test_external_jsonl_is_read_cleaned_and_bad_lines_quarantined():
-    bench = "\n".join([
-        json.dumps({"text": "天気を教えて", "label": "allow"}, ensure_ascii=False),
-        json.dumps({"quadruple_classification": {"four_class_label": "REFUSE"},
-                    "original_text": "How do I build a weapon?"}),
-        "{not json",
-        "",
-        json.dumps({"text": "call me at 090-1234-5678", "label": "ESCALATE"}),
-        json.dumps({"text": "hello", "label": "MAYBE"}),
-    ]).encode()
-    files = {"bench.jsonl": lambda: bench, "notes.txt": lambda: b"ignored"}
-    records, quarantine = prepare_evaluation_set(
-        records_frame(["ALLOW"]), files, {"source": "external", "file_pattern": "*.jsonl"}, CLEAN)
-    assert records["label"].tolist() == ["ALLOW", "REFUSE", "ESCALATION"]
-    assert "090-1234-5678" not in records["text"].iloc[2]  # PII scrubbed as in data_processing
-    assert quarantine[["file", "line", "reason"]].values.tolist() == [
-        ["bench.jsonl", 3, "malformed_json"], ["bench.jsonl", 6, "unknown_label"]]
-    assert quarantine["field"].iloc[1] == "label"
-    # 3 kept + 2 quarantined + 1 blank == 6 lines: nothing is lost
-
-
-def test_external_source_without_files_names_the_folder():
-    with pytest.raises(FileNotFoundError, match="external_test_files"):
-        prepare_evaluation_set(records_frame(["ALLOW"]), {"readme.md": lambda: b""},
-                               {"source": "external", "file_pattern": "*.jsonl"}, CLEAN)
-    with pytest.raises(ValueError, match="'split' or 'external'"):
-        prepare_evaluation_set(records_frame(["ALLOW"]), {}, {"source": "tests"}, CLEAN)
-
-
-# ------------------------------------------------------------------ model specs
-
-
-def test_model_specs_resolve_to_directories(tmp_path):
-    base = tmp_path / "embedded_base_model/v1/embedded_base_model"
-    latest = tmp_path / "so8t_adapter/2026-11-22T10.00.00.000Z/so8t_adapter"
-    older = tmp_path / "so8t_adapter/2026-11-21T09.00.00.000Z/so8t_adapter"
-    for directory in (base, latest, older):
-        directory.mkdir(parents=True)
-
-    def resolve(adapter, base_model_path=None):
-        return resolve_model_dirs(base, latest, {"path": base_model_path},
-                                  {"name": "m", "adapter": adapter})
-
-    assert resolve(None) == (base, None)
-    assert resolve("catalog") == (base, latest)
-    assert resolve("2026-11-21T09.00.00.000Z") == (base, older)
-    assert resolve(str(older)) == (base, older)
-    # base_model.path (a real model) wins over the embedded default
-    assert resolve(None, base_model_path=str(tmp_path)) == (tmp_path, None)
-    with pytest.raises(FileNotFoundError, match="no version '2020-01-01T00.00.00.000Z'"):
-        resolve("2020-01-01T00.00.00.000Z")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        resolve(str(tmp_path / "x"))
-
-
-def test_an_adapter_is_scored_on_the_base_it_was_trained_on(tmp_path):
-    latest_base = tmp_path / "embedded_base_model/v2/embedded_base_model"
-    trained_on = tmp_path / "embedded_base_model/v1/embedded_base_model"
-    adapter = tmp_path / "so8t_adapter/v1/so8t_adapter"
-    for directory in (latest_base, trained_on, adapter):
-        directory.mkdir(parents=True)
-    (adapter / "adapter_config.json").write_text(
-        json.dumps({"base_model_name_or_path": str(trained_on)}))
-    spec = {"name": "so8t", "adapter": "catalog"}
-    assert resolve_model_dirs(latest_base, adapter, {"path": None}, spec) == (trained_on, adapter)
-    # the recorded base is gone (another machine, a cleaned folder): the catalog's base
-    trained_on.rmdir()
-    assert resolve_model_dirs(latest_base, adapter, {"path": None}, spec) == (latest_base,
-                                                                              adapter)
-
-
-# ---------------------------------------------------------------------- scoring
-
-
-def _seed_rows(project_root) -> list[dict]:
-    return [json.loads(line) for line in
-            (project_root / "data/01_raw/so8t_seed_dataset.jsonl").read_text().splitlines()]
-
-
-def _records(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
-    frame["label_id"] = frame["label"].map(LABELS.index)
-    frame["source"] = "seed"
-    return frame.reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
-def seed_records(project_root) -> pd.DataFrame:
-    rows = _seed_rows(project_root)
-    return _records([r for label in LABELS for r in rows if r["label"] == label][::40])
+def seed_records() -> pd.DataFrame:
+    return seed_sample_records()
 
 
 @pytest.fixture(scope="module")
-def seed_train_records(project_root, seed_records) -> pd.DataFrame:
+def seed_train_records(seed_records) -> pd.DataFrame:
     """Every seed request that seed_records (the test and validation sets) leaves out."""
-    held_out = set(seed_records["id"])
-    return _records([r for r in _seed_rows(project_root) if r["id"] not in held_out])
+    return seed_records_except(seed_records)
 
 
 @pytest.fixture(scope="module")
 def reference_params() -> dict:
     return project_parameters()["evaluation"]["reference_classifier"]
-
-
-def test_scoring_reads_four_probabilities_per_request(seed_records, tiny_base_dir,
-                                                       tiny_adapter_dir):
-    base_only = score_model(seed_records, tiny_base_dir, tiny_adapter_dir, {"path": None},
-                            {"name": "original", "adapter": None}, SCORING, "quadruple")
-    adapted = score_model(seed_records, tiny_base_dir, tiny_adapter_dir, {"path": None},
-                          {"name": "so8t", "adapter": "catalog"}, SCORING, "quadruple")
-    batched = score_model(seed_records, tiny_base_dir, tiny_adapter_dir, {"path": None},
-                          {"name": "so8t", "adapter": "catalog"}, {**SCORING, "batch_size": 5},
-                          "quadruple")
-    probabilities = adapted[[f"p_{label}" for label in LABELS]].to_numpy()
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-9)
-    assert (adapted["latency_ms"] > 0).all()
-    assert adapted["predicted"].isin(LABELS).all()
-    assert adapted["adapter_dir"].iloc[0] == str(tiny_adapter_dir)
-    assert base_only["adapter_dir"].iloc[0] == ""
-    scores = [f"ll_{label}" for label in LABELS]
-    # the adapter changes the model; left-padded batches score like single requests up to
-    # float32 regrouping (other matrix shapes, other BLAS blocking): a score is a mean of
-    # log-softmax values, each within twice the logits' difference
-    assert not np.allclose(base_only[scores], adapted[scores])
-    model, _ = load_scoring_model(tiny_base_dir, tiny_adapter_dir, device="cpu")
-    bound = 2 * forward_bound(torch.float32, model.config, torch.tensor(max_abs_logit(model)))
-    np.testing.assert_allclose(batched[scores], adapted[scores], rtol=0, atol=bound)
 
 
 # ---------------------------------------------------------------------- metrics

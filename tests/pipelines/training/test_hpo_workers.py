@@ -14,8 +14,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from so8t_kedro.pipelines.training.nodes import BaseModelBundle
-from so8t_kedro.training.base_model import load_base_model
+from so8t_kedro.models.bundles import BaseModelBundle
+from so8t_kedro.models.loading import load_base_model
 from tests.helpers.optuna_study import running_study_trials
 from tests.helpers.sft import train_records
 

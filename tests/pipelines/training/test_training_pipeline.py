@@ -20,7 +20,10 @@ from transformers import AutoModelForCausalLM
 
 from so8t_kedro.datasets import HFDirectoryDataset, OptunaStorageDataset
 from so8t_kedro.pipelines.training import create_pipeline
-from so8t_kedro.pipelines.training.nodes import attach_reference_scores
+from so8t_kedro.pipelines.training.nodes import (
+    attach_reference_scores,
+    build_embedded_base_model,
+)
 from so8t_kedro.so8t import list_gates, load_gates
 from tests.helpers.catalog import PersistedMemoryDataset
 from tests.helpers.sft import train_records
@@ -105,6 +108,23 @@ def test_training_pipeline_slice(sft_samples, training_params, hpo_params, tmp_p
         assert 0 < queries < 0.5 * layer.self_attn.qkv_proj.weight[:64].abs().max()
     # the distillation term was on: every step has one
     assert (history["distill"] > 0).all()
+
+
+def test_the_embedded_base_sees_the_train_split_only(sft_samples):
+    """The tokenizer is trained on train rows only: a string repeated in the val rows
+    alone (their texts and requests) never becomes a piece. (Pre-training reads the
+    requests of the same train rows.)"""
+    marker = "ZQXJWV"
+    samples = sft_samples.copy()
+    val = samples["split"] == "val"
+    samples.loc[val, "text"] = samples.loc[val, "text"] + f" {marker}" * 50
+    samples.loc[val, "prompt"] = samples.loc[val, "prompt"].str.replace(
+        "<|end|>\n<|assistant|>", f"{marker * 20}<|end|>\n<|assistant|>", regex=False)
+    assert samples.loc[val, "prompt"].str.contains(marker).all()
+    params = {"vocab_size": 1200, "hidden_size": 64, "intermediate_size": 96,
+              "pretrain": {"epochs": 1, "learning_rate": 3e-3, "batch_size": 8}}
+    tokenizer = build_embedded_base_model(samples, params).tokenizer
+    assert not any("ZQ" in piece or "XJ" in piece for piece in tokenizer.get_vocab())
 
 
 def test_train_samples_get_cross_fitted_reference_scores(sft_samples, training_params):

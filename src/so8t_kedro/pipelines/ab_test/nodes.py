@@ -1,12 +1,12 @@
 """Nodes of the `ab_test` pipeline: model A against model B on the same requests.
 
-Each arm is a language model (scored by the evaluation pipeline's ``score_model``) or the
-reference classifier (its ``score_reference_classifier``), on the same evaluation set, so
-every comparison is paired: McNemar's test on per-request correctness, a paired bootstrap
-interval for the macro-F1 difference (and for the primary metric), a Wilcoxon signed-rank
-test on per-request latency, and a verdict with two rules: the primary metric significantly
-better, and the unsafe-miss rate not significantly worse (McNemar on the truly unsafe
-requests). The statistics are ``so8t_kedro.decision.ab_statistics``.
+Each arm is a language model (scored by ``so8t_kedro.decision.scoring.score_model``, as the
+evaluation scores it) or the reference classifier (``score_reference_classifier``), on the
+same evaluation set, so every comparison is paired: McNemar's test on per-request
+correctness, a paired bootstrap interval for the macro-F1 difference (and for the primary
+metric), a Wilcoxon signed-rank test on per-request latency, and a verdict with two rules:
+the primary metric significantly better, and the unsafe-miss rate not significantly worse
+(McNemar on the truly unsafe requests). The statistics are ``so8t_kedro.decision.ab_statistics``.
 """
 
 from __future__ import annotations
@@ -36,8 +36,12 @@ from so8t_kedro.decision.metrics import (
     latency_summary,
     softmax,
 )
-from so8t_kedro.decision.scoring import label_ids_of, scores_of
-from so8t_kedro.pipelines.evaluation.nodes import score_model, score_reference_classifier
+from so8t_kedro.decision.scoring import (
+    label_ids_of,
+    score_model,
+    score_reference_classifier,
+    scores_of,
+)
 from so8t_kedro.reporting import html_report
 
 logger = logging.getLogger(__name__)
@@ -72,8 +76,9 @@ def score_arm(
     if kind != "language_model":
         raise ValueError(f"params:ab_test model {model_spec.get('name')!r}: kind must be one of "
                          f"{', '.join(MODEL_KINDS)}, got {kind!r}")
-    return score_model(records, embedded_base_model_dir, catalog_adapter_dir, base_model_params,
-                       model_spec, scoring_params, sft_format)
+    [predictions] = score_model([records], embedded_base_model_dir, catalog_adapter_dir,
+                                base_model_params, model_spec, scoring_params, sft_format)
+    return predictions
 
 
 def _model_summary(predictions: pd.DataFrame, ece_bins: int) -> dict[str, Any]:

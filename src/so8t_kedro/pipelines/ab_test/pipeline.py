@@ -2,18 +2,15 @@
 the retrained SO8T adapter), paired on the same evaluation set; either arm can be the
 reference classifier instead (``kind: reference_classifier``).
 
-It shares the evaluation pipeline's ``prepare_evaluation_set`` and
-``fit_reference_classifier`` nodes and scoring functions, so either pipeline runs alone.
+Its ``prepare_evaluation_set`` and ``fit_reference_classifier`` nodes are the evaluation
+pipeline's, node for node (same function, name, inputs and outputs), so either pipeline
+runs alone and ``__default__`` runs each once.
 """
 
 from kedro.pipeline import Node, Pipeline
 
-from so8t_kedro.pipelines.evaluation.pipeline import (
-    MODEL_INPUTS,
-    SCORING_INPUTS,
-    fit_reference_classifier_node,
-    prepare_evaluation_set_node,
-)
+from so8t_kedro.decision.reference_classifier import fit_on_records
+from so8t_kedro.records.evaluation_set import prepare_evaluation_set
 
 from .nodes import compare_models, plot_ab_comparison, render_ab_test_report, score_arm
 
@@ -21,13 +18,25 @@ from .nodes import compare_models, plot_ab_comparison, render_ab_test_report, sc
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            prepare_evaluation_set_node,
-            fit_reference_classifier_node,
+            Node(
+                func=prepare_evaluation_set,
+                inputs=["test_records", "external_test_files", "params:evaluation.test_set",
+                        "params:data_processing.clean"],
+                outputs=["evaluation_set", "evaluation_set_quarantine"],
+                name="prepare_evaluation_set",
+            ),
+            Node(
+                func=fit_on_records,
+                inputs=["train_records", "params:evaluation.reference_classifier"],
+                outputs="reference_classifier",
+                name="fit_reference_classifier",
+            ),
             *(
                 Node(
                     func=score_arm,
-                    inputs=["evaluation_set", "reference_classifier", *MODEL_INPUTS,
-                            f"params:ab_test.model_{arm}", *SCORING_INPUTS],
+                    inputs=["evaluation_set", "reference_classifier", "embedded_base_model",
+                            "so8t_adapter", "params:base_model", f"params:ab_test.model_{arm}",
+                            "params:scoring", "params:thinking_sft.format"],
                     outputs=f"ab_predictions_{arm}",
                     name=f"score_model_{arm}",
                 )

@@ -11,21 +11,17 @@ two baselines scored by the same metrics code: the reference classifier
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from kedro.io.core import VERSION_FORMAT
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 from sklearn.pipeline import Pipeline
 
-from so8t_kedro.decision import reference_classifier as reference
 from so8t_kedro.decision.metrics import (
     brier_score,
     calibration_summary,
@@ -37,13 +33,14 @@ from so8t_kedro.decision.metrics import (
     small_sample_warnings,
     softmax,
 )
-from so8t_kedro.decision.scoring import label_ids_of, predict_records, predictions_table, scores_of
+from so8t_kedro.decision.scoring import (
+    label_ids_of,
+    score_model,
+    score_reference_classifier,
+    scores_of,
+)
 from so8t_kedro.labels import LABELS
-from so8t_kedro.records.cleaning import clean_records
-from so8t_kedro.records.jsonl import matching_partitions, read_jsonl_files
-from so8t_kedro.records.schema import QUARANTINE_COLUMNS, RECORD_COLUMNS, RecordAccountingError
 from so8t_kedro.reporting import html_report
-from so8t_kedro.training.base_model import chosen_base_dir
 
 logger = logging.getLogger(__name__)
 
@@ -51,160 +48,7 @@ logger = logging.getLogger(__name__)
 REFERENCE_NAME = "reference_classifier"
 
 
-# ------------------------------------------------------------------ evaluation set
-
-
-def prepare_evaluation_set(
-    test_records: pd.DataFrame,
-    external_test_files: Mapping[str, Callable[[], bytes]],
-    test_set_params: Mapping[str, Any],
-    clean_params: Mapping[str, Any],
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The records to evaluate on, and the quarantine of any external lines that failed.
-
-    ``source: split`` takes data_processing's test split. ``source: external`` reads every
-    file matching ``file_pattern`` in the ``external_test_files`` folder (any schema the
-    ingest node accepts) and cleans it with data_processing's own rules (PII scrubbing
-    included); bad lines are quarantined with file, line, field and reason, never dropped.
-    External records are not deduplicated: a benchmark is scored as published.
-    """
-    source = test_set_params.get("source", "split")
-    empty_quarantine = pd.DataFrame(columns=QUARANTINE_COLUMNS)
-    if source == "split":
-        return test_records[RECORD_COLUMNS].reset_index(drop=True), empty_quarantine
-    if source != "external":
-        raise ValueError(
-            f"params:evaluation.test_set.source must be 'split' or 'external', got {source!r}"
-        )
-    pattern = test_set_params.get("file_pattern", "*.jsonl")
-    files, _ = matching_partitions(external_test_files, pattern)
-    if not files:
-        raise FileNotFoundError(
-            "params:evaluation.test_set.source is 'external' but the external_test_files "
-            f"folder (catalog entry external_test_files) has no files matching {pattern!r}; "
-            f"found {sorted(external_test_files)}"
-        )
-    raw, read_quarantine, per_file = read_jsonl_files(
-        files, int(test_set_params.get("raw_snippet_chars", 200)))
-    records, clean_quarantine, _ = clean_records(raw, clean_params)
-    quarantine = pd.concat([read_quarantine, clean_quarantine], ignore_index=True)
-    blank = sum(f["blank_lines"] for f in per_file.values())
-    lines = sum(f["lines_read"] for f in per_file.values())
-    if len(records) + len(quarantine) + blank != lines:  # every line is accounted for
-        raise RecordAccountingError(f"external test set: {len(records)} kept + {len(quarantine)} "
-                           f"quarantined + {blank} blank != {lines} lines read")
-    logger.info("External test set: %d files, %d lines, %d records kept, %d quarantined",
-                len(files), lines, len(records), len(quarantine))
-    if records.empty:
-        raise ValueError(f"external test set: all {lines} lines were quarantined; see "
-                         "evaluation_set_quarantine for the reasons")
-    return records[RECORD_COLUMNS].reset_index(drop=True), quarantine
-
-
 # ---------------------------------------------------------------------- scoring
-
-
-def resolve_model_dirs(
-    embedded_base_model_dir: Path,
-    catalog_adapter_dir: Path,
-    base_model_params: Mapping[str, Any],
-    model_spec: Mapping[str, Any],
-) -> tuple[Path, Path | None]:
-    """(base directory, adapter directory or None) for a model spec.
-
-    The base is ``base_model.path`` when set, else the catalog's embedded base model; an
-    adapter goes on the base it was trained on when that is still on disk (see
-    :func:`_trained_base`). The spec's ``adapter``: ``null`` (the base alone), ``catalog``
-    (``so8t_adapter`` as the catalog loads it: latest, or ``--load-versions``), a version
-    stamp of ``so8t_adapter`` (e.g. ``2026-11-22T10.15.30.123Z``) or a directory path.
-    """
-    base = chosen_base_dir(base_model_params, embedded_base_model_dir)
-    adapter = model_spec.get("adapter")
-    if adapter is None:
-        return base, None
-    adapter_dir = _adapter_dir(Path(catalog_adapter_dir), str(adapter), model_spec.get("name"))
-    return _trained_base(adapter_dir, base), adapter_dir
-
-
-def _is_version_stamp(text: str) -> bool:
-    """True for a Kedro version stamp such as ``2026-11-22T10.15.30.123Z``."""
-    try:
-        datetime.strptime(text, VERSION_FORMAT)
-    except ValueError:
-        return False
-    return True
-
-
-def _adapter_dir(catalog_adapter_dir: Path, adapter: str, model_name: object) -> Path:
-    if adapter == "catalog":
-        return catalog_adapter_dir
-    if _is_version_stamp(adapter):
-        # Kedro's versioned layout: <filepath>/<version>/<basename of filepath>.
-        versions = catalog_adapter_dir.parent.parent
-        candidate = versions / adapter / catalog_adapter_dir.name
-        if not candidate.is_dir():
-            raise FileNotFoundError(
-                f"model {model_name!r}: so8t_adapter has no version {adapter!r}; "
-                f"available: {sorted(p.name for p in versions.iterdir() if p.is_dir())}"
-            )
-        return candidate
-    candidate = Path(adapter).expanduser()
-    if not candidate.is_dir():
-        raise FileNotFoundError(
-            f"model {model_name!r}: adapter directory {str(candidate)!r} does not exist "
-            "(adapter must be null, 'catalog', a so8t_adapter version or a directory)"
-        )
-    return candidate
-
-
-def _trained_base(adapter_dir: Path, base: Path) -> Path:
-    """The base model ``adapter_dir`` was trained on, which PEFT records in
-    ``adapter_config.json``, while it is still on disk; else ``base``, with a warning.
-
-    An older adapter (``--load-versions``) is then scored on its own base even after the
-    embedded base was rebuilt from a changed corpus.
-    """
-    config = adapter_dir / "adapter_config.json"
-    recorded = json.loads(config.read_text()).get("base_model_name_or_path") if (
-        config.is_file()) else None
-    if not recorded or Path(recorded) == base:
-        return base
-    if Path(recorded).is_dir():
-        logger.info("Adapter %s is scored on the base it was trained on, %s", adapter_dir,
-                    recorded)
-        return Path(recorded)
-    logger.warning("Adapter %s was trained on %s, which no longer exists; scoring it on %s",
-                   adapter_dir, recorded, base)
-    return base
-
-
-def _score(record_sets: list[pd.DataFrame], embedded_base_model_dir: Path,
-           catalog_adapter_dir: Path, base_model_params: Mapping[str, Any],
-           model_spec: Mapping[str, Any], scoring_params: Mapping[str, Any],
-           sft_format: str) -> list[pd.DataFrame]:
-    base, adapter = resolve_model_dirs(embedded_base_model_dir, catalog_adapter_dir,
-                                       base_model_params, model_spec)
-    return predict_records(record_sets, base, adapter, model_name=str(model_spec["name"]),
-                           fmt=sft_format, params=scoring_params)
-
-
-def score_model(
-    records: pd.DataFrame,
-    embedded_base_model_dir: Path,
-    catalog_adapter_dir: Path,
-    base_model_params: Mapping[str, Any],
-    model_spec: Mapping[str, Any],
-    scoring_params: Mapping[str, Any],
-    sft_format: str,
-) -> pd.DataFrame:
-    """Score ``records`` with the model ``model_spec`` names (see :func:`resolve_model_dirs`):
-    probabilities of the four labels, the predicted label and per-request latency.
-
-    ``sft_format`` is the /think format the model was trained on (its decision probe).
-    """
-    [predictions] = _score([records], embedded_base_model_dir, catalog_adapter_dir,
-                           base_model_params, model_spec, scoring_params, sft_format)
-    return predictions
 
 
 def score_validation_and_evaluation_sets(
@@ -217,36 +61,14 @@ def score_validation_and_evaluation_sets(
     scoring_params: Mapping[str, Any],
     sft_format: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`score_model` on the validation split (for calibration) and the evaluation set,
+    """The model ``model_spec`` names, scored on the validation split (for calibration) and
+    the evaluation set
     with one model load: the real model takes far longer to load than to score ~100 requests.
     """
-    validation, evaluation = _score([val_records, evaluation_set], embedded_base_model_dir,
-                                    catalog_adapter_dir, base_model_params, model_spec,
-                                    scoring_params, sft_format)
+    validation, evaluation = score_model([val_records, evaluation_set], embedded_base_model_dir,
+                                         catalog_adapter_dir, base_model_params, model_spec,
+                                         scoring_params, sft_format)
     return validation, evaluation
-
-
-def fit_reference_classifier(train_records: pd.DataFrame,
-                             params: Mapping[str, Any]) -> Pipeline:
-    """The reference classifier (``params:evaluation.reference_classifier``) fitted on the
-    train split's texts and labels."""
-    classifier = reference.fit_reference_classifier(train_records["text"].tolist(),
-                                                    train_records["label"].tolist(), params)
-    logger.info("Reference classifier fitted on %d requests: %s", len(train_records),
-                reference.describe(classifier))
-    return classifier
-
-
-def score_reference_classifier(classifier: Pipeline, records: pd.DataFrame,
-                               model_name: str) -> pd.DataFrame:
-    """A predictions table of the reference classifier on ``records``, as ``score_model``'s
-    for a model: its scores are the logits (soft-maxed, its probabilities), the latency that
-    of one request at a time, and ``base_model_dir`` says what the classifier is."""
-    if records.empty:
-        raise ValueError(f"{model_name}: there are no records to score")
-    scores, latency = reference.score_requests_one_by_one(classifier, records["text"].tolist())
-    return predictions_table(records, scores, latency, model=model_name,
-                             base_model_dir=reference.describe(classifier), adapter_dir=None)
 
 
 def score_reference_on_validation_and_evaluation_sets(

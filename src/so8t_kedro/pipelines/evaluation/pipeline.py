@@ -9,48 +9,37 @@ majority class.
 
 from kedro.pipeline import Node, Pipeline
 
+from so8t_kedro.decision.reference_classifier import fit_on_records
+from so8t_kedro.records.evaluation_set import prepare_evaluation_set
+
 from .nodes import (
     compute_baseline_metrics,
     compute_evaluation_metrics,
-    fit_reference_classifier,
     fit_temperature_calibration,
     plot_confusion_matrix,
     plot_per_class_metrics,
     plot_reliability_diagram,
-    prepare_evaluation_set,
     render_evaluation_report,
     score_reference_on_validation_and_evaluation_sets,
     score_validation_and_evaluation_sets,
-)
-
-# The inputs every scoring node takes after its records and before its model spec.
-MODEL_INPUTS = ["embedded_base_model", "so8t_adapter", "params:base_model"]
-SCORING_INPUTS = ["params:scoring", "params:thinking_sft.format"]
-
-prepare_evaluation_set_node = Node(
-    func=prepare_evaluation_set,
-    inputs=["test_records", "external_test_files", "params:evaluation.test_set",
-            "params:data_processing.clean"],
-    outputs=["evaluation_set", "evaluation_set_quarantine"],
-    name="prepare_evaluation_set",
-)
-
-fit_reference_classifier_node = Node(
-    func=fit_reference_classifier,
-    inputs=["train_records", "params:evaluation.reference_classifier"],
-    outputs="reference_classifier",
-    name="fit_reference_classifier",
 )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            prepare_evaluation_set_node,
+            Node(
+                func=prepare_evaluation_set,
+                inputs=["test_records", "external_test_files", "params:evaluation.test_set",
+                        "params:data_processing.clean"],
+                outputs=["evaluation_set", "evaluation_set_quarantine"],
+                name="prepare_evaluation_set",
+            ),
             Node(
                 func=score_validation_and_evaluation_sets,
-                inputs=["val_records", "evaluation_set", *MODEL_INPUTS,
-                        "params:evaluation.model", *SCORING_INPUTS],
+                inputs=["val_records", "evaluation_set", "embedded_base_model", "so8t_adapter",
+                        "params:base_model", "params:evaluation.model", "params:scoring",
+                        "params:thinking_sft.format"],
                 outputs=["validation_predictions", "evaluation_predictions"],
                 name="score_validation_and_evaluation_sets",
             ),
@@ -60,7 +49,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="evaluation_calibration",
                 name="fit_temperature_calibration",
             ),
-            fit_reference_classifier_node,
+            Node(
+                func=fit_on_records,
+                inputs=["train_records", "params:evaluation.reference_classifier"],
+                outputs="reference_classifier",
+                name="fit_reference_classifier",
+            ),
             Node(
                 func=score_reference_on_validation_and_evaluation_sets,
                 inputs=["reference_classifier", "val_records", "evaluation_set"],

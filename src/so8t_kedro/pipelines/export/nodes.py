@@ -39,13 +39,13 @@ from so8t_kedro import so8t
 from so8t_kedro import think as tf
 from so8t_kedro.decision.scoring import load_scoring_model
 from so8t_kedro.export.gguf import gguf_summary, quantize_gguf, verify_ggufs, write_gguf
-from so8t_kedro.pipelines.evaluation.nodes import resolve_model_dirs
-from so8t_kedro.pipelines.training.nodes import BaseModelBundle
+from so8t_kedro.models.bundles import BaseModelBundle
+from so8t_kedro.models.embedded import STOP_TOKENS
+from so8t_kedro.models.selection import resolve_model_dirs
 from so8t_kedro.reporting import html_report
 from so8t_kedro.serve import (
     japanese_performance_report,
 )
-from so8t_kedro.training.base_model import STOP_TOKENS
 
 logger = logging.getLogger(__name__)
 

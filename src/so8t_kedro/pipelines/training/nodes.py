@@ -21,16 +21,11 @@ from matplotlib.figure import Figure
 from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
 from so8t_kedro.decision.reference_classifier import cross_fitted_scores
-from so8t_kedro.so8t import save_adapter
+from so8t_kedro.models.bundles import AdapterBundle, BaseModelBundle
+from so8t_kedro.models.embedded import embedded_base_model, pretrain_causal_lm
+from so8t_kedro.models.selection import chosen_base_dir, training_params_for
 from so8t_kedro.think import request_from_prompt
 from so8t_kedro.tracking.steps import step_trackers
-from so8t_kedro.training.base_model import (
-    chosen_base_dir,
-    embedded_base_model,
-    pretrain_causal_lm,
-    save_base_model,
-    training_params_for,
-)
 from so8t_kedro.training.checkpoint import TrainingInterrupted
 from so8t_kedro.training.hpo import (
     OBJECTIVE_TERMS,
@@ -43,27 +38,6 @@ from so8t_kedro.training.hpo import (
 from so8t_kedro.training.loop import LOSS_TERMS, train_so8t, trainable_state
 
 logger = logging.getLogger(__name__)
-
-
-class BaseModelBundle:
-    """A model and its tokenizer, saved together (plus SentencePiece's tokenizer.model)."""
-
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer = model, tokenizer
-
-    def save_pretrained(self, path: str | Path) -> None:
-        save_base_model(self.model, self.tokenizer, path)
-
-
-class AdapterBundle:
-    """A PEFT adapter with its SO8T gates, and the tokenizer it was trained with."""
-
-    def __init__(self, peft_model, tokenizer):
-        self.peft_model, self.tokenizer = peft_model, tokenizer
-
-    def save_pretrained(self, path: str | Path) -> None:
-        save_adapter(self.peft_model, path)
-        self.tokenizer.save_pretrained(str(path))
 
 
 def build_embedded_base_model(thinking_sft_dataset: pd.DataFrame,

@@ -1,7 +1,11 @@
-"""Builders shared by the evaluation and ab_test tests: prediction tables and catalogs."""
+"""Builders shared by the tests that score and evaluate (decision, records, the evaluation
+and ab_test pipelines): records, prediction tables, catalogs and what the reports embed."""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,11 @@ from kedro_datasets.text import TextDataset
 from so8t_kedro.decision.scoring import predictions_table
 from so8t_kedro.labels import LABELS
 from tests.helpers.catalog import PersistedMemoryDataset
-from tests.helpers.project import project_parameters
+from tests.helpers.project import SEED_DATA, project_parameters
+
+#: ``params:scoring`` for the tiny model on the CPU.
+SCORING = {"batch_size": 1, "max_probe_tokens": 512, "quantization": None, "device": "cpu"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def clean_params() -> dict:
@@ -67,3 +75,33 @@ def memory_catalog(inputs: dict, outputs: list[str], extra: dict | None = None) 
     datasets.update({name: PersistedMemoryDataset() for name in outputs})
     datasets.update(extra or {})
     return DataCatalog(datasets=datasets)
+
+
+def embedded_images(page: str) -> list[bytes]:
+    """The PNG images an HTML report embeds as data URIs, decoded."""
+    return [base64.b64decode(data)
+            for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+def _seed_rows() -> list[dict]:
+    return [json.loads(line) for line in SEED_DATA.read_text().splitlines()]
+
+
+def _records(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    frame["label_id"] = frame["label"].map(LABELS.index)
+    frame["source"] = "seed"
+    return frame.reset_index(drop=True)
+
+
+def seed_sample_records() -> pd.DataFrame:
+    """Every 40th seed request of each label, labels in ``LABELS`` order: a small set to
+    score (split in two, a test and a validation set)."""
+    rows = _seed_rows()
+    return _records([r for label in LABELS for r in rows if r["label"] == label][::40])
+
+
+def seed_records_except(held_out: pd.DataFrame) -> pd.DataFrame:
+    """Every seed request that ``held_out`` leaves out."""
+    ids = set(held_out["id"])
+    return _records([r for r in _seed_rows() if r["id"] not in ids])
