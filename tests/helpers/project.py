@@ -6,9 +6,12 @@ from pathlib import Path
 import pandas as pd
 from kedro.config import OmegaConfigLoader
 
+from tests.helpers.sft import train_records
+
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SEED_DATA = CONF.parent / "data/01_raw/so8t_seed_dataset.jsonl"
 SFT_DATASET = "data/05_model_input/thinking_sft/thinking_sft_dataset.jsonl"
+TRAIN_RECORDS = "data/03_primary/four_class_train.jsonl"
 # The save version of the SFT samples a test writes (before any run's).
 SFT_VERSION = "2026-01-01T00.00.00.000Z"
 
@@ -22,7 +25,9 @@ def project_parameters() -> dict:
 
 
 def write_sft_samples(project: Path, samples: pd.DataFrame) -> None:
-    """The SFT samples as the catalog's thinking_sft_dataset (one version)."""
-    path = project / SFT_DATASET / SFT_VERSION / "thinking_sft_dataset.jsonl"
-    path.parent.mkdir(parents=True)
-    samples.to_json(path, orient="records", lines=True, force_ascii=False)
+    """The SFT samples as the catalog's thinking_sft_dataset and their train requests as its
+    train_records (the training pipeline's inputs), one version each."""
+    for dataset, frame in ((SFT_DATASET, samples), (TRAIN_RECORDS, train_records(samples))):
+        path = project / dataset / SFT_VERSION / Path(dataset).name
+        path.parent.mkdir(parents=True)
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
