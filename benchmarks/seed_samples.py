@@ -11,16 +11,26 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def render_seed_samples(rows: pd.DataFrame) -> pd.DataFrame:
-    """Seed records rendered as /think SFT samples by the thinking_sft pipeline's node; of
-    every 8 rows, 6 go to train and 2 to val."""
+    """Seed records rendered as /think SFT samples by the thinking_sft pipeline's node, with
+    the reference classifier's cross-fitted scores of the train rows (the training
+    pipeline's ``attach_reference_scores``, which the embedded recipe's distillation reads);
+    of every 8 rows, 6 go to train and 2 to val."""
     from so8t_kedro.labels import LABEL_TO_ID
     from so8t_kedro.pipelines.thinking_sft.nodes import render_thinking_sft_samples
+    from so8t_kedro.pipelines.training.nodes import attach_reference_scores
 
     records = rows.assign(label_id=rows["label"].map(LABEL_TO_ID), source="seed",
                           split=["val" if i % 8 >= 6 else "train" for i in range(len(rows))])
     phrase_bank = yaml.safe_load((PROJECT_ROOT / "conf/base/think_phrase_bank.yml")
                                  .read_text(encoding="utf-8"))
-    return render_thinking_sft_samples(records, phrase_bank, {"format": "quadruple", "seed": 0})
+    samples = render_thinking_sft_samples(records, phrase_bank,
+                                          {"format": "quadruple", "seed": 0})
+    conf = PROJECT_ROOT / "conf/base"
+    reference = yaml.safe_load((conf / "parameters_evaluation.yml").read_text())
+    training = yaml.safe_load((conf / "parameters_training.yml").read_text())
+    return attach_reference_scores(samples, records[records["split"] == "train"],
+                                   reference["evaluation"]["reference_classifier"],
+                                   training["training"]["distillation"])
 
 
 def build_embedded(rows: pd.DataFrame, out_dir: Path, pretrain_epochs: int | None = None) -> Path:

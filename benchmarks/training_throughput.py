@@ -9,8 +9,8 @@ In one run, on the same tiny config (nothing is downloaded):
 2. tokens/s over the optimiser steps after warm-up of
    p. ``train_so8t`` with the Trainer's exact model and objective (LM only, no gates), in
       its length-grouped batches (``training.length_group_batches``);
-   a. ``train_so8t`` with the LM-only objective (safety 0, PET λ 0, orthogonality weight 0,
-      gates on);
+   a. ``train_so8t`` with the LM-only objective (safety and distill 0, PET λ 0, orthogonality
+      weight 0, gates on);
    b. ``train_so8t`` with the full default objective (the four-class term read from the
       decision tail in the same pass, PET, orthogonality);
    c. ``transformers.Trainer`` + PEFT LoRA, its defaults (random batches padded to their
@@ -292,7 +292,7 @@ def main() -> None:
     total_steps = base["epochs"] * steps_per_epoch
 
     lm_only = copy.deepcopy(base)
-    lm_only["loss_weights"].update(safety=0.0, orthogonal_reg=0.0)
+    lm_only["loss_weights"].update(safety=0.0, distill=0.0, orthogonal_reg=0.0)
     lm_only["pet_schedule"]["values"] = [0.0] * len(lm_only["pet_schedule"]["values"])
     plain = copy.deepcopy(lm_only)  # the Trainer's model exactly: LoRA, no gates
     plain["so8t"]["enabled"] = False

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -154,6 +155,25 @@ def test_the_distillation_term_is_the_tempered_kl_from_the_reference(tiny_base_d
     assert expected > 0.05  # the untrained model is far from these targets
     assert float(terms["distill"]) == pytest.approx(expected, abs=SHARED_PASS_TOLERANCE)
     assert float(terms["loss"]) == pytest.approx(1.5 * expected, abs=2 * SHARED_PASS_TOLERANCE)
+
+
+def test_reference_scores_survive_a_json_round_trip_of_the_samples(tiny_base_dir, sft_samples,
+                                                                  tmp_path):
+    """Train rows keep their four scores and the other rows none, also after the table went
+    through JSON (where a missing entry comes back as NaN), as a benchmark's worker reads it."""
+    _, tokenizer = load_base_model(tiny_base_dir)
+    samples = sft_samples.copy()
+    train = samples["split"] == "train"
+    samples["reference_scores"] = [[float(i), 0.0, -1.0, 2.5] if t else None
+                                   for i, t in enumerate(train)]
+    path = tmp_path / "samples.jsonl"
+    samples.to_json(path, orient="records", lines=True, force_ascii=False)
+    for table in (samples, pd.read_json(path, lines=True, dtype=False)):
+        examples = tokenise_samples(table, tokenizer, 512, min_target_tokens=64)
+        assert [e.reference_scores for e, t in zip(examples, train, strict=True) if not t] \
+            == [None] * int((~train).sum())
+        assert [e.reference_scores for e, t in zip(examples, train, strict=True) if t] \
+            == [(float(i), 0.0, -1.0, 2.5) for i, t in enumerate(train) if t]
 
 
 def test_distillation_without_reference_scores_is_refused(tiny_base_dir, sft_samples,

@@ -140,9 +140,11 @@ def tokenise_samples(samples: pd.DataFrame, tokenizer, max_seq_length: int,
         prompt_ids = prompt_ids[start:]
         ids = prompt_ids + completion_ids[:kept]
         labels = [IGNORE_INDEX] * len(prompt_ids) + completion_ids[:kept]
+        # A row without scores holds None, or NaN once the table went through JSON.
         reference = row.reference_scores if has_reference else None
         examples.append(Example(ids, labels, int(row.label_id), len(prompt_ids),
-                                None if reference is None else tuple(map(float, reference))))
+                                tuple(map(float, reference))
+                                if isinstance(reference, (list, tuple, np.ndarray)) else None))
     if cut:
         logger.info("training: %d of %d prompts lost tokens from the left to fit "
                     "max_seq_length %d with min_target_tokens %d", cut, len(examples),
