@@ -7,7 +7,8 @@ default ``kedro run`` first), cross-entropy over the four label tokens read wher
 reads them (``think.render_decision_probe``, first label token), val and test scored after
 every epoch. Variants (flags): query weights zeroed at the start (every head starts by
 averaging its prefix: a bag-of-tokens view), a subset of heads held at zero, dropout, token
-dropout on the request, unsafe-class loss weights, the probe without the system prompt.
+dropout on the request, unsafe-class loss weights, the probe without the system prompt, and
+distillation of the reference classifier (its cross-fitted distribution as a soft target).
 
     OMP_NUM_THREADS=1 python notebooks/decision_probes/transformer_probe.py --epochs 6 --zero-query
 
@@ -23,9 +24,11 @@ import time
 
 import torch
 import torch.nn.functional as F
+import yaml
 from transformers import AutoTokenizer, Phi3ForCausalLM
 
 from so8t_kedro.decision.metrics import classification_metrics
+from so8t_kedro.decision.reference_classifier import cross_fitted_scores
 from so8t_kedro.labels import LABELS
 from so8t_kedro.think import label_continuations, render_decision_probe
 from so8t_kedro.think.format import decision_prefix
@@ -66,6 +69,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--token-dropout", type=float, default=0.0)
     p.add_argument("--unsafe-weight", type=float, default=1.0)
     p.add_argument("--no-system-prompt", action="store_true")
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="weight of the KL to the reference classifier's cross-fitted "
+                        "distribution (the product's training.loss_weights.distill); the "
+                        "cross-entropy on the labels gets 1 - this")
+    p.add_argument("--distill-temperature", type=float, default=2.0)
     p.add_argument("--base-dir", default=None,
                    help="a saved base model folder (default: the latest embedded base)")
     return p.parse_args()
@@ -134,6 +142,15 @@ def main() -> None:
         model.train()
         return decision_metrics(gold, predicted)
 
+    teacher = None
+    if a.distill:  # the product's teacher: the reference, cross-fitted over 5 folds
+        rows = load_split("train")
+        with open("conf/base/parameters_evaluation.yml", encoding="utf-8") as f:
+            reference = yaml.safe_load(f)["evaluation"]["reference_classifier"]
+        scores = cross_fitted_scores([r["text"] for r in rows], [r["label"] for r in rows],
+                                     reference, folds=5)
+        teacher = torch.softmax(torch.tensor(scores, dtype=torch.float32)
+                                / a.distill_temperature, dim=-1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=a.learning_rate,
                                   weight_decay=a.weight_decay)
     sequences, gold = data["train"]
@@ -151,8 +168,14 @@ def main() -> None:
         total = 0.0
         for i in range(0, len(order), a.batch_size):
             batch = order[i : i + a.batch_size]
-            loss = F.cross_entropy(label_logits([sequences[j] for j in batch], a.token_dropout),
-                                   torch.tensor([gold[j] for j in batch]), weight=class_weight)
+            logits = label_logits([sequences[j] for j in batch], a.token_dropout)
+            loss = F.cross_entropy(logits, torch.tensor([gold[j] for j in batch]),
+                                   weight=class_weight)
+            if teacher is not None:
+                t = a.distill_temperature
+                kl = F.kl_div(F.log_softmax(logits / t, dim=-1), teacher[batch],
+                              reduction="batchmean") * t * t
+                loss = (1 - a.distill) * loss + a.distill * kl
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
