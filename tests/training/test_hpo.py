@@ -227,3 +227,34 @@ def test_a_killed_study_resumes(tiny_base_dir, sft_samples, training_params, hpo
     final = session / "checkpoint_final" / "checkpoint.json"
     assert json.loads(final.read_text())["step"] == 4
 
+
+
+def test_a_schema_race_on_a_new_database_is_retried(monkeypatch, hpo_params, tmp_path):
+    """Two workers on a new SQLite file both stamp its schema version: the slower one's
+    IntegrityError (or a locked file) is retried, and it then opens the storage the other
+    made; an error that persists still reaches the caller."""
+    from sqlalchemy.exc import IntegrityError
+
+    from so8t_kedro.training import hpo
+
+    real, calls = hpo.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            real(*args, **kwargs)  # the other worker's stamp lands first ...
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hpo, "time", type("Clock", (), {"sleep": staticmethod(lambda s: None)}))
+    monkeypatch.setattr(hpo, "RDBStorage", racing)
+    url = sqlite_url(tmp_path)
+    storage = study_storage(url, hpo_params)
+    assert isinstance(storage, real) and calls == [url, url]
+
+    def always(*args, **kwargs):
+        raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE"))
+
+    monkeypatch.setattr(hpo, "RDBStorage", always)
+    with pytest.raises(IntegrityError):
+        study_storage(url, hpo_params)

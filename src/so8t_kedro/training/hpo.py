@@ -35,7 +35,7 @@ import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from so8t_kedro.decision.classifier import FourClassScorer
 from so8t_kedro.decision.metrics import classification_metrics, expected_calibration_error, softmax
@@ -133,6 +133,9 @@ def apply_overrides(training_params: Mapping[str, Any], overrides: Mapping[str, 
 # --------------------------------------------------------------------------- study
 
 
+_STORAGE_ATTEMPTS = 4
+
+
 def study_storage(url: str, hpo_params: Mapping[str, Any]) -> RDBStorage:
     """The study's RDB storage, with heartbeats: a trial whose process died is marked
     failed after ``grace_period_seconds`` and retried once with the same parameters."""
@@ -156,12 +159,16 @@ def study_storage(url: str, hpo_params: Mapping[str, Any]) -> RDBStorage:
                     max_retry=int(heartbeat["max_retry"]), inherit_intermediate_values=True),
             )
 
-        try:
-            return storage()
-        except OperationalError:
-            # Workers that start together on a new database both create its tables; the
-            # slower one's CREATE TABLE fails, and on a second try the schema is there.
-            return storage()
+        # Workers that start together on a new database both create its tables and stamp
+        # its schema version: the slower one's CREATE TABLE or version row fails (or finds
+        # the file locked), and on a later try the schema is there.
+        for attempt in range(_STORAGE_ATTEMPTS):
+            try:
+                return storage()
+            except (OperationalError, IntegrityError):
+                if attempt == _STORAGE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
 
 
 def create_study(storage: RDBStorage | str, hpo_params: Mapping[str, Any]) -> optuna.Study:
