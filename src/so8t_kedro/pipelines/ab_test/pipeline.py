@@ -3,14 +3,13 @@ the retrained SO8T adapter), paired on the same evaluation set; either arm can b
 reference classifier instead (``kind: reference_classifier``).
 
 Its ``prepare_evaluation_set`` and ``fit_reference_classifier`` nodes are the evaluation
-pipeline's, node for node (same function, name, inputs and outputs), so either pipeline
-runs alone and ``__default__`` runs each once.
+pipeline's (``pipelines/shared_nodes.py``), so either pipeline runs alone and
+``__default__`` runs each once.
 """
 
 from kedro.pipeline import Node, Pipeline
 
-from so8t_kedro.decision.reference_classifier import fit_on_records
-from so8t_kedro.records.evaluation_set import prepare_evaluation_set
+from so8t_kedro.pipelines.shared_nodes import evaluation_set_and_reference_nodes
 
 from .nodes import compare_models, plot_ab_comparison, render_ab_test_report, score_arm
 
@@ -18,19 +17,7 @@ from .nodes import compare_models, plot_ab_comparison, render_ab_test_report, sc
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(
-                func=prepare_evaluation_set,
-                inputs=["test_records", "external_test_files", "params:evaluation.test_set",
-                        "params:data_processing.clean"],
-                outputs=["evaluation_set", "evaluation_set_quarantine"],
-                name="prepare_evaluation_set",
-            ),
-            Node(
-                func=fit_on_records,
-                inputs=["train_records", "params:evaluation.reference_classifier"],
-                outputs="reference_classifier",
-                name="fit_reference_classifier",
-            ),
+            *evaluation_set_and_reference_nodes(),
             *(
                 Node(
                     func=score_arm,

@@ -9,8 +9,7 @@ majority class.
 
 from kedro.pipeline import Node, Pipeline
 
-from so8t_kedro.decision.reference_classifier import fit_on_records
-from so8t_kedro.records.evaluation_set import prepare_evaluation_set
+from so8t_kedro.pipelines.shared_nodes import evaluation_set_and_reference_nodes
 
 from .nodes import (
     compute_baseline_metrics,
@@ -28,13 +27,7 @@ from .nodes import (
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(
-                func=prepare_evaluation_set,
-                inputs=["test_records", "external_test_files", "params:evaluation.test_set",
-                        "params:data_processing.clean"],
-                outputs=["evaluation_set", "evaluation_set_quarantine"],
-                name="prepare_evaluation_set",
-            ),
+            *evaluation_set_and_reference_nodes(),
             Node(
                 func=score_validation_and_evaluation_sets,
                 inputs=["val_records", "evaluation_set", "embedded_base_model", "so8t_adapter",
@@ -48,12 +41,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["validation_predictions", "params:evaluation.ece_bins"],
                 outputs="evaluation_calibration",
                 name="fit_temperature_calibration",
-            ),
-            Node(
-                func=fit_on_records,
-                inputs=["train_records", "params:evaluation.reference_classifier"],
-                outputs="reference_classifier",
-                name="fit_reference_classifier",
             ),
             Node(
                 func=score_reference_on_validation_and_evaluation_sets,
