@@ -100,19 +100,34 @@ def test_batched_scores_equal_one_sequence_at_a_time(tiny_base_dir):
     torch.testing.assert_close(scores, expected, atol=SHARED_PASS_TOLERANCE, rtol=0)
 
 
+# Four samples of the four labels and of different lengths.
+FOUR_LABEL_ROWS = [0, 9, 17, 26]
+
+
+def _one_pass_and_separate_scores(model, tokenizer, rows, weights, safety_temperature):
+    """The examples of ``rows``, the loss terms of their one-pass micro-batch, and their
+    probes' label scores with each probe scored alone."""
+    scorer = FourClassScorer(tokenizer)
+    examples = tokenise_samples(rows, tokenizer, 512, scorer, min_target_tokens=64)
+    with torch.no_grad():
+        terms = _losses(model, scorer.readout, {}, examples, tokenizer.pad_token_id, "cpu",
+                        weights, pet_lambda=0.0, safety_temperature=safety_temperature,
+                        distillation_temperature=2.0)
+        texts = [request_from_prompt(p) for p in rows["prompt"]]
+        scores = _separate_scores(model, tokenizer, scorer, texts, rows["language"].tolist())
+    return examples, terms, scores
+
+
 def test_one_pass_losses_equal_separate_passes(tiny_base_dir, sft_samples):
     """The full objective's single pass (sample + decision tail in one row, left-padded with
     others of other lengths) gives the LM loss of a plain pass over the samples and the
     four-class loss of the probes scored one sequence at a time, to 1e-5."""
     model, tokenizer = load_base_model(tiny_base_dir)
-    scorer = FourClassScorer(tokenizer)
-    rows = sft_samples.iloc[[0, 9, 17, 26]]  # four labels, different lengths
-    examples = tokenise_samples(rows, tokenizer, 512, scorer, min_target_tokens=64)
+    rows = sft_samples.iloc[FOUR_LABEL_ROWS]
     weights = {"cmd": 0.7, "safety": 1.3, "distill": 0.0, "orthogonal_reg": 0.0}
+    examples, terms, scores = _one_pass_and_separate_scores(model, tokenizer, rows, weights,
+                                                            safety_temperature=0.5)
     with torch.no_grad():
-        terms = _losses(model, scorer.readout, {}, examples, tokenizer.pad_token_id, "cpu",
-                        weights, pet_lambda=0.0, safety_temperature=0.5,
-                        distillation_temperature=2.0)
         plain = tokenise_samples(rows, tokenizer, 512, min_target_tokens=64)
         lm_sum = count = 0
         for e in plain:  # each sample alone: no padding, no tail
@@ -120,8 +135,6 @@ def test_one_pass_losses_equal_separate_passes(tiny_base_dir, sft_samples):
             n = sum(t != IGNORE_INDEX for t in e.labels[1:])
             lm_sum += float(lm_loss(logits, torch.tensor([e.labels]))) * n
             count += n
-        texts = [request_from_prompt(p) for p in rows["prompt"]]
-        scores = _separate_scores(model, tokenizer, scorer, texts, rows["language"].tolist())
         safety = torch.nn.functional.cross_entropy(scores / 0.5, torch.tensor(rows["label_id"].tolist()))
     assert plain[0].input_ids == examples[0].input_ids  # the tail's room cut nothing here
     assert float(terms["lm"]) == pytest.approx(lm_sum / count, abs=SHARED_PASS_TOLERANCE)
@@ -136,19 +149,13 @@ def test_the_distillation_term_is_the_tempered_kl_from_the_reference(tiny_base_d
     mean, from the same one-pass scores as the four-class term; it joins the total with its
     weight."""
     model, tokenizer = load_base_model(tiny_base_dir)
-    scorer = FourClassScorer(tokenizer)
-    rows = sft_samples.iloc[[0, 9, 17, 26]].copy()
+    rows = sft_samples.iloc[FOUR_LABEL_ROWS].copy()
     reference = torch.tensor([[2.0, -1.0, 0.5, 0.0], [0.0, 3.0, -2.0, 1.0],
                               [1.0, 1.0, 1.0, 1.0], [-1.0, 0.0, 0.0, 4.0]])
     rows["reference_scores"] = reference.tolist()
-    examples = tokenise_samples(rows, tokenizer, 512, scorer, min_target_tokens=64)
     weights = {"cmd": 0.0, "safety": 0.0, "distill": 1.5, "orthogonal_reg": 0.0}
-    with torch.no_grad():
-        terms = _losses(model, scorer.readout, {}, examples, tokenizer.pad_token_id, "cpu",
-                        weights, pet_lambda=0.0, safety_temperature=1.0,
-                        distillation_temperature=2.0)
-        texts = [request_from_prompt(p) for p in rows["prompt"]]
-        scores = _separate_scores(model, tokenizer, scorer, texts, rows["language"].tolist())
+    _, terms, scores = _one_pass_and_separate_scores(model, tokenizer, rows, weights,
+                                                     safety_temperature=1.0)
     teacher = torch.softmax(reference / 2.0, dim=-1)
     student = torch.log_softmax(scores / 2.0, dim=-1)
     expected = 4.0 * float((teacher * (teacher.log() - student)).sum(-1).mean())

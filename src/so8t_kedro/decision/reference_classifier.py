@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -112,12 +113,12 @@ def cross_fitted_scores(texts: Sequence[str], labels: Sequence[str],
     """
     if folds < 2:
         raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
-    counts = {label: list(labels).count(label) for label in LABELS}
-    scarce = {label: n for label, n in counts.items() if n < folds}
+    texts, labels = list(texts), list(labels)
+    counts = Counter(labels)
+    scarce = {label: counts[label] for label in LABELS if counts[label] < folds}
     if scarce:
         raise ValueError(f"cross-fitting with {folds} folds needs at least {folds} requests "
                          f"of every label; got {scarce}")
-    texts, labels = list(texts), list(labels)
     scores = np.zeros((len(texts), len(LABELS)), dtype=np.float64)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(params["seed"]))
     for fit_rows, score_rows in splitter.split(texts, labels):
