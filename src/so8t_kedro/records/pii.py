@@ -175,6 +175,15 @@ class HonorificNamesConfig(_Strict):
     # also lists its surface with a part of speech matching also_listed_as.
     place_pos: str
     also_listed_as: str
+    # A kanji word the tokenizer reads as a common noun (common_noun_pos: 平野 "a plain")
+    # counts when it has at least common_noun_min_length characters, no prefix (お客様)
+    # and the dictionary also lists it as a surname (listed_as_surname: 平野先生, 桑原様).
+    common_noun_pos: str
+    listed_as_surname: str
+    common_noun_min_length: int = Field(ge=1)
+    # Trades, roles and kin that take an honorific and are also dictionary names
+    # (大家さん, 八百屋さん): never a name.
+    role_nouns: list[str] = Field(default_factory=list)
     surface: str
     honorifics: list[str] = Field(min_length=1)
     score: float = Field(ge=0.0, le=1.0)
@@ -199,8 +208,10 @@ class GivenNamePairsConfig(_Strict):
     # RecognizerConfig.words.
     regex: str
     words: dict[str, list[str]] = Field(default_factory=dict)
-    # Given names always taken (the project's list), names from the package ...
+    # Given names always taken (the project's list, and lists per region) ...
     names: list[str]
+    regional_names: dict[str, list[str]] = Field(default_factory=dict)
+    # ... names from the package ...
     package_names: PackageNamesConfig
     # ... less these (words and place-name openings that are also given names); English
     # stop words (spaCy's list) are never a given name or a surname.
@@ -227,6 +238,15 @@ class PublicFactsConfig(_Strict):
             raise ValueError("pii.public_facts: frame and private need the same languages")
 
 
+class BrandsConfig(_Strict):
+    """Brands and firms named after people stay (``pii.brands``): a person span inside a
+    listed brand name as written, or followed at once by a product or shop word."""
+
+    entities: list[str]
+    names: list[str]
+    product_words: list[str]
+
+
 class PiiConfig(_Strict):
     """``params:pii`` (conf/base/parameters_pii.yml); unknown keys are errors."""
 
@@ -237,6 +257,7 @@ class PiiConfig(_Strict):
     honorific_names: HonorificNamesConfig
     given_name_pairs: GivenNamePairsConfig
     public_facts: PublicFactsConfig
+    brands: BrandsConfig
     recognizers: list[RecognizerConfig]
 
     def model_post_init(self, _context: Any) -> None:
@@ -325,6 +346,14 @@ class _SudachiTokens:
             spans.append((token.begin(), token.end()))
         return spans
 
+    def tokenize(self, text: str) -> Any:
+        """Sudachi's tokens of the text (split mode C)."""
+        return self._tokenizer.tokenize(text)
+
+    def matches(self, token: Any) -> bool:
+        """Whether the token's part of speech and surface both match."""
+        return bool(self._matches(token) and self._surface.search(token.surface()))
+
     def listed_as(self, surface: str, pos_pattern: regex.Pattern) -> bool:
         """Whether the dictionary has an entry for exactly this word whose part of
         speech matches (松本 is listed as a place and as a surname)."""
@@ -370,6 +399,11 @@ class _HonorificNameRecognizer(EntityRecognizer):
         self._tokens = _SudachiTokens(config.pos, config.surface)
         self._place = regex.compile(config.place_pos)
         self._person = regex.compile(config.also_listed_as)
+        self._common_noun = regex.compile(config.common_noun_pos)
+        self._surname = regex.compile(config.listed_as_surname)
+        self._kanji = regex.compile(config.surface)
+        self._min_length = config.common_noun_min_length
+        self._role_nouns = frozenset(config.role_nouns)
         self._honorifics = frozenset(config.honorifics)
         self._score = config.score
         self._screen = regex.compile("|".join(map(regex.escape, config.honorifics)))
@@ -388,18 +422,39 @@ class _HonorificNameRecognizer(EntityRecognizer):
             return True
         return self._tokens.listed_as(token.surface(), self._person)
 
+    def _is_surname_read_as_noun(self, tokens: Any, i: int) -> bool:
+        """A kanji common noun that the dictionary also lists as a surname, with no
+        prefix before it (平野先生, 桑原様; not お客様, and not a one-character word)."""
+        token = tokens[i]
+        surface = token.surface()
+        if (len(surface) < self._min_length or not self._kanji.search(surface)
+                or not self._common_noun.search("-".join(token.part_of_speech()))):
+            return False
+        if i > 0 and tokens[i - 1].part_of_speech()[0] == "接頭辞":
+            return False
+        return self._tokens.listed_as(surface, self._surname)
+
     def analyze(self, text, entities, nlp_artifacts=None):
-        return [
-            RecognizerResult("PERSON", start, end, self._score)
-            for start, end in self._tokens.spans(text, self._honorifics, self._is_name)
-        ]
+        tokens = self._tokens.tokenize(text)
+        results = []
+        for i in range(len(tokens) - 1):
+            token = tokens[i]
+            if (tokens[i + 1].surface() not in self._honorifics
+                    or token.surface() in self._role_nouns):
+                continue
+            if ((self._tokens.matches(token) and self._is_name(token))
+                    or self._is_surname_read_as_noun(tokens, i)):
+                results.append(RecognizerResult("PERSON", token.begin(), token.end(), self._score))
+        return results
 
 
 def package_given_names(config: PackageNamesConfig) -> frozenset[str]:
     """Given names of at least ``min_frequency`` in some country, from a package's
     ``nam_dict.txt`` (column 0-1 gender, 3-28 the name, 30- one frequency digit 1-D
-    per country; Latin-1). Only plain capitalised ASCII names: accented ones are
-    written in the file's own escapes, and compound names (Jean+Pierre) are two names.
+    per country; UTF-8 in gender-guesser's copy, columns counted in characters).
+    Capitalised names of any Latin script (José, Zsófia, Łukasz, Søren); a compound
+    written Dae+Jung is taken hyphenated with both parts capitalised (Dae-Jung), as
+    hyphenated given names are looked up (``_GivenNamePairRecognizer.is_given_name``).
     Read once per process: each language's recogniser asks for the same list."""
     return _read_package_names(config.package, config.file, config.min_frequency)
 
@@ -408,11 +463,11 @@ def package_given_names(config: PackageNamesConfig) -> frozenset[str]:
 def _read_package_names(package: str, file: str, min_frequency: int) -> frozenset[str]:
     text = (importlib.resources.files(package) / file).read_bytes()
     names = set()
-    for line in text.decode("latin-1").splitlines():
-        if line.startswith("#") or len(line) < 31:
+    for line in text.decode("utf-8").splitlines():
+        if line.startswith(("#", "=")) or len(line) < 31:
             continue
-        name = line[3:29].strip()
-        if not regex.fullmatch(r"[A-Z][a-z]+", name):
+        name = "-".join(part.capitalize() for part in line[3:29].strip().split("+"))
+        if not regex.fullmatch(r"\p{Lu}\p{Ll}+(?:-\p{Lu}\p{Ll}+)*", name):
             continue
         frequencies = [int(ch, 16) for ch in line[30:] if ch in "123456789ABCDabcd"]
         if frequencies and max(frequencies) >= min_frequency:
@@ -432,7 +487,8 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         from spacy.lang.en.stop_words import STOP_WORDS
 
         stop_words = {word.capitalize() for word in STOP_WORDS}
-        names = set(config.names) | (
+        regional = {name for names in config.regional_names.values() for name in names}
+        names = set(config.names) | regional | (
             package_given_names(config.package_names) - set(config.not_names) - stop_words
         )
         self._given_names = frozenset(names)
@@ -445,6 +501,17 @@ class _GivenNamePairRecognizer(EntityRecognizer):
     def load(self) -> None:
         """Nothing to load: the name list is read in ``__init__``."""
 
+    def is_given_name(self, word: str) -> bool:
+        """A given name on the lists; a hyphenated one (Dae-jung, Jan-Willem) when the
+        whole, its parts capitalised, or its first part is one."""
+        if word in self._given_names:
+            return True
+        if "-" not in word:
+            return False
+        first = word.split("-", 1)[0]
+        whole = "-".join(part.capitalize() for part in word.split("-"))
+        return whole in self._given_names or first in self._given_names
+
     def _ends_a_longer_name(self, text: str, start: int) -> bool:
         before = self._longer_name_before.search(text, 0, start)
         return before is not None and not (
@@ -454,7 +521,7 @@ class _GivenNamePairRecognizer(EntityRecognizer):
     def _pairs(self, text: str) -> Iterator[Any]:
         # overlapped: "Mr Oscar Lindgren" is tried as "Mr Oscar" and "Oscar Lindgren"
         for match in self._pair.finditer(text, overlapped=True):
-            if (match["given"] in self._given_names
+            if (self.is_given_name(match["given"])
                     and match["surname"] not in self._stop_words
                     and not self._ends_a_longer_name(text, match.start())):
                 yield match
@@ -567,15 +634,42 @@ class PiiScrubber:
             language: regex.compile(pattern)
             for language, pattern in config.public_facts.private.items()
         }
+        brands = sorted(config.brands.names, key=len, reverse=True)
+        self._brand_names = regex.compile(
+            r"(?<![\p{Latin}\d])(?:" + "|".join(map(regex.escape, brands)) + r")(?![\p{Latin}\d])"
+        ) if brands else None
+        self._product_after = regex.compile(
+            r" (?:" + "|".join(map(regex.escape, config.brands.product_words)) + r")(?![\p{L}])"
+        ) if config.brands.product_words else None
 
-    def _asks_public_facts(self, text: str, language: str) -> bool:
+    def _asks_public_facts(
+        self, text: str, language: str, persons: Sequence[RecognizerResult] = ()
+    ) -> bool:
         """Whether the text asks a public-fact question (who was, explain ... 's
         contribution, 功績, 説明して) with no word of a private relation or private data
-        (my, neighbour, address, 同僚, 住所, an honorific): then the persons in it are
-        public figures, asked about as such (``pii.public_facts``)."""
+        (my, neighbour, address, 同僚, 住所, an honorific) outside the persons found:
+        then the persons in it are public figures, asked about as such
+        (``pii.public_facts``). A private word inside a name is part of the name (兄 in
+        中大兄皇子), so the persons' spans are blanked before the private words are
+        looked for."""
         frame = self._public_frame.get(language)
-        return (frame is not None and frame.search(text) is not None
-                and self._private[language].search(text) is None)
+        if frame is None or frame.search(text) is None:
+            return False
+        rest = list(text)
+        for person in persons:
+            rest[person.start : person.end] = " " * (person.end - person.start)
+        return self._private[language].search("".join(rest)) is None
+
+    def _is_brand(self, text: str, result: RecognizerResult) -> bool:
+        """Whether a person span is a brand named after a person (``pii.brands``): it
+        lies inside a listed brand name as written, or a product or shop word follows
+        it at once (Calvin Klein jacket; not Maria Lopez's jacket)."""
+        if self._brand_names is not None:
+            for brand in self._brand_names.finditer(text):
+                if brand.start() <= result.start and result.end <= brand.end():
+                    return True
+        return (self._product_after is not None
+                and self._product_after.match(text, result.end) is not None)
 
     def _runs_ner(self, text: str, language: str) -> bool:
         """Whether the text goes through the named-entity model: never for a pipeline
@@ -639,8 +733,14 @@ class PiiScrubber:
                 score_threshold=self.config.score_threshold,
                 allow_list=self.config.allow_list,
             )
-            if results and self._asks_public_facts(text, language):
-                results = [r for r in results if r.entity_type not in self.config.public_facts.entities]
+            brand_entities = self.config.brands.entities
+            results = [r for r in results
+                       if r.entity_type not in brand_entities or not self._is_brand(text, r)]
+            public = self.config.public_facts.entities
+            if results and self._asks_public_facts(
+                text, language, [r for r in results if r.entity_type in public]
+            ):
+                results = [r for r in results if r.entity_type not in public]
             if not results:
                 return ScrubResult(text)
             anonymized = self.anonymizer.anonymize(
