@@ -57,9 +57,10 @@ def test_evaluation_and_ab_test_after_training(kedro_project: Path):
     assert verdict["decision"] == expected_decision(verdict)
 
     # The reference classifier as model A, the version the evaluation saved (the fit node
-    # is left out, so --load-versions picks the model).
+    # is left out, so --load-versions picks the model). Each arm's model reference lives in
+    # memory: the run starts at the nodes that resolve it.
     ok(kedro(kedro_project, "run", "--pipelines=ab_test",
-             "--to-nodes=compare_models", "--from-nodes=score_model_a,score_model_b",
+             "--to-nodes=compare_models", "--from-nodes=resolve_model_a,resolve_model_b",
              f"--load-versions=reference_classifier:{reference_file.parent.name}",
              "--params=ab_test.model_a.kind=reference_classifier,ab_test.model_a.name=reference"))
     newest = versions(kedro_project, "data/08_reporting/ab_test/ab_test_results.json")[-1]
@@ -73,9 +74,11 @@ def test_evaluation_and_ab_test_after_training(kedro_project: Path):
     assert "Running node: score_" not in log
     assert len(versions(kedro_project, "data/08_reporting/evaluation/metrics.json")) == 2
 
-    # Score an explicitly chosen adapter version.
+    # Score an explicitly chosen adapter version (resolved into the in-memory model
+    # reference the scoring node takes).
     [adapter] = versions(kedro_project, "data/06_models/so8t_adapter")
-    ok(kedro(kedro_project, "run", "--nodes=score_validation_and_evaluation_sets",
+    ok(kedro(kedro_project, "run",
+             "--nodes=resolve_evaluation_model,score_validation_and_evaluation_sets",
              f"--load-versions=so8t_adapter:{adapter.parent.name}"))
     predictions = versions(kedro_project,
                            "data/07_model_output/evaluation/evaluation_predictions.jsonl")

@@ -7,7 +7,13 @@ import json
 
 import pytest
 
-from so8t_kedro.models.selection import resolve_model_dirs, training_params_for
+from so8t_kedro.models.selection import (
+    ModelReference,
+    resolve_catalog_adapter,
+    resolve_model,
+    resolve_model_dirs,
+    training_params_for,
+)
 
 
 def test_model_specs_resolve_to_directories(tmp_path):
@@ -47,6 +53,32 @@ def test_an_adapter_is_scored_on_the_base_it_was_trained_on(tmp_path):
     trained_on.rmdir()
     assert resolve_model_dirs(latest_base, adapter, {"path": None}, spec) == (latest_base,
                                                                               adapter)
+
+
+def test_a_model_spec_resolves_once_into_a_model_reference(tmp_path):
+    base = tmp_path / "embedded_base_model/v1/embedded_base_model"
+    adapter = tmp_path / "so8t_adapter/v1/so8t_adapter"
+    for directory in (base, adapter):
+        directory.mkdir(parents=True)
+    resolved = resolve_model(base, adapter, {"path": None}, {"name": "so8t", "adapter": "catalog"})
+    assert resolved == ModelReference(name="so8t", base_dir=base, adapter_dir=adapter)
+    assert resolved.kind == "language_model"
+    assert resolve_catalog_adapter(base, adapter, {"path": None}) == resolved
+    assert resolve_model(base, adapter, {"path": None},
+                         {"name": "original", "kind": "language_model", "adapter": None}
+                         ) == ModelReference(name="original", base_dir=base)
+    # the reference classifier: nothing to resolve, its adapter is ignored
+    assert resolve_model(base, adapter, {"path": None},
+                         {"name": "ref", "kind": "reference_classifier", "adapter": "x/y"}
+                         ) == ModelReference(name="ref", base_dir=None,
+                                             kind="reference_classifier")
+    with pytest.raises(ValueError, match="kind must be one of language_model, "
+                                         "reference_classifier, got 'tfidf'"):
+        resolve_model(base, adapter, {"path": None}, {"name": "x", "kind": "tfidf"})
+    with pytest.raises(ValueError, match="needs a base directory"):
+        ModelReference(name="so8t", base_dir=None)
+    with pytest.raises(AttributeError):  # frozen: what a node received stays what was resolved
+        resolved.adapter_dir = None
 
 
 def test_the_embedded_default_trains_with_its_own_recipe():

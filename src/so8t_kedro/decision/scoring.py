@@ -2,7 +2,7 @@
 
 A model is a base directory (the embedded default, a real Phi-3 directory or, after export,
 a baked one) plus optionally an adapter directory (LoRA + SO8T gates), given directly or as
-a model spec that :mod:`so8t_kedro.models.selection` resolves. Each request's four
+the :class:`~so8t_kedro.models.selection.ModelReference` a pipeline resolved once. Each request's four
 label log-likelihoods come from :class:`so8t_kedro.decision.classifier.FourClassScorer`, the scoring
 the training loss uses, so original, retrained and baked models are compared like with like.
 The reference classifier's predictions come in the same table
@@ -29,7 +29,7 @@ from so8t_kedro.decision.classifier import FourClassScorer
 from so8t_kedro.decision.metrics import softmax
 from so8t_kedro.labels import LABEL_TO_ID, LABELS
 from so8t_kedro.models.loading import load_base_model_for
-from so8t_kedro.models.selection import resolve_model_dirs
+from so8t_kedro.models.selection import LANGUAGE_MODEL, ModelReference
 from so8t_kedro.so8t import load_adapter
 
 logger = logging.getLogger(__name__)
@@ -161,24 +161,22 @@ def predict_records(record_sets: Sequence[pd.DataFrame], base_model_dir: str | P
 
 def score_model(
     record_sets: Sequence[pd.DataFrame],
-    embedded_base_model_dir: Path,
-    catalog_adapter_dir: Path,
-    base_model_params: Mapping[str, Any],
-    model_spec: Mapping[str, Any],
+    model: ModelReference,
     scoring_params: Mapping[str, Any],
     sft_format: str,
 ) -> list[pd.DataFrame]:
-    """Score each set of records with the model ``model_spec`` names
-    (:func:`~so8t_kedro.models.selection.resolve_model_dirs`), loaded once: one
+    """Score each set of records with the language model ``model`` refers to (resolved
+    once by :func:`~so8t_kedro.models.selection.resolve_model`), loaded once: one
     :func:`predict_records` table per set (probabilities of the four labels, the predicted
     label, per-request latency).
 
     ``sft_format`` is the /think format the model was trained on (its decision probe).
     """
-    base, adapter = resolve_model_dirs(embedded_base_model_dir, catalog_adapter_dir,
-                                       base_model_params, model_spec)
-    return predict_records(record_sets, base, adapter, model_name=str(model_spec["name"]),
-                           fmt=sft_format, params=scoring_params)
+    if model.kind != LANGUAGE_MODEL:
+        raise ValueError(f"model {model.name!r} is a {model.kind}, not a language model: "
+                         "score it with score_reference_classifier")
+    return predict_records(record_sets, model.base_dir, model.adapter_dir,
+                           model_name=model.name, fmt=sft_format, params=scoring_params)
 
 
 def score_reference_classifier(classifier: Pipeline, records: pd.DataFrame,

@@ -6,7 +6,10 @@ export agree on what "the base" and "the adapter" are:
 * ``chosen_base_dir``: ``base_model.path`` when set, else the embedded default;
 * ``training_params_for``: the training parameters for that base;
 * ``resolve_model_dirs``: a model spec (``{name, adapter}``) to its base and adapter
-  directories, an adapter on the base it was trained on.
+  directories, an adapter on the base it was trained on;
+* ``resolve_model`` / ``resolve_catalog_adapter``: the same, once per run, as a
+  :class:`ModelReference`: what one resolving node of a pipeline hands to the nodes that
+  score, export or serve the model, so none of them resolves it again.
 
 A spec may name a saved version of ``so8t_adapter``, so this module reads Kedro's version
 stamps (``VERSION_FORMAT``) and its versioned folder layout.
@@ -19,6 +22,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,43 @@ from typing import Any
 from kedro.io.core import VERSION_FORMAT
 
 logger = logging.getLogger(__name__)
+
+#: What a model spec's ``kind`` can name (``language_model`` when it has none): a causal LM
+#: (a base, and an adapter on it) or the evaluation's reference classifier (the
+#: ``reference_classifier`` dataset), which an A/B arm may be.
+LANGUAGE_MODEL = "language_model"
+REFERENCE_CLASSIFIER = "reference_classifier"
+MODEL_KINDS = (LANGUAGE_MODEL, REFERENCE_CLASSIFIER)
+
+#: ``so8t_adapter`` as the catalog loads it (the latest, or
+#: ``--load-versions=so8t_adapter:<version>``): the adapter the export bakes.
+CATALOG_ADAPTER: Mapping[str, Any] = {"name": "so8t", "adapter": "catalog"}
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """Which model, resolved once: what scoring, export and serving nodes load.
+
+    ``name`` is what predictions and reports call it. A language model (``kind``
+    ``language_model``) is ``base_dir`` plus ``adapter_dir`` (None: the base alone); the
+    reference classifier (``kind`` ``reference_classifier``) has neither: it is the
+    ``reference_classifier`` dataset.
+    """
+
+    name: str
+    base_dir: Path | None
+    adapter_dir: Path | None = None
+    kind: str = LANGUAGE_MODEL
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"model {self.name!r}: kind must be one of "
+                             f"{', '.join(MODEL_KINDS)}, got {self.kind!r}")
+        if self.kind == LANGUAGE_MODEL and self.base_dir is None:
+            raise ValueError(f"model {self.name!r}: a language model needs a base directory")
+        if self.kind == REFERENCE_CLASSIFIER and (self.base_dir or self.adapter_dir):
+            raise ValueError(f"model {self.name!r}: the reference classifier has no base or "
+                             "adapter directory")
 
 
 def chosen_base_dir(base_model_params: Mapping[str, Any],
@@ -83,6 +124,38 @@ def resolve_model_dirs(
     return _trained_base(adapter_dir, base), adapter_dir
 
 
+def resolve_model(
+    embedded_base_model_dir: Path,
+    catalog_adapter_dir: Path,
+    base_model_params: Mapping[str, Any],
+    model_spec: Mapping[str, Any],
+) -> ModelReference:
+    """The :class:`ModelReference` a model spec (``{name, adapter}``, and ``kind`` for an A/B
+    arm) names: its base and adapter as :func:`resolve_model_dirs` finds them; for ``kind:
+    reference_classifier``, the name alone (its ``adapter`` is ignored).
+
+    Raises ``ValueError`` for an unknown ``kind``, ``FileNotFoundError`` for an adapter
+    that is not there.
+    """
+    name, kind = str(model_spec["name"]), model_spec.get("kind", LANGUAGE_MODEL)
+    if kind != LANGUAGE_MODEL:
+        return ModelReference(name=name, base_dir=None, kind=kind)
+    base, adapter = resolve_model_dirs(embedded_base_model_dir, catalog_adapter_dir,
+                                       base_model_params, model_spec)
+    return ModelReference(name=name, base_dir=base, adapter_dir=adapter)
+
+
+def resolve_catalog_adapter(
+    embedded_base_model_dir: Path,
+    catalog_adapter_dir: Path,
+    base_model_params: Mapping[str, Any],
+) -> ModelReference:
+    """:func:`resolve_model` of :data:`CATALOG_ADAPTER`: ``so8t_adapter`` as the catalog
+    loads it, on the base it was trained on (what the export bakes)."""
+    return resolve_model(embedded_base_model_dir, catalog_adapter_dir, base_model_params,
+                         CATALOG_ADAPTER)
+
+
 def _is_version_stamp(text: str) -> bool:
     """True for a Kedro version stamp such as ``2026-11-22T10.15.30.123Z``."""
     try:
@@ -135,4 +208,15 @@ def _trained_base(adapter_dir: Path, base: Path) -> Path:
     return base
 
 
-__all__ = ["chosen_base_dir", "resolve_model_dirs", "training_params_for"]
+__all__ = [
+    "CATALOG_ADAPTER",
+    "LANGUAGE_MODEL",
+    "MODEL_KINDS",
+    "REFERENCE_CLASSIFIER",
+    "ModelReference",
+    "chosen_base_dir",
+    "resolve_catalog_adapter",
+    "resolve_model",
+    "resolve_model_dirs",
+    "training_params_for",
+]

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from kedro.runner import SequentialRunner
 
+from so8t_kedro.decision.reference_classifier import fit_reference_classifier
 from so8t_kedro.labels import LABELS
+from so8t_kedro.models.selection import resolve_model
 from so8t_kedro.pipelines.ab_test import create_pipeline
 from so8t_kedro.pipelines.ab_test.nodes import compare_models, render_ab_test_report, score_arm
 from tests.helpers.evaluation import (
@@ -126,11 +128,28 @@ def test_unpaired_predictions_and_unknown_metrics_are_refused(labels):
         compare_models(a, b, {**PARAMS, "primary_metric": "f2"})
 
 
-def test_an_arm_of_an_unknown_kind_is_refused():
+def test_an_arm_of_an_unknown_kind_is_refused(tmp_path):
+    # refused where the arm is resolved (resolve_model_a / _b), before anything is scored
     with pytest.raises(ValueError, match="kind must be one of language_model, "
                                          "reference_classifier, got 'tfidf'"):
-        score_arm(pd.DataFrame(), None, None, None, {}, {"name": "x", "kind": "tfidf"}, {},
-                  "quadruple")
+        resolve_model(tmp_path, tmp_path, {"path": None},
+                      {"name": "x", "kind": "tfidf", "adapter": "catalog"})
+
+
+def test_a_reference_classifier_arm_is_scored_without_a_language_model(project_root):
+    rows = [json.loads(line) for line in
+            (project_root / "data/01_raw/so8t_seed_dataset.jsonl").read_text().splitlines()]
+    records = pd.DataFrame(rows[::40])
+    classifier = fit_reference_classifier(
+        [row["text"] for row in rows], [row["label"] for row in rows],
+        project_parameters()["evaluation"]["reference_classifier"])
+    # its spec's adapter is ignored: nothing to resolve, no directory to check
+    arm = resolve_model(project_root / "nowhere", project_root / "nowhere", {"path": None},
+                        {"name": "reference", "kind": "reference_classifier",
+                         "adapter": "no/such/adapter"})
+    predictions = score_arm(records, classifier, arm, {}, "quadruple")
+    assert (predictions["model"] == "reference").all()
+    assert predictions["base_model_dir"].iloc[0].startswith("TF-IDF char_wb")
 
 
 @pytest.mark.parametrize("model_a", [

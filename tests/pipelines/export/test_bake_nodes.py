@@ -10,6 +10,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from transformers import AutoModelForCausalLM, AutoTokenizer, Phi3ForCausalLM
 
+from so8t_kedro.models.selection import resolve_catalog_adapter
 from so8t_kedro.pipelines.export import create_pipeline
 from so8t_kedro.pipelines.export.nodes import ExportVerificationError, held_out_texts
 from tests.helpers.catalog import PersistedMemoryDataset
@@ -61,8 +62,10 @@ def test_verify_bake_raises_below_the_measured_difference(export_run):
     catalog, params = export_run
     measured = catalog.load("bake_verification")["max_abs_logit_diff"]
     inputs = {name: catalog.load(name) for name in (
-        "thinking_sft_dataset", "embedded_base_model", "so8t_adapter", "params:base_model",
-        "baked_model", "params:export.verify")}
+        "thinking_sft_dataset", "baked_model", "params:export.verify")}
+    inputs["export_model"] = resolve_catalog_adapter(catalog.load("embedded_base_model"),
+                                                     catalog.load("so8t_adapter"),
+                                                     catalog.load("params:base_model"))
     inputs["params:export.bake"] = {**params["bake"], "tolerance": measured / 2}
     rerun = DataCatalog(datasets={name: MemoryDataset(value) for name, value in inputs.items()}
                         | {"bake_verification": PersistedMemoryDataset()})

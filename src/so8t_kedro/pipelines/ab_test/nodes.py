@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +41,7 @@ from so8t_kedro.decision.scoring import (
     score_reference_classifier,
     scores_of,
 )
+from so8t_kedro.models.selection import REFERENCE_CLASSIFIER, ModelReference
 from so8t_kedro.reporting import html_report
 
 logger = logging.getLogger(__name__)
@@ -52,32 +52,22 @@ COMPARED_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "unsafe_miss_rate",
                                      "latency_p95_ms")
 # How the primary metric's difference is judged significant.
 _LATENCY_METRICS = ("latency_p50_ms", "latency_p95_ms")
-# The kinds of model an arm's spec (params:ab_test.model_a / model_b) can name.
-MODEL_KINDS = ("language_model", "reference_classifier")
 
 
 def score_arm(
     records: pd.DataFrame,
     reference_classifier: Pipeline,
-    embedded_base_model_dir: Path,
-    catalog_adapter_dir: Path,
-    base_model_params: Mapping[str, Any],
-    model_spec: Mapping[str, Any],
+    model: ModelReference,
     scoring_params: Mapping[str, Any],
     sft_format: str,
 ) -> pd.DataFrame:
-    """The predictions of one arm on ``records``: ``model_spec["kind"]`` is
-    ``language_model`` (``score_model``: base model, adapter as in ``evaluation.model``) or
-    ``reference_classifier`` (the ``reference_classifier`` dataset: latest, or
+    """The predictions of one arm on ``records``: ``model`` (the arm's spec, resolved once)
+    is a language model (``score_model``: base model, adapter as in ``evaluation.model``)
+    or the reference classifier (the ``reference_classifier`` dataset: latest, or
     ``--load-versions``)."""
-    kind = model_spec.get("kind")
-    if kind == "reference_classifier":
-        return score_reference_classifier(reference_classifier, records, str(model_spec["name"]))
-    if kind != "language_model":
-        raise ValueError(f"params:ab_test model {model_spec.get('name')!r}: kind must be one of "
-                         f"{', '.join(MODEL_KINDS)}, got {kind!r}")
-    [predictions] = score_model([records], embedded_base_model_dir, catalog_adapter_dir,
-                                base_model_params, model_spec, scoring_params, sft_format)
+    if model.kind == REFERENCE_CLASSIFIER:
+        return score_reference_classifier(reference_classifier, records, model.name)
+    [predictions] = score_model([records], model, scoring_params, sft_format)
     return predictions
 
 

@@ -4,12 +4,16 @@ reference classifier instead (``kind: reference_classifier``).
 
 Its ``prepare_evaluation_set`` and ``fit_reference_classifier`` nodes are the evaluation
 pipeline's (``pipelines/shared_nodes.py``), so either pipeline runs alone and
-``__default__`` runs each once.
+``__default__`` runs each once. Each arm's model is resolved once (``resolve_model_a`` /
+``resolve_model_b``, into the in-memory ``ab_model_a`` / ``ab_model_b``).
 """
 
 from kedro.pipeline import Node, Pipeline
 
-from so8t_kedro.pipelines.shared_nodes import evaluation_set_and_reference_nodes
+from so8t_kedro.pipelines.shared_nodes import (
+    evaluation_set_and_reference_nodes,
+    model_reference_node,
+)
 
 from .nodes import compare_models, plot_ab_comparison, render_ab_test_report, score_arm
 
@@ -19,15 +23,19 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             *evaluation_set_and_reference_nodes(),
             *(
-                Node(
-                    func=score_arm,
-                    inputs=["evaluation_set", "reference_classifier", "embedded_base_model",
-                            "so8t_adapter", "params:base_model", f"params:ab_test.model_{arm}",
-                            "params:scoring", "params:thinking_sft.format"],
-                    outputs=f"ab_predictions_{arm}",
-                    name=f"score_model_{arm}",
-                )
+                node
                 for arm in ("a", "b")
+                for node in (
+                    model_reference_node(f"resolve_model_{arm}", f"ab_model_{arm}",
+                                         f"params:ab_test.model_{arm}"),
+                    Node(
+                        func=score_arm,
+                        inputs=["evaluation_set", "reference_classifier", f"ab_model_{arm}",
+                                "params:scoring", "params:thinking_sft.format"],
+                        outputs=f"ab_predictions_{arm}",
+                        name=f"score_model_{arm}",
+                    ),
+                )
             ),
             Node(
                 func=compare_models,

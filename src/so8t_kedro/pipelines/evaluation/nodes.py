@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +39,7 @@ from so8t_kedro.decision.scoring import (
     scores_of,
 )
 from so8t_kedro.labels import LABELS
+from so8t_kedro.models.selection import ModelReference
 from so8t_kedro.reporting import html_report
 
 logger = logging.getLogger(__name__)
@@ -54,20 +54,16 @@ REFERENCE_NAME = "reference_classifier"
 def score_validation_and_evaluation_sets(
     val_records: pd.DataFrame,
     evaluation_set: pd.DataFrame,
-    embedded_base_model_dir: Path,
-    catalog_adapter_dir: Path,
-    base_model_params: Mapping[str, Any],
-    model_spec: Mapping[str, Any],
+    model: ModelReference,
     scoring_params: Mapping[str, Any],
     sft_format: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The model ``model_spec`` names, scored on the validation split (for calibration) and
-    the evaluation set
-    with one model load: the real model takes far longer to load than to score ~100 requests.
+    """The model ``params:evaluation.model`` names (``model``, resolved once), scored on the
+    validation split (for calibration) and the evaluation set with one model load: the real
+    model takes far longer to load than to score ~100 requests.
     """
-    validation, evaluation = score_model([val_records, evaluation_set], embedded_base_model_dir,
-                                         catalog_adapter_dir, base_model_params, model_spec,
-                                         scoring_params, sft_format)
+    validation, evaluation = score_model([val_records, evaluation_set], model, scoring_params,
+                                         sft_format)
     return validation, evaluation
 
 

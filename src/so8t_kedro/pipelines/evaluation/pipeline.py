@@ -1,7 +1,8 @@
 """The `evaluation` pipeline: the four-class decision of one model, measured and reported.
 
 evaluation set (test split or external JSONL) + validation split -> predictions of the model
-``params:evaluation.model`` -> temperature calibration -> metrics -> plots -> HTML report.
+``params:evaluation.model`` (resolved once, by ``resolve_evaluation_model``, into the
+in-memory ``evaluation_model``) -> temperature calibration -> metrics -> plots -> HTML report.
 Beside it, on the same sets and with the same metrics code: the reference classifier
 (fitted on the train split, saved as the versioned ``reference_classifier``) and the
 majority class.
@@ -9,7 +10,10 @@ majority class.
 
 from kedro.pipeline import Node, Pipeline
 
-from so8t_kedro.pipelines.shared_nodes import evaluation_set_and_reference_nodes
+from so8t_kedro.pipelines.shared_nodes import (
+    evaluation_set_and_reference_nodes,
+    model_reference_node,
+)
 
 from .nodes import (
     compute_baseline_metrics,
@@ -28,10 +32,11 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             *evaluation_set_and_reference_nodes(),
+            model_reference_node("resolve_evaluation_model", "evaluation_model",
+                                 "params:evaluation.model"),
             Node(
                 func=score_validation_and_evaluation_sets,
-                inputs=["val_records", "evaluation_set", "embedded_base_model", "so8t_adapter",
-                        "params:base_model", "params:evaluation.model", "params:scoring",
+                inputs=["val_records", "evaluation_set", "evaluation_model", "params:scoring",
                         "params:thinking_sft.format"],
                 outputs=["validation_predictions", "evaluation_predictions"],
                 name="score_validation_and_evaluation_sets",

@@ -41,7 +41,7 @@ from so8t_kedro.decision.scoring import load_scoring_model
 from so8t_kedro.export.gguf import gguf_summary, quantize_gguf, verify_ggufs, write_gguf
 from so8t_kedro.models.bundles import BaseModelBundle
 from so8t_kedro.models.embedded import STOP_TOKENS
-from so8t_kedro.models.selection import resolve_model_dirs
+from so8t_kedro.models.selection import ModelReference
 from so8t_kedro.reporting import html_report
 from so8t_kedro.serve import (
     japanese_performance_report,
@@ -49,19 +49,9 @@ from so8t_kedro.serve import (
 
 logger = logging.getLogger(__name__)
 
-#: The adapter the export bakes: ``so8t_adapter`` as the catalog loads it (the latest, or
-#: ``--load-versions=so8t_adapter:<version>``), on the base it was trained on.
-_CATALOG_ADAPTER = {"name": "so8t", "adapter": "catalog"}
-
 
 class ExportVerificationError(RuntimeError):
     """An exported model does not reproduce the model it was exported from."""
-
-
-def _base_and_adapter(embedded_base_model_dir: Path, catalog_adapter_dir: Path,
-                      base_model_params: Mapping[str, Any]) -> tuple[Path, Path]:
-    return resolve_model_dirs(embedded_base_model_dir, catalog_adapter_dir, base_model_params,
-                              _CATALOG_ADAPTER)
 
 
 def held_out_texts(thinking_sft_dataset: pd.DataFrame, params: Mapping[str, Any]) -> list[str]:
@@ -79,37 +69,34 @@ def held_out_texts(thinking_sft_dataset: pd.DataFrame, params: Mapping[str, Any]
 # ------------------------------------------------------------------------------ bake
 
 
-def bake_so8t_model(embedded_base_model_dir: Path, catalog_adapter_dir: Path,
-                    base_model_params: Mapping[str, Any],
-                    bake_params: Mapping[str, Any]) -> BaseModelBundle:
+def bake_so8t_model(model: ModelReference, bake_params: Mapping[str, Any]) -> BaseModelBundle:
     """The base with the adapter's LoRA merged and its SO8T gates folded into ``o_proj``.
 
+    ``model`` is ``so8t_adapter`` (as the catalog loads it) on the base it was trained on.
     ``so8t.bake_from_adapter`` reloads the base unquantised (LoRA merged in fp32, gates
     folded in fp64) and casts once to ``bake_params["dtype"]`` (null: the base's own). The
     result is a stock ``Phi3ForCausalLM``, saved with the base's tokenizer, chat template,
     generation config and SentencePiece ``tokenizer.model`` (which GGUF conversion reads).
     """
-    base_dir, adapter_dir = _base_and_adapter(embedded_base_model_dir, catalog_adapter_dir,
-                                              base_model_params)
-    model = so8t.bake_from_adapter(base_dir, adapter_dir, dtype=bake_params.get("dtype"))
+    base_dir, adapter_dir = model.base_dir, model.adapter_dir
+    baked = so8t.bake_from_adapter(base_dir, adapter_dir, dtype=bake_params.get("dtype"))
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
     logger.info("Baked %s + %s into a stock %s (%s)", base_dir, adapter_dir,
-                type(model).__name__, model.dtype)
-    return BaseModelBundle(model, tokenizer)
+                type(baked).__name__, baked.dtype)
+    return BaseModelBundle(baked, tokenizer)
 
 
-def verify_bake(thinking_sft_dataset: pd.DataFrame, embedded_base_model_dir: Path,
-                catalog_adapter_dir: Path, base_model_params: Mapping[str, Any],
+def verify_bake(thinking_sft_dataset: pd.DataFrame, model: ModelReference,
                 baked_model_dir: Path, bake_params: Mapping[str, Any],
                 verify_params: Mapping[str, Any]) -> dict[str, Any]:
-    """Logits of the gated model (base + adapter, loaded as evaluation scores it) against the
-    baked model's, on held-out /think texts: max |Δlogit|, top-1 agreement, tokens compared.
+    """Logits of the gated model (``model``: base + adapter, loaded as evaluation scores it)
+    against the baked model's, on held-out /think texts: max |Δlogit|, top-1 agreement,
+    tokens compared.
 
     Raises :class:`ExportVerificationError` when max |Δlogit| exceeds
     ``bake_params["tolerance"]``: the baked model would then not be the model evaluated.
     """
-    base_dir, adapter_dir = _base_and_adapter(embedded_base_model_dir, catalog_adapter_dir,
-                                              base_model_params)
+    base_dir, adapter_dir = model.base_dir, model.adapter_dir
     texts = held_out_texts(thinking_sft_dataset, verify_params)
     device = verify_params.get("device", "cpu")
     gated, tokenizer = load_scoring_model(base_dir, adapter_dir, device=device)
@@ -316,16 +303,14 @@ def create_ollama_model(ollama_modelfile: Mapping[str, Any],
 # ------------------------------------------------------------ Japanese performance
 
 
-def measure_japanese_performance(embedded_base_model_dir: Path, catalog_adapter_dir: Path,
-                                 base_model_params: Mapping[str, Any], baked_model_dir: Path,
+def measure_japanese_performance(model: ModelReference, baked_model_dir: Path,
                                  params: Mapping[str, Any]) -> pd.DataFrame:
     """The /think service's answers to Japanese requests from the original base (the one
-    the adapter was trained on) and from the baked model: latency, tokens/s, format health
-    and decision per (model, prompt), on ``params["prompts"]``.
+    ``model``'s adapter was trained on) and from the baked model: latency, tokens/s, format
+    health and decision per (model, prompt), on ``params["prompts"]``.
     """
-    base_dir, _ = _base_and_adapter(embedded_base_model_dir, catalog_adapter_dir,
-                                    base_model_params)
-    return japanese_performance_report({"original": base_dir, "so8t_baked": baked_model_dir},
+    return japanese_performance_report({"original": model.base_dir,
+                                        "so8t_baked": baked_model_dir},
                                        params["prompts"], max_new_tokens=int(params["max_new_tokens"]),
                                        device=params.get("device", "auto"))
 

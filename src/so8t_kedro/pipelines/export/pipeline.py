@@ -1,6 +1,7 @@
 """The `export` pipeline: SO8T adapter -> baked stock Phi-3 -> GGUF files -> Ollama.
 
-embedded base (or base_model.path) + so8t_adapter -> ``baked_model`` -> its logits checked
+embedded base (or base_model.path) + so8t_adapter, resolved once (``resolve_export_model``,
+into the in-memory ``export_model``) -> ``baked_model`` -> its logits checked
 against the gated model -> F16 and Q8_0 GGUF (gguf package), Q4_K_M from the F16 file
 (llama.cpp) -> each file checked in llama.cpp -> Modelfile beside the GGUFs ->
 ``ollama create`` (skipped without Ollama) -> Japanese performance of original vs baked ->
@@ -9,6 +10,7 @@ HTML report.
 
 from kedro.pipeline import Node, Pipeline
 
+from so8t_kedro.pipelines.shared_nodes import model_reference_node
 from so8t_kedro.serve import summarise_performance
 
 from .nodes import (
@@ -24,8 +26,6 @@ from .nodes import (
     write_ollama_modelfile,
 )
 
-# The base + adapter being exported, as evaluation resolves them.
-MODEL_INPUTS = ["embedded_base_model", "so8t_adapter", "params:base_model"]
 GGUF_PARAMS = ["params:export.model_name", "params:export.gguf"]
 GGUF_FILES = ["gguf_f16", "gguf_q8_0", "gguf_q4_k_m"]
 
@@ -33,15 +33,18 @@ GGUF_FILES = ["gguf_f16", "gguf_q8_0", "gguf_q4_k_m"]
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
+            # The base + adapter being exported (so8t_adapter as the catalog loads it, on
+            # the base it was trained on), as evaluation resolves them.
+            model_reference_node("resolve_export_model", "export_model"),
             Node(
                 func=bake_so8t_model,
-                inputs=[*MODEL_INPUTS, "params:export.bake"],
+                inputs=["export_model", "params:export.bake"],
                 outputs="baked_model",
                 name="bake_so8t_model",
             ),
             Node(
                 func=verify_bake,
-                inputs=["thinking_sft_dataset", *MODEL_INPUTS, "baked_model",
+                inputs=["thinking_sft_dataset", "export_model", "baked_model",
                         "params:export.bake", "params:export.verify"],
                 outputs="bake_verification",
                 name="verify_bake",
@@ -85,7 +88,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=measure_japanese_performance,
-                inputs=[*MODEL_INPUTS, "baked_model", "params:export.japanese_performance"],
+                inputs=["export_model", "baked_model", "params:export.japanese_performance"],
                 outputs="japanese_performance",
                 name="measure_japanese_performance",
             ),
