@@ -23,7 +23,7 @@ import pytest
 from so8t_kedro.decision.metrics import softmax
 from so8t_kedro.labels import LABELS
 from so8t_kedro.serve import ThinkService
-from tests.test_viz import chromium_binary
+from tests.helpers.chromium import chromium_binary
 
 SECRET = "PAGE-SECRET-THOUGHT-51c2"
 REQUEST = "肉じゃがの作り方を教えてください。"

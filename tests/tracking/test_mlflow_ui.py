@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_viz import chromium_binary, render
+from tests.helpers.chromium import chromium_binary, render
 
 STARTUP_TIMEOUT_S = 180  # MLflow's server imports a lot; a loaded CI machine is slow
 

@@ -12,7 +12,6 @@ import pytest
 from so8t_kedro.export.gguf import GGUF_OUTTYPES
 from so8t_kedro.pipelines.export import nodes
 from so8t_kedro.pipelines.export.nodes import ExportVerificationError, verify_gguf_files
-from tests.pipelines.export.conftest import MODEL_NAME
 
 
 def manifests(catalog) -> dict[str, dict]:
@@ -22,10 +21,11 @@ def manifests(catalog) -> dict[str, dict]:
 def test_three_gguf_files_in_one_folder_each_quant_smaller(export_run):
     catalog, params = export_run
     files = manifests(catalog)
-    folder = Path(params["gguf"]["output_dir"]) / MODEL_NAME
+    name = params["model_name"]
+    folder = Path(params["gguf"]["output_dir"]) / name
     for outtype, manifest in files.items():
         path = Path(manifest["path"])
-        assert path == folder / f"{MODEL_NAME}-{outtype}.gguf"
+        assert path == folder / f"{name}-{outtype}.gguf"
         assert manifest["file_size_bytes"] == path.stat().st_size
         assert manifest["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         assert (manifest["architecture"], manifest["file_type"]) == ("phi3", f"MOSTLY_{outtype}")
@@ -38,7 +38,7 @@ def test_three_gguf_files_in_one_folder_each_quant_smaller(export_run):
     assert files["Q4_K_M"]["source"] == files["F16"]["path"]
     # the Modelfile beside them, and no partial files left behind
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["Modelfile", *(f"{MODEL_NAME}-{t}.gguf" for t in GGUF_OUTTYPES)])
+        ["Modelfile", *(f"{name}-{t}.gguf" for t in GGUF_OUTTYPES)])
 
 
 def test_gguf_files_reproduce_the_baked_model_in_llama_cpp(export_run):
