@@ -23,19 +23,19 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             *evaluation_set_and_reference_nodes(),
             *(
-                node
+                model_reference_node(f"resolve_model_{arm}", f"ab_model_{arm}",
+                                     f"params:ab_test.model_{arm}")
                 for arm in ("a", "b")
-                for node in (
-                    model_reference_node(f"resolve_model_{arm}", f"ab_model_{arm}",
-                                         f"params:ab_test.model_{arm}"),
-                    Node(
-                        func=score_arm,
-                        inputs=["evaluation_set", "reference_classifier", f"ab_model_{arm}",
-                                "params:scoring", "params:thinking_sft.format"],
-                        outputs=f"ab_predictions_{arm}",
-                        name=f"score_model_{arm}",
-                    ),
+            ),
+            *(
+                Node(
+                    func=score_arm,
+                    inputs=["evaluation_set", "reference_classifier", f"ab_model_{arm}",
+                            "params:scoring", "params:thinking_sft.format"],
+                    outputs=f"ab_predictions_{arm}",
+                    name=f"score_model_{arm}",
                 )
+                for arm in ("a", "b")
             ),
             Node(
                 func=compare_models,
