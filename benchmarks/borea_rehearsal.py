@@ -104,20 +104,22 @@ def train(base_dir: Path, samples: pd.DataFrame, params: dict, out_dir: Path) ->
 
 
 def bake(base_dir: Path, adapter_dir: Path, params: dict, out_dir: Path) -> dict:
+    from so8t_kedro.models.selection import resolve_catalog_adapter
     from so8t_kedro.pipelines.export.nodes import bake_so8t_model
 
-    bake_so8t_model(base_dir, adapter_dir, {"path": str(base_dir)},
-                    params["export"]["bake"]).save_pretrained(out_dir)
+    model = resolve_catalog_adapter(base_dir, adapter_dir, {"path": str(base_dir)})
+    bake_so8t_model(model, params["export"]["bake"]).save_pretrained(out_dir)
     return {"baked MiB": folder_bytes(out_dir) / MIB}
 
 
 def verify_bake(base_dir: Path, adapter_dir: Path, baked_dir: Path, samples: pd.DataFrame,
                 params: dict) -> dict:
+    from so8t_kedro.models.selection import resolve_catalog_adapter
     from so8t_kedro.pipelines.export.nodes import verify_bake as verify
 
     export = params["export"]
-    report = verify(samples, base_dir, adapter_dir, {"path": str(base_dir)}, baked_dir,
-                    export["bake"], export["verify"])
+    model = resolve_catalog_adapter(base_dir, adapter_dir, {"path": str(base_dir)})
+    report = verify(samples, model, baked_dir, export["bake"], export["verify"])
     return {"tokens": report["n_tokens"], "max |Δlogit|": report["max_abs_logit_diff"]}
 
 
