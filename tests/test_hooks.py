@@ -23,6 +23,7 @@ from so8t_kedro.hooks import (
     RunSummaryHooks,
     node_failure_line,
 )
+from tests.helpers.project import base_parameters
 
 MIB = 2**20
 
@@ -163,7 +164,8 @@ def test_a_node_that_reads_in_memory_data_is_not_resumed_from_itself():
 
 def notification_hooks(**run_hooks) -> CompletionNotificationHooks:
     hooks = CompletionNotificationHooks()
-    hooks.after_context_created(SimpleNamespace(params={"run_hooks": run_hooks}))
+    settings = {**base_parameters("run_hooks"), **run_hooks}
+    hooks.after_context_created(SimpleNamespace(params={"run_hooks": settings}))
     return hooks
 
 

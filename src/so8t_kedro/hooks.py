@@ -6,11 +6,14 @@
   the command that resumes the run.
 - :class:`CompletionNotificationHooks`: runs the shell command in ``run_hooks.notify_command``
   (off by default) once the run has ended, e.g. to play a sound.
+- :class:`ParameterValidationHooks`: checks the run's merged parameters against their typed
+  models (:mod:`so8t_kedro.parameters`) before anything else reads them; an unknown, missing
+  or mistyped key fails the run at its start, naming the key and its file.
 - :class:`LaunchedProcessHooks`: under ``accelerate launch`` every process runs the pipeline;
   only the main one writes the catalog, the others write into a folder of their own.
 
-Registered in ``settings.py``. They watch, never decide: nothing they do changes whether a
-run succeeds. Timings come from the process that runs the nodes, i.e. SequentialRunner (the
+Registered in ``settings.py``. Except for the parameter check, they watch, never decide:
+nothing they do changes whether a run succeeds. Timings come from the process that runs the nodes, i.e. SequentialRunner (the
 default) and ThreadRunner; under ParallelRunner the nodes run in worker processes and the
 table stays empty.
 """
@@ -44,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 RUN_SUMMARY_DATASET = "run_summary"
 RSS_SAMPLE_INTERVAL_S = 0.02
-DEFAULT_NOTIFY_TIMEOUT_S = 30.0
 MIB = 2**20
 # Rich would read "[...]" in node names or table text as markup.
 PLAIN = {"markup": False}
@@ -295,13 +297,13 @@ class CompletionNotificationHooks:
 
     def __init__(self) -> None:
         self._command: str | None = None
-        self._timeout_s = DEFAULT_NOTIFY_TIMEOUT_S
+        self._timeout_s = 0.0
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
-        settings = context.params.get("run_hooks") or {}
-        self._command = settings.get("notify_command")
-        self._timeout_s = float(settings.get("notify_timeout_s", DEFAULT_NOTIFY_TIMEOUT_S))
+        settings = context.params["run_hooks"]
+        self._command = settings["notify_command"]
+        self._timeout_s = float(settings["notify_timeout_s"])
 
     # trylast: the notice comes after the other hooks have reported, when the run is over.
     @hook_impl(trylast=True)
@@ -315,6 +317,24 @@ class CompletionNotificationHooks:
     def _notify(self, status: str, run_params: dict[str, Any]) -> None:
         if self._command:
             run_notify_command(self._command, status, run_params["run_id"], self._timeout_s)
+
+
+class ParameterValidationHooks:
+    """Validates the run's parameters (conf/base, the environment's files and ``--params``,
+    merged) against :data:`so8t_kedro.parameters.PARAMETER_FILES` when the context is
+    created, before any other hook or node reads them: a typo in a YAML file or an override
+    fails the run at its start with one error listing each unknown, missing or mistyped key
+    as ``<file>: <dotted path>: <reason>``, instead of falling back to a value nobody chose.
+    """
+
+    # tryfirst: before the other hooks' after_context_created read their parameters.
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: KedroContext) -> None:
+        # Here, not at the top: the PII model imports spaCy and Presidio, which every
+        # `kedro` command would otherwise pay for when it reads settings.py.
+        from so8t_kedro.parameters import validate_parameters
+
+        validate_parameters(context.params)
 
 
 def launch_rank() -> int:

@@ -6,6 +6,7 @@ from so8t_kedro.hooks import (
     CompletionNotificationHooks,
     LaunchedProcessHooks,
     NodeFailureHooks,
+    ParameterValidationHooks,
     RunSummaryHooks,
 )
 from so8t_kedro.logging_filters import silence_benign_noise
@@ -15,8 +16,8 @@ from so8t_kedro.tracking.hooks import MlflowTrackingHooks
 # Here, before Kedro builds its config loader, which raises the first benign warning.
 silence_benign_noise()
 
-HOOKS = (LaunchedProcessHooks(), RunSummaryHooks(), NodeFailureHooks(),
-         CompletionNotificationHooks(), MlflowTrackingHooks(), ModelCardHooks())
+HOOKS = (ParameterValidationHooks(), LaunchedProcessHooks(), RunSummaryHooks(),
+         NodeFailureHooks(), CompletionNotificationHooks(), MlflowTrackingHooks(), ModelCardHooks())
 # MlflowTrackingHooks runs kedro-mlflow's hook itself, only while tracking.enabled is true.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
 

@@ -1,5 +1,6 @@
 """The project's configuration as a run reads it; a project copy's input data."""
 
+import copy
 from functools import cache
 from pathlib import Path
 
@@ -22,6 +23,19 @@ def project_parameters() -> dict:
     interpolations resolved)."""
     return OmegaConfigLoader(conf_source=str(CONF), base_env="base",
                              default_run_env="local")["parameters"]
+
+
+@cache
+def _base_parameters() -> dict:
+    return OmegaConfigLoader(conf_source=str(CONF), base_env="base",
+                             default_run_env="base")["parameters"]
+
+
+def base_parameters(section: str | None = None) -> dict:
+    """A fresh deep copy of conf/base's parameters (no conf/local), or of one top-level
+    section: what a test passes to a node when it wants the shipped values."""
+    params = copy.deepcopy(_base_parameters())
+    return params if section is None else params[section]
 
 
 def write_sft_samples(project: Path, samples: pd.DataFrame) -> None:
