@@ -9,8 +9,10 @@ import pytest
 
 from so8t_kedro.records.evaluation_set import prepare_evaluation_set
 from tests.helpers.evaluation import clean_params, records_frame
+from tests.helpers.project import base_parameters
 
 CLEAN = clean_params()
+EXTERNAL = {**base_parameters("evaluation")["test_set"], "source": "external"}
 
 
 def test_split_source_evaluates_the_test_split():
@@ -32,7 +34,7 @@ def test_external_jsonl_is_read_cleaned_and_bad_lines_quarantined():
     ]).encode()
     files = {"bench.jsonl": lambda: bench, "notes.txt": lambda: b"ignored"}
     records, quarantine = prepare_evaluation_set(
-        records_frame(["ALLOW"]), files, {"source": "external", "file_pattern": "*.jsonl"}, CLEAN)
+        records_frame(["ALLOW"]), files, EXTERNAL, CLEAN)
     assert records["label"].tolist() == ["ALLOW", "REFUSE", "ESCALATION"]
     assert "090-1234-5678" not in records["text"].iloc[2]  # PII scrubbed as in data_processing
     assert quarantine[["file", "line", "reason"]].values.tolist() == [
@@ -44,6 +46,6 @@ def test_external_jsonl_is_read_cleaned_and_bad_lines_quarantined():
 def test_external_source_without_files_names_the_folder():
     with pytest.raises(FileNotFoundError, match="external_test_files"):
         prepare_evaluation_set(records_frame(["ALLOW"]), {"readme.md": lambda: b""},
-                               {"source": "external", "file_pattern": "*.jsonl"}, CLEAN)
+                               EXTERNAL, CLEAN)
     with pytest.raises(ValueError, match="'split' or 'external'"):
         prepare_evaluation_set(records_frame(["ALLOW"]), {}, {"source": "tests"}, CLEAN)

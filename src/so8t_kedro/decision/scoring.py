@@ -142,15 +142,15 @@ def predict_records(record_sets: Sequence[pd.DataFrame], base_model_dir: str | P
     if any(records.empty for records in record_sets):
         raise ValueError(f"{model_name}: there are no records to score")
     model, tokenizer = load_scoring_model(base_model_dir, adapter_dir,
-                                          quantization=params.get("quantization"),
-                                          device=params.get("device", "auto"))
+                                          quantization=params["quantization"],
+                                          device=params["device"])
     scorer = FourClassScorer(tokenizer, fmt=fmt,
-                             max_probe_tokens=int(params.get("max_probe_tokens", 1024)))
+                             max_probe_tokens=int(params["max_probe_tokens"]))
     tables = []
     for records in record_sets:
         scores, latency = score_requests(model, scorer, records["text"].tolist(),
                                          records["language"].tolist(),
-                                         batch_size=int(params.get("batch_size", 1)))
+                                         batch_size=int(params["batch_size"]))
         table = predictions_table(records, scores, latency, model=model_name,
                                   base_model_dir=base_model_dir, adapter_dir=adapter_dir)
         logger.info("%s: scored %d requests, accuracy %.3f, latency p50 %.1f ms", model_name,

@@ -15,7 +15,6 @@ from typing import Any
 import pandas as pd
 
 from so8t_kedro.labels import LABEL_TO_ID, normalise_label
-from so8t_kedro.records.parameters import read_param
 from so8t_kedro.records.pii import PiiScrubber, ScrubResult, pii_scrubber
 from so8t_kedro.records.schema import (
     QUARANTINE_COLUMNS,
@@ -41,9 +40,9 @@ def _normalise_language(value: str) -> str | None:
 def configured_scrubber(params: Mapping[str, Any]) -> PiiScrubber | None:
     """The PII scrubber of ``params:data_processing.clean``, or None when ``scrub_pii`` is
     off."""
-    if not read_param(params, "scrub_pii", "clean", bool):
+    if not params["scrub_pii"]:
         return None
-    return pii_scrubber(read_param(params, "pii", "clean", Mapping))
+    return pii_scrubber(params["pii"])
 
 
 def clean_records(
@@ -69,7 +68,7 @@ def clean_records(
         and the PII replacements of the kept records: ``by_type`` (every configured
         entity type) and ``by_file`` (file -> type -> count, files with any).
     """
-    max_chars = read_param(params, "max_text_chars", "clean", int)
+    max_chars = params["max_text_chars"]
     if max_chars <= 0:
         raise ValueError(
             f"params:data_processing.clean.max_text_chars must be > 0, got {max_chars}"

@@ -33,7 +33,7 @@ def prepare_evaluation_set(
     included); bad lines are quarantined with file, line, field and reason, never dropped.
     External records are not deduplicated: a benchmark is scored as published.
     """
-    source = test_set_params.get("source", "split")
+    source = test_set_params["source"]
     empty_quarantine = pd.DataFrame(columns=QUARANTINE_COLUMNS)
     if source == "split":
         return test_records[RECORD_COLUMNS].reset_index(drop=True), empty_quarantine
@@ -41,7 +41,7 @@ def prepare_evaluation_set(
         raise ValueError(
             f"params:evaluation.test_set.source must be 'split' or 'external', got {source!r}"
         )
-    pattern = test_set_params.get("file_pattern", "*.jsonl")
+    pattern = test_set_params["file_pattern"]
     files, _ = matching_partitions(external_test_files, pattern)
     if not files:
         raise FileNotFoundError(
@@ -50,7 +50,7 @@ def prepare_evaluation_set(
             f"found {sorted(external_test_files)}"
         )
     raw, read_quarantine, per_file = read_jsonl_files(
-        files, int(test_set_params.get("raw_snippet_chars", 200)))
+        files, int(test_set_params["raw_snippet_chars"]))
     records, clean_quarantine, _ = clean_records(raw, clean_params)
     quarantine = pd.concat([read_quarantine, clean_quarantine], ignore_index=True)
     blank = sum(f["blank_lines"] for f in per_file.values())

@@ -91,9 +91,9 @@ class ModelCardHooks:
     def _write(self, dataset_name: str, folder: Path) -> None:
         base = self._params["base_model"]
         params = {"training": self._params["training"]}
-        if base.get("path") is None:  # the embedded default trains with its own recipe
+        if base["path"] is None:  # the embedded default trains with its own recipe
             params["base_model.embedded_training"] = base["embedded_training"]
         card = model_card(self._config.models[dataset_name],
-                          base_model=base.get("path") or EMBEDDED_BASE, params=params,
+                          base_model=base["path"] or EMBEDDED_BASE, params=params,
                           data=self._data, evaluation=self._evaluation)
         logger.info("Model card written: %s", write_model_card(folder, card))

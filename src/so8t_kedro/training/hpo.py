@@ -273,7 +273,7 @@ def run_study(base_model_dir: str | Path, samples: pd.DataFrame,
         # The probabilities are read at the trial's four-class temperature, the probe as
         # long as training's.
         tracker = ValidationObjective(
-            samples, hpo_params, temperature=float(params.get("safety_temperature", 1.0)),
+            samples, hpo_params, temperature=float(params["safety_temperature"]),
             max_probe_tokens=int(params["max_seq_length"]))
         trial.set_user_attr("checkpoint_dir", str(checkpoint_dir))
         trial.set_user_attr("resumed_from", resume_from and str(resume_from))
@@ -284,7 +284,7 @@ def run_study(base_model_dir: str | Path, samples: pd.DataFrame,
         trial.set_user_attr("terms", terms)
         return value
 
-    timeout = hpo_params.get("timeout_seconds")
+    timeout = hpo_params["timeout_seconds"]
     deadline = time.monotonic() + float(timeout) if timeout else math.inf
     poll = float(hpo_params["heartbeat"]["interval_seconds"])
     while time.monotonic() < deadline:

@@ -239,15 +239,15 @@ def mean_lm_loss(model, examples: Sequence[Example], pad_id: int, batch_size: in
 def load_training_base(base_model_dir: str | Path, params: Mapping[str, Any],
                        device: torch.device):
     """The base model as training will start from it (quantised per ``params``) + tokenizer."""
-    return load_base_model_for(device, base_model_dir, quantization=params.get("quantization"),
-                               bf16_on_cuda=bool(params.get("bf16", True)),
-                               trust_remote_code=bool(params.get("trust_remote_code", False)))
+    return load_base_model_for(device, base_model_dir, quantization=params["quantization"],
+                               bf16_on_cuda=bool(params["bf16"]),
+                               trust_remote_code=bool(params["trust_remote_code"]))
 
 
 def add_adapters(model, params: Mapping[str, Any]):
     """Prepare for k-bit training, add LoRA and (unless disabled) the SO8T gates."""
-    checkpointing = bool(params.get("gradient_checkpointing", False))
-    if params.get("quantization"):
+    checkpointing = bool(params["gradient_checkpointing"])
+    if params["quantization"]:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
@@ -261,12 +261,12 @@ def add_adapters(model, params: Mapping[str, Any]):
         target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM",
         # Trained in full and saved with the adapter (the embedded default's embeddings and
         # output head); PEFT's merge puts them in the baked model.
-        modules_to_save=list(lora.get("modules_to_save") or []) or None,
+        modules_to_save=list(lora["modules_to_save"] or []) or None,
     ))
     if params["uniform_attention_start"]:
         zero_query_weights(model)
     so8t = dict(params["so8t"])
-    if so8t.pop("enabled", True):
+    if so8t.pop("enabled"):
         install_gates(model, SO8TConfig.from_dict(so8t))  # after PEFT: θ stays trainable
     return model
 
@@ -453,7 +453,7 @@ def train_so8t(
     seed = int(params["seed"])
     set_seed(seed)
     accelerator = Accelerator(
-        mixed_precision=params.get("mixed_precision", "no") if torch.cuda.is_available() else "no",
+        mixed_precision=params["mixed_precision"] if torch.cuda.is_available() else "no",
         # accelerate's default steps a prepared scheduler once per process per optimiser
         # step (N times too fast under `accelerate launch`); the loop steps it once itself.
         step_scheduler_with_optimizer=False,
@@ -527,7 +527,7 @@ def train_so8t(
 
     step, start_epoch, start_micro = 0, 0, 0
     fingerprint = run_fingerprint(params, base_model_dir, train, world)
-    resume_from = resolve_resume(params.get("resume"), checkpoint_dir, fingerprint,
+    resume_from = resolve_resume(params["resume"], checkpoint_dir, fingerprint,
                                  accept_changes=bool(params["resume_accept_changes"]))
     if resume_from is not None:
         state = load(resume_from)
@@ -590,9 +590,9 @@ def train_so8t(
         stop = shutdown if shutdown is not None else stack.enter_context(graceful_shutdown())
         progress = stack.enter_context(ProgressLogger(
             session_dir, interval_seconds=float(params["progress"]["interval_seconds"]),
-            thresholds=params["progress"].get("thresholds"), total_steps=total_steps,
+            thresholds=params["progress"]["thresholds"], total_steps=total_steps,
             clock=clock, initial_step=step,
-            show_progress_bar=bool(params["progress"].get("show_progress_bar", True)),
+            show_progress_bar=bool(params["progress"]["show_progress_bar"]),
         )) if manager else None
         if manager:
             stack.push(_mark_failed_on_error(manager))

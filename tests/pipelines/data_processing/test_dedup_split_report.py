@@ -7,6 +7,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from so8t_kedro.labels import LABELS
+from so8t_kedro.parameters import parameter_problems
 from so8t_kedro.pipelines.data_processing import nodes
 from so8t_kedro.records.schema import (
     DUPLICATE_COLUMNS,
@@ -14,6 +15,7 @@ from so8t_kedro.records.schema import (
     RECORD_COLUMNS,
     RecordAccountingError,
 )
+from tests.helpers.project import base_parameters
 
 from .conftest import SEED_NAME, balanced_records, distinct_text, jsonl, reasons
 
@@ -288,20 +290,32 @@ def test_split_of_nothing_is_empty(params):
             {"train_fraction": 0.0, "val_fraction": 0.5, "test_fraction": 0.5},
             "train_fraction must be > 0",
         ),
-        ({"random_state": "42"}, r"params:data_processing\.split\.random_state"),
-        ({"allow_unstratified_fallback": "no"}, "allow_unstratified_fallback"),
     ],
 )
 def test_bad_split_parameters(params, update, match):
     params["split"].update(update)
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises(ValueError, match=match):
         nodes.split_records(_unique_records(COUNTS), NO_GROUPS, params["split"])
+
+
+@pytest.mark.parametrize(("key", "value"),
+                         [("random_state", "42"), ("allow_unstratified_fallback", "no")])
+def test_a_mistyped_split_parameter_fails_the_run_at_its_start(key, value):
+    """Types are checked once, when the run starts (so8t_kedro.parameters), not per node."""
+    params = base_parameters()
+    params["data_processing"]["split"][key] = value
+    [problem] = parameter_problems(params)
+    assert problem.startswith(f"parameters_data_processing.yml: data_processing.split.{key}: ")
 
 
 def test_missing_parameter_names_it(params):
     del params["split"]["random_state"]
-    with pytest.raises(KeyError, match=r"params:data_processing\.split\.random_state is missing"):
+    with pytest.raises(KeyError, match="random_state"):
         nodes.split_records(_unique_records(COUNTS), NO_GROUPS, params["split"])
+    params = base_parameters()
+    del params["data_processing"]["split"]["random_state"]
+    assert parameter_problems(params) == [
+        "parameters_data_processing.yml: data_processing.split.random_state: missing key"]
 
 
 # ------------------------------------------------------------------------ report

@@ -9,8 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from so8t_kedro.labels import LABELS
+from so8t_kedro.parameters import parameter_problems
 from so8t_kedro.pipelines.data_processing import nodes
 from so8t_kedro.records.schema import QUARANTINE_REASONS, RECORD_COLUMNS
+from tests.helpers.project import base_parameters
 
 from .conftest import SEED_NAME, jsonl, reasons
 
@@ -255,18 +257,26 @@ def test_text_length_is_checked_after_pii_scrubbing(run_until_report):
     assert out["pii"]["by_type"]["EMAIL_ADDRESS"] == 1
 
 
+def test_a_bad_parameter_value_raises_naming_the_parameter(run_until_report):
+    with pytest.raises(ValueError, match=r"params:data_processing\.clean\.max_text_chars"):
+        run_until_report(jsonl({"text": "t", "label": "ALLOW"}), clean={"max_text_chars": 0})
+
+
 @pytest.mark.parametrize(
-    ("section", "key", "value", "error"),
+    ("section", "key", "value"),
     [
-        ("clean", "max_text_chars", 0, ValueError),
-        ("clean", "max_text_chars", "4000", TypeError),
-        ("clean", "scrub_pii", "yes", TypeError),
-        ("ingest", "raw_snippet_chars", None, TypeError),
+        ("clean", "max_text_chars", "4000"),
+        ("clean", "scrub_pii", "yes"),
+        ("ingest", "raw_snippet_chars", None),
     ],
 )
-def test_bad_parameters_raise_naming_the_parameter(run_until_report, section, key, value, error):
-    with pytest.raises(error, match=rf"params:data_processing\.{section}\.{key}"):
-        run_until_report(jsonl({"text": "t", "label": "ALLOW"}), **{section: {key: value}})
+def test_a_mistyped_parameter_fails_the_run_at_its_start(section, key, value):
+    """Types are checked once, when the run starts (so8t_kedro.parameters), not per node."""
+    params = base_parameters()
+    params["data_processing"][section][key] = value
+    [problem] = parameter_problems(params)
+    assert problem.startswith(
+        f"parameters_data_processing.yml: data_processing.{section}.{key}: ")
 
 
 def test_wrong_input_type_names_the_file(params):

@@ -254,8 +254,8 @@ def test_an_external_test_set_gets_the_reference_beside_it(seed_train_records,
         inputs={"train_records": seed_train_records, "test_records": seed_train_records,
                 "val_records": seed_train_records.iloc[:40],
                 "external_test_files": {"bench.jsonl": lambda: bench},
-                "params:evaluation.test_set": {"source": "external",
-                                               "file_pattern": "*.jsonl"},
+                "params:evaluation.test_set": {
+                    **project_parameters()["evaluation"]["test_set"], "source": "external"},
                 "params:evaluation.reference_classifier": reference_params,
                 "params:data_processing.clean": CLEAN, "params:evaluation": EVALUATION},
         outputs=EVALUATION_OUTPUTS)

@@ -121,7 +121,7 @@ def compare_models(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,
     if primary not in (*METRIC_FUNCTIONS, *_LATENCY_METRICS):
         raise ValueError(f"params:ab_test.primary_metric {primary!r} is not one of "
                          f"{sorted((*METRIC_FUNCTIONS, *_LATENCY_METRICS))}")
-    bins = int(params.get("ece_bins", 15))
+    bins = int(params["ece_bins"])
     models = {"A": _model_summary(predictions_a, bins), "B": _model_summary(predictions_b, bins)}
     y_true = predictions_a["label"].tolist()
     pred_a, pred_b = predictions_a["predicted"].tolist(), predictions_b["predicted"].tolist()

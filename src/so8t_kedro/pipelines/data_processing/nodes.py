@@ -45,7 +45,6 @@ from so8t_kedro.labels import LABEL_TO_ID, LABELS
 from so8t_kedro.records.cleaning import configured_scrubber
 from so8t_kedro.records.jsonl import matching_partitions, read_jsonl_files
 from so8t_kedro.records.near_duplicates import dedup_key, near_duplicate_groups
-from so8t_kedro.records.parameters import read_param
 from so8t_kedro.records.schema import (
     DUPLICATE_COLUMNS,
     NEAR_DUPLICATE_GROUP_COLUMNS,
@@ -83,9 +82,9 @@ def ingest_raw_records(
         Raw records (text and label not yet cleaned), their quarantine, and the ingest
         summary (per-file line counts, ignored files).
     """
-    pattern = read_param(params, "partition_pattern", "ingest", str)
-    seed_name = read_param(params, "seed_file_name", "ingest", str)
-    snippet = read_param(params, "raw_snippet_chars", "ingest", int)
+    pattern = params["partition_pattern"]
+    seed_name = params["seed_file_name"]
+    snippet = params["raw_snippet_chars"]
 
     if seed_name in four_class_partitions:
         raise ValueError(
@@ -203,12 +202,12 @@ def group_near_duplicates(
         then input order) and a summary: the settings, the number of groups, records in
         them, group sizes, and the largest groups' texts as examples.
     """
-    ngram = read_param(params, "ngram", "near_duplicates", int)
-    threshold = float(read_param(params, "threshold", "near_duplicates", (int, float)))
-    num_perm = read_param(params, "num_perm", "near_duplicates", int)
-    seed = read_param(params, "seed", "near_duplicates", int)
-    max_indexed = read_param(params, "max_indexed_per_group", "near_duplicates", int)
-    n_examples = read_param(params, "report_examples", "near_duplicates", int)
+    ngram = params["ngram"]
+    threshold = float(params["threshold"])
+    num_perm = params["num_perm"]
+    seed = params["seed"]
+    max_indexed = params["max_indexed_per_group"]
+    n_examples = params["report_examples"]
     if ngram < 1:
         raise ValueError(f"params:data_processing.near_duplicates.ngram must be >= 1, got {ngram}")
     if not 0.0 < threshold <= 1.0:
@@ -296,7 +295,7 @@ def collect_quarantined_records(
 def _split_fractions(params: Mapping[str, Any]) -> tuple[float, float, float]:
     fractions = []
     for key in ("train_fraction", "val_fraction", "test_fraction"):
-        value = float(read_param(params, key, "split", (int, float)))
+        value = float(params[key])
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"params:data_processing.split.{key} must be in [0, 1], got {value}")
         fractions.append(value)
@@ -358,8 +357,8 @@ def split_records(
         their groups) and a summary of the split.
     """
     _, val_frac, test_frac = _split_fractions(params)
-    seed = read_param(params, "random_state", "split", int)
-    fallback = read_param(params, "allow_unstratified_fallback", "split", bool)
+    seed = params["random_state"]
+    fallback = params["allow_unstratified_fallback"]
     records = records[RECORD_COLUMNS].reset_index(drop=True)
     near_duplicate_groups = _ensure_columns(near_duplicate_groups, NEAR_DUPLICATE_GROUP_COLUMNS)
     units = _group_strata(records, near_duplicate_groups)

@@ -79,7 +79,7 @@ def bake_so8t_model(model: ModelReference, bake_params: Mapping[str, Any]) -> Ba
     generation config and SentencePiece ``tokenizer.model`` (which GGUF conversion reads).
     """
     base_dir, adapter_dir = model.base_dir, model.adapter_dir
-    baked = so8t.bake_from_adapter(base_dir, adapter_dir, dtype=bake_params.get("dtype"))
+    baked = so8t.bake_from_adapter(base_dir, adapter_dir, dtype=bake_params["dtype"])
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
     logger.info("Baked %s + %s into a stock %s (%s)", base_dir, adapter_dir,
                 type(baked).__name__, baked.dtype)
@@ -98,7 +98,7 @@ def verify_bake(thinking_sft_dataset: pd.DataFrame, model: ModelReference,
     """
     base_dir, adapter_dir = model.base_dir, model.adapter_dir
     texts = held_out_texts(thinking_sft_dataset, verify_params)
-    device = verify_params.get("device", "cpu")
+    device = verify_params["device"]
     gated, tokenizer = load_scoring_model(base_dir, adapter_dir, device=device)
     baked, _ = load_scoring_model(baked_model_dir, device=device)
     batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
@@ -312,7 +312,7 @@ def measure_japanese_performance(model: ModelReference, baked_model_dir: Path,
     return japanese_performance_report({"original": model.base_dir,
                                         "so8t_baked": baked_model_dir},
                                        params["prompts"], max_new_tokens=int(params["max_new_tokens"]),
-                                       device=params.get("device", "auto"))
+                                       device=params["device"])
 
 
 # ---------------------------------------------------------------------------- report
