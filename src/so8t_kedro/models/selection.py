@@ -72,7 +72,7 @@ class ModelReference:
 def chosen_base_dir(base_model_params: Mapping[str, Any],
                     embedded_base_model_dir: str | os.PathLike) -> Path:
     """``base_model.path`` when set (a real model), else the embedded default's directory."""
-    return Path(base_model_params.get("path") or embedded_base_model_dir)
+    return Path(base_model_params["path"] or embedded_base_model_dir)
 
 
 def training_params_for(base_model_params: Mapping[str, Any],
@@ -85,7 +85,7 @@ def training_params_for(base_model_params: Mapping[str, Any],
     few CPU minutes; the QLoRA settings made for a 3.8 B model are not its recipe.
     """
     merged = copy.deepcopy(dict(training_params))
-    if base_model_params.get("path"):
+    if base_model_params["path"]:
         return merged
 
     def merge(into: dict, overrides: Mapping[str, Any], where: str) -> None:
@@ -98,7 +98,7 @@ def training_params_for(base_model_params: Mapping[str, Any],
             else:
                 into[key] = copy.deepcopy(value)
 
-    merge(merged, base_model_params.get("embedded_training") or {}, "")
+    merge(merged, base_model_params["embedded_training"], "")
     return merged
 
 
@@ -117,10 +117,10 @@ def resolve_model_dirs(
     stamp of ``so8t_adapter`` (e.g. ``2026-11-22T10.15.30.123Z``) or a directory path.
     """
     base = chosen_base_dir(base_model_params, embedded_base_model_dir)
-    adapter = model_spec.get("adapter")
+    adapter = model_spec["adapter"]
     if adapter is None:
         return base, None
-    adapter_dir = _adapter_dir(Path(catalog_adapter_dir), str(adapter), model_spec.get("name"))
+    adapter_dir = _adapter_dir(Path(catalog_adapter_dir), str(adapter), model_spec["name"])
     return _trained_base(adapter_dir, base), adapter_dir
 
 

@@ -155,7 +155,7 @@ def test_an_interrupted_run_exits_with_the_signal_code(monkeypatch, tmp_path):
 
     monkeypatch.setattr(nodes, "train_so8t", interrupted)
     with pytest.raises(SystemExit) as exit_info:
-        nodes.train_so8t_adapter(tmp_path, None, {"path": None},
+        nodes.train_so8t_adapter(tmp_path, None, {"path": None, "embedded_training": {}},
                                  {"checkpoint": {"dir": str(tmp_path)}}, {})
     assert exit_info.value.code == 128 + signal.SIGTERM
 
