@@ -23,13 +23,31 @@ def test_conf_base_validates():
 
 
 def test_every_parameters_file_has_a_model_naming_its_top_level_keys():
+    """conf/base's files declare their keys; an environment's file declares the keys that
+    only it has (the others override conf/base's)."""
     import yaml
 
-    files = sorted(path.name for path in (CONF / "base").glob("parameters*.yml"))
-    assert sorted(PARAMETER_FILES) == files
-    for name in files:
-        keys = set(yaml.safe_load((CONF / "base" / name).read_text(encoding="utf-8")))
-        assert keys == set(PARAMETER_FILES[name].model_fields), name
+    def keys(path: Path) -> set[str]:
+        return set(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+    base = {path.name: keys(path) for path in (CONF / "base").glob("parameters*.yml")}
+    envs = {path.name: keys(path) - set().union(*base.values())
+            for path in CONF.glob("*/parameters*.yml") if path.parent.name != "base"}
+    envs = {name: own for name, own in envs.items() if own}
+    assert sorted(PARAMETER_FILES) == sorted({**base, **envs})
+    for name, own in {**base, **envs}.items():
+        assert own == set(PARAMETER_FILES[name].model_fields), name
+
+
+def test_the_rehearsal_environment_validates():
+    from kedro.config import OmegaConfigLoader
+
+    from so8t_kedro.settings import CONFIG_LOADER_ARGS
+
+    params = OmegaConfigLoader(conf_source=str(CONF), env="rehearsal",
+                               **CONFIG_LOADER_ARGS)["parameters"]
+    assert "rehearsal" in params
+    assert parameter_problems(params) == []
 
 
 def test_an_unknown_key_is_named_with_its_file():
@@ -135,3 +153,7 @@ def test_a_session_with_a_typo_in_its_params_fails_before_any_node(kedro_project
     with (KedroSession.create(project_path=kedro_project, runtime_params=typo) as session,
           pytest.raises(ParametersError, match=r"training\.lora\.alfa: unknown key")):
         session.load_context()
+    # A valid override (a value of the right type) starts as before.
+    with KedroSession.create(project_path=kedro_project,
+                             runtime_params={"training": {"lora": {"alpha": 8}}}) as session:
+        assert session.load_context().params["training"]["lora"]["alpha"] == 8

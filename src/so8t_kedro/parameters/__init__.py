@@ -30,6 +30,7 @@ from so8t_kedro.parameters.pii import (
     PiiGivenNamesRegionalFile,
     PiiRoleNounsFile,
 )
+from so8t_kedro.parameters.rehearsal import RehearsalFile
 from so8t_kedro.parameters.run_settings import (
     ModelCardsFile,
     RunHooksFile,
@@ -39,7 +40,8 @@ from so8t_kedro.parameters.run_settings import (
 )
 from so8t_kedro.parameters.training import TrainingFile, TrainingParameters
 
-# File name -> its model, whose fields are the file's top-level keys.
+# File name -> its model, whose fields are the file's top-level keys: conf/base's files, and
+# an environment's file for the top-level keys only that environment has.
 PARAMETER_FILES: dict[str, type[BaseModel]] = {
     "parameters_ab_test.yml": AbTestFile,
     "parameters_data_processing.yml": DataProcessingFile,
@@ -52,6 +54,7 @@ PARAMETER_FILES: dict[str, type[BaseModel]] = {
     "parameters_pii_given_names.yml": PiiGivenNamesFile,
     "parameters_pii_given_names_regional.yml": PiiGivenNamesRegionalFile,
     "parameters_pii_role_nouns.yml": PiiRoleNounsFile,
+    "parameters_rehearsal.yml": RehearsalFile,  # conf/rehearsal
     "parameters_run_hooks.yml": RunHooksFile,
     "parameters_serve.yml": ServeFile,
     "parameters_thinking_sft.yml": ThinkingSftFile,
