@@ -121,7 +121,7 @@ def test_the_embedded_base_sees_the_train_split_only(sft_samples):
     samples.loc[val, "prompt"] = samples.loc[val, "prompt"].str.replace(
         "<|end|>\n<|assistant|>", f"{marker * 20}<|end|>\n<|assistant|>", regex=False)
     assert samples.loc[val, "prompt"].str.contains(marker).all()
-    params = {"vocab_size": 1200, "hidden_size": 64, "intermediate_size": 96,
+    params = {"vocab_size": 1200, "hidden_size": 64, "intermediate_size": 96, "seed": 0,
               "pretrain": {"epochs": 1, "learning_rate": 3e-3, "batch_size": 8}}
     tokenizer = build_embedded_base_model(samples, params).tokenizer
     assert not any("ZQ" in piece or "XJ" in piece for piece in tokenizer.get_vocab())

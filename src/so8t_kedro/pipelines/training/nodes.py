@@ -53,7 +53,7 @@ def build_embedded_base_model(thinking_sft_dataset: pd.DataFrame,
     train = thinking_sft_dataset[thinking_sft_dataset["split"] == "train"]
     model, tokenizer = embedded_base_model(train["text"].tolist(), params)
     pretrain_causal_lm(model, tokenizer, [request_from_prompt(p) for p in train["prompt"]],
-                       seed=params.get("seed", 0), **pretrain)
+                       seed=params["seed"], **pretrain)
     logger.info("Embedded base model: %d parameters, vocabulary %d",
                 sum(p.numel() for p in model.parameters()), len(tokenizer))
     return BaseModelBundle(model, tokenizer)
