@@ -1,0 +1,152 @@
+"""The product's embedded recipe, trained as the training node trains it, with the validation
+and test splits scored after every epoch (exploration, not product code).
+
+`benchmarks/decision_seeds.py` gives the figure a recipe ends with; this gives the curve on
+the way there, on both held-out splits, so that a change is judged on validation and
+test together (628 requests, not one split of 314) and on the same seed as its baseline.
+
+    OMP_NUM_THREADS=1 python notebooks/decision_probes/recipe_epochs.py --seed 42
+    OMP_NUM_THREADS=1 python notebooks/decision_probes/recipe_epochs.py --seed 42 \
+        --params base_model.embedded_training.loss_weights.cmd=0.1
+    ... --query-scale 0.3          # queries scaled, not zeroed, by uniform_attention_start
+    ... --uniform-layers 1         # only layer 1's queries zeroed (layer 0 keeps its own)
+
+Reads the catalog's `thinking_sft_dataset` and train/val/test records (run
+`kedro run --pipelines=data_processing,thinking_sft` first). The embedded base is built by
+the training pipeline's node and cached under `--work-dir` by its parameters. Each epoch's
+label scores go to `<work-dir>/<tag>_<seed>.npz` (`val_<epoch>`, `test_<epoch>`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+
+import numpy as np
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=42, help="training.seed")
+    parser.add_argument("--params", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides as `kedro run --params` takes them")
+    parser.add_argument("--query-scale", type=float, default=0.0,
+                        help="what uniform_attention_start multiplies the query rows by "
+                             "(the product: 0)")
+    parser.add_argument("--uniform-layers", type=int, nargs="*", default=None,
+                        help="the layers whose queries it scales (the product: all)")
+    parser.add_argument("--tag", default="recipe", help="name of the scores file")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/recipe_epochs"))
+    return parser.parse_args()
+
+
+def patch_uniform_start(scale: float, layers: list[int] | None) -> None:
+    """Replace the loop's ``zero_query_weights`` (called by ``add_adapters``) with one that
+    scales the query rows of the chosen layers by ``scale``."""
+    from so8t_kedro.training import loop
+
+    def scale_queries(model) -> None:
+        config = model.config
+        rows = config.num_attention_heads * (config.hidden_size // config.num_attention_heads)
+        for name, module in model.named_modules():
+            chosen = layers is None or any(f"layers.{i}." in name for i in layers)
+            if name.endswith("qkv_proj.modules_to_save.default") and chosen:
+                with torch.no_grad():
+                    module.weight[:rows] *= scale
+
+    loop.zero_query_weights = scale_queries
+
+
+def main() -> None:
+    args = parse_args()
+    warnings.filterwarnings("ignore")
+    from decision_seeds import runtime_params
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+    from sklearn.metrics import f1_score
+
+    from so8t_kedro.decision.classifier import FourClassScorer
+    from so8t_kedro.decision.metrics import unsafe_miss_rate
+    from so8t_kedro.decision.scoring import score_requests
+    from so8t_kedro.labels import LABELS
+    from so8t_kedro.models.selection import training_params_for
+    from so8t_kedro.pipelines.training.nodes import (
+        attach_reference_scores,
+        build_embedded_base_model,
+    )
+    from so8t_kedro.training.loop import train_so8t
+
+    if args.query_scale or args.uniform_layers is not None:
+        patch_uniform_start(args.query_scale, args.uniform_layers)
+    bootstrap_project(PROJECT_ROOT)
+    with KedroSession.create(project_path=PROJECT_ROOT,
+                             runtime_params=runtime_params(args.params)) as session:
+        context = session.load_context()
+        params, catalog = context.params, context.catalog
+        sft = catalog.load("thinking_sft_dataset")
+        train_records = catalog.load("train_records")
+        held_out = {"val": catalog.load("val_records"), "test": catalog.load("test_records")}
+
+    embedded = params["base_model"]["embedded"]
+    key = hashlib.sha1(json.dumps(embedded, sort_keys=True, default=str).encode()).hexdigest()
+    base_dir = args.work_dir / f"base_{key[:10]}"
+    if not base_dir.exists():
+        build_embedded_base_model(sft, embedded).save_pretrained(base_dir)
+    samples = attach_reference_scores(sft, train_records,
+                                      params["evaluation"]["reference_classifier"],
+                                      params["training"]["distillation"])
+    training = copy.deepcopy(training_params_for(params["base_model"], params["training"]))
+    training["seed"] = args.seed
+    training["checkpoint"]["dir"] = str(args.work_dir / f"checkpoints_{args.tag}_{args.seed}")
+    training["progress"]["show_progress_bar"] = False
+    fmt = str(sft["format"].iloc[0])
+    steps_per_epoch = -(-int((sft["split"] == "train").sum()) // int(training["batch_size"]))
+    steps_per_epoch = -(-steps_per_epoch // int(training["gradient_accumulation_steps"]))
+    scores: dict[str, np.ndarray] = {}
+
+    def on_step(report) -> None:
+        if report.step % steps_per_epoch:
+            return
+        epoch = report.step // steps_per_epoch
+        scorer = FourClassScorer(report.tokenizer, fmt=fmt,
+                                 max_probe_tokens=int(params["scoring"]["max_probe_tokens"]))
+        report.model.eval()
+        line = []
+        for split, records in held_out.items():
+            split_scores, _ = score_requests(report.model, scorer, records["text"].tolist(),
+                                             records["language"].tolist(), batch_size=32)
+            scores[f"{split}_{epoch}"] = split_scores
+            predicted = np.asarray(LABELS)[split_scores.argmax(1)]
+            by_language = " ".join(
+                f"{language} {f1_score(records['label'][rows], predicted[rows], average='macro'):.3f}"
+                for language in sorted(records["language"].unique())
+                for rows in [(records["language"] == language).to_numpy()])
+            line.append(f"{split} macro-F1 {f1_score(records['label'], predicted, average='macro'):.3f}"
+                        f" ({by_language}) unsafe-miss "
+                        f"{unsafe_miss_rate(records['label'].tolist(), predicted.tolist()):.3f}")
+        report.model.train()
+        print(f"[{args.tag} seed {args.seed}] epoch {epoch}: " + ", ".join(line), flush=True)
+
+    began = time.perf_counter()
+    train_so8t(base_dir, samples, training, checkpoint_dir=training["checkpoint"]["dir"],
+               on_step=on_step)
+    print(f"[{args.tag} seed {args.seed}] trained in {time.perf_counter() - began:.0f} s")
+    np.savez(args.work_dir / f"{args.tag}_{args.seed}.npz", **scores)
+
+
+if __name__ == "__main__":
+    main()
