@@ -40,6 +40,8 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractDataset, CatalogProtocol, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
+from so8t_kedro.launch import launch_rank
+
 if TYPE_CHECKING:
     from kedro.framework.context import KedroContext
 
@@ -335,18 +337,6 @@ class ParameterValidationHooks:
         from so8t_kedro.parameters import validate_parameters
 
         validate_parameters(context.params)
-
-
-def launch_rank() -> int:
-    """This process's rank under ``accelerate launch`` (0 in a plain run).
-
-    accelerate's own reading of the launchers' variables (torchrun's ``RANK``, MPI's
-    ``PMI_RANK`` ...), usable before any process group exists; despite its name it serves
-    GPU launches too.
-    """
-    from accelerate.utils.environment import get_cpu_distributed_information
-
-    return get_cpu_distributed_information().rank
 
 
 def rank_private_dataset(name: str, catalog: CatalogProtocol, folder: Path) -> AbstractDataset:

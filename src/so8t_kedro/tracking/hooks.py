@@ -50,7 +50,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, CatalogProtocol
 from kedro.pipeline import Node, Pipeline
 
-from so8t_kedro.hooks import launch_rank
+from so8t_kedro.launch import launch_rank
 from so8t_kedro.reporting.model_card import CARD_FILE
 from so8t_kedro.tracking.config import TrackingConfig
 from so8t_kedro.tracking.steps import MAX_BATCH_METRICS, flush_step_trackers
