@@ -327,24 +327,10 @@ class _SudachiTokens:
         )
         self._tokenizer = self._dictionary.create(sudachipy.SplitMode.C)
 
-    def spans(
-        self, text: str, followed_by: frozenset[str] = frozenset(),
-        keep: Callable[[Any], bool] | None = None,
-    ) -> list[tuple[int, int]]:
-        """The ``(start, end)`` of every matching token; with ``followed_by``, only of
-        those whose next token's surface is one of these words; with ``keep``, only of
-        those it accepts."""
-        tokens = self._tokenizer.tokenize(text)
-        spans = []
-        for i, token in enumerate(tokens):
-            if not (self._matches(token) and self._surface.search(token.surface())):
-                continue
-            if followed_by and (i + 1 == len(tokens) or tokens[i + 1].surface() not in followed_by):
-                continue
-            if keep is not None and not keep(token):
-                continue
-            spans.append((token.begin(), token.end()))
-        return spans
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """The ``(start, end)`` of every matching token."""
+        return [(token.begin(), token.end()) for token in self.tokenize(text)
+                if self.matches(token)]
 
     def tokenize(self, text: str) -> Any:
         """Sudachi's tokens of the text (split mode C)."""
