@@ -58,6 +58,17 @@ def test_an_unknown_key_is_named_with_its_file():
         "parameters_training.yml: training.lora.alfa: unknown key"]
 
 
+def test_a_value_the_so8t_library_refuses_fails_at_the_start():
+    """training.so8t is checked by the library's own SO8TConfig too: a wrong init is an
+    error of the run's start, not of the gates' installation minutes later."""
+    params = base_parameters()
+    params["training"]["so8t"]["init"] = "nromal"
+
+    [problem] = parameter_problems(params)
+    assert problem.startswith("parameters_training.yml: training.so8t: ")
+    assert "init must be one of ('normal', 'zeros'), got 'nromal'" in problem
+
+
 def test_a_missing_key_is_named_with_its_file():
     params = base_parameters()
     del params["data_processing"]["split"]["random_state"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from so8t_kedro.parameters._base import Strict
+from so8t_kedro.so8t.config import SO8TConfig
 
 
 class PretrainParameters(Strict):
@@ -51,13 +52,20 @@ class LoraParameters(Strict):
 
 
 class So8tParameters(Strict):
-    """``training.so8t``; its values are checked again by ``so8t.SO8TConfig``."""
+    """``training.so8t``: ``enabled`` and the library's :class:`~so8t_kedro.so8t.config.
+    SO8TConfig`, whose own checks (init, parametrization, layer indices ...) run here too,
+    so a wrong value fails the run at its start, not when the gates are installed."""
 
     enabled: bool
     layer_indices: list[int] | None
     init: str
     init_scale: float
     parametrization: str
+
+    @model_validator(mode="after")
+    def _library_accepts(self) -> So8tParameters:
+        SO8TConfig.from_dict(self.model_dump(exclude={"enabled"}))  # ValueError names the field
+        return self
 
 
 class LossWeights(Strict):
