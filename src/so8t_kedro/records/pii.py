@@ -338,7 +338,11 @@ class _SudachiTokens:
 
     def matches(self, token: Any) -> bool:
         """Whether the token's part of speech and surface both match."""
-        return bool(self._matches(token) and self._surface.search(token.surface()))
+        return bool(self._matches(token)) and self.surface_matches(token.surface())
+
+    def surface_matches(self, surface: str) -> bool:
+        """Whether a surface matches the surface pattern (of any part of speech)."""
+        return self._surface.search(surface) is not None
 
     def listed_as(self, surface: str, pos_pattern: regex.Pattern) -> bool:
         """Whether the dictionary has an entry for exactly this word whose part of
@@ -387,7 +391,6 @@ class _HonorificNameRecognizer(EntityRecognizer):
         self._person = regex.compile(config.also_listed_as)
         self._common_noun = regex.compile(config.common_noun_pos)
         self._surname = regex.compile(config.listed_as_surname)
-        self._kanji = regex.compile(config.surface)
         self._min_length = config.common_noun_min_length
         self._role_nouns = frozenset(config.role_nouns)
         self._honorifics = frozenset(config.honorifics)
@@ -413,7 +416,7 @@ class _HonorificNameRecognizer(EntityRecognizer):
         prefix before it (平野先生, 桑原様; not お客様, and not a one-character word)."""
         token = tokens[i]
         surface = token.surface()
-        if (len(surface) < self._min_length or not self._kanji.search(surface)
+        if (len(surface) < self._min_length or not self._tokens.surface_matches(surface)
                 or not self._common_noun.search("-".join(token.part_of_speech()))):
             return False
         if i > 0 and tokens[i - 1].part_of_speech()[0] == "接頭辞":
