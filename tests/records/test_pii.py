@@ -400,6 +400,79 @@ def test_seventh_set_rules_spare_look_alikes(scrub, text):
     assert scrub(text) == (text, {})
 
 
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # street types after the name, a postcode after the city (UK, four digits)
+        ("Post it to 9 Victoria Crescent, Leeds LS6 2AB please",
+         "Post it to <ADDRESS> please", {"ADDRESS": 1}),
+        ("She moved to 3 Kestrel Close, Wellington 6011",
+         "She moved to <ADDRESS>", {"ADDRESS": 1}),
+        # the street type first, a postcode before the city; a German street ending
+        ("Ship it to 12 Avenue Foch, 75116 Paris", "Ship it to <ADDRESS>", {"ADDRESS": 1}),
+        ("Forward my mail to Lindenstraße 7, 80331 München", "Forward my mail to <ADDRESS>",
+         {"ADDRESS": 1}),
+        # a UK mobile in two groups, a North American number with spaces
+        ("text my brother at 07700 900461", "text my brother at <PHONE>",
+         {"PHONE_NUMBER": 1}),
+        ("her cell is 646 555 0142", "her cell is <PHONE>", {"PHONE_NUMBER": 1}),
+        # accounts of 9-12 digits or in dashed groups after an account word
+        ("checking account 5520193847", "checking account <ACCOUNT>", {"BANK_ACCOUNT": 1}),
+        ("account no. 204-55-90812", "account no. <ACCOUNT>", {"BANK_ACCOUNT": 1}),
+        # a licence group of six digits
+        ("licence R4410-220771-03 on file", "licence <ID> on file", {"DRIVER_LICENSE": 1}),
+        # door and gate codes, a lock combination, "PIN number is", a password in a URL
+        ("the gate code is 80915", "the gate code is <SECRET>", {"SECRET": 1}),
+        ("padlock combination: 12-34-56", "padlock combination: <SECRET>", {"SECRET": 1}),
+        ("her PIN number is 6620", "her PIN number is <SECRET>", {"SECRET": 1}),
+        ("REDIS_URL=redis://cache:Xk9!pq22@10.2.3.4:6379",
+         "REDIS_URL=redis://cache:<SECRET>@<IP>:6379", {"SECRET": 1, "IP_ADDRESS": 1}),
+        ("mysql://root:hunter2x@db.example.org/shop",
+         "mysql://root:<SECRET>@db.example.org/shop", {"SECRET": 1}),
+        # Vietnamese names, surname first; a Māori and a South Asian given name; Mc
+        ("My tutor Tran Van Minh never replies", "My tutor <PERSON> never replies",
+         {"PERSON": 1}),
+        ("Wiremu Tane owes me money", "<PERSON> owes me money", {"PERSON": 1}),
+        ("Tell Varun Iyer the rent is late", "Tell <PERSON> the rent is late",
+         {"PERSON": 1}),
+        ("Angus McKenzie dented my bike", "<PERSON> dented my bike", {"PERSON": 1}),
+        # a complaint against me is private, not a public fact
+        ("Summarise the grievance Olga Petrenko filed against me",
+         "Summarise the grievance <PERSON> filed against me", {"PERSON": 1}),
+        # a kana given name between the surname and the honorific
+        ("隣の佐藤さくらちゃんが遊びに来た", "隣の<PERSON>ちゃんが遊びに来た", {"PERSON": 1}),
+    ],
+)
+def test_what_the_eighth_held_out_set_missed(scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+def test_a_katakana_name_is_carried_over_its_middle_dots(scrubber):
+    """GiNZA cut グエン・バン・ナム after バン; the rest of the name goes with it."""
+    [result] = scrubber.scrub(["同僚のグエン・バン・ナムさんのビザ"], ["ja"])
+    assert result.text == "同僚の<PERSON>さんのビザ"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # public figures in factual wording: a role, a design, a debate summary
+        "What was Simon Bolivar's role in South American independence?",
+        "Ferdinand Magellan designed the route, true or false?",
+        # four-part versions after a product being upgraded, or a table label
+        "Upgrade Redis 7.2.4.1 to 7.4",
+        "See Figure 2.3.1.5 for the curve",
+        # a lottery combination is no lock's, an order number is no landline
+        "What is the winning combination is 12-15-30 in the lottery?",
+        "Order number 01234 567890 shipped",
+        # an account opening date
+        "account opened 2021-04-01",
+    ],
+)
+def test_eighth_set_rules_spare_look_alikes(scrub, text):
+    assert scrub(text) == (text, {})
+
+
 # ------------------------------------------------------------------ each type
 
 

@@ -164,6 +164,10 @@ class NerConfig(_Strict):
     run_if_sudachi_surface: str
     keep_only_over_sudachi_tokens: bool
     batch_size: int = Field(ge=1)
+    # An entity whose text matches extend_if is extended over what follows it when that
+    # matches extend_over (グエン・バン + ・ナム: GiNZA cuts long katakana names short).
+    extend_if: str | None = None
+    extend_over: str | None = None
 
 
 class HonorificNamesConfig(_Strict):
@@ -185,6 +189,10 @@ class HonorificNamesConfig(_Strict):
     # (大家さん, 八百屋さん): never a name.
     role_nouns: list[str] = Field(default_factory=list)
     surface: str
+    # A given name in kana between such a name and the honorific (中野ひなたちゃん): a
+    # token whose surface matches given_name_surface and part of speech given_name_pos.
+    given_name_surface: str | None = None
+    given_name_pos: str | None = None
     honorifics: list[str] = Field(min_length=1)
     score: float = Field(ge=0.0, le=1.0)
 
@@ -365,6 +373,19 @@ class _NerRecognizer(SpacyRecognizer):
         )
         self._reject = regex.compile(config.reject)
         self._confirm = confirm
+        self._extend_if = regex.compile(config.extend_if) if config.extend_if else None
+        self._extend_over = regex.compile(config.extend_over) if config.extend_over else None
+
+    def _extended(self, text: str, result: RecognizerResult) -> RecognizerResult:
+        """The entity carried over the rest of a name it was cut from (``ner.extend_*``)."""
+        if self._extend_if is None or self._extend_over is None:
+            return result
+        if not self._extend_if.fullmatch(text[result.start : result.end]):
+            return result
+        more = self._extend_over.match(text, result.end)
+        if more is not None:
+            result.end = more.end()
+        return result
 
     def analyze(self, text, entities, nlp_artifacts=None):
         results = [
@@ -372,9 +393,10 @@ class _NerRecognizer(SpacyRecognizer):
             if not self._reject.search(text[r.start : r.end])
         ]
         if self._confirm is None or not results:
-            return results
+            return [self._extended(text, r) for r in results]
         names = self._confirm.spans(text)
-        return [r for r in results if any(r.start < end and start < r.end for start, end in names)]
+        return [self._extended(text, r) for r in results
+                if any(r.start < end and start < r.end for start, end in names)]
 
 
 class _HonorificNameRecognizer(EntityRecognizer):
@@ -396,6 +418,9 @@ class _HonorificNameRecognizer(EntityRecognizer):
         self._honorifics = frozenset(config.honorifics)
         self._score = config.score
         self._screen = regex.compile("|".join(map(regex.escape, config.honorifics)))
+        self._given_surface = (regex.compile(config.given_name_surface)
+                               if config.given_name_surface else None)
+        self._given_pos = regex.compile(config.given_name_pos or "")
 
     def load(self) -> None:
         """Nothing to load: the tokenizer is built in ``__init__``."""
@@ -428,13 +453,25 @@ class _HonorificNameRecognizer(EntityRecognizer):
         results = []
         for i in range(len(tokens) - 1):
             token = tokens[i]
-            if (tokens[i + 1].surface() not in self._honorifics
-                    or token.surface() in self._role_nouns):
+            end = self._name_end(tokens, i)
+            if end is None or token.surface() in self._role_nouns:
                 continue
             if ((self._tokens.matches(token) and self._is_name(token))
                     or self._is_surname_read_as_noun(tokens, i)):
-                results.append(RecognizerResult("PERSON", token.begin(), token.end(), self._score))
+                results.append(RecognizerResult("PERSON", token.begin(), end, self._score))
         return results
+
+    def _name_end(self, tokens: Any, i: int) -> int | None:
+        """Where the name that starts at token i ends when an honorific follows it at
+        once, or after a given name in kana (中野ひなたちゃん); None when none follows."""
+        if tokens[i + 1].surface() in self._honorifics:
+            return tokens[i].end()
+        if (self._given_surface is not None and i + 2 < len(tokens)
+                and tokens[i + 2].surface() in self._honorifics
+                and self._given_surface.search(tokens[i + 1].surface())
+                and self._given_pos.search("-".join(tokens[i + 1].part_of_speech()))):
+            return tokens[i + 1].end()
+        return None
 
 
 def package_given_names(config: PackageNamesConfig) -> frozenset[str]:
