@@ -21,11 +21,11 @@ def render_seed_samples(rows: pd.DataFrame) -> pd.DataFrame:
 
     records = rows.assign(label_id=rows["label"].map(LABEL_TO_ID), source="seed",
                           split=["val" if i % 8 >= 6 else "train" for i in range(len(rows))])
-    phrase_bank = yaml.safe_load((PROJECT_ROOT / "conf/base/think_phrase_bank.yml")
-                                 .read_text(encoding="utf-8"))
-    samples = render_thinking_sft_samples(records, phrase_bank,
-                                          {"format": "quadruple", "seed": 0})
     conf = PROJECT_ROOT / "conf/base"
+    phrase_bank = yaml.safe_load((conf / "think_phrase_bank.yml").read_text(encoding="utf-8"))
+    thinking_sft = yaml.safe_load((conf / "parameters_thinking_sft.yml").read_text())
+    samples = render_thinking_sft_samples(records, phrase_bank,
+                                          {**thinking_sft["thinking_sft"], "seed": 0})
     reference = yaml.safe_load((conf / "parameters_evaluation.yml").read_text())
     training = yaml.safe_load((conf / "parameters_training.yml").read_text())
     return attach_reference_scores(samples, records[records["split"] == "train"],

@@ -15,12 +15,13 @@ import yaml
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 from so8t_kedro.labels import LABEL_TO_ID, LABELS  # after the telemetry switch
-from so8t_kedro.models.embedded import embedded_base_model, pretrain_causal_lm
+from so8t_kedro.models.embedded import embedded_base_model
 from so8t_kedro.models.loading import load_base_model, save_base_model
 from so8t_kedro.pipelines.thinking_sft.nodes import render_thinking_sft_samples
 from so8t_kedro.so8t import save_adapter
 from so8t_kedro.think import request_from_prompt
-from tests.helpers.phrase_bank import PHRASE_BANK_DATA
+from so8t_kedro.training.pretrain import pretrain_causal_lm
+from tests.helpers.phrase_bank import PHRASE_BANK_DATA, THINKING_SFT_PARAMS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +82,8 @@ def sft_samples() -> pd.DataFrame:
          "split": "val" if i % 8 >= 6 else "train"}
         for i, r in enumerate(_seed_records(8))
     ])
-    return render_thinking_sft_samples(records, PHRASE_BANK_DATA, {"format": "quadruple", "seed": 0})
+    return render_thinking_sft_samples(records, PHRASE_BANK_DATA,
+                                       {**THINKING_SFT_PARAMS, "format": "quadruple", "seed": 0})
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +94,7 @@ def tiny_base_dir(tmp_path_factory, sft_samples) -> Path:
          "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 128},
     )
     pretrain_causal_lm(model, tokenizer, [request_from_prompt(p) for p in sft_samples["prompt"]],
-                       epochs=5, batch_size=8)
+                       epochs=5, learning_rate=3e-3, batch_size=8, seed=0)
     out = tmp_path_factory.mktemp("tiny_base") / "model"
     save_base_model(model, tokenizer, out)
     return out

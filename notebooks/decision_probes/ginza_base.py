@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bag_of_tokens_probe import ginza_vectors
 from transformer_probe import latest, load_split
 
-from so8t_kedro.models.embedded import build_embedded_model, pretrain_causal_lm
+from so8t_kedro.models.embedded import build_embedded_model
+from so8t_kedro.training.pretrain import pretrain_causal_lm
 from so8t_kedro.models.loading import save_base_model
 
 

@@ -1,5 +1,5 @@
 """Tests of so8t_kedro.models.embedded: the embedded tiny Phi-3 default, its tokenizer and
-its pre-training recipe."""
+its pre-training recipe (tests/training/test_pretrain.py)."""
 
 from __future__ import annotations
 

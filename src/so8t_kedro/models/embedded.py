@@ -1,4 +1,4 @@
-"""The embedded base model: a tiny default built locally, and its pre-training.
+"""The embedded base model: a tiny default built locally.
 
 No weights can be downloaded at run time, so the default base model is built here,
 locally and deterministically (see DESIGN.md, "The embedded default"):
@@ -7,9 +7,10 @@ locally and deterministically (see DESIGN.md, "The embedded default"):
   wrapped as a transformers ``LlamaTokenizer`` (Phi-3's own tokenizer class), carrying the
   Phi-3.5 special tokens, the /think tags and the Phi-3.5 chat template;
 * ``build_embedded_model``: a tiny, seeded ``Phi3ForCausalLM`` sized to that tokenizer;
-* ``embedded_base_model``: both, from a parameters dict;
-* ``pretrain_causal_lm``: a few epochs of next-token training on plain texts, so that the
-  default knows some language, as a real base model does.
+* ``embedded_base_model``: both, from a parameters dict.
+
+Its pre-training (a few epochs of next-token training on the raw requests) is the training
+loop's: :func:`so8t_kedro.training.pretrain.pretrain_causal_lm`.
 
 It is saved and loaded like any base (:mod:`so8t_kedro.models.loading`).
 Framework-free: transformers, sentencepiece and torch only (no Kedro).
@@ -347,39 +348,6 @@ def embedded_base_model(corpus: Iterable[str], params: Mapping[str, Any] | None 
     return model, tokenizer
 
 
-def pretrain_causal_lm(model, tokenizer, texts: Iterable[str], *, epochs: int = 5,
-                       learning_rate: float = 3e-3, batch_size: int = 32, seed: int = 0):
-    """Full-parameter next-token training of the embedded model on plain ``texts``, in place.
-
-    A randomly initialised model is no "original model": LoRA on random weights learns
-    slowly and an A/B test against it means little. A few epochs on the raw requests give
-    the embedded default some knowledge of the language (not of the /think format or the
-    labels), as a real base model has. Deterministic for the same inputs.
-    """
-    sequences = [tokenizer(text + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-                 for text in texts]
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(sequences), generator=generator).tolist()
-        for start in range(0, len(order), batch_size):
-            batch = [sequences[i] for i in order[start : start + batch_size]]
-            length = max(map(len, batch))
-            input_ids = torch.full((len(batch), length), tokenizer.pad_token_id)
-            labels = torch.full((len(batch), length), -100)
-            attention = torch.zeros((len(batch), length), dtype=torch.long)
-            for row, ids in enumerate(batch):
-                input_ids[row, : len(ids)] = labels[row, : len(ids)] = torch.tensor(ids)
-                attention[row, : len(ids)] = 1
-            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    model.eval()
-    return model
-
-
 __all__ = [
     "CHAT_TEMPLATE",
     "CHAT_TOKENS",
@@ -390,6 +358,5 @@ __all__ = [
     "build_embedded_model",
     "build_embedded_tokenizer",
     "embedded_base_model",
-    "pretrain_causal_lm",
     "train_sentencepiece",
 ]

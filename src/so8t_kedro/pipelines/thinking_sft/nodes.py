@@ -15,8 +15,6 @@ import pandas as pd
 from so8t_kedro.labels import LABEL_TO_ID, LABELS
 from so8t_kedro.records.schema import RECORD_COLUMNS, SPLITS
 from so8t_kedro.think import (
-    DEFAULT_FORMAT,
-    DEFAULT_MAX_QUOTED_CHARS,
     FORMATS,
     LANGUAGES,
     PhraseBank,
@@ -98,11 +96,11 @@ def render_thinking_sft_samples(records: pd.DataFrame, phrase_bank: dict[str, An
         params: ``format`` (quadruple | sections), ``seed``, ``max_quoted_chars``,
             ``validate_round_trip``.
     """
-    fmt = params.get("format", DEFAULT_FORMAT)
+    fmt = params["format"]
     if fmt not in FORMATS:
         raise ValueError(f"thinking_sft.format must be one of {FORMATS}, got {fmt!r}")
-    seed = params.get("seed", 0)
-    max_quoted_chars = int(params.get("max_quoted_chars", DEFAULT_MAX_QUOTED_CHARS))
+    seed = params["seed"]
+    max_quoted_chars = int(params["max_quoted_chars"])
     bank = PhraseBank.from_dict(phrase_bank, source="think_phrase_bank")
 
     records = records.copy()
@@ -125,7 +123,7 @@ def render_thinking_sft_samples(records: pd.DataFrame, phrase_bank: dict[str, An
         .loc[:, list(OUTPUT_COLUMNS)]
         .reset_index(drop=True)
     )
-    if params.get("validate_round_trip", True):
+    if params["validate_round_trip"]:
         _check_round_trip(samples)
     logger.info("Rendered %d /think samples (%s format)", len(samples), fmt)
     return samples

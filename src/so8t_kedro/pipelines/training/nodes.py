@@ -22,7 +22,7 @@ from optuna.visualization.matplotlib import plot_optimization_history, plot_para
 
 from so8t_kedro.decision.reference_classifier import cross_fitted_scores
 from so8t_kedro.models.bundles import AdapterBundle, BaseModelBundle
-from so8t_kedro.models.embedded import embedded_base_model, pretrain_causal_lm
+from so8t_kedro.models.embedded import embedded_base_model
 from so8t_kedro.models.selection import chosen_base_dir, training_params_for
 from so8t_kedro.think import request_from_prompt
 from so8t_kedro.tracking.steps import step_trackers
@@ -36,6 +36,7 @@ from so8t_kedro.training.hpo import (
     trials_table,
 )
 from so8t_kedro.training.loop import LOSS_TERMS, train_so8t, trainable_state
+from so8t_kedro.training.pretrain import pretrain_causal_lm
 
 logger = logging.getLogger(__name__)
 
