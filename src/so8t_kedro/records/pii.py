@@ -193,6 +193,9 @@ class HonorificNamesConfig(_Strict):
     # token whose surface matches given_name_surface and part of speech given_name_pos.
     given_name_surface: str | None = None
     given_name_pos: str | None = None
+    # With no honorific: a private relation word and の before a word listed as a
+    # surname and such a kana given name (同級生の宮崎あかりに).
+    relation_nouns: list[str] = Field(default_factory=list)
     honorifics: list[str] = Field(min_length=1)
     score: float = Field(ge=0.0, le=1.0)
 
@@ -417,16 +420,19 @@ class _HonorificNameRecognizer(EntityRecognizer):
         self._role_nouns = frozenset(config.role_nouns)
         self._honorifics = frozenset(config.honorifics)
         self._score = config.score
-        self._screen = regex.compile("|".join(map(regex.escape, config.honorifics)))
         self._given_surface = (regex.compile(config.given_name_surface)
                                if config.given_name_surface else None)
         self._given_pos = regex.compile(config.given_name_pos or "")
+        self._relations = frozenset(config.relation_nouns)
+        screen = list(config.honorifics) + [f"{word}の" for word in config.relation_nouns]
+        self._screen = regex.compile("|".join(map(regex.escape, screen)))
 
     def load(self) -> None:
         """Nothing to load: the tokenizer is built in ``__init__``."""
 
     def may_match(self, text: str) -> bool:
-        """Whether an honorific occurs at all (the tokenizer runs only then)."""
+        """Whether an honorific or a relation word and の occurs at all (the tokenizer
+        runs only then)."""
         return self._screen.search(text) is not None
 
     def _is_name(self, token: Any) -> bool:
@@ -459,7 +465,32 @@ class _HonorificNameRecognizer(EntityRecognizer):
             if ((self._tokens.matches(token) and self._is_name(token))
                     or self._is_surname_read_as_noun(tokens, i)):
                 results.append(RecognizerResult("PERSON", token.begin(), end, self._score))
+        for i in range(2, len(tokens) - 1):
+            if self._relation_then_name(tokens, i):
+                results.append(RecognizerResult(
+                    "PERSON", tokens[i].begin(), tokens[i + 1].end(), self._score))
         return results
+
+    def _is_kana_given_name(self, token: Any) -> bool:
+        """A given name in kana as the configuration describes it (ひなた, ここ)."""
+        return (self._given_surface is not None
+                and self._given_surface.search(token.surface()) is not None
+                and self._given_pos.search("-".join(token.part_of_speech())) is not None)
+
+    def _relation_then_name(self, tokens: Any, i: int) -> bool:
+        """A relation word and の, then at token i a kanji word the dictionary lists as
+        a surname and a kana given name, then a particle or the end, no honorific
+        needed (同級生の宮崎あかりに)."""
+        if (not self._relations or tokens[i - 1].surface() != "の"
+                or tokens[i - 2].surface() not in self._relations):
+            return False
+        surface = tokens[i].surface()
+        if (surface in self._role_nouns or not self._tokens.surface_matches(surface)
+                or not self._tokens.listed_as(surface, self._surname)
+                or not self._is_kana_given_name(tokens[i + 1])):
+            return False
+        return (i + 2 >= len(tokens)
+                or tokens[i + 2].part_of_speech()[0] in ("助詞", "補助記号"))
 
     def _name_end(self, tokens: Any, i: int) -> int | None:
         """Where the name that starts at token i ends when an honorific follows it at
