@@ -497,10 +497,8 @@ class _HonorificNameRecognizer(EntityRecognizer):
         once, or after a given name in kana (中野ひなたちゃん); None when none follows."""
         if tokens[i + 1].surface() in self._honorifics:
             return tokens[i].end()
-        if (self._given_surface is not None and i + 2 < len(tokens)
-                and tokens[i + 2].surface() in self._honorifics
-                and self._given_surface.search(tokens[i + 1].surface())
-                and self._given_pos.search("-".join(tokens[i + 1].part_of_speech()))):
+        if (i + 2 < len(tokens) and tokens[i + 2].surface() in self._honorifics
+                and self._is_kana_given_name(tokens[i + 1])):
             return tokens[i + 1].end()
         return None
 
