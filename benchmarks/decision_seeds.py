@@ -15,6 +15,8 @@ Everything runs through the product's own code, with the parameters in conf/base
 4. the reference classifier (``reference_classifier.fit_reference_classifier`` with
    ``evaluation.reference_classifier``, fitted on the train split) and the majority class
    (the train split's most frequent label), with the same metrics;
+   per seed, the A/B test's paired statistics with the reference as A
+   (``ab_statistics.paired_bootstrap_ci`` of macro-F1, ``unsafe_miss_test``);
 5. the predicted-label distribution on a label-balanced set (the test split, the same
    number of requests per label) of the untrained base, under the summed-continuation score
    this project used before (every token of ``" <LABEL>\\n"``) and under the current one
@@ -127,6 +129,11 @@ def main() -> None:
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
+    from so8t_kedro.decision.ab_statistics import (
+        METRIC_FUNCTIONS,
+        paired_bootstrap_ci,
+        unsafe_miss_test,
+    )
     from so8t_kedro.decision.classifier import FourClassScorer
     from so8t_kedro.decision.metrics import classification_metrics
     from so8t_kedro.decision.reference_classifier import fit_reference_classifier, reference_scores
@@ -158,8 +165,10 @@ def main() -> None:
     reference = fit_reference_classifier(train_records["text"].tolist(),
                                          train_records["label"].tolist(),
                                          params["evaluation"]["reference_classifier"])
-    predicted = np.asarray(LABELS)[reference_scores(reference, test["text"].tolist()).argmax(1)]
-    results["reference"].append(classification_metrics(test["label"].tolist(), predicted.tolist()))
+    reference_predicted = np.asarray(LABELS)[
+        reference_scores(reference, test["text"].tolist()).argmax(1)].tolist()
+    results["reference"].append(classification_metrics(test["label"].tolist(),
+                                                       reference_predicted))
     majority = train_records["label"].value_counts().idxmax()
     results["majority"].append(classification_metrics(test["label"].tolist(),
                                                       [majority] * len(test)))
@@ -209,6 +218,16 @@ def main() -> None:
             print(f"seed {seed}: trained in {train_seconds:.0f} s "
                   f"({summary['optimizer_steps']} steps), "
                   + "  ".join(f"{m} {metrics[m]:.3f}" for m in METRICS))
+            # The A/B test's own statistics, the reference as A: is the gap more than noise?
+            gap = paired_bootstrap_ci(test["label"].tolist(), reference_predicted,
+                                      test_predictions["predicted"].tolist(),
+                                      METRIC_FUNCTIONS["macro_f1"])
+            unsafe = unsafe_miss_test(test["label"].tolist(), reference_predicted,
+                                      test_predictions["predicted"].tolist())
+            print(f"  vs reference: macro-F1 {gap['difference']:+.3f} (95 % paired bootstrap CI "
+                  f"[{gap['low']:+.3f}, {gap['high']:+.3f}]); unsafe requests missed "
+                  f"{unsafe['missed_b']} vs {unsafe['missed_a']} of {unsafe['n_unsafe']} "
+                  f"(McNemar p = {unsafe['p_value']:.3f})")
 
     print(f"== test split ({len(test)} requests): mean ± sample std over "
           f"{len(args.seeds)} training seeds (reference and majority are deterministic)")
