@@ -196,6 +196,7 @@ class HonorificNamesConfig(_Strict):
     # With no honorific: a private relation word and の before a word listed as a
     # surname and such a kana given name (同級生の宮崎あかりに).
     relation_nouns: list[str] = Field(default_factory=list)
+    relation_name_followed_by_pos: list[str] = Field(default_factory=list)
     honorifics: list[str] = Field(min_length=1)
     score: float = Field(ge=0.0, le=1.0)
 
@@ -424,6 +425,7 @@ class _HonorificNameRecognizer(EntityRecognizer):
                                if config.given_name_surface else None)
         self._given_pos = regex.compile(config.given_name_pos or "")
         self._relations = frozenset(config.relation_nouns)
+        self._after_relation_name = frozenset(config.relation_name_followed_by_pos)
         screen = list(config.honorifics) + [f"{word}の" for word in config.relation_nouns]
         self._screen = regex.compile("|".join(map(regex.escape, screen)))
 
@@ -490,7 +492,7 @@ class _HonorificNameRecognizer(EntityRecognizer):
                 or not self._is_kana_given_name(tokens[i + 1])):
             return False
         return (i + 2 >= len(tokens)
-                or tokens[i + 2].part_of_speech()[0] in ("助詞", "補助記号"))
+                or tokens[i + 2].part_of_speech()[0] in self._after_relation_name)
 
     def _name_end(self, tokens: Any, i: int) -> int | None:
         """Where the name that starts at token i ends when an honorific follows it at
