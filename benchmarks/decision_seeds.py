@@ -167,11 +167,10 @@ def main() -> None:
                                          params["evaluation"]["reference_classifier"])
     reference_predicted = np.asarray(LABELS)[
         reference_scores(reference, test["text"].tolist()).argmax(1)].tolist()
-    results["reference"].append(classification_metrics(test["label"].tolist(),
-                                                       reference_predicted))
+    gold = test["label"].tolist()
+    results["reference"].append(classification_metrics(gold, reference_predicted))
     majority = train_records["label"].value_counts().idxmax()
-    results["majority"].append(classification_metrics(test["label"].tolist(),
-                                                      [majority] * len(test)))
+    results["majority"].append(classification_metrics(gold, [majority] * len(test)))
 
     with tempfile.TemporaryDirectory(prefix="so8t_decision_seeds_") as tmp:
         tmp = Path(tmp)
@@ -211,19 +210,17 @@ def main() -> None:
             test_predictions, balanced_predictions = predict_records(
                 [test, balanced], base_dir, adapter_dir, model_name=f"seed {seed}", fmt=fmt,
                 params=scoring)
-            metrics = classification_metrics(test["label"].tolist(),
-                                              test_predictions["predicted"].tolist())
+            model_predicted = test_predictions["predicted"].tolist()
+            metrics = classification_metrics(gold, model_predicted)
             results["model"].append(metrics)
             retrained_distributions.append(distribution(balanced_predictions["predicted"]))
             print(f"seed {seed}: trained in {train_seconds:.0f} s "
                   f"({summary['optimizer_steps']} steps), "
                   + "  ".join(f"{m} {metrics[m]:.3f}" for m in METRICS))
             # The A/B test's own statistics, the reference as A: is the gap more than noise?
-            gap = paired_bootstrap_ci(test["label"].tolist(), reference_predicted,
-                                      test_predictions["predicted"].tolist(),
+            gap = paired_bootstrap_ci(gold, reference_predicted, model_predicted,
                                       METRIC_FUNCTIONS["macro_f1"])
-            unsafe = unsafe_miss_test(test["label"].tolist(), reference_predicted,
-                                      test_predictions["predicted"].tolist())
+            unsafe = unsafe_miss_test(gold, reference_predicted, model_predicted)
             print(f"  vs reference: macro-F1 {gap['difference']:+.3f} (95 % paired bootstrap CI "
                   f"[{gap['low']:+.3f}, {gap['high']:+.3f}]); unsafe requests missed "
                   f"{unsafe['missed_b']} vs {unsafe['missed_a']} of {unsafe['n_unsafe']} "
