@@ -100,15 +100,38 @@ def _digits(text: str) -> str:
     return "".join(ch for ch in text if ch.isdigit())
 
 
+_COMMON_NOUN_POS = regex.compile(r"^名詞-普通名詞")
+_PERSON_NAME_POS = regex.compile(r"^名詞-固有名詞-人名")
+
+
+def _ja_name_not_common_noun(text: str) -> bool | None:
+    """False for a Japanese word that Sudachi reads as a common noun and its dictionary
+    lists as no person name (直通 in 担当者直通:03-..., 変更 in 担当者変更): a form label
+    before an ordinary word. None (no opinion) otherwise: 酒井, 平野 (a common noun and
+    a surname), katakana names."""
+    tokens = _sudachi_tokenizer().tokenize(text)
+    if len(tokens) == 0:
+        return None
+    first = tokens[0]
+    surface = first.surface()
+    if (not regex.fullmatch(r"[\p{Han}々]+", surface)
+            or not _COMMON_NOUN_POS.search("-".join(first.part_of_speech()))):
+        return None
+    listed = any(m.surface() == surface and _PERSON_NAME_POS.search("-".join(m.part_of_speech()))
+                 for m in _sudachi_dictionary().lookup(surface))
+    return None if listed else False
+
+
 # Validator name (conf) -> check of the matched text. True raises a match to score 1.0,
-# False drops it.
-VALIDATORS: dict[str, Callable[[str], bool]] = {
+# False drops it, None leaves its score.
+VALIDATORS: dict[str, Callable[[str], bool | None]] = {
     "luhn": lambda text: luhn_valid(_digits(text)),
     "my_number": lambda text: my_number_valid(_digits(text)),
     "iban": iban_valid,
     "ip_address": _ip_valid,
     "digits_10_11": lambda text: len(_digits(text)) in (10, 11),
     "digits_8_15": lambda text: 8 <= len(_digits(text)) <= 15,
+    "ja_name_not_common_noun": _ja_name_not_common_noun,
 }
 
 
@@ -197,6 +220,9 @@ class HonorificNamesConfig(_Strict):
     # surname and such a kana given name (同級生の宮崎あかりに).
     relation_nouns: list[str] = Field(default_factory=list)
     relation_name_followed_by_pos: list[str] = Field(default_factory=list)
+    # ... and there a surname alone, with no given name (元上司の吉岡に): a proper noun
+    # (pos) of two or more kanji that the dictionary lists as a surname.
+    relation_surname_alone: bool = False
     honorifics: list[str] = Field(min_length=1)
     score: float = Field(ge=0.0, le=1.0)
 
@@ -223,6 +249,7 @@ class GivenNamePairsConfig(_Strict):
     # Given names always taken (the project's list, and lists per region) ...
     names: list[str]
     regional_names: dict[str, list[str]] = Field(default_factory=dict)
+    more_regional_names: dict[str, list[str]] = Field(default_factory=dict)
     # ... names from the package ...
     package_names: PackageNamesConfig
     # ... less these (words and place-name openings that are also given names); English
@@ -257,6 +284,11 @@ class BrandsConfig(_Strict):
     entities: list[str]
     names: list[str]
     product_words: list[str]
+    # Brands beginning with a personal title (Dr Pepper), matched as written like names.
+    titled_names: list[str] = Field(default_factory=list)
+    # Japanese trade and product words: a person span that ends in one or is followed
+    # at once by one is a firm (山田うどん, 田中貴金属).
+    business_words: list[str] = Field(default_factory=list)
 
 
 class PiiConfig(_Strict):
@@ -322,6 +354,14 @@ def _sudachi_dictionary() -> Any:
     import sudachipy  # only with a Japanese rule configured
 
     return sudachipy.Dictionary(dict="core")
+
+
+@functools.cache
+def _sudachi_tokenizer() -> Any:
+    """A split-mode C tokenizer of that dictionary, for the validators."""
+    import sudachipy
+
+    return _sudachi_dictionary().create(sudachipy.SplitMode.C)
 
 
 class _SudachiTokens:
@@ -426,6 +466,7 @@ class _HonorificNameRecognizer(EntityRecognizer):
         self._given_pos = regex.compile(config.given_name_pos or "")
         self._relations = frozenset(config.relation_nouns)
         self._after_relation_name = frozenset(config.relation_name_followed_by_pos)
+        self._surname_alone = config.relation_surname_alone
         screen = list(config.honorifics) + [f"{word}の" for word in config.relation_nouns]
         self._screen = regex.compile("|".join(map(regex.escape, screen)))
 
@@ -467,10 +508,10 @@ class _HonorificNameRecognizer(EntityRecognizer):
             if ((self._tokens.matches(token) and self._is_name(token))
                     or self._is_surname_read_as_noun(tokens, i)):
                 results.append(RecognizerResult("PERSON", token.begin(), end, self._score))
-        for i in range(2, len(tokens) - 1):
-            if self._relation_then_name(tokens, i):
-                results.append(RecognizerResult(
-                    "PERSON", tokens[i].begin(), tokens[i + 1].end(), self._score))
+        for i in range(2, len(tokens)):
+            end = self._relation_then_name(tokens, i)
+            if end is not None:
+                results.append(RecognizerResult("PERSON", tokens[i].begin(), end, self._score))
         return results
 
     def _is_kana_given_name(self, token: Any) -> bool:
@@ -479,20 +520,29 @@ class _HonorificNameRecognizer(EntityRecognizer):
                 and self._given_surface.search(token.surface()) is not None
                 and self._given_pos.search("-".join(token.part_of_speech())) is not None)
 
-    def _relation_then_name(self, tokens: Any, i: int) -> bool:
-        """A relation word and の, then at token i a kanji word the dictionary lists as
-        a surname and a kana given name, then a particle or the end, no honorific
-        needed (同級生の宮崎あかりに)."""
+    def _relation_then_name(self, tokens: Any, i: int) -> int | None:
+        """Where the name ends that starts at token i after a relation word and の: a
+        kanji word the dictionary lists as a surname and a kana given name, then a
+        particle or the end, no honorific needed (同級生の宮崎あかりに); with
+        ``relation_surname_alone``, also a proper noun of two or more kanji listed as a
+        surname before a particle or a punctuation mark (元上司の吉岡に). None otherwise."""
         if (not self._relations or tokens[i - 1].surface() != "の"
                 or tokens[i - 2].surface() not in self._relations):
-            return False
+            return None
         surface = tokens[i].surface()
         if (surface in self._role_nouns or not self._tokens.surface_matches(surface)
-                or not self._tokens.listed_as(surface, self._surname)
-                or not self._is_kana_given_name(tokens[i + 1])):
-            return False
-        return (i + 2 >= len(tokens)
-                or tokens[i + 2].part_of_speech()[0] in self._after_relation_name)
+                or not self._tokens.listed_as(surface, self._surname)):
+            return None
+        if i + 1 < len(tokens) and self._is_kana_given_name(tokens[i + 1]):
+            if (i + 2 >= len(tokens)
+                    or tokens[i + 2].part_of_speech()[0] in self._after_relation_name):
+                return tokens[i + 1].end()
+            return None
+        if (self._surname_alone and len(surface) >= 2 and self._tokens.matches(tokens[i])
+                and i + 1 < len(tokens)
+                and tokens[i + 1].part_of_speech()[0] in self._after_relation_name):
+            return tokens[i].end()
+        return None
 
     def _name_end(self, tokens: Any, i: int) -> int | None:
         """Where the name that starts at token i ends when an honorific follows it at
@@ -502,6 +552,14 @@ class _HonorificNameRecognizer(EntityRecognizer):
         if (i + 2 < len(tokens) and tokens[i + 2].surface() in self._honorifics
                 and self._is_kana_given_name(tokens[i + 1])):
             return tokens[i + 1].end()
+        # A kana given name that Sudachi split in two (はる+と in 安藤はるとくん, ゆう+ま
+        # in 村井ゆうまくん): the first part a given name's part of speech, both together
+        # a kana given name's surface.
+        if (i + 3 < len(tokens) and tokens[i + 3].surface() in self._honorifics
+                and self._is_kana_given_name(tokens[i + 1])
+                and self._given_surface is not None
+                and self._given_surface.search(tokens[i + 1].surface() + tokens[i + 2].surface())):
+            return tokens[i + 2].end()
         return None
 
 
@@ -544,7 +602,8 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         from spacy.lang.en.stop_words import STOP_WORDS
 
         stop_words = {word.capitalize() for word in STOP_WORDS}
-        regional = {name for names in config.regional_names.values() for name in names}
+        regional = {name for lists in (config.regional_names, config.more_regional_names)
+                    for names in lists.values() for name in names}
         names = set(config.names) | regional | (
             package_given_names(config.package_names) - set(config.not_names) - stop_words
         )
@@ -691,13 +750,16 @@ class PiiScrubber:
             language: regex.compile(pattern)
             for language, pattern in config.public_facts.private.items()
         }
-        brands = sorted(config.brands.names, key=len, reverse=True)
+        brands = sorted([*config.brands.names, *config.brands.titled_names], key=len, reverse=True)
         self._brand_names = regex.compile(
             r"(?<![\p{Latin}\d])(?:" + "|".join(map(regex.escape, brands)) + r")(?![\p{Latin}\d])"
         ) if brands else None
         self._product_after = regex.compile(
             r" (?:" + "|".join(map(regex.escape, config.brands.product_words)) + r")(?![\p{L}])"
         ) if config.brands.product_words else None
+        business = sorted(config.brands.business_words, key=len, reverse=True)
+        self._business_words = regex.compile(
+            "|".join(map(regex.escape, business))) if business else None
 
     def _asks_public_facts(
         self, text: str, language: str, persons: Sequence[RecognizerResult] = ()
@@ -725,8 +787,23 @@ class PiiScrubber:
             for brand in self._brand_names.finditer(text):
                 if brand.start() <= result.start and result.end <= brand.end():
                     return True
-        return (self._product_after is not None
-                and self._product_after.match(text, result.end) is not None)
+        if (self._product_after is not None
+                and self._product_after.match(text, result.end) is not None):
+            return True
+        return self._is_japanese_firm(text, result)
+
+    def _is_japanese_firm(self, text: str, result: RecognizerResult) -> bool:
+        """A Japanese person span that ends in a trade or product word, or that one
+        follows at once (山田うどん, 田中貴金属, 鈴木商店): a firm named after a surname."""
+        if self._business_words is None:
+            return False
+        span = text[result.start : result.end]
+        if not regex.search(r"[\p{Han}\p{Hiragana}\p{Katakana}]", span):
+            return False
+        if self._business_words.match(text, result.end) is not None:
+            return True
+        return any(self._business_words.fullmatch(span, start) is not None
+                   for start in range(1, len(span)))
 
     def _runs_ner(self, text: str, language: str) -> bool:
         """Whether the text goes through the named-entity model: never for a pipeline
