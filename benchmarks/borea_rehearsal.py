@@ -65,11 +65,12 @@ def rehearsal_samples(per_label: int) -> pd.DataFrame:
                                .reset_index(drop=True))
 
 
-def build_rehearsal_model(rehearsal: dict, placeholder_tokens: list[str], samples: pd.DataFrame,
+def build_rehearsal_model(rehearsal: dict, embedded: dict, samples: pd.DataFrame,
                           out_dir: Path) -> dict:
     """The embedded tokenizer (trained on the train split's texts, as the pipeline's base
-    is) and a random ``Phi3ForCausalLM`` of ``rehearsal.phi3``, saved in Borea's checkpoint
-    dtype with ``save_base_model``."""
+    is, with ``base_model.embedded``'s seed, length and PII placeholders as single tokens,
+    and ``rehearsal.tokenizer_vocab_size``) and a random ``Phi3ForCausalLM`` of
+    ``rehearsal.phi3``, saved in Borea's checkpoint dtype with ``save_base_model``."""
     import torch
     from transformers import Phi3Config, Phi3ForCausalLM
 
@@ -79,7 +80,8 @@ def build_rehearsal_model(rehearsal: dict, placeholder_tokens: list[str], sample
     train = samples[samples["split"] == "train"]
     tokenizer = build_embedded_tokenizer(
         train["text"].tolist(), vocab_size=int(rehearsal["tokenizer_vocab_size"]),
-        placeholder_tokens=placeholder_tokens)
+        seed=embedded["seed"], model_max_length=embedded["max_position_embeddings"],
+        placeholder_tokens=embedded["placeholder_tokens"])
     config = Phi3Config(**rehearsal["phi3"], bos_token_id=tokenizer.bos_token_id,
                         eos_token_id=tokenizer.eos_token_id,
                         pad_token_id=tokenizer.pad_token_id)
@@ -242,10 +244,8 @@ def rehearse(layers: int, params: dict, samples: pd.DataFrame, work: Path) -> di
                  "phi3": {**params["rehearsal"]["phi3"], "num_hidden_layers": layers}}
     work.mkdir(parents=True)
     base_dir = work / "base"
-    # The PII placeholders as single tokens, as base_model.embedded makes them.
-    placeholders = list(params["pii"]["placeholders"].values())
-    stages = {"build base": in_child(build_rehearsal_model, rehearsal, placeholders, samples,
-                                     base_dir)}
+    stages = {"build base": in_child(build_rehearsal_model, rehearsal,
+                                     params["base_model"]["embedded"], samples, base_dir)}
     for quantization in rehearsal["quantizations"]:
         training = {**params["training"], "quantization": quantization,
                     "checkpoint": {**params["training"]["checkpoint"],

@@ -32,9 +32,10 @@ from so8t_kedro.models.embedded import embedded_base_model
 from so8t_kedro.models.loading import save_base_model
 
 SEED_FILE = Path(__file__).resolve().parents[1] / "data/01_raw/so8t_seed_dataset.jsonl"
+# Every key embedded_base_model reads: this benchmark's own model, not base_model.embedded.
 MODEL = {"vocab_size": 4000, "hidden_size": 1024, "num_hidden_layers": 4,
          "num_attention_heads": 16, "num_key_value_heads": 16, "intermediate_size": 2816,
-         "max_position_embeddings": 1024, "seed": 0}
+         "max_position_embeddings": 1024, "seed": 0, "placeholder_tokens": []}
 PROMPT_TOKENS = 256
 
 

@@ -21,6 +21,7 @@ from so8t_kedro.pipelines.thinking_sft.nodes import render_thinking_sft_samples
 from so8t_kedro.so8t import save_adapter
 from so8t_kedro.think import request_from_prompt
 from so8t_kedro.training.pretrain import pretrain_causal_lm
+from tests.helpers.embedded_base import embedded_params
 from tests.helpers.phrase_bank import PHRASE_BANK_DATA, THINKING_SFT_PARAMS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -90,8 +91,8 @@ def sft_samples() -> pd.DataFrame:
 def tiny_base_dir(tmp_path_factory, sft_samples) -> Path:
     model, tokenizer = embedded_base_model(
         sft_samples["text"].tolist(),
-        {"vocab_size": 1200, "hidden_size": 64, "num_hidden_layers": 2,
-         "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 128},
+        embedded_params(vocab_size=1200, hidden_size=64, intermediate_size=128,
+                        placeholder_tokens=[]),
     )
     pretrain_causal_lm(model, tokenizer, [request_from_prompt(p) for p in sft_samples["prompt"]],
                        epochs=5, learning_rate=3e-3, batch_size=8, seed=0)

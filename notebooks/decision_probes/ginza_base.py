@@ -13,15 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bag_of_tokens_probe import ginza_vectors
 from transformer_probe import latest, load_split
 
-from so8t_kedro.models.embedded import build_embedded_model
-from so8t_kedro.training.pretrain import pretrain_causal_lm
+from so8t_kedro.models.embedded import MODEL_KEYS, build_embedded_model
 from so8t_kedro.models.loading import save_base_model
+from so8t_kedro.training.pretrain import pretrain_causal_lm
 
 
 def main() -> None:
@@ -30,7 +31,10 @@ def main() -> None:
     a = p.parse_args()
     tokenizer = AutoTokenizer.from_pretrained(
         latest("data/06_models/embedded_base_model/*/embedded_base_model"))
-    model = build_embedded_model(tokenizer, seed=0)
+    conf = Path(__file__).resolve().parents[2] / "conf/base/parameters_training.yml"
+    embedded = yaml.safe_load(conf.read_text())["base_model"]["embedded"]
+    model = build_embedded_model(tokenizer, seed=embedded["seed"],
+                                 **{key: embedded[key] for key in MODEL_KEYS})
     vectors, found = ginza_vectors(tokenizer)
     centred = vectors[found] - vectors[found].mean(0)
     hidden = model.config.hidden_size
@@ -41,7 +45,7 @@ def main() -> None:
             torch.from_numpy(projected).float() * (weight.std() / projected.std()))
     print(f"{found.sum()} of {len(found)} token embeddings from GiNZA's vectors", flush=True)
     pretrain_causal_lm(model, tokenizer, [r["text"] for r in load_split("train")],
-                       epochs=5, learning_rate=3e-3, batch_size=32, seed=0)
+                       seed=embedded["seed"], **embedded["pretrain"])
     save_base_model(model, tokenizer, a.out)
 
 

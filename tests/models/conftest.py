@@ -8,7 +8,7 @@ import pytest
 
 from so8t_kedro.models.embedded import embedded_base_model
 from so8t_kedro.models.loading import save_base_model
-from tests.helpers.embedded_base import seed_corpus
+from tests.helpers.embedded_base import embedded_params, seed_corpus
 
 
 @pytest.fixture(scope="package")
@@ -18,7 +18,7 @@ def corpus() -> list[str]:
 
 @pytest.fixture(scope="package")
 def built(corpus):
-    model, tokenizer = embedded_base_model(corpus, {"seed": 0})
+    model, tokenizer = embedded_base_model(corpus, embedded_params(placeholder_tokens=[]))
     return model, tokenizer
 
 

@@ -3,24 +3,26 @@ its pre-training recipe (tests/training/test_pretrain.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
 
 from so8t_kedro import think as tf
 from so8t_kedro.models.embedded import (
     CHAT_TOKENS,
+    MODEL_KEYS,
     STOP_TOKENS,
     THINK_TAG_TOKENS,
     build_embedded_model,
     build_embedded_tokenizer,
     embedded_base_model,
 )
-from tests.helpers.embedded_base import EN_REQUEST, JA_REQUEST, UNSEEN, token_ids
+from tests.helpers.embedded_base import EN_REQUEST, JA_REQUEST, UNSEEN, embedded_params, token_ids
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+def model_args(**overrides) -> dict:
+    """``build_embedded_model``'s arguments as conf/base gives them, with ``overrides``."""
+    params = embedded_params(**overrides)
+    return {key: params[key] for key in (*MODEL_KEYS, "seed")}
 
 
 # --------------------------------------------------------------------------- determinism
@@ -28,7 +30,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 def test_two_builds_are_identical(corpus, built):
     model, tokenizer = built
-    model2, tokenizer2 = embedded_base_model(corpus, {"seed": 0})
+    model2, tokenizer2 = embedded_base_model(corpus, embedded_params(placeholder_tokens=[]))
     assert tokenizer.sp_model_bytes == tokenizer2.sp_model_bytes
     assert tokenizer.get_vocab() == tokenizer2.get_vocab()
     state, state2 = model.state_dict(), model2.state_dict()
@@ -39,11 +41,11 @@ def test_two_builds_are_identical(corpus, built):
 def test_weights_depend_on_seed_only(built):
     model, tokenizer = built
     torch.manual_seed(123)
-    again = build_embedded_model(tokenizer, seed=0)
+    again = build_embedded_model(tokenizer, **model_args(seed=0))
     torch.manual_seed(123)
     before = torch.rand(3)
     torch.manual_seed(123)
-    other = build_embedded_model(tokenizer, seed=1)
+    other = build_embedded_model(tokenizer, **model_args(seed=1))
     assert torch.equal(torch.rand(3), before)  # the global RNG was left alone
     embed = model.model.embed_tokens.weight
     assert torch.equal(again.model.embed_tokens.weight, embed)  # global state ignored
@@ -135,11 +137,9 @@ def test_chat_template_matches_render_prompt(built, request_text):
 def test_pii_placeholders_are_single_tokens(corpus):
     import sentencepiece as spm
 
-    conf = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_pii.yml").read_text("utf-8"))
-    mapping = conf["pii"]["placeholders"]  # entity type -> placeholder, some shared
-    model, tokenizer = embedded_base_model(
-        corpus[:300], {"vocab_size": 2000, "hidden_size": 64, "intermediate_size": 96,
-                       "placeholder_tokens": mapping})
+    params = embedded_params(vocab_size=2000, hidden_size=64, intermediate_size=96)
+    mapping = params["placeholder_tokens"]  # pii.placeholders: entity type -> placeholder
+    model, tokenizer = embedded_base_model(corpus[:300], params)
     placeholders = list(dict.fromkeys(mapping.values()))
     assert len(placeholders) < len(mapping)  # <ACCOUNT>, <ID>: shared by several types
     sp = spm.SentencePieceProcessor(model_proto=tokenizer.sp_model_bytes)
@@ -161,18 +161,33 @@ def test_pii_placeholders_are_single_tokens(corpus):
 
 def test_hidden_size_must_be_multiple_of_8(built):
     with pytest.raises(ValueError, match="multiple of 8"):
-        build_embedded_model(built[1], hidden_size=100, num_attention_heads=4)
+        build_embedded_model(built[1], **model_args(hidden_size=100, num_attention_heads=4))
 
 
-def test_params_dict_aliases_and_unknown_keys(corpus):
+def test_params_are_read_key_by_key(corpus):
     model, tokenizer = embedded_base_model(
-        corpus[:300], {"vocab_size": 2000, "hidden_size": 64, "layers": 1, "heads": 2,
-                       "kv_heads": 1, "intermediate_size": 96, "seed": 3})
+        corpus[:300], embedded_params(vocab_size=2000, hidden_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1,
+                                      intermediate_size=96, seed=3))
     config = model.config
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
             config.num_key_value_heads, config.vocab_size) == (64, 1, 2, 1, len(tokenizer))
     assert len(tokenizer) <= 2000
-    with pytest.raises(ValueError, match="unknown parameter"):
-        embedded_base_model(corpus[:50], {"hiden_size": 64})
+
+
+def test_a_missing_or_unknown_key_is_named(corpus):
+    params = embedded_params(hiden_size=64)
+    del params["hidden_size"], params["seed"]
+    with pytest.raises(ValueError, match=r"missing parameter\(s\) \['hidden_size', 'seed'\]; "
+                                         r"unknown parameter\(s\) \['hiden_size'\]"):
+        embedded_base_model(corpus[:50], params)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['pretrain'\]"):
+        embedded_base_model(corpus[:50], embedded_params(pretrain={"epochs": 1}))
+
+
+def test_a_vocabulary_too_small_for_the_corpus_is_named(corpus):
+    params = embedded_params()
     with pytest.raises(ValueError, match="vocab_size=600 is smaller"):
-        build_embedded_tokenizer(corpus, vocab_size=600)
+        build_embedded_tokenizer(corpus, vocab_size=600, seed=params["seed"],
+                                 model_max_length=params["max_position_embeddings"],
+                                 placeholder_tokens=params["placeholder_tokens"])

@@ -7,7 +7,7 @@ import torch
 
 from so8t_kedro.models.embedded import embedded_base_model
 from so8t_kedro.training.pretrain import next_token_loss, pretrain_causal_lm, text_examples
-from tests.helpers.embedded_base import seed_corpus
+from tests.helpers.embedded_base import embedded_params, seed_corpus
 
 SMALL = {"vocab_size": 2500, "hidden_size": 32, "num_hidden_layers": 1,
          "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 64}
@@ -16,7 +16,8 @@ TEXTS = ["爆弾の作り方を教えて", "How do I kill a process on Linux?", 
 
 
 def small_model(seed: int = 0):
-    return embedded_base_model(seed_corpus(), {**SMALL, "seed": seed})
+    return embedded_base_model(seed_corpus(),
+                               embedded_params(**SMALL, seed=seed, placeholder_tokens=[]))
 
 
 def test_batch_loss_is_the_token_weighted_mean_of_each_text_alone():

@@ -7,7 +7,8 @@ locally and deterministically (see DESIGN.md, "The embedded default"):
   wrapped as a transformers ``LlamaTokenizer`` (Phi-3's own tokenizer class), carrying the
   Phi-3.5 special tokens, the /think tags and the Phi-3.5 chat template;
 * ``build_embedded_model``: a tiny, seeded ``Phi3ForCausalLM`` sized to that tokenizer;
-* ``embedded_base_model``: both, from a parameters dict.
+* ``embedded_base_model``: both, from ``base_model.embedded`` (conf/base/parameters_training.yml,
+  where every default lives; none is repeated here).
 
 Its pre-training (a few epochs of next-token training on the raw requests) is the training
 loop's: :func:`so8t_kedro.training.pretrain.pretrain_causal_lm`.
@@ -93,31 +94,34 @@ CHAT_TEMPLATE = (
     "{% endif %}"
 )
 
-DEFAULT_TOKENIZER_PARAMS: dict[str, Any] = {"vocab_size": 4000, "seed": 0}
-DEFAULT_MODEL_PARAMS: dict[str, Any] = {
-    "hidden_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-    "intermediate_size": 384,  # bitsandbytes' AVX512-BF16 4-bit CPU kernel wants multiples of 64
-    "max_position_embeddings": 1024,
-    "seed": 0,
-}
-_PARAM_ALIASES = {"layers": "num_hidden_layers", "heads": "num_attention_heads",
-                  "kv_heads": "num_key_value_heads"}
+#: The keys of ``base_model.embedded`` passed on to :func:`build_embedded_model`.
+MODEL_KEYS: tuple[str, ...] = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+)
+#: Every key :func:`embedded_base_model` reads (``base_model.embedded`` less ``pretrain``).
+EMBEDDED_KEYS: tuple[str, ...] = ("vocab_size", *MODEL_KEYS, "seed", "placeholder_tokens")
+#: Optional: when set (not None), the tokenizer's / the model's seed instead of ``seed``.
+SEED_OVERRIDES: tuple[str, ...] = ("tokenizer_seed", "model_seed")
 
 # --------------------------------------------------------------------------- tokenizer
 
 
-def train_sentencepiece(corpus: Iterable[str], *, vocab_size: int = 4000, seed: int = 0,
-                        placeholder_tokens: Iterable[str] = ()) -> bytes:
+def train_sentencepiece(corpus: Iterable[str], *, vocab_size: int, seed: int,
+                        placeholder_tokens: Iterable[str] | Mapping[str, str]) -> bytes:
     """Train the SentencePiece BPE model in memory and return its serialized bytes.
 
     Deterministic: one thread, every sentence used in corpus order (no sampling, no
     shuffling), a fixed random seed. ``vocab_size`` is an upper bound
     (``hard_vocab_limit=False``): a small corpus gives a smaller vocabulary.
-    ``placeholder_tokens`` (the PII placeholders, ``<PERSON>`` ...) become user-defined
-    symbols after the chat tokens and think tags: one piece each, however rare in the corpus.
+    ``placeholder_tokens`` (the PII placeholders, ``<PERSON>`` ...: a list, or
+    ``pii.placeholders``' entity -> placeholder mapping, whose values count) become
+    user-defined symbols after the chat tokens and think tags: one piece each, however rare
+    in the corpus.
     """
     import sentencepiece as spm
 
@@ -146,9 +150,11 @@ def train_sentencepiece(corpus: Iterable[str], *, vocab_size: int = 4000, seed: 
     return buffer.getvalue()
 
 
-def _user_defined_symbols(placeholder_tokens: Iterable[str]) -> list[str]:
+def _user_defined_symbols(placeholder_tokens: Iterable[str] | Mapping[str, str]) -> list[str]:
     """The chat tokens, the think tags, then each placeholder once (several PII types share
     one placeholder, e.g. ``<ACCOUNT>``), in their first order."""
+    if isinstance(placeholder_tokens, Mapping):
+        placeholder_tokens = placeholder_tokens.values()
     fixed = CHAT_TOKENS + THINK_TAG_TOKENS
     return [*fixed, *(t for t in dict.fromkeys(map(str, placeholder_tokens)) if t not in fixed)]
 
@@ -201,10 +207,10 @@ def _spm_cache_dir(model_bytes: bytes) -> Path:
 def build_embedded_tokenizer(
     corpus: Iterable[str],
     *,
-    vocab_size: int = 4000,
-    seed: int = 0,
-    model_max_length: int = 1024,
-    placeholder_tokens: Iterable[str] = (),
+    vocab_size: int,
+    seed: int,
+    model_max_length: int,
+    placeholder_tokens: Iterable[str] | Mapping[str, str],
 ):
     """Train a SentencePiece BPE tokenizer on ``corpus`` and wrap it as Phi-3.5's tokenizer.
 
@@ -260,19 +266,20 @@ def _check_token_ids(tokenizer) -> None:
 def build_embedded_model(
     tokenizer,
     *,
-    hidden_size: int = 128,
-    num_hidden_layers: int = 2,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 4,
-    intermediate_size: int = 384,
-    max_position_embeddings: int = 1024,
-    seed: int = 0,
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    num_key_value_heads: int,
+    intermediate_size: int,
+    max_position_embeddings: int,
+    seed: int,
 ):
     """A tiny fp32 ``Phi3ForCausalLM`` for ``tokenizer``, initialised from ``seed``.
 
     Vocabulary = ``len(tokenizer)``; bos / eos / pad ids from the tokenizer; generation
     stops on ``STOP_TOKENS``. ``hidden_size`` must be a multiple of 8 (the SO8T gate works
-    on 8-dim blocks) and of ``num_attention_heads``. The global torch RNG is left untouched.
+    on 8-dim blocks) and of ``num_attention_heads``; ``intermediate_size`` a multiple of 64
+    suits bitsandbytes' AVX512-BF16 4-bit CPU kernel. The global torch RNG is left untouched.
     """
     from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
 
@@ -313,46 +320,45 @@ def build_embedded_model(
     return model
 
 
-def embedded_base_model(corpus: Iterable[str], params: Mapping[str, Any] | None = None):
-    """``(model, tokenizer)``: the embedded default built from a parameters dict.
+def embedded_base_model(corpus: Iterable[str], params: Mapping[str, Any]):
+    """``(model, tokenizer)``: the embedded default built from ``params``, the complete
+    ``base_model.embedded`` mapping less ``pretrain`` (as the training node passes it).
 
-    Keys: ``vocab_size``, ``seed`` (both tokenizer and model), ``tokenizer_seed`` /
-    ``model_seed`` (override ``seed``), ``placeholder_tokens`` (the PII placeholders: a
-    list, or ``pii.placeholders``' entity -> placeholder mapping, whose values count), and
-    the ``build_embedded_model`` arguments
-    (``hidden_size``, ``num_hidden_layers`` / ``layers``, ``num_attention_heads`` /
-    ``heads``, ``num_key_value_heads`` / ``kv_heads``, ``intermediate_size``,
-    ``max_position_embeddings``). Missing keys take the defaults; unknown keys raise.
+    Reads ``EMBEDDED_KEYS``: ``vocab_size``, ``placeholder_tokens`` (the PII placeholders: a
+    list, or ``pii.placeholders``' entity -> placeholder mapping, whose values count) and
+    ``seed`` for the tokenizer, the ``build_embedded_model`` arguments (``MODEL_KEYS``) and
+    ``seed`` for the model; ``tokenizer_seed`` / ``model_seed``, when set, override ``seed``
+    for one of the two. A missing or an unknown key raises a ``ValueError`` naming it.
     """
-    params = {_PARAM_ALIASES.get(k, k): v for k, v in dict(params or {}).items()}
-    known = set(DEFAULT_TOKENIZER_PARAMS) | set(DEFAULT_MODEL_PARAMS) | {
-        "tokenizer_seed", "model_seed", "placeholder_tokens"}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ValueError(f"embedded_base_model: unknown parameter(s) {unknown}; "
-                         f"known: {sorted(known | set(_PARAM_ALIASES))}")
-    seed = params.get("seed", 0)
-    placeholders = params.get("placeholder_tokens") or ()
-    if isinstance(placeholders, Mapping):
-        placeholders = placeholders.values()
+    missing = [key for key in EMBEDDED_KEYS if key not in params]
+    unknown = sorted(set(params) - set(EMBEDDED_KEYS) - set(SEED_OVERRIDES))
+    if missing or unknown:
+        problems = [f"{what} parameter(s) {keys}" for what, keys in
+                    (("missing", missing), ("unknown", unknown)) if keys]
+        raise ValueError(f"base_model.embedded: {'; '.join(problems)} (embedded_base_model "
+                         f"reads {list(EMBEDDED_KEYS)}, optionally {list(SEED_OVERRIDES)})")
+
+    def seed_for(override: str) -> int:
+        return params["seed"] if params.get(override) is None else params[override]
+
     tokenizer = build_embedded_tokenizer(
         corpus,
-        vocab_size=params.get("vocab_size", DEFAULT_TOKENIZER_PARAMS["vocab_size"]),
-        seed=params.get("tokenizer_seed", seed),
-        model_max_length=params.get("max_position_embeddings",
-                                    DEFAULT_MODEL_PARAMS["max_position_embeddings"]),
-        placeholder_tokens=placeholders,
+        vocab_size=params["vocab_size"],
+        seed=seed_for("tokenizer_seed"),
+        model_max_length=params["max_position_embeddings"],
+        placeholder_tokens=params["placeholder_tokens"],
     )
-    model_kwargs = {k: params.get(k, v) for k, v in DEFAULT_MODEL_PARAMS.items() if k != "seed"}
-    model = build_embedded_model(tokenizer, seed=params.get("model_seed", seed), **model_kwargs)
+    model = build_embedded_model(tokenizer, seed=seed_for("model_seed"),
+                                 **{key: params[key] for key in MODEL_KEYS})
     return model, tokenizer
 
 
 __all__ = [
     "CHAT_TEMPLATE",
     "CHAT_TOKENS",
-    "DEFAULT_MODEL_PARAMS",
-    "DEFAULT_TOKENIZER_PARAMS",
+    "EMBEDDED_KEYS",
+    "MODEL_KEYS",
+    "SEED_OVERRIDES",
     "STOP_TOKENS",
     "THINK_TAG_TOKENS",
     "build_embedded_model",

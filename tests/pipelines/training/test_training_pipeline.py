@@ -26,13 +26,13 @@ from so8t_kedro.pipelines.training.nodes import (
 )
 from so8t_kedro.so8t import list_gates, load_gates
 from tests.helpers.catalog import PersistedMemoryDataset
+from tests.helpers.embedded_base import embedded_params
 from tests.helpers.sft import train_records
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
-EMBEDDED = {"vocab_size": 1200, "hidden_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 128,
-            "max_position_embeddings": 1024, "seed": 0,
-            "pretrain": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 8}}
+EMBEDDED = embedded_params(vocab_size=1200, hidden_size=64, intermediate_size=128,
+                           placeholder_tokens=[],
+                           pretrain={"epochs": 2, "learning_rate": 3e-3, "batch_size": 8})
 # The embedded default's own recipe, merged over params:training: its output head and the
 # attention's fused projection trained in full (the queries started at zero), and the
 # reference classifier distilled.
@@ -121,8 +121,9 @@ def test_the_embedded_base_sees_the_train_split_only(sft_samples):
     samples.loc[val, "prompt"] = samples.loc[val, "prompt"].str.replace(
         "<|end|>\n<|assistant|>", f"{marker * 20}<|end|>\n<|assistant|>", regex=False)
     assert samples.loc[val, "prompt"].str.contains(marker).all()
-    params = {"vocab_size": 1200, "hidden_size": 64, "intermediate_size": 96, "seed": 0,
-              "pretrain": {"epochs": 1, "learning_rate": 3e-3, "batch_size": 8}}
+    params = embedded_params(vocab_size=1200, hidden_size=64, intermediate_size=96,
+                             placeholder_tokens=[],
+                             pretrain={"epochs": 1, "learning_rate": 3e-3, "batch_size": 8})
     tokenizer = build_embedded_base_model(samples, params).tokenizer
     assert not any("ZQ" in piece or "XJ" in piece for piece in tokenizer.get_vocab())
 
