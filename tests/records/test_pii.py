@@ -1077,3 +1077,95 @@ def test_unknown_validator_is_named(pii_params):
     recognizers = [{**pii_params["recognizers"][0], "validator": "crc"}]
     with pytest.raises(ValueError, match="unknown validator.*crc"):
         PiiConfig.model_validate({**pii_params, "recognizers": recognizers})
+
+
+# ------------------------------------------- what the eleventh held-out set missed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the rule, not a list: a person asked about in a factual question or request,
+        # or named with their works, with no private context, stays (none of these is on
+        # the allow-list or phrased as an earlier frame)
+        "Which year did Serena Williams retire from tennis?",
+        "What year did Amelia Earhart disappear?",
+        "Why is Frida Kahlo important in art?",
+        "Dr. Seuss books for a five-year-old",
+        "Did Nikola Tesla ever meet Thomas Edison?",
+        "宇多田ヒカルのデビュー曲は?",
+        "坂本龍馬が作った亀山社中とは?",
+        # a shop named after a surname with a shop suffix right after it
+        "木村屋のあんぱんは何種類ある?",
+        # a loopback address identifies no one
+        "What does 127.0.0.1 mean?",
+        # a city, a ward and a number that is a population, not a lot number
+        "京都市左京区の人口は約16万人",
+    ],
+)
+def test_eleventh_set_look_alikes_stay(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # kana given names Sudachi reads across the honorific or as other words
+        ("保育園で一緒の工藤りこちゃんのお母さんと話したい",
+         "保育園で一緒の<PERSON>ちゃんのお母さんと話したい", {"PERSON": 1}),
+        ("ピアノ教室の生徒の安田そうたくんの発表会の曲を選んで",
+         "ピアノ教室の生徒の<PERSON>くんの発表会の曲を選んで", {"PERSON": 1}),
+        # 時代 is no public-fact frame; 恋人 is a relation (private persons, no honorific)
+        ("大学時代の恋人の久保田玲奈に連絡を取りたい", "大学時代の恋人の<PERSON>に連絡を取りたい",
+         {"PERSON": 1}),
+        ("同居人のエミリー・クラークが家賃を半分払ってくれない",
+         "同居人の<PERSON>が家賃を半分払ってくれない", {"PERSON": 1}),
+        ("担当の山下(平日のみ)に聞いて", "担当の<PERSON>(平日のみ)に聞いて", {"PERSON": 1}),
+        ("Our babysitter, Kapua Akana, can't come on Saturday",
+         "Our babysitter, <PERSON>, can't come on Saturday", {"PERSON": 1}),
+        # a bare lot number after a city, a ward and a town, no prefecture
+        ("元彼が住んでいるのは京都市左京区北白川別当町15だと思う",
+         "元彼が住んでいるのは<ADDRESS>だと思う", {"ADDRESS": 1}),
+    ],
+)
+def test_what_the_eleventh_held_out_set_missed(scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # questions with private context keep replacing private persons with no
+        # honorific and no relation word: contact asked for, first-person involvement,
+        # today, another entity, a form label
+        ("Can you call Tom Baker and ask about the invoice?",
+         "Can you call <PERSON> and ask about the invoice?"),
+        ("Why hasn't Daniel Okafor paid me back?", "Why hasn't <PERSON> paid me back?"),
+        ("Is Harriet Moss coming to the party tonight?",
+         "Is <PERSON> coming to the party tonight?"),
+        ("How do I tell Henrik Lindqvist that his contract won't be renewed?",
+         "How do I tell <PERSON> that his contract won't be renewed?"),
+        ("Find out where Brendan O'Rourke works now", "Find out where <PERSON> works now"),
+        ("田中美咲の住所を教えて", "<PERSON>の住所を教えて"),
+        ("斎藤翔太の家族構成を教えて", "<PERSON>の家族構成を教えて"),
+        ("元同僚の西岡が今どこで働いているか知りたい", "元同僚の<PERSON>が今どこで働いているか知りたい"),
+    ],
+)
+def test_factual_questions_with_private_context_still_replace_persons(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+def test_surnames_ending_in_a_shop_suffix_stay_names(scrub):
+    assert scrub("土屋さんに資料を渡して") == ("<PERSON>さんに資料を渡して", {"PERSON": 1})
+
+
+def test_reserved_addresses_are_no_ip_but_hosts_are(scrub):
+    assert scrub("bind to 0.0.0.0 or ::1") == ("bind to 0.0.0.0 or ::1", {})
+    assert scrub("Ping 192.168.0.14 from my laptop") == ("Ping <IP> from my laptop",
+                                                          {"IP_ADDRESS": 1})
+
+
+def test_public_fact_word_lists_must_exist(pii_params):
+    public_facts = {**pii_params["public_facts"], "works_after": {"en": "(?:{{plays}})"}}
+    with pytest.raises(ValueError, match=r"works_after: no words for \['plays'\]"):
+        PiiConfig.model_validate({**pii_params, "public_facts": public_facts})

@@ -89,11 +89,15 @@ def iban_valid(text: str) -> bool:
 
 
 def _ip_valid(text: str) -> bool:
+    """A valid address that can point at a host: not loopback (127.0.0.1, ::1), the
+    unspecified address (0.0.0.0, ::), multicast or the limited broadcast
+    255.255.255.255, which identify no one."""
     try:
-        ipaddress.ip_interface(text)
+        address = ipaddress.ip_interface(text).ip
     except ValueError:
         return False
-    return True
+    return not (address.is_loopback or address.is_unspecified or address.is_multicast
+                or address == ipaddress.IPv4Address("255.255.255.255"))
 
 
 def _digits(text: str) -> str:
@@ -223,6 +227,12 @@ class HonorificNamesConfig(_Strict):
     # ... and there a surname alone, with no given name (元上司の吉岡に): a proper noun
     # (pos) of two or more kanji that the dictionary lists as a surname.
     relation_surname_alone: bool = False
+    # A kana given name that Sudachi reads across the honorific or as other words (り +
+    # こ in 工藤りこちゃん, そう + たくん in 安田そうたくん): after a kanji word the
+    # dictionary lists as a surname, a run of kana matching kana_run_surface right
+    # before an honorific in the text itself, unless it matches kana_run_not.
+    kana_run_surface: str | None = None
+    kana_run_not: str | None = None
     honorifics: list[str] = Field(min_length=1)
     score: float = Field(ge=0.0, le=1.0)
 
@@ -264,17 +274,47 @@ class GivenNamePairsConfig(_Strict):
 
 
 class PublicFactsConfig(_Strict):
-    """Persons asked about as public facts stay (``pii.public_facts``)."""
+    """Persons asked about as public facts stay (``pii.public_facts``): a factual
+    question or request about a person (frame: any question, とは, について, tell me
+    about, ...; or the person's works named after the name: Dr. Seuss books, 宇多田ヒカル
+    のデビュー曲) with no private context in the text (private: a relation word, a request
+    for contact, address, whereabouts or personal data, first-person involvement,
+    today / 明日; nor any other entity found in it)."""
 
     entities: list[str]
-    # Per language: a question about public facts (frame) and what makes it about a
-    # private person (private); both searched in the whole text.
+    # Per language: a question or a request about facts (frame) and what makes it about
+    # a private person (private); both searched in the whole text. {{name}} is the
+    # alternation of words[name], as in RecognizerConfig.words.
     frame: dict[str, str]
     private: dict[str, str]
+    words: dict[str, list[str]] = Field(default_factory=dict)
+    # A question that only asks who a bare name is ("Who is Nadia Petrova?"): no frame,
+    # an identity lookup of someone the text says nothing public about.
+    identity_only: dict[str, str] = Field(default_factory=dict)
+    # Matched right after a person: the person's public works (" books", "のデビュー曲"),
+    # a frame of its own.
+    works_after: dict[str, str] = Field(default_factory=dict)
+    # Searched right before a person, ending there: a request to contact the person or
+    # act on them ("call Tom Baker", "remind Ana Silva"), private context.
+    private_before: dict[str, str] = Field(default_factory=dict)
+    # Any entity of another type in the text (a phone, an address, an account) is
+    # private context.
+    other_entities_are_private: bool = True
 
     def model_post_init(self, _context: Any) -> None:
         if set(self.frame) != set(self.private):
             raise ValueError("pii.public_facts: frame and private need the same languages")
+        for key in ("frame", "private", "identity_only", "works_after", "private_before"):
+            for pattern in getattr(self, key).values():
+                named = set(regex.findall(r"\{\{(\w+)\}\}", pattern))
+                missing = sorted(named - set(self.words))
+                if missing:
+                    raise ValueError(f"pii.public_facts.{key}: no words for {missing}")
+
+    def expanded(self, key: str) -> dict[str, str]:
+        """The regexes of ``key`` per language, every {{name}} replaced by its words."""
+        return {language: _expand_words(pattern, self.words)
+                for language, pattern in getattr(self, key).items()}
 
 
 class BrandsConfig(_Strict):
@@ -289,6 +329,9 @@ class BrandsConfig(_Strict):
     # Japanese trade and product words: a person span that ends in one or is followed
     # at once by one is a firm (山田うどん, 田中貴金属).
     business_words: list[str] = Field(default_factory=list)
+    # Shop-name suffixes that make a firm only right after the span (木村屋, 山本堂): a
+    # surname may end in them itself (土屋, 古屋), so a span ending in one stays a name.
+    business_suffixes: list[str] = Field(default_factory=list)
 
 
 class PiiConfig(_Strict):
@@ -467,6 +510,11 @@ class _HonorificNameRecognizer(EntityRecognizer):
         self._relations = frozenset(config.relation_nouns)
         self._after_relation_name = frozenset(config.relation_name_followed_by_pos)
         self._surname_alone = config.relation_surname_alone
+        honorifics = sorted(config.honorifics, key=len, reverse=True)
+        self._kana_run = (regex.compile(
+            f"(?:{config.kana_run_surface})(?=" + "|".join(map(regex.escape, honorifics)) + ")")
+            if config.kana_run_surface else None)
+        self._kana_run_not = regex.compile(config.kana_run_not) if config.kana_run_not else None
         screen = list(config.honorifics) + [f"{word}の" for word in config.relation_nouns]
         self._screen = regex.compile("|".join(map(regex.escape, screen)))
 
@@ -497,13 +545,34 @@ class _HonorificNameRecognizer(EntityRecognizer):
             return False
         return self._tokens.listed_as(surface, self._surname)
 
+    def _kana_run_end(self, text: str, token: Any) -> int | None:
+        """Where a kana given name ends that follows a surname in the text right before
+        an honorific, however Sudachi cut it (工藤 + りこ + ちゃん, 安田 + そうた + くん):
+        the surname a kanji word the dictionary lists as one (not a role noun)."""
+        if self._kana_run is None:
+            return None
+        surface = token.surface()
+        if (surface in self._role_nouns or not self._tokens.surface_matches(surface)
+                or not self._tokens.listed_as(surface, self._surname)):
+            return None
+        run = self._kana_run.match(text, token.end())
+        if run is None or (self._kana_run_not is not None
+                           and self._kana_run_not.search(run.group()) is not None):
+            return None
+        return run.end()
+
     def analyze(self, text, entities, nlp_artifacts=None):
         tokens = self._tokens.tokenize(text)
         results = []
         for i in range(len(tokens) - 1):
             token = tokens[i]
             end = self._name_end(tokens, i)
-            if end is None or token.surface() in self._role_nouns:
+            if end is None:
+                end = self._kana_run_end(text, token)
+                if end is not None:
+                    results.append(RecognizerResult("PERSON", token.begin(), end, self._score))
+                continue
+            if token.surface() in self._role_nouns:
                 continue
             if ((self._tokens.matches(token) and self._is_name(token))
                     or self._is_surname_read_as_noun(tokens, i)):
@@ -743,13 +812,13 @@ class PiiScrubber:
             for entity, placeholder in config.placeholders.items()
         }
         self.entities = config.entity_types
-        self._public_frame = {
-            language: regex.compile(pattern) for language, pattern in config.public_facts.frame.items()
-        }
-        self._private = {
-            language: regex.compile(pattern)
-            for language, pattern in config.public_facts.private.items()
-        }
+        public_facts = config.public_facts
+        (self._public_frame, self._private, self._identity_only, self._works_after,
+         self._private_before) = (
+            {language: regex.compile(pattern)
+             for language, pattern in public_facts.expanded(key).items()}
+            for key in ("frame", "private", "identity_only", "works_after", "private_before")
+        )
         brands = sorted([*config.brands.names, *config.brands.titled_names], key=len, reverse=True)
         self._brand_names = regex.compile(
             r"(?<![\p{Latin}\d])(?:" + "|".join(map(regex.escape, brands)) + r")(?![\p{Latin}\d])"
@@ -760,19 +829,40 @@ class PiiScrubber:
         business = sorted(config.brands.business_words, key=len, reverse=True)
         self._business_words = regex.compile(
             "|".join(map(regex.escape, business))) if business else None
+        suffixes = sorted(config.brands.business_suffixes, key=len, reverse=True)
+        self._business_suffixes = regex.compile(
+            "|".join(map(regex.escape, suffixes))) if suffixes else None
 
     def _asks_public_facts(
-        self, text: str, language: str, persons: Sequence[RecognizerResult] = ()
+        self, text: str, language: str, persons: Sequence[RecognizerResult] = (),
+        others: Sequence[RecognizerResult] = (),
     ) -> bool:
-        """Whether the text asks a public-fact question (who was, explain ... 's
-        contribution, 功績, 説明して) with no word of a private relation or private data
-        (my, neighbour, address, 同僚, 住所, an honorific) outside the persons found:
-        then the persons in it are public figures, asked about as such
-        (``pii.public_facts``). A private word inside a name is part of the name (兄 in
-        中大兄皇子), so the persons' spans are blanked before the private words are
-        looked for."""
+        """Whether the text asks a factual question or request about its persons (any
+        question but a bare "who is X?", とは, について, explain, tell me about; or names
+        a person's works right after the name: Dr. Seuss books, 宇多田ヒカルのデビュー曲)
+        with no private context: no word of a private relation, of contact or personal
+        data, of first-person involvement or of today (my, babysitter, address, owes me,
+        同僚, 恋人, 住所, 連絡, an honorific) outside the persons found, and no entity of
+        another type (``others``: a phone, an account). Then the persons in it are
+        public figures, asked about as such (``pii.public_facts``). A private word inside
+        a name is part of the name (兄 in 中大兄皇子), so the persons' spans are blanked
+        before the private words are looked for."""
+        if others and self.config.public_facts.other_entities_are_private:
+            return False
         frame = self._public_frame.get(language)
-        if frame is None or frame.search(text) is None:
+        if frame is None:
+            return False
+        identity_only = self._identity_only.get(language)
+        works_after = self._works_after.get(language)
+        framed = frame.search(text) is not None and (
+            identity_only is None or identity_only.search(text) is None)
+        if not framed and works_after is not None:
+            framed = any(works_after.match(text, person.end) is not None for person in persons)
+        if not framed:
+            return False
+        before = self._private_before.get(language)
+        if before is not None and any(before.search(text, 0, person.start) is not None
+                                      for person in persons):
             return False
         rest = list(text)
         for person in persons:
@@ -795,10 +885,13 @@ class PiiScrubber:
     def _is_japanese_firm(self, text: str, result: RecognizerResult) -> bool:
         """A Japanese person span that ends in a trade or product word, or that one
         follows at once (山田うどん, 田中貴金属, 鈴木商店): a firm named after a surname."""
-        if self._business_words is None:
-            return False
         span = text[result.start : result.end]
         if not regex.search(r"[\p{Han}\p{Hiragana}\p{Katakana}]", span):
+            return False
+        if (self._business_suffixes is not None
+                and self._business_suffixes.match(text, result.end) is not None):
+            return True
+        if self._business_words is None:
             return False
         if self._business_words.match(text, result.end) is not None:
             return True
@@ -872,7 +965,8 @@ class PiiScrubber:
                        if r.entity_type not in brand_entities or not self._is_brand(text, r)]
             public = self.config.public_facts.entities
             if results and self._asks_public_facts(
-                text, language, [r for r in results if r.entity_type in public]
+                text, language, [r for r in results if r.entity_type in public],
+                [r for r in results if r.entity_type not in public],
             ):
                 results = [r for r in results if r.entity_type not in public]
             if not results:
