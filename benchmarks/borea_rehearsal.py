@@ -40,22 +40,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 import pandas as pd
-from seed_samples import PROJECT_ROOT, render_seed_samples
+from seed_samples import PROJECT_ROOT, project_parameters, render_seed_samples
 
 GIB = 2**30
 MIB = 2**20
 MODEL_NAME = "borea_rehearsal"
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4}
-
-
-def rehearsal_parameters() -> dict:
-    """``conf/base`` with ``conf/rehearsal`` over it, as ``kedro run --env=rehearsal`` reads."""
-    from kedro.config import OmegaConfigLoader
-
-    from so8t_kedro.settings import CONFIG_LOADER_ARGS
-
-    return OmegaConfigLoader(conf_source=str(PROJECT_ROOT / "conf"), env="rehearsal",
-                             **CONFIG_LOADER_ARGS)["parameters"]
 
 
 def rehearsal_samples(per_label: int) -> pd.DataFrame:
@@ -283,7 +273,7 @@ def main() -> None:
     import llama_cpp
     import psutil
 
-    params = rehearsal_parameters()
+    params = project_parameters("rehearsal")
     borea = int(params["rehearsal"]["borea_layers"])
     samples = rehearsal_samples(int(params["rehearsal"]["samples_per_label"]))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

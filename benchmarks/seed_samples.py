@@ -10,6 +10,17 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+def project_parameters(env: str | None = None) -> dict:
+    """The parameters as ``kedro run [--env=env]`` reads them (``conf/base``, ``env`` over
+    it; interpolations such as ``${pii.placeholders}`` resolved), not the bare YAML."""
+    from kedro.config import OmegaConfigLoader
+
+    from so8t_kedro.settings import CONFIG_LOADER_ARGS
+
+    return OmegaConfigLoader(conf_source=str(PROJECT_ROOT / "conf"), env=env,
+                             **CONFIG_LOADER_ARGS)["parameters"]
+
+
 def render_seed_samples(rows: pd.DataFrame) -> pd.DataFrame:
     """Seed records rendered as /think SFT samples by the thinking_sft pipeline's node, with
     the reference classifier's cross-fitted scores of the train rows (the training
@@ -23,14 +34,12 @@ def render_seed_samples(rows: pd.DataFrame) -> pd.DataFrame:
                           split=["val" if i % 8 >= 6 else "train" for i in range(len(rows))])
     conf = PROJECT_ROOT / "conf/base"
     phrase_bank = yaml.safe_load((conf / "think_phrase_bank.yml").read_text(encoding="utf-8"))
-    thinking_sft = yaml.safe_load((conf / "parameters_thinking_sft.yml").read_text())
+    params = project_parameters()
     samples = render_thinking_sft_samples(records, phrase_bank,
-                                          {**thinking_sft["thinking_sft"], "seed": 0})
-    reference = yaml.safe_load((conf / "parameters_evaluation.yml").read_text())
-    training = yaml.safe_load((conf / "parameters_training.yml").read_text())
+                                          {**params["thinking_sft"], "seed": 0})
     return attach_reference_scores(samples, records[records["split"] == "train"],
-                                   reference["evaluation"]["reference_classifier"],
-                                   training["training"]["distillation"])
+                                   params["evaluation"]["reference_classifier"],
+                                   params["training"]["distillation"])
 
 
 def build_embedded(rows: pd.DataFrame, out_dir: Path, pretrain_epochs: int | None = None) -> Path:
@@ -39,8 +48,7 @@ def build_embedded(rows: pd.DataFrame, out_dir: Path, pretrain_epochs: int | Non
     ``pretrain_epochs`` overrides its pre-training epochs."""
     from so8t_kedro.pipelines.training.nodes import build_embedded_base_model
 
-    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())
-    embedded = params["base_model"]["embedded"]
+    embedded = project_parameters()["base_model"]["embedded"]
     if pretrain_epochs is not None:
         embedded = {**embedded, "pretrain": {**embedded["pretrain"], "epochs": pretrain_epochs}}
     build_embedded_base_model(render_seed_samples(rows), embedded).save_pretrained(out_dir)

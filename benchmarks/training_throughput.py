@@ -56,8 +56,7 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 import pandas as pd
 import torch
-import yaml
-from seed_samples import render_seed_samples
+from seed_samples import project_parameters, render_seed_samples
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,10 +86,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------- data + base
-
-
-def load_parameters() -> dict:
-    return yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())
 
 
 def seed_samples(per_label: int) -> pd.DataFrame:
@@ -262,7 +257,7 @@ def main() -> None:
 
     transformers.utils.logging.disable_progress_bar()
 
-    all_params = load_parameters()
+    all_params = project_parameters()
     embedded = copy.deepcopy(all_params["base_model"]["embedded"])
     for key, value in (("hidden_size", args.hidden), ("num_hidden_layers", args.layers),
                        ("vocab_size", args.vocab)):

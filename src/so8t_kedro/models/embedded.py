@@ -105,8 +105,6 @@ MODEL_KEYS: tuple[str, ...] = (
 )
 #: Every key :func:`embedded_base_model` reads (``base_model.embedded`` less ``pretrain``).
 EMBEDDED_KEYS: tuple[str, ...] = ("vocab_size", *MODEL_KEYS, "seed", "placeholder_tokens")
-#: Optional: when set (not None), the tokenizer's / the model's seed instead of ``seed``.
-SEED_OVERRIDES: tuple[str, ...] = ("tokenizer_seed", "model_seed")
 
 # --------------------------------------------------------------------------- tokenizer
 
@@ -327,28 +325,24 @@ def embedded_base_model(corpus: Iterable[str], params: Mapping[str, Any]):
     Reads ``EMBEDDED_KEYS``: ``vocab_size``, ``placeholder_tokens`` (the PII placeholders: a
     list, or ``pii.placeholders``' entity -> placeholder mapping, whose values count) and
     ``seed`` for the tokenizer, the ``build_embedded_model`` arguments (``MODEL_KEYS``) and
-    ``seed`` for the model; ``tokenizer_seed`` / ``model_seed``, when set, override ``seed``
-    for one of the two. A missing or an unknown key raises a ``ValueError`` naming it.
+    ``seed`` for the model. A missing or an unknown key raises a ``ValueError`` naming it.
     """
     missing = [key for key in EMBEDDED_KEYS if key not in params]
-    unknown = sorted(set(params) - set(EMBEDDED_KEYS) - set(SEED_OVERRIDES))
+    unknown = sorted(set(params) - set(EMBEDDED_KEYS))
     if missing or unknown:
         problems = [f"{what} parameter(s) {keys}" for what, keys in
                     (("missing", missing), ("unknown", unknown)) if keys]
         raise ValueError(f"base_model.embedded: {'; '.join(problems)} (embedded_base_model "
-                         f"reads {list(EMBEDDED_KEYS)}, optionally {list(SEED_OVERRIDES)})")
-
-    def seed_for(override: str) -> int:
-        return params["seed"] if params.get(override) is None else params[override]
+                         f"reads {list(EMBEDDED_KEYS)})")
 
     tokenizer = build_embedded_tokenizer(
         corpus,
         vocab_size=params["vocab_size"],
-        seed=seed_for("tokenizer_seed"),
+        seed=params["seed"],
         model_max_length=params["max_position_embeddings"],
         placeholder_tokens=params["placeholder_tokens"],
     )
-    model = build_embedded_model(tokenizer, seed=seed_for("model_seed"),
+    model = build_embedded_model(tokenizer, seed=params["seed"],
                                  **{key: params[key] for key in MODEL_KEYS})
     return model, tokenizer
 
@@ -358,7 +352,6 @@ __all__ = [
     "CHAT_TOKENS",
     "EMBEDDED_KEYS",
     "MODEL_KEYS",
-    "SEED_OVERRIDES",
     "STOP_TOKENS",
     "THINK_TAG_TOKENS",
     "build_embedded_model",

@@ -30,9 +30,6 @@ class EmbeddedParameters(Strict):
     # A list of tokens, or pii.placeholders' entity -> placeholder mapping.
     placeholder_tokens: dict[str, str] | list[str]
     pretrain: PretrainParameters
-    # Optional on purpose: they override ``seed`` for one of the two when set.
-    tokenizer_seed: int | None = None
-    model_seed: int | None = None
 
 
 class BaseModelParameters(Strict):
