@@ -1,4 +1,5 @@
-"""deduplicate_records, split_records, build_data_quality_report, plot_label_distribution."""
+"""The dedup, split and report nodes: slices of the pipeline on in-memory files, and the
+split parameters as the node reads them (the split itself: tests/records/test_split.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from so8t_kedro.pipelines.data_processing import nodes
 from so8t_kedro.records.schema import (
     DUPLICATE_COLUMNS,
     NEAR_DUPLICATE_GROUP_COLUMNS,
-    RECORD_COLUMNS,
     RecordAccountingError,
 )
 from tests.helpers.project import base_parameters
+from tests.records.test_split import COUNTS, NO_GROUPS, unique_records
 
 from .conftest import SEED_NAME, balanced_records, distinct_text, jsonl, reasons
 
@@ -94,46 +95,6 @@ def test_label_conflicts_quarantine_every_copy(run_until_report):
 
 
 # ------------------------------------------------------------------------ split
-
-
-def _unique_records(counts: dict[str, int]) -> pd.DataFrame:
-    rows = [
-        {
-            "id": f"{label}-{i}",
-            "text": f"{label} text {i}",
-            "label": label,
-            "label_id": LABELS.index(label),
-            "language": "en",
-            "domain": "d",
-            "source": f"f.jsonl:{k}",
-        }
-        for k, (label, i) in enumerate((label, i) for label, n in counts.items() for i in range(n))
-    ]
-    return pd.DataFrame(rows, columns=RECORD_COLUMNS)
-
-
-COUNTS = {"ALLOW": 400, "ESCALATION": 300, "DENY": 200, "REFUSE": 100}
-# Every record its own group (the texts above are near duplicates of one another).
-NO_GROUPS = pd.DataFrame(columns=NEAR_DUPLICATE_GROUP_COLUMNS)
-
-
-def test_split_is_stratified(params):
-    records = _unique_records(COUNTS)
-    train, val, test, summary = nodes.split_records(records, NO_GROUPS, params["split"])
-    assert (len(train), len(val), len(test)) == (800, 100, 100)
-    for frame, fraction in ((train, 0.8), (val, 0.1), (test, 0.1)):
-        per_class = frame["label"].value_counts()
-        for label, n in COUNTS.items():
-            assert abs(per_class[label] - n * fraction) <= 1, (label, fraction, per_class[label])
-    assert summary["stratified"] is True
-    assert summary["sizes"] == {"train": 800, "val": 100, "test": 100}
-    # a partition of the input: nothing lost, nothing shared
-    ids = pd.concat([train, val, test])["id"]
-    assert ids.is_unique and set(ids) == set(records["id"])
-    for frame in (train, val, test):
-        assert list(frame.columns) == RECORD_COLUMNS
-        assert frame["label_id"].dtype == "int64"
-        assert (frame["label"].map(LABELS.index) == frame["label_id"]).all()
 
 
 def _typo(text: str, k: int) -> str:
@@ -230,55 +191,9 @@ def test_report_counts_groups_that_a_split_broke_up(run_until_report):
 
 def test_split_fractions_come_from_parameters(params):
     params["split"].update(train_fraction=0.6, val_fraction=0.2, test_fraction=0.2)
-    train, val, test, _ = nodes.split_records(_unique_records(COUNTS), NO_GROUPS, params["split"])
+    train, val, test, _ = nodes.split_records(unique_records(COUNTS), NO_GROUPS, params["split"])
     assert (len(train), len(val), len(test)) == (600, 200, 200)
     assert val["label"].value_counts()["REFUSE"] == 20
-
-
-def test_split_is_deterministic_per_seed(params):
-    records = _unique_records(COUNTS)
-    first = nodes.split_records(records, NO_GROUPS, params["split"])
-    again = nodes.split_records(records.copy(), NO_GROUPS, params["split"])
-    for a, b in zip(first[:3], again[:3], strict=True):
-        pd.testing.assert_frame_equal(a, b)
-    params["split"]["random_state"] = 7
-    other = nodes.split_records(records, NO_GROUPS, params["split"])
-    assert set(other[2]["id"]) != set(first[2]["id"])
-    assert set(other[1]["id"]) != set(first[1]["id"])
-
-
-def test_split_with_zero_validation_fraction(params):
-    params["split"].update(train_fraction=0.9, val_fraction=0.0, test_fraction=0.1)
-    train, val, test, _ = nodes.split_records(_unique_records(COUNTS), NO_GROUPS, params["split"])
-    assert (len(train), len(val), len(test)) == (900, 0, 100)
-    assert list(val.columns) == RECORD_COLUMNS
-
-
-def test_too_few_records_to_stratify_is_a_clear_error(params):
-    records = _unique_records({"ALLOW": 20, "ESCALATION": 20, "DENY": 20, "REFUSE": 1})
-    with pytest.raises(
-        ValueError,
-        match=r"cannot stratify 61 records.*'REFUSE': 1.*"
-        r"allow_unstratified_fallback",
-    ):
-        nodes.split_records(records, NO_GROUPS, params["split"])
-
-
-def test_unstratified_fallback_when_allowed(params):
-    params["split"]["allow_unstratified_fallback"] = True
-    records = _unique_records({"ALLOW": 20, "ESCALATION": 20, "DENY": 20, "REFUSE": 1})
-    train, val, test, summary = nodes.split_records(records, NO_GROUPS, params["split"])
-    assert summary["stratified"] is False and "least populated class" in summary["fallback_reason"]
-    assert len(train) + len(val) + len(test) == 61
-    assert (len(val), len(test)) == (6, 7)  # test: ceil(6.1); val: 1/9 of the other 54
-    again = nodes.split_records(records, NO_GROUPS, params["split"])
-    pd.testing.assert_frame_equal(test, again[2])
-
-
-def test_split_of_nothing_is_empty(params):
-    train, val, test, summary = nodes.split_records(_unique_records({}), NO_GROUPS, params["split"])
-    assert len(train) == len(val) == len(test) == 0
-    assert summary["sizes"] == {"train": 0, "val": 0, "test": 0}
 
 
 @pytest.mark.parametrize(
@@ -295,7 +210,7 @@ def test_split_of_nothing_is_empty(params):
 def test_bad_split_parameters(params, update, match):
     params["split"].update(update)
     with pytest.raises(ValueError, match=match):
-        nodes.split_records(_unique_records(COUNTS), NO_GROUPS, params["split"])
+        nodes.split_records(unique_records(COUNTS), NO_GROUPS, params["split"])
 
 
 @pytest.mark.parametrize(("key", "value"),
@@ -311,7 +226,7 @@ def test_a_mistyped_split_parameter_fails_the_run_at_its_start(key, value):
 def test_missing_parameter_names_it(params):
     del params["split"]["random_state"]
     with pytest.raises(KeyError, match="random_state"):
-        nodes.split_records(_unique_records(COUNTS), NO_GROUPS, params["split"])
+        nodes.split_records(unique_records(COUNTS), NO_GROUPS, params["split"])
     params = base_parameters()
     del params["data_processing"]["split"]["random_state"]
     assert parameter_problems(params) == [

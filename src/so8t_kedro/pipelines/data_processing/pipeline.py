@@ -3,7 +3,8 @@
 ``four_class_partitions`` + ``seed_dataset`` (raw bytes) -> ``train_records`` /
 ``val_records`` / ``test_records`` (primary), ``quarantined_records`` /
 ``duplicate_records`` / ``near_duplicate_groups`` (intermediate), ``data_quality_report`` /
-``label_distribution_plot`` (reporting). See ``nodes.py`` for the rules; cleaning is
+``label_distribution_plot`` (reporting). The rules live in :mod:`so8t_kedro.records`
+(``nodes.py`` names the function behind each node); cleaning is
 :func:`so8t_kedro.records.cleaning.clean_records`, which the evaluation pipeline also
 runs on external test sets.
 """
