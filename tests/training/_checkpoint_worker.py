@@ -26,6 +26,12 @@ import torch
 from torch import nn
 
 from so8t_kedro.training import checkpoint as ck
+from so8t_kedro.training.state import (
+    DataPosition,
+    TrainingState,
+    capture_rng_state,
+    restore_rng_state,
+)
 
 N_SAMPLES, BATCH, FEATURES = 24, 4, 8
 STEPS_PER_EPOCH = N_SAMPLES // BATCH
@@ -75,18 +81,18 @@ class ToyLoop:
             self.epoch, self.index = self.epoch + 1, 0
         return loss.item()
 
-    def state(self) -> ck.TrainingState:
-        return ck.TrainingState(
+    def state(self) -> TrainingState:
+        return TrainingState(
             trainable=dict(self.model.state_dict()), optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(), rng=ck.capture_rng_state(),
+            scheduler=self.scheduler.state_dict(), rng=capture_rng_state(),
             step=self.step, epoch=self.epoch,
-            position=ck.DataPosition(index=self.index, seed=DATA_SEED), params=self.params)
+            position=DataPosition(index=self.index, seed=DATA_SEED), params=self.params)
 
-    def restore(self, state: ck.TrainingState) -> None:
+    def restore(self, state: TrainingState) -> None:
         self.model.load_state_dict(state.trainable)
         self.optimizer.load_state_dict(state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
-        ck.restore_rng_state(state.rng)
+        restore_rng_state(state.rng)
         self.step, self.epoch, self.index = state.step, state.epoch, state.position.index
         assert state.position.seed == DATA_SEED
 

@@ -17,6 +17,12 @@ import pytest
 import torch
 
 from so8t_kedro.training import checkpoint as ck
+from so8t_kedro.training.state import (
+    DataPosition,
+    TrainingState,
+    capture_rng_state,
+    restore_rng_state,
+)
 from tests.training import _checkpoint_worker as worker
 
 WORKER = Path(worker.__file__)
@@ -30,14 +36,14 @@ class FakeClock:
         return self.now
 
 
-def small_state(step: int, epoch: int = 0, value: float = 0.0) -> ck.TrainingState:
-    return ck.TrainingState(
+def small_state(step: int, epoch: int = 0, value: float = 0.0) -> TrainingState:
+    return TrainingState(
         trainable={"lora_A": torch.full((2, 3), value + step), "theta": torch.arange(4.0)},
         optimizer={"state": {0: {"step": torch.tensor(float(step))}},
                    "param_groups": [{"lr": 0.1, "params": [0]}]},
         scheduler={"last_epoch": step, "base_lrs": [0.1]},
-        rng=ck.capture_rng_state(), step=step, epoch=epoch,
-        position=ck.DataPosition(index=step % 3, seed=7), params={"lr": 0.1})
+        rng=capture_rng_state(), step=step, epoch=epoch,
+        position=DataPosition(index=step % 3, seed=7), params={"lr": 0.1})
 
 
 def run_worker(*args: str) -> subprocess.Popen:
@@ -137,13 +143,13 @@ def test_load_round_trip_and_rng_restore(tmp_path):
     assert torch.equal(loaded.trainable["lora_A"], state.trainable["lora_A"])
     assert loaded.optimizer["param_groups"] == state.optimizer["param_groups"]
     assert loaded.scheduler == state.scheduler
-    assert (loaded.step, loaded.epoch, loaded.position) == (5, 1, ck.DataPosition(2, 7))
+    assert (loaded.step, loaded.epoch, loaded.position) == (5, 1, DataPosition(2, 7))
     assert loaded.params == {"lr": 0.1} and loaded.scaler is None
 
     random.seed(99)
     np.random.seed(99)
     torch.manual_seed(99)
-    ck.restore_rng_state(loaded.rng)
+    restore_rng_state(loaded.rng)
     assert (random.gauss(0, 1), np.random.randn(3).tolist()) == expected[:2]
     assert torch.equal(torch.rand(3), expected[2])
     for name in ("trainable.safetensors", "rng.safetensors", "rng.json", "optimizer.pt",
@@ -220,7 +226,7 @@ def test_resolve_resume_latest_across_sessions_skips_corrupt(tmp_path, caplog):
 def test_resume_takes_the_newest_matching_checkpoint_of_an_unfinished_session(tmp_path):
     fingerprint = {"batch_size": 4, "seed": 1, "train_data": "aa"}
 
-    def state(step: int, **changes) -> ck.TrainingState:
+    def state(step: int, **changes) -> TrainingState:
         saved = small_state(step)
         saved.fingerprint = {**fingerprint, **changes}
         return saved

@@ -69,11 +69,11 @@ each differing field, unless the caller accepts the changes.
 
 Resume: ``resolve_resume("latest", root, fingerprint)`` (or an explicit path) → :func:`load` →
 ``model.load_state_dict(state.trainable, strict=False)``, ``optimizer.load_state_dict``,
-``scheduler.load_state_dict``, :func:`restore_rng_state`, then continue at
-``state.epoch`` / ``state.position.index`` with the data order rebuilt from
-``state.position.seed``. Under DDP only the main process saves; the RNG states are rank 0's,
-which is enough because the loop reseeds every rank at each optimiser step from (seed, rank,
-position).
+``scheduler.load_state_dict``, :func:`~so8t_kedro.training.state.restore_rng_state`, then
+continue at ``state.epoch`` / ``state.position.index`` with the data order rebuilt from
+``state.position.seed`` (the state itself: :mod:`so8t_kedro.training.state`). Under DDP
+only the main process saves; the RNG states are rank 0's, which is enough because the loop
+reseeds every rank at each optimiser step from (seed, rank, position).
 """
 
 from __future__ import annotations
@@ -81,7 +81,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import signal
@@ -89,15 +88,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+# What a checkpoint holds is training/state.py's; the RNG functions are named here too
+# because the loop imports the whole resume API from this module.
+from so8t_kedro.training.state import (
+    DataPosition,
+    TrainingState,
+    capture_rng_state,
+    restore_rng_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,71 +154,6 @@ class TrainingInterrupted(Exception):
         self.signum = signum
         self.exit_code = 128 + signum if signum else 1
         super().__init__(resume_hint(self.checkpoint_path, signal_name))
-
-
-@dataclass
-class DataPosition:
-    """Where the loop is in the current epoch's data order.
-
-    ``index``: the next sample/batch index into the epoch's order; ``seed``: the seed the
-    order (permutation) is built from, so the same order can be rebuilt on resume.
-    """
-
-    index: int = 0
-    seed: int = 0
-
-
-@dataclass
-class TrainingState:
-    """Everything exact resume needs; see the module docstring for the files."""
-
-    trainable: dict[str, torch.Tensor]
-    optimizer: dict[str, Any] | None
-    scheduler: dict[str, Any] | None
-    rng: dict[str, Any]
-    step: int
-    epoch: int = 0
-    position: DataPosition = field(default_factory=DataPosition)
-    params: dict[str, Any] = field(default_factory=dict)
-    scaler: dict[str, Any] | None = None
-    fingerprint: dict[str, Any] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- RNG states
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """The global RNG states: python ``random``, numpy, torch CPU, torch CUDA (all devices)."""
-    version, internal, gauss_next = random.getstate()
-    name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    return {
-        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
-        "numpy": {"bit_generator": str(name), "key": [int(k) for k in key], "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
-    }
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Set the global RNG states from :func:`capture_rng_state` (or a loaded checkpoint)."""
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
-    npy = state["numpy"]
-    np.random.set_state((npy["bit_generator"], np.asarray(npy["key"], dtype=np.uint32),
-                         npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
-    torch.set_rng_state(state["torch"].cpu())
-    cuda = list(state.get("cuda") or [])
-    if cuda:
-        if not torch.cuda.is_available():
-            log.warning("Checkpoint has CUDA RNG states but CUDA is not available; skipped.")
-        else:
-            count = torch.cuda.device_count()
-            if count != len(cuda):
-                log.warning("Checkpoint has %d CUDA RNG states, this machine %d devices; "
-                            "restoring the first %d.", len(cuda), count, min(count, len(cuda)))
-            for device, rng in enumerate(cuda[:count]):
-                torch.cuda.set_rng_state(rng.cpu(), device)
 
 
 # --------------------------------------------------------------------------- file helpers
