@@ -337,11 +337,15 @@ def test_package_given_names_are_multinational_names(pii_params):
         ("Pieter van der Berg borrowed my drill", "<PERSON> borrowed my drill", {"PERSON": 1}),
         ("Write to Lucía de la Fuente about the rent", "Write to <PERSON> about the rent",
          {"PERSON": 1}),
-        ("Karim al-Masri is late again", "<PERSON> is late again", {"PERSON": 1}),
-        # hyphenated given names: the whole or the first part is a given name
+        ("Karim al-Masri borrowed my van again", "<PERSON> borrowed my van again",
+         {"PERSON": 1}),
+        # hyphenated given names: the whole or the first part is a given name ("Karim
+        # al-Masri is late again" and "Anne-Sophie Martin called twice" name private
+        # persons with no private signal at all: since round 13's inverted public-facts
+        # rule they stay, the rule's documented edge)
         ("I ran into Dae-jung Park at the gym", "I ran into <PERSON> at the gym",
          {"PERSON": 1}),
-        ("Anne-Sophie Martin called twice", "<PERSON> called twice", {"PERSON": 1}),
+        ("Anne-Sophie Martin called me twice", "<PERSON> called me twice", {"PERSON": 1}),
         # African given names from the regional lists, also in Japanese text
         ("Chidi Okonkwo keeps taking my parking spot", "<PERSON> keeps taking my parking spot",
          {"PERSON": 1}),
@@ -1169,3 +1173,90 @@ def test_public_fact_word_lists_must_exist(pii_params):
     public_facts = {**pii_params["public_facts"], "works_after": {"en": "(?:{{plays}})"}}
     with pytest.raises(ValueError, match=r"works_after: no words for \['plays'\]"):
         PiiConfig.model_validate({**pii_params, "public_facts": public_facts})
+
+
+# ------------------------------------------- what the twelfth held-out set missed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the inverted rule: a named person stays in any text with no private context,
+        # whatever its phrasing (noun phrases, imperatives, works after the name)
+        "浅田真央の五輪での成績",
+        "小林一茶が詠んだ雀の句",
+        "坂口安吾の堕落論を要約して",
+        "ショパンの「革命」が作曲された年",
+        "List the films Audrey Hepburn starred in",
+        # a relation word whose possessor is a named third party, in a factual text
+        "In which city was Frida's husband Diego Rivera born?",
+        # a brand named after a person, the span running past the listed name
+        "Johnnie Walker Black vs Red Label",
+        # a subnet mask and public resolvers identify no one
+        "What does 255.255.255.0 mean as a subnet mask?",
+        "Set the DNS to 1.1.1.1 or 8.8.8.8?",
+    ],
+)
+def test_twelfth_set_look_alikes_stay(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # a neighbour cue after a capitalised pair on no given-name list
+        ("Jarrah Nakamarra from next door lent us his ladder",
+         "<PERSON> from next door lent us his ladder", {"PERSON": 1}),
+        # 丁 without 目 between the block numbers
+        ("請求書の送付先は堺市北区中百舌鳥町2丁104番地", "請求書の送付先は<ADDRESS>", {"ADDRESS": 1}),
+        # a passport number more than 15 characters after its keyword
+        ("the passport I travel on is 774201958", "the passport I travel on is <ID>",
+         {"PASSPORT": 1}),
+    ],
+)
+def test_what_the_twelfth_held_out_set_missed(scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # private signals the inverted rule needed on the development set: work and HR,
+        # health, housing and bookings, online profiles, sending to, time of a personal
+        # event, where the person is from, first-person involvement, self-introduction
+        ("部長の高橋誠がパワハラしてくるので相談したい", "部長の<PERSON>がパワハラしてくるので相談したい"),
+        ("Dr. Alan Whitfield prescribed this medicine", "Dr. <PERSON> prescribed this medicine"),
+        ("Cancel the booking for Ms. Lindqvist in room 12",
+         "Cancel the booking for Ms. <PERSON> in room 12"),
+        ("Find Esperanza Villalobos on social media for me",
+         "Find <PERSON> on social media for me"),
+        ("Send the lab results to Fatima Al-Sayed before noon",
+         "Send the lab results to <PERSON> before noon"),
+        ("Send flowers to Mrs. Okafor on Friday", "Send flowers to Mrs. <PERSON> on Friday"),
+        ("Abdullah Al-Farsi from procurement sent the wrong invoice again",
+         "<PERSON> from procurement sent the wrong invoice again"),
+        ("I suspect Kirsten Oyelaran took cash from the register",
+         "I suspect <PERSON> took cash from the register"),
+        ("Help me apologise to Mei-Ling Chou for missing her party",
+         "Help me apologise to <PERSON> for missing her party"),
+        ("田中花子です", "<PERSON>です"),
+    ],
+)
+def test_private_signals_keep_replacing_private_persons(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+def test_subnet_masks_are_no_host_but_neighbouring_addresses_are():
+    assert not pii._ip_valid("255.255.255.0")
+    assert not pii._ip_valid("255.255.0.0")
+    assert pii._ip_valid("255.255.1.0")  # not contiguous ones: a host address
+    assert pii._ip_valid("192.168.10.7")
+
+
+def test_the_frame_is_not_needed_unless_configured(pii_params):
+    assert pii_params["public_facts"]["frame_required"] is False
+    framed = copy.deepcopy(dict(pii_params))
+    framed["public_facts"] = {**pii_params["public_facts"], "frame_required": True}
+    scrubber = PiiScrubber(PiiConfig.model_validate(framed))
+    [result] = scrubber.scrub(["坂口安吾の堕落論を要約して"], ["ja"])
+    assert result.text == "<PERSON>の堕落論を要約して"

@@ -45,6 +45,11 @@ from spacy.tokens import Doc
 logger = logging.getLogger(__name__)
 
 BLANK_MODEL = "blank"
+# What a person's characters become before ``public_facts.private`` is searched: no
+# letter (a private word inside a name is part of the name: 兄 in 中大兄皇子), and a
+# mark the private regexes can name (\uE000) where the person's place matters (a
+# self-introduction: 田中花子です, I'm Dana Reyes).
+PERSON_MARK = "\ue000"
 
 
 # ------------------------------------------------------------------ validators
@@ -88,16 +93,26 @@ def iban_valid(text: str) -> bool:
     return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
 
 
+def _is_subnet_mask(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """An IPv4 netmask of contiguous ones, at least the first octet (255.0.0.0,
+    255.255.255.0, 255.255.255.252): a mask, not a host."""
+    if address.version != 4:
+        return False
+    value = int(address)
+    inverse = ~value & 0xFFFFFFFF
+    return value >> 24 == 0xFF and inverse & (inverse + 1) == 0
+
+
 def _ip_valid(text: str) -> bool:
     """A valid address that can point at a host: not loopback (127.0.0.1, ::1), the
-    unspecified address (0.0.0.0, ::), multicast or the limited broadcast
-    255.255.255.255, which identify no one."""
+    unspecified address (0.0.0.0, ::), multicast, the limited broadcast
+    255.255.255.255 or a subnet mask (255.255.255.0), which identify no one."""
     try:
         address = ipaddress.ip_interface(text).ip
     except ValueError:
         return False
     return not (address.is_loopback or address.is_unspecified or address.is_multicast
-                or address == ipaddress.IPv4Address("255.255.255.255"))
+                or _is_subnet_mask(address))
 
 
 def _digits(text: str) -> str:
@@ -300,6 +315,14 @@ class PublicFactsConfig(_Strict):
     # Any entity of another type in the text (a phone, an address, an account) is
     # private context.
     other_entities_are_private: bool = True
+    # Whether a person stays only inside a frame (a question or request about facts, or
+    # their works after the name). False inverts the rule: a person stays in ANY text
+    # with no private context (the ``private`` list, ``private_before``, a bare
+    # ``identity_only`` lookup, another entity); the frame is then not looked for. What
+    # must be listed is the private context, a smaller and steadier set than the many
+    # ways of asking about a public person (浅田真央の五輪での成績, 坂口安吾の堕落論を要約して,
+    # List the films Audrey Hepburn starred in).
+    frame_required: bool = True
 
     def model_post_init(self, _context: Any) -> None:
         if set(self.frame) != set(self.private):
@@ -340,6 +363,8 @@ class PiiConfig(_Strict):
     placeholders: dict[str, str]
     score_threshold: float = Field(ge=0.0, le=1.0)
     allow_list: list[str]
+    # Addresses that identify no one (public DNS resolvers: 1.1.1.1, 8.8.8.8), as data.
+    public_ip_addresses: list[str] = Field(default_factory=list)
     ner: NerConfig
     honorific_names: HonorificNamesConfig
     given_name_pairs: GivenNamePairsConfig
@@ -812,6 +837,7 @@ class PiiScrubber:
             for entity, placeholder in config.placeholders.items()
         }
         self.entities = config.entity_types
+        self._public_ips = frozenset(ipaddress.ip_address(a) for a in config.public_ip_addresses)
         public_facts = config.public_facts
         (self._public_frame, self._private, self._identity_only, self._works_after,
          self._private_before) = (
@@ -845,8 +871,10 @@ class PiiScrubber:
         同僚, 恋人, 住所, 連絡, an honorific) outside the persons found, and no entity of
         another type (``others``: a phone, an account). Then the persons in it are
         public figures, asked about as such (``pii.public_facts``). A private word inside
-        a name is part of the name (兄 in 中大兄皇子), so the persons' spans are blanked
-        before the private words are looked for."""
+        a name is part of the name (兄 in 中大兄皇子), so the persons' spans are replaced
+        by ``PERSON_MARK`` before the private words are looked for. With
+        ``frame_required`` false no frame is needed: any text with no private context
+        keeps its persons."""
         if others and self.config.public_facts.other_entities_are_private:
             return False
         frame = self._public_frame.get(language)
@@ -854,8 +882,9 @@ class PiiScrubber:
             return False
         identity_only = self._identity_only.get(language)
         works_after = self._works_after.get(language)
-        framed = frame.search(text) is not None and (
-            identity_only is None or identity_only.search(text) is None)
+        if identity_only is not None and identity_only.search(text) is not None:
+            return False
+        framed = not self.config.public_facts.frame_required or frame.search(text) is not None
         if not framed and works_after is not None:
             framed = any(works_after.match(text, person.end) is not None for person in persons)
         if not framed:
@@ -866,16 +895,26 @@ class PiiScrubber:
             return False
         rest = list(text)
         for person in persons:
-            rest[person.start : person.end] = " " * (person.end - person.start)
+            rest[person.start : person.end] = PERSON_MARK * (person.end - person.start)
         return self._private[language].search("".join(rest)) is None
+
+    def _is_public_ip(self, text: str) -> bool:
+        """Whether an address (with or without a prefix length) is one of
+        ``public_ip_addresses``: a public resolver, no one's host."""
+        try:
+            address = ipaddress.ip_interface(text).ip
+        except ValueError:
+            return False
+        return address in self._public_ips
 
     def _is_brand(self, text: str, result: RecognizerResult) -> bool:
         """Whether a person span is a brand named after a person (``pii.brands``): it
-        lies inside a listed brand name as written, or a product or shop word follows
-        it at once (Calvin Klein jacket; not Maria Lopez's jacket)."""
+        overlaps a listed brand name as written (inside it, or running past it: "Walker
+        Black" in Johnnie Walker Black), or a product or shop word follows it at once
+        (Calvin Klein jacket; not Maria Lopez's jacket)."""
         if self._brand_names is not None:
             for brand in self._brand_names.finditer(text):
-                if brand.start() <= result.start and result.end <= brand.end():
+                if brand.start() < result.end and result.start < brand.end():
                     return True
         if (self._product_after is not None
                 and self._product_after.match(text, result.end) is not None):
@@ -960,6 +999,8 @@ class PiiScrubber:
                 score_threshold=self.config.score_threshold,
                 allow_list=self.config.allow_list,
             )
+            results = [r for r in results if not (
+                r.entity_type == "IP_ADDRESS" and self._is_public_ip(text[r.start : r.end]))]
             brand_entities = self.config.brands.entities
             results = [r for r in results
                        if r.entity_type not in brand_entities or not self._is_brand(text, r)]
