@@ -10,6 +10,7 @@ test together (628 requests, not one split of 314) and on the same seed as its b
         --params base_model.embedded_training.loss_weights.cmd=0.1
     ... --query-scale 0.3          # queries scaled, not zeroed, by uniform_attention_start
     ... --uniform-layers 1         # only layer 1's queries zeroed (layer 0 keeps its own)
+    ... --previous-token-heads 0 1 # layer 0's heads 0 and 1 start looking one token back
 
 Reads the catalog's `thinking_sft_dataset` and train/val/test records (run
 `kedro run --pipelines=data_processing,thinking_sft` first). The embedded base is built by
@@ -49,6 +50,9 @@ def parse_args() -> argparse.Namespace:
                              "(the product: 0)")
     parser.add_argument("--uniform-layers", type=int, nargs="*", default=None,
                         help="the layers whose queries it scales (the product: all)")
+    parser.add_argument("--previous-token-heads", type=int, nargs="*", default=[],
+                        metavar="HEAD", help="layer-0 heads started as previous-token heads "
+                                             "(see patch_previous_token_start)")
     parser.add_argument("--tag", default="recipe", help="name of the scores file")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/recipe_epochs"))
     return parser.parse_args()
@@ -69,6 +73,55 @@ def patch_uniform_start(scale: float, layers: list[int] | None) -> None:
                     module.weight[:rows] *= scale
 
     loop.zero_query_weights = scale_queries
+
+
+def patch_previous_token_start(heads: list[int], pairs: int = 8, sharpness: float = 10.0) -> None:
+    """After the loop's uniform start, make layer 0's ``heads`` look one token back, so that
+    layer 1's uniform heads average token pairs (a bag of bigrams) instead of single tokens.
+
+    Phi-3's projections have no bias, so one embedding coordinate (the one of least variance)
+    is set to a constant for every token; the heads' queries and keys read only it, on the
+    ``pairs`` fastest rotary frequencies, the query turned back by one position's angle:
+    the score of key n from query m is then ``sum_i cos(theta_i * (m - n - 1))``, largest
+    one token back. ``sharpness`` scales the scores (10: about 0.6 of the weight one back,
+    0.2 on the token itself and two back)."""
+    import math
+
+    from so8t_kedro.training import loop
+
+    uniform_start = loop.zero_query_weights
+
+    def previous_token_start(model) -> None:
+        uniform_start(model)
+        config = model.config
+        n_heads = config.num_attention_heads
+        assert config.num_key_value_heads == n_heads, "one key head per query head assumed"
+        head_dim = config.hidden_size // n_heads
+        half = head_dim // 2
+        theta = config.rope_parameters["rope_theta"]
+        freqs = theta ** (-2 * torch.arange(half, dtype=torch.float64) / head_dim)
+        modules = dict(model.named_modules())
+
+        def module(suffix: str):
+            return next(m for name, m in modules.items() if name.endswith(suffix))
+
+        with torch.no_grad():
+            embeddings = module("embed_tokens.modules_to_save.default").weight
+            j = int(embeddings.var(0).argmin())
+            embeddings[:, j] = embeddings.pow(2).mean().sqrt()
+            x_j = module("layers.0.input_layernorm")(embeddings)[:, j].abs().mean().item()
+            scale = math.sqrt(sharpness * math.sqrt(head_dim)) / x_j
+            qkv = module("layers.0.self_attn.qkv_proj.modules_to_save.default").weight
+            for head in heads:
+                query, key = head * head_dim, (n_heads + head) * head_dim
+                qkv[query:query + head_dim] = 0
+                qkv[key:key + head_dim] = 0
+                for i in range(pairs):
+                    qkv[query + i, j] = scale * math.cos(freqs[i])
+                    qkv[query + half + i, j] = -scale * math.sin(freqs[i])
+                    qkv[key + i, j] = scale
+
+    loop.zero_query_weights = previous_token_start
 
 
 def main() -> None:
@@ -92,6 +145,8 @@ def main() -> None:
 
     if args.query_scale or args.uniform_layers is not None:
         patch_uniform_start(args.query_scale, args.uniform_layers)
+    if args.previous_token_heads:
+        patch_previous_token_start(args.previous_token_heads)
     bootstrap_project(PROJECT_ROOT)
     with KedroSession.create(project_path=PROJECT_ROOT,
                              runtime_params=runtime_params(args.params)) as session:
