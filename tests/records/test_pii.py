@@ -14,6 +14,7 @@ from kedro.config import OmegaConfigLoader
 
 from so8t_kedro.records import pii
 from so8t_kedro.records.pii import PiiConfig, PiiScrubber, luhn_valid, my_number_valid
+from so8t_kedro.records.pii.patterns import _ip_valid
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 BENCHMARK = Path(__file__).resolve().parent / "data/pii_benchmark.jsonl"
@@ -1247,10 +1248,10 @@ def test_private_signals_keep_replacing_private_persons(scrub, text, expected):
 
 
 def test_subnet_masks_are_no_host_but_neighbouring_addresses_are():
-    assert not pii._ip_valid("255.255.255.0")
-    assert not pii._ip_valid("255.255.0.0")
-    assert pii._ip_valid("255.255.1.0")  # not contiguous ones: a host address
-    assert pii._ip_valid("192.168.10.7")
+    assert not _ip_valid("255.255.255.0")
+    assert not _ip_valid("255.255.0.0")
+    assert _ip_valid("255.255.1.0")  # not contiguous ones: a host address
+    assert _ip_valid("192.168.10.7")
 
 
 def test_the_frame_is_not_needed_unless_configured(pii_params):

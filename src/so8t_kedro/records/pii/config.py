@@ -1,0 +1,237 @@
+"""``params:pii`` (conf/base/parameters_pii.yml) as strict pydantic models: one per
+section (recognisers, the named-entity model, honorific names, given-name pairs, public
+facts, brands) and ``PiiConfig`` over them; unknown keys are errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import regex
+from pydantic import BaseModel, ConfigDict, Field
+
+from so8t_kedro.records.pii.patterns import VALIDATORS
+from so8t_kedro.records.pii.text import _expand_words
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PatternConfig(_Strict):
+    name: str
+    regex: str
+    score: float = Field(ge=0.0, le=1.0)
+
+
+class RecognizerConfig(_Strict):
+    name: str
+    entity: str
+    languages: list[str]
+    patterns: list[PatternConfig]
+    validator: str | None = None
+    ignore_case: bool = False
+    # Word lists a pattern names as {{name}}: each becomes an alternation of the words
+    # (escaped), so that long lists stay data in the YAML.
+    words: dict[str, list[str]] = Field(default_factory=dict)
+
+    def model_post_init(self, _context: Any) -> None:
+        named = {n for p in self.patterns for n in regex.findall(r"\{\{(\w+)\}\}", p.regex)}
+        missing = sorted(named - set(self.words))
+        if missing:
+            raise ValueError(f"pii.recognizers.{self.name}: no words for {missing}")
+
+    def expanded(self, pattern: PatternConfig) -> str:
+        """The pattern's regex with every {{name}} replaced by its word list."""
+        return _expand_words(pattern.regex, self.words)
+
+
+class NerConfig(_Strict):
+    models: dict[str, str]
+    exclude: list[str]
+    labels: dict[str, str]
+    score: float = Field(ge=0.0, le=1.0)
+    reject: str
+    run_if_sudachi_pos: dict[str, str]
+    run_if_sudachi_surface: str
+    keep_only_over_sudachi_tokens: bool
+    batch_size: int = Field(ge=1)
+    # An entity whose text matches extend_if is extended over what follows it when that
+    # matches extend_over (グエン・バン + ・ナム: GiNZA cuts long katakana names short).
+    extend_if: str | None = None
+    extend_over: str | None = None
+
+
+class HonorificNamesConfig(_Strict):
+    """Names found by Sudachi before a personal honorific (``pii.honorific_names``)."""
+
+    languages: list[str]
+    pos: str
+    # A token whose part of speech matches place_pos counts only when the dictionary
+    # also lists its surface with a part of speech matching also_listed_as.
+    place_pos: str
+    also_listed_as: str
+    # A kanji word the tokenizer reads as a common noun (common_noun_pos: 平野 "a plain")
+    # counts when it has at least common_noun_min_length characters, no prefix (お客様)
+    # and the dictionary also lists it as a surname (listed_as_surname: 平野先生, 桑原様).
+    common_noun_pos: str
+    listed_as_surname: str
+    common_noun_min_length: int = Field(ge=1)
+    # Trades, roles and kin that take an honorific and are also dictionary names
+    # (大家さん, 八百屋さん): never a name.
+    role_nouns: list[str] = Field(default_factory=list)
+    surface: str
+    # A given name in kana between such a name and the honorific (中野ひなたちゃん): a
+    # token whose surface matches given_name_surface and part of speech given_name_pos.
+    given_name_surface: str | None = None
+    given_name_pos: str | None = None
+    # With no honorific: a private relation word and の before a word listed as a
+    # surname and such a kana given name (同級生の宮崎あかりに).
+    relation_nouns: list[str] = Field(default_factory=list)
+    relation_name_followed_by_pos: list[str] = Field(default_factory=list)
+    # ... and there a surname alone, with no given name (元上司の吉岡に): a proper noun
+    # (pos) of two or more kanji that the dictionary lists as a surname.
+    relation_surname_alone: bool = False
+    # A kana given name that Sudachi reads across the honorific or as other words (り +
+    # こ in 工藤りこちゃん, そう + たくん in 安田そうたくん): after a kanji word the
+    # dictionary lists as a surname, a run of kana matching kana_run_surface right
+    # before an honorific in the text itself, unless it matches kana_run_not.
+    kana_run_surface: str | None = None
+    kana_run_not: str | None = None
+    honorifics: list[str] = Field(min_length=1)
+    score: float = Field(ge=0.0, le=1.0)
+
+
+class PackageNamesConfig(_Strict):
+    """A given-name list published inside an installed package: gender-guesser's copy of
+    Jörg Michael's ``nam_dict.txt`` (~48,000 first names from ~55 countries, each with a
+    frequency 1-13 per country), read as it is shipped."""
+
+    package: str
+    file: str
+    # A name counts when its highest frequency in any country is at least this.
+    min_frequency: int = Field(ge=1, le=13)
+
+
+class GivenNamePairsConfig(_Strict):
+    """English names as "<given name> <Capitalised surname>" (``pii.given_name_pairs``)."""
+
+    languages: list[str]
+    # Matches a candidate pair; groups ``given`` and ``surname``. {{name}} as in
+    # RecognizerConfig.words.
+    regex: str
+    words: dict[str, list[str]] = Field(default_factory=dict)
+    # Given names always taken (the project's list, and lists per region) ...
+    names: list[str]
+    regional_names: dict[str, list[str]] = Field(default_factory=dict)
+    more_regional_names: dict[str, list[str]] = Field(default_factory=dict)
+    # ... names from the package ...
+    package_names: PackageNamesConfig
+    # ... less these (words and place-name openings that are also given names); English
+    # stop words (spaCy's list) are never a given name or a surname.
+    not_names: list[str]
+    # A pair right after this (a capitalised word inside a sentence, group ``word``) is
+    # the end of a longer proper name (The New York Times), unless the word is a given
+    # name (Mary Ann Smith) or one of ``titles`` (Mr Oscar Lindgren).
+    longer_name_before: str
+    titles: list[str]
+    score: float = Field(ge=0.0, le=1.0)
+
+
+class PublicFactsConfig(_Strict):
+    """Persons asked about as public facts stay (``pii.public_facts``): a factual
+    question or request about a person (frame: any question, とは, について, tell me
+    about, ...; or the person's works named after the name: Dr. Seuss books, 宇多田ヒカル
+    のデビュー曲) with no private context in the text (private: a relation word, a request
+    for contact, address, whereabouts or personal data, first-person involvement,
+    today / 明日; nor any other entity found in it)."""
+
+    entities: list[str]
+    # Per language: a question or a request about facts (frame) and what makes it about
+    # a private person (private); both searched in the whole text. {{name}} is the
+    # alternation of words[name], as in RecognizerConfig.words.
+    frame: dict[str, str]
+    private: dict[str, str]
+    words: dict[str, list[str]] = Field(default_factory=dict)
+    # A question that only asks who a bare name is ("Who is Nadia Petrova?"): no frame,
+    # an identity lookup of someone the text says nothing public about.
+    identity_only: dict[str, str] = Field(default_factory=dict)
+    # Matched right after a person: the person's public works (" books", "のデビュー曲"),
+    # a frame of its own.
+    works_after: dict[str, str] = Field(default_factory=dict)
+    # Searched right before a person, ending there: a request to contact the person or
+    # act on them ("call Tom Baker", "remind Ana Silva"), private context.
+    private_before: dict[str, str] = Field(default_factory=dict)
+    # Any entity of another type in the text (a phone, an address, an account) is
+    # private context.
+    other_entities_are_private: bool = True
+    # Whether a person stays only inside a frame (a question or request about facts, or
+    # their works after the name). False inverts the rule: a person stays in ANY text
+    # with no private context (the ``private`` list, ``private_before``, a bare
+    # ``identity_only`` lookup, another entity); the frame is then not looked for. What
+    # must be listed is the private context, a smaller and steadier set than the many
+    # ways of asking about a public person (浅田真央の五輪での成績, 坂口安吾の堕落論を要約して,
+    # List the films Audrey Hepburn starred in).
+    frame_required: bool = True
+
+    def model_post_init(self, _context: Any) -> None:
+        if set(self.frame) != set(self.private):
+            raise ValueError("pii.public_facts: frame and private need the same languages")
+        for key in ("frame", "private", "identity_only", "works_after", "private_before"):
+            for pattern in getattr(self, key).values():
+                named = set(regex.findall(r"\{\{(\w+)\}\}", pattern))
+                missing = sorted(named - set(self.words))
+                if missing:
+                    raise ValueError(f"pii.public_facts.{key}: no words for {missing}")
+
+    def expanded(self, key: str) -> dict[str, str]:
+        """The regexes of ``key`` per language, every {{name}} replaced by its words."""
+        return {language: _expand_words(pattern, self.words)
+                for language, pattern in getattr(self, key).items()}
+
+
+class BrandsConfig(_Strict):
+    """Brands and firms named after people stay (``pii.brands``): a person span inside a
+    listed brand name as written, or followed at once by a product or shop word."""
+
+    entities: list[str]
+    names: list[str]
+    product_words: list[str]
+    # Brands beginning with a personal title (Dr Pepper), matched as written like names.
+    titled_names: list[str] = Field(default_factory=list)
+    # Japanese trade and product words: a person span that ends in one or is followed
+    # at once by one is a firm (山田うどん, 田中貴金属).
+    business_words: list[str] = Field(default_factory=list)
+    # Shop-name suffixes that make a firm only right after the span (木村屋, 山本堂): a
+    # surname may end in them itself (土屋, 古屋), so a span ending in one stays a name.
+    business_suffixes: list[str] = Field(default_factory=list)
+
+
+class PiiConfig(_Strict):
+    """``params:pii`` (conf/base/parameters_pii.yml); unknown keys are errors."""
+
+    placeholders: dict[str, str]
+    score_threshold: float = Field(ge=0.0, le=1.0)
+    allow_list: list[str]
+    # Addresses that identify no one (public DNS resolvers: 1.1.1.1, 8.8.8.8), as data.
+    public_ip_addresses: list[str] = Field(default_factory=list)
+    ner: NerConfig
+    honorific_names: HonorificNamesConfig
+    given_name_pairs: GivenNamePairsConfig
+    public_facts: PublicFactsConfig
+    brands: BrandsConfig
+    recognizers: list[RecognizerConfig]
+
+    def model_post_init(self, _context: Any) -> None:
+        entities = {r.entity for r in self.recognizers} | set(self.ner.labels.values())
+        missing = sorted(entities - set(self.placeholders))
+        if missing:
+            raise ValueError(f"pii.placeholders has no placeholder for {missing}")
+        unknown = sorted({r.validator for r in self.recognizers} - {None, *VALIDATORS})
+        if unknown:
+            raise ValueError(f"pii.recognizers: unknown validator(s) {unknown}; known: "
+                             f"{sorted(VALIDATORS)}")
+
+    @property
+    def entity_types(self) -> list[str]:
+        """Every entity type, in the order of ``placeholders``."""
+        return list(self.placeholders)

@@ -1,0 +1,296 @@
+"""Person-name recognisers: the named-entity model's (``pii.ner``, each name confirmed by
+a Sudachi dictionary name), Japanese names before an honorific, after a relation word and
+の, and with kana given names (``pii.honorific_names``), and English "<given name>
+<Surname>" pairs from given-name lists (``pii.given_name_pairs``)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from collections.abc import Iterator
+from typing import Any
+
+import regex
+from presidio_analyzer import EntityRecognizer, RecognizerResult
+from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+
+from so8t_kedro.records.pii.config import (
+    GivenNamePairsConfig,
+    HonorificNamesConfig,
+    NerConfig,
+    PackageNamesConfig,
+)
+from so8t_kedro.records.pii.text import _expand_words, _SudachiTokens
+
+
+class _NerRecognizer(SpacyRecognizer):
+    """Presidio's spaCy recogniser, dropping entities that match ``ner.reject`` and, with
+    ``confirm``, those that overlap none of the tokens it finds."""
+
+    def __init__(self, language: str, config: NerConfig, confirm: _SudachiTokens | None):
+        super().__init__(
+            supported_language=language,
+            supported_entities=sorted(set(config.labels.values())),
+            ner_strength=config.score,
+        )
+        self._reject = regex.compile(config.reject)
+        self._confirm = confirm
+        self._extend_if = regex.compile(config.extend_if) if config.extend_if else None
+        self._extend_over = regex.compile(config.extend_over) if config.extend_over else None
+
+    def _extended(self, text: str, result: RecognizerResult) -> RecognizerResult:
+        """The entity carried over the rest of a name it was cut from (``ner.extend_*``)."""
+        if self._extend_if is None or self._extend_over is None:
+            return result
+        if not self._extend_if.fullmatch(text[result.start : result.end]):
+            return result
+        more = self._extend_over.match(text, result.end)
+        if more is not None:
+            result.end = more.end()
+        return result
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        results = [
+            r for r in super().analyze(text, entities, nlp_artifacts)
+            if not self._reject.search(text[r.start : r.end])
+        ]
+        if self._confirm is None or not results:
+            return [self._extended(text, r) for r in results]
+        names = self._confirm.spans(text)
+        return [self._extended(text, r) for r in results
+                if any(r.start < end and start < r.end for start, end in names)]
+
+
+class _HonorificNameRecognizer(EntityRecognizer):
+    """Person names Sudachi finds right before a personal honorific (松本 in 松本先生):
+    ``pii.honorific_names``."""
+
+    def __init__(self, config: HonorificNamesConfig, language: str):
+        super().__init__(
+            supported_entities=["PERSON"], name=f"honorific_names_{language}",
+            supported_language=language,
+        )
+        self._tokens = _SudachiTokens(config.pos, config.surface)
+        self._place = regex.compile(config.place_pos)
+        self._person = regex.compile(config.also_listed_as)
+        self._common_noun = regex.compile(config.common_noun_pos)
+        self._surname = regex.compile(config.listed_as_surname)
+        self._min_length = config.common_noun_min_length
+        self._role_nouns = frozenset(config.role_nouns)
+        self._honorifics = frozenset(config.honorifics)
+        self._score = config.score
+        self._given_surface = (regex.compile(config.given_name_surface)
+                               if config.given_name_surface else None)
+        self._given_pos = regex.compile(config.given_name_pos or "")
+        self._relations = frozenset(config.relation_nouns)
+        self._after_relation_name = frozenset(config.relation_name_followed_by_pos)
+        self._surname_alone = config.relation_surname_alone
+        honorifics = sorted(config.honorifics, key=len, reverse=True)
+        self._kana_run = (regex.compile(
+            f"(?:{config.kana_run_surface})(?=" + "|".join(map(regex.escape, honorifics)) + ")")
+            if config.kana_run_surface else None)
+        self._kana_run_not = regex.compile(config.kana_run_not) if config.kana_run_not else None
+        screen = list(config.honorifics) + [f"{word}の" for word in config.relation_nouns]
+        self._screen = regex.compile("|".join(map(regex.escape, screen)))
+
+    def load(self) -> None:
+        """Nothing to load: the tokenizer is built in ``__init__``."""
+
+    def may_match(self, text: str) -> bool:
+        """Whether an honorific or a relation word and の occurs at all (the tokenizer
+        runs only then)."""
+        return self._screen.search(text) is not None
+
+    def _is_name(self, token: Any) -> bool:
+        """A person name, or a place name the dictionary also lists as a person name
+        (松本先生; not 京都さん)."""
+        if not self._place.search("-".join(token.part_of_speech())):
+            return True
+        return self._tokens.listed_as(token.surface(), self._person)
+
+    def _is_surname_read_as_noun(self, tokens: Any, i: int) -> bool:
+        """A kanji common noun that the dictionary also lists as a surname, with no
+        prefix before it (平野先生, 桑原様; not お客様, and not a one-character word)."""
+        token = tokens[i]
+        surface = token.surface()
+        if (len(surface) < self._min_length or not self._tokens.surface_matches(surface)
+                or not self._common_noun.search("-".join(token.part_of_speech()))):
+            return False
+        if i > 0 and tokens[i - 1].part_of_speech()[0] == "接頭辞":
+            return False
+        return self._tokens.listed_as(surface, self._surname)
+
+    def _kana_run_end(self, text: str, token: Any) -> int | None:
+        """Where a kana given name ends that follows a surname in the text right before
+        an honorific, however Sudachi cut it (工藤 + りこ + ちゃん, 安田 + そうた + くん):
+        the surname a kanji word the dictionary lists as one (not a role noun)."""
+        if self._kana_run is None:
+            return None
+        surface = token.surface()
+        if (surface in self._role_nouns or not self._tokens.surface_matches(surface)
+                or not self._tokens.listed_as(surface, self._surname)):
+            return None
+        run = self._kana_run.match(text, token.end())
+        if run is None or (self._kana_run_not is not None
+                           and self._kana_run_not.search(run.group()) is not None):
+            return None
+        return run.end()
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        tokens = self._tokens.tokenize(text)
+        results = []
+        for i in range(len(tokens) - 1):
+            token = tokens[i]
+            end = self._name_end(tokens, i)
+            if end is None:
+                end = self._kana_run_end(text, token)
+                if end is not None:
+                    results.append(RecognizerResult("PERSON", token.begin(), end, self._score))
+                continue
+            if token.surface() in self._role_nouns:
+                continue
+            if ((self._tokens.matches(token) and self._is_name(token))
+                    or self._is_surname_read_as_noun(tokens, i)):
+                results.append(RecognizerResult("PERSON", token.begin(), end, self._score))
+        for i in range(2, len(tokens)):
+            end = self._relation_then_name(tokens, i)
+            if end is not None:
+                results.append(RecognizerResult("PERSON", tokens[i].begin(), end, self._score))
+        return results
+
+    def _is_kana_given_name(self, token: Any) -> bool:
+        """A given name in kana as the configuration describes it (ひなた, ここ)."""
+        return (self._given_surface is not None
+                and self._given_surface.search(token.surface()) is not None
+                and self._given_pos.search("-".join(token.part_of_speech())) is not None)
+
+    def _relation_then_name(self, tokens: Any, i: int) -> int | None:
+        """Where the name ends that starts at token i after a relation word and の: a
+        kanji word the dictionary lists as a surname and a kana given name, then a
+        particle or the end, no honorific needed (同級生の宮崎あかりに); with
+        ``relation_surname_alone``, also a proper noun of two or more kanji listed as a
+        surname before a particle or a punctuation mark (元上司の吉岡に). None otherwise."""
+        if (not self._relations or tokens[i - 1].surface() != "の"
+                or tokens[i - 2].surface() not in self._relations):
+            return None
+        surface = tokens[i].surface()
+        if (surface in self._role_nouns or not self._tokens.surface_matches(surface)
+                or not self._tokens.listed_as(surface, self._surname)):
+            return None
+        if i + 1 < len(tokens) and self._is_kana_given_name(tokens[i + 1]):
+            if (i + 2 >= len(tokens)
+                    or tokens[i + 2].part_of_speech()[0] in self._after_relation_name):
+                return tokens[i + 1].end()
+            return None
+        if (self._surname_alone and len(surface) >= 2 and self._tokens.matches(tokens[i])
+                and i + 1 < len(tokens)
+                and tokens[i + 1].part_of_speech()[0] in self._after_relation_name):
+            return tokens[i].end()
+        return None
+
+    def _name_end(self, tokens: Any, i: int) -> int | None:
+        """Where the name that starts at token i ends when an honorific follows it at
+        once, or after a given name in kana (中野ひなたちゃん); None when none follows."""
+        if tokens[i + 1].surface() in self._honorifics:
+            return tokens[i].end()
+        if (i + 2 < len(tokens) and tokens[i + 2].surface() in self._honorifics
+                and self._is_kana_given_name(tokens[i + 1])):
+            return tokens[i + 1].end()
+        # A kana given name that Sudachi split in two (はる+と in 安藤はるとくん, ゆう+ま
+        # in 村井ゆうまくん): the first part a given name's part of speech, both together
+        # a kana given name's surface.
+        if (i + 3 < len(tokens) and tokens[i + 3].surface() in self._honorifics
+                and self._is_kana_given_name(tokens[i + 1])
+                and self._given_surface is not None
+                and self._given_surface.search(tokens[i + 1].surface() + tokens[i + 2].surface())):
+            return tokens[i + 2].end()
+        return None
+
+
+def package_given_names(config: PackageNamesConfig) -> frozenset[str]:
+    """Given names of at least ``min_frequency`` in some country, from a package's
+    ``nam_dict.txt`` (column 0-1 gender, 3-28 the name, 30- one frequency digit 1-D
+    per country; UTF-8 in gender-guesser's copy, columns counted in characters).
+    Capitalised names of any Latin script (José, Zsófia, Łukasz, Søren); a compound
+    written Dae+Jung is taken hyphenated with both parts capitalised (Dae-Jung), as
+    hyphenated given names are looked up (``_GivenNamePairRecognizer.is_given_name``).
+    Read once per process: each language's recogniser asks for the same list."""
+    return _read_package_names(config.package, config.file, config.min_frequency)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_package_names(package: str, file: str, min_frequency: int) -> frozenset[str]:
+    text = (importlib.resources.files(package) / file).read_bytes()
+    names = set()
+    for line in text.decode("utf-8").splitlines():
+        if line.startswith(("#", "=")) or len(line) < 31:
+            continue
+        name = "-".join(part.capitalize() for part in line[3:29].strip().split("+"))
+        if not regex.fullmatch(r"\p{Lu}\p{Ll}+(?:-\p{Lu}\p{Ll}+)*", name):
+            continue
+        frequencies = [int(ch, 16) for ch in line[30:] if ch in "123456789ABCDabcd"]
+        if frequencies and max(frequencies) >= min_frequency:
+            names.add(name)
+    return frozenset(names)
+
+
+class _GivenNamePairRecognizer(EntityRecognizer):
+    """"<given name> <Surname>" where the first word is a known given name and neither
+    word is an English stop word: ``pii.given_name_pairs``."""
+
+    def __init__(self, config: GivenNamePairsConfig, language: str):
+        super().__init__(
+            supported_entities=["PERSON"], name=f"given_name_pairs_{language}",
+            supported_language=language,
+        )
+        from spacy.lang.en.stop_words import STOP_WORDS
+
+        stop_words = {word.capitalize() for word in STOP_WORDS}
+        regional = {name for lists in (config.regional_names, config.more_regional_names)
+                    for names in lists.values() for name in names}
+        names = set(config.names) | regional | (
+            package_given_names(config.package_names) - set(config.not_names) - stop_words
+        )
+        self._given_names = frozenset(names)
+        self._stop_words = frozenset(stop_words)
+        self._pair = regex.compile(_expand_words(config.regex, config.words))
+        self._longer_name_before = regex.compile(config.longer_name_before)
+        self._titles = frozenset(config.titles)
+        self._score = config.score
+
+    def load(self) -> None:
+        """Nothing to load: the name list is read in ``__init__``."""
+
+    def is_given_name(self, word: str) -> bool:
+        """A given name on the lists; a hyphenated one (Dae-jung, Jan-Willem) when the
+        whole, its parts capitalised, or its first part is one."""
+        if word in self._given_names:
+            return True
+        if "-" not in word:
+            return False
+        first = word.split("-", 1)[0]
+        whole = "-".join(part.capitalize() for part in word.split("-"))
+        return whole in self._given_names or first in self._given_names
+
+    def _ends_a_longer_name(self, text: str, start: int) -> bool:
+        before = self._longer_name_before.search(text, 0, start)
+        return before is not None and not (
+            before["word"] in self._given_names or before["word"] in self._titles
+        )
+
+    def _pairs(self, text: str) -> Iterator[Any]:
+        # overlapped: "Mr Oscar Lindgren" is tried as "Mr Oscar" and "Oscar Lindgren"
+        for match in self._pair.finditer(text, overlapped=True):
+            if (self.is_given_name(match["given"])
+                    and match["surname"] not in self._stop_words
+                    and not self._ends_a_longer_name(text, match.start())):
+                yield match
+
+    def may_match(self, text: str) -> bool:
+        return next(self._pairs(text), None) is not None
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        return [
+            RecognizerResult("PERSON", match.start(), match.end(), self._score)
+            for match in self._pairs(text)
+        ]
