@@ -267,6 +267,7 @@ def main() -> None:
         embedded["pretrain"]["epochs"] = args.pretrain_epochs
 
     from so8t_kedro.models.selection import training_params_for
+    from so8t_kedro.training.loop import batches_per_epoch
 
     base = training_params_for(all_params["base_model"], all_params["training"])
     if args.quantization is not None:
@@ -281,8 +282,8 @@ def main() -> None:
 
     samples = seed_samples(args.per_label)
     n_train = int((samples["split"] == "train").sum())
-    steps_per_epoch = math.ceil(math.ceil(n_train / base["batch_size"])
-                                / base["gradient_accumulation_steps"])
+    _, steps_per_epoch = batches_per_epoch(n_train, base["batch_size"],
+                                           base["gradient_accumulation_steps"])
     base["epochs"] = max(1, math.ceil((args.warmup + args.steps) / steps_per_epoch))
     total_steps = base["epochs"] * steps_per_epoch
 

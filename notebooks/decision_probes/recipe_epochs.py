@@ -141,7 +141,7 @@ def main() -> None:
         attach_reference_scores,
         build_embedded_base_model,
     )
-    from so8t_kedro.training.loop import train_so8t
+    from so8t_kedro.training.loop import batches_per_epoch, train_so8t
 
     if args.query_scale or args.uniform_layers is not None:
         patch_uniform_start(args.query_scale, args.uniform_layers)
@@ -169,8 +169,9 @@ def main() -> None:
     training["checkpoint"]["dir"] = str(args.work_dir / f"checkpoints_{args.tag}_{args.seed}")
     training["progress"]["show_progress_bar"] = False
     fmt = str(sft["format"].iloc[0])
-    steps_per_epoch = -(-int((sft["split"] == "train").sum()) // int(training["batch_size"]))
-    steps_per_epoch = -(-steps_per_epoch // int(training["gradient_accumulation_steps"]))
+    _, steps_per_epoch = batches_per_epoch(int((sft["split"] == "train").sum()),
+                                           training["batch_size"],
+                                           training["gradient_accumulation_steps"])
     scores: dict[str, np.ndarray] = {}
 
     def on_step(report) -> None:

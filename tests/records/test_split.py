@@ -12,35 +12,9 @@ import pytest
 from so8t_kedro.labels import LABELS
 from so8t_kedro.records.schema import NEAR_DUPLICATE_GROUP_COLUMNS, RECORD_COLUMNS
 from so8t_kedro.records.split import split_records
+from tests.helpers.records import COUNTS, NO_GROUPS, shipped_split_settings, unique_records
 
-
-def unique_records(counts: dict[str, int]) -> pd.DataFrame:
-    """``counts[label]`` records per label, one text each, in the record contract."""
-    rows = [
-        {
-            "id": f"{label}-{i}",
-            "text": f"{label} text {i}",
-            "label": label,
-            "label_id": LABELS.index(label),
-            "language": "en",
-            "domain": "d",
-            "source": f"f.jsonl:{k}",
-        }
-        for k, (label, i) in enumerate((label, i) for label, n in counts.items() for i in range(n))
-    ]
-    return pd.DataFrame(rows, columns=RECORD_COLUMNS)
-
-
-COUNTS = {"ALLOW": 400, "ESCALATION": 300, "DENY": 200, "REFUSE": 100}
-# Every record its own group (the texts above are near duplicates of one another).
-NO_GROUPS = pd.DataFrame(columns=NEAR_DUPLICATE_GROUP_COLUMNS)
-# The shipped settings (conf/base/parameters_data_processing.yml).
-SHIPPED = {
-    "val_fraction": 0.1,
-    "test_fraction": 0.1,
-    "random_state": 42,
-    "allow_unstratified_fallback": False,
-}
+SHIPPED = shipped_split_settings()
 
 
 def test_split_is_stratified():

@@ -8,7 +8,7 @@ from so8t_kedro.records.pii import PiiConfig
 
 
 class PiiFile(Strict):
-    # PiiConfig (records/pii.py) is the scrubber's own model.
+    # PiiConfig (records/pii/config.py) is the scrubber's own model.
     pii: PiiConfig
 
 

@@ -96,14 +96,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-# What a checkpoint holds is training/state.py's; the RNG functions are named here too
-# because the loop imports the whole resume API from this module.
-from so8t_kedro.training.state import (
-    DataPosition,
-    TrainingState,
-    capture_rng_state,
-    restore_rng_state,
-)
+# What a checkpoint holds is training/state.py's.
+from so8t_kedro.training.state import DataPosition, TrainingState
 
 log = logging.getLogger(__name__)
 
@@ -736,19 +730,15 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "CheckpointNotFoundError",
-    "DataPosition",
     "ResumeMismatchError",
     "ShutdownFlag",
     "TrainingInterrupted",
-    "TrainingState",
-    "capture_rng_state",
     "fingerprint_differences",
     "graceful_shutdown",
     "latest",
     "load",
     "new_session_id",
     "resolve_resume",
-    "restore_rng_state",
     "session_finished",
     "write_json_atomic",
 ]

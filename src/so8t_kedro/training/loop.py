@@ -68,19 +68,21 @@ from so8t_kedro.so8t import (
 )
 from so8t_kedro.training.checkpoint import (
     CheckpointManager,
-    DataPosition,
     ShutdownFlag,
     TrainingInterrupted,
-    TrainingState,
-    capture_rng_state,
     graceful_shutdown,
     load,
     new_session_id,
     resolve_resume,
-    restore_rng_state,
     session_finished,
 )
 from so8t_kedro.training.progress import PerformanceProfiler, ProgressLogger
+from so8t_kedro.training.state import (
+    DataPosition,
+    TrainingState,
+    capture_rng_state,
+    restore_rng_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -376,6 +378,16 @@ class NonFiniteLossError(RuntimeError):
     gradient; an emergency checkpoint holds the last finite state."""
 
 
+def batches_per_epoch(n_samples: int, batch_size: int, accumulation: int,
+                      world: int = 1) -> tuple[int, int]:
+    """``(micro-batches, optimiser steps)`` of one epoch of ``n_samples`` on each of ``world``
+    processes. Under `accelerate launch` every process must run the same number of
+    micro-batches, so with several processes the last incomplete global batch is dropped; a
+    single process keeps every sample."""
+    micro = math.ceil(n_samples / batch_size) if world == 1 else n_samples // (batch_size * world)
+    return micro, math.ceil(micro / accumulation)
+
+
 def step_seed(seed: int, rank: int, epoch: int, micro: int) -> int:
     """The seed of the optimiser step that starts at micro-batch ``micro`` of ``epoch`` on
     process ``rank``: randomness (dropout) depends on the data position alone, so a run
@@ -481,14 +493,11 @@ def train_so8t(
     batch_size = int(params["batch_size"])
     accumulation = int(params["gradient_accumulation_steps"])
     epochs = int(params["epochs"])
-    # Under `accelerate launch`, process `rank` takes its slice of each global batch. Every
-    # process must run the same number of micro-batches, so with several processes the last
-    # incomplete global batch is dropped; a single process keeps every sample.
+    # Under `accelerate launch`, process `rank` takes its slice of each global batch.
     world, rank = accelerator.num_processes, accelerator.process_index
     global_batch = batch_size * world
-    micro_per_epoch = (math.ceil(len(train) / batch_size) if world == 1
-                       else len(train) // global_batch)
-    steps_per_epoch = math.ceil(micro_per_epoch / accumulation)
+    micro_per_epoch, steps_per_epoch = batches_per_epoch(len(train), batch_size, accumulation,
+                                                         world)
     # ``max_steps`` (a trial's budget in hyperparameter search) cuts the run short; the
     # cosine schedule then spans the budget.
     total_steps = epochs * steps_per_epoch

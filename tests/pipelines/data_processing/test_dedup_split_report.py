@@ -16,7 +16,7 @@ from so8t_kedro.records.schema import (
     RecordAccountingError,
 )
 from tests.helpers.project import base_parameters
-from tests.records.test_split import COUNTS, NO_GROUPS, unique_records
+from tests.helpers.records import COUNTS, NO_GROUPS, unique_records
 
 from .conftest import SEED_NAME, balanced_records, distinct_text, jsonl, reasons
 
