@@ -1261,3 +1261,56 @@ def test_the_frame_is_not_needed_unless_configured(pii_params):
     scrubber = PiiScrubber(PiiConfig.model_validate(framed))
     [result] = scrubber.scrub(["坂口安吾の堕落論を要約して"], ["ja"])
     assert result.text == "<PERSON>の堕落論を要約して"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # round 14: general private signals, relation words and shapes held-out-13 missed
+        ("Is it normal that Dr. Imogen Castellanos never returns calls?",
+         "Is it normal that Dr. <PERSON> never returns calls?"),
+        ("Please cancel Friday's session with Oluwaseun Adeyemi",
+         "Please cancel Friday's session with <PERSON>"),
+        ("Wendell Okonjo still hasn't answered about the carpool",
+         "<PERSON> still hasn't answered about the carpool"),
+        ("Ask Professor Hargreave whether I can submit late",
+         "Ask Professor <PERSON> whether I can submit late"),
+        ("同僚の鰐淵が私のPCを勝手に使っていた", "同僚の<PERSON>が私のPCを勝手に使っていた"),
+        ("甥っ子の今泉はるきの誕生日プレゼントを選んで", "甥っ子の<PERSON>の誕生日プレゼントを選んで"),
+        ("Deliver the sofa to 1802 W Foster Ave, Chicago, IL 60640",
+         "Deliver the sofa to <ADDRESS>"),
+        ("ログイン: nakamura_r / Hoshi2025!!", "ログイン: nakamura_r / <SECRET>"),
+        ("My server is 192.168.1.23/24 at home", "My server is <IP> at home"),
+    ],
+)
+def test_round_14_private_persons_and_shapes_are_replaced(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "是枝裕和監督の万引き家族のあらすじ",  # 家族 inside a work title
+        "久石譲が音楽を担当したジブリ作品",  # 担当 as a verb, not a relation word
+        "Tracking number 1Z 4F7 2X9 03 1187 5520",  # a phone shape inside a longer code
+        "10.0.0.0/8 is a private range",  # networks with a prefix length, not hosts
+        "Why does my laptop get a 169.254.0.0/16 address?",
+        "fe80::/10 はリンクローカルアドレス",
+        "Why did Einstein never publish that paper?",
+        "同僚の仕事が多すぎる",
+    ],
+)
+def test_round_14_look_alikes_stay(scrub, text):
+    assert scrub(text)[0] == text
+
+
+def test_round_14_label_before_an_ordinary_katakana_word_is_no_name(scrub):
+    assert scrub("取引先の担当アドレス k.nakahara@kitanet.co.jp を登録して")[0] == (
+        "取引先の担当アドレス <EMAIL> を登録して")
+
+
+def test_networks_with_a_prefix_length_are_no_host():
+    assert not _ip_valid("10.0.0.0/8")
+    assert not _ip_valid("fe80::/10")
+    assert _ip_valid("192.168.1.23/24")
+    assert _ip_valid("203.0.113.9/32")

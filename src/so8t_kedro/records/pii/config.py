@@ -91,6 +91,13 @@ class HonorificNamesConfig(_Strict):
     # ... and there a surname alone, with no given name (元上司の吉岡に): a proper noun
     # (pos) of two or more kanji that the dictionary lists as a surname.
     relation_surname_alone: bool = False
+    # ... or a word of 2-3 kanji the dictionary lists as no surname but tags as a proper
+    # noun matching this (鰐淵 in 同僚の鰐淵が: 名詞-固有名詞-一般), before a particle.
+    relation_unlisted_proper_noun_pos: str | None = None
+    # ... and after such a surname a kana given name that Sudachi cut across a particle
+    # (今泉 + は + るき in 甥っ子の今泉はるきの): 2-4 kana of whole tokens, the last a noun,
+    # then a particle, a mark or the end (not 今泉はまだ: まだ is no noun).
+    relation_kana_run: bool = False
     # A kana given name that Sudachi reads across the honorific or as other words (り +
     # こ in 工藤りこちゃん, そう + たくん in 安田そうたくん): after a kanji word the
     # dictionary lists as a surname, a run of kana matching kana_run_surface right

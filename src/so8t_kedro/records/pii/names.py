@@ -85,6 +85,9 @@ class _HonorificNameRecognizer(EntityRecognizer):
         self._relations = frozenset(config.relation_nouns)
         self._after_relation_name = frozenset(config.relation_name_followed_by_pos)
         self._surname_alone = config.relation_surname_alone
+        self._unlisted_proper = (regex.compile(config.relation_unlisted_proper_noun_pos)
+                                 if config.relation_unlisted_proper_noun_pos else None)
+        self._relation_kana_run = config.relation_kana_run
         honorifics = sorted(config.honorifics, key=len, reverse=True)
         self._kana_run = (regex.compile(
             f"(?:{config.kana_run_surface})(?=" + "|".join(map(regex.escape, honorifics)) + ")")
@@ -174,9 +177,13 @@ class _HonorificNameRecognizer(EntityRecognizer):
                 or tokens[i - 2].surface() not in self._relations):
             return None
         surface = tokens[i].surface()
-        if (surface in self._role_nouns or not self._tokens.surface_matches(surface)
-                or not self._tokens.listed_as(surface, self._surname)):
+        if surface in self._role_nouns or not self._tokens.surface_matches(surface):
             return None
+        if not self._tokens.listed_as(surface, self._surname):
+            return self._unlisted_surname_end(tokens, i)
+        run_end = self._kana_given_name_run_end(tokens, i)
+        if run_end is not None:
+            return run_end
         if i + 1 < len(tokens) and self._is_kana_given_name(tokens[i + 1]):
             if (i + 2 >= len(tokens)
                     or tokens[i + 2].part_of_speech()[0] in self._after_relation_name):
@@ -186,6 +193,41 @@ class _HonorificNameRecognizer(EntityRecognizer):
                 and i + 1 < len(tokens)
                 and tokens[i + 1].part_of_speech()[0] in self._after_relation_name):
             return tokens[i].end()
+        return self._unlisted_surname_end(tokens, i)
+
+    def _followed_by_particle(self, tokens: Any, j: int) -> bool:
+        """Whether token j is a particle or a mark (``relation_name_followed_by_pos``),
+        or the text ends before it."""
+        return j >= len(tokens) or tokens[j].part_of_speech()[0] in self._after_relation_name
+
+    def _unlisted_surname_end(self, tokens: Any, i: int) -> int | None:
+        """A surname the tokenizer does not read as a name after a relation word and の:
+        2-3 kanji it tags as a proper noun of ``relation_unlisted_proper_noun_pos`` (鰐淵
+        in 同僚の鰐淵が, 固有名詞-一般), before a particle or a mark."""
+        token = tokens[i]
+        if (self._unlisted_proper is None or not 2 <= len(token.surface()) <= 3
+                or not self._unlisted_proper.search("-".join(token.part_of_speech()))
+                or i + 1 >= len(tokens) or not self._followed_by_particle(tokens, i + 1)):
+            return None
+        return token.end()
+
+    def _kana_given_name_run_end(self, tokens: Any, i: int) -> int | None:
+        """After a surname at token i, a kana given name Sudachi cut into other words
+        (今泉 + は + るき): 2-4 kana of whole tokens, the last a noun, the first not a
+        copula or a particle run (``kana_run_not``), then a particle, a mark or the end."""
+        if not self._relation_kana_run or self._kana_run_not is None:
+            return None
+        kana = ""
+        for j in range(i + 1, min(i + 5, len(tokens))):
+            kana += tokens[j].surface()
+            if not regex.fullmatch(r"[\p{Hiragana}\p{Katakana}ー]{1,4}", kana):
+                return None
+            pos = tokens[j].part_of_speech()
+            if (len(kana) >= 2 and pos[0] == "名詞"
+                    and (pos[1] == "固有名詞" or regex.fullmatch(r"\p{Hiragana}+", kana))
+                    and self._followed_by_particle(tokens, j + 1)
+                    and self._kana_run_not.search(kana) is None):
+                return tokens[j].end()
         return None
 
     def _name_end(self, tokens: Any, i: int) -> int | None:

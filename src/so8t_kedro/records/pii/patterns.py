@@ -70,10 +70,16 @@ def _is_subnet_mask(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> b
 def _ip_valid(text: str) -> bool:
     """A valid address that can point at a host: not loopback (127.0.0.1, ::1), the
     unspecified address (0.0.0.0, ::), multicast, the limited broadcast
-    255.255.255.255 or a subnet mask (255.255.255.0), which identify no one."""
+    255.255.255.255, a subnet mask (255.255.255.0), nor a network written with its
+    prefix length (10.0.0.0/8, 169.254.0.0/16, fe80::/10: the address is the network's
+    own, a range, not a host; 192.168.1.23/24 is a host), which identify no one."""
     try:
-        address = ipaddress.ip_interface(text).ip
+        interface = ipaddress.ip_interface(text)
     except ValueError:
+        return False
+    address = interface.ip
+    if ("/" in text and interface.network.prefixlen < interface.max_prefixlen
+            and address == interface.network.network_address):
         return False
     return not (address.is_loopback or address.is_unspecified or address.is_multicast
                 or _is_subnet_mask(address))
@@ -97,7 +103,11 @@ def _ja_name_not_common_noun(text: str) -> bool | None:
         return None
     first = tokens[0]
     surface = first.surface()
-    if (not regex.fullmatch(r"[\p{Han}々]+", surface)
+    # ... or a katakana word read as one common noun, the whole match (アドレス in
+    # 担当アドレス: a form label before an ordinary word, not ヤマダタロウ).
+    katakana = (len(tokens) == 1 and regex.fullmatch(r"[\p{Katakana}ー]+", surface)
+                is not None)
+    if ((not katakana and not regex.fullmatch(r"[\p{Han}々]+", surface))
             or not _COMMON_NOUN_POS.search("-".join(first.part_of_speech()))):
         return None
     listed = any(m.surface() == surface and _PERSON_NAME_POS.search("-".join(m.part_of_speech()))
