@@ -32,12 +32,12 @@ from kedro.config import OmegaConfigLoader
 from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.data_processing.nodes import (
     collect_quarantined_records,
-    deduplicate_records,
     group_near_duplicates,
     ingest_raw_records,
     split_records,
 )
 from so8t_kedro.records.cleaning import clean_records
+from so8t_kedro.records.deduplication import deduplicate_records
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

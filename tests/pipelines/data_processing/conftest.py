@@ -17,6 +17,8 @@ from kedro.config import OmegaConfigLoader
 from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.data_processing import nodes
 from so8t_kedro.records.cleaning import clean_records
+from so8t_kedro.records.deduplication import deduplicate_records
+from so8t_kedro.records.quality_report import data_quality_report
 from so8t_kedro.records.schema import RECORD_COLUMNS
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
@@ -92,7 +94,7 @@ def run_until_report(params) -> Callable[..., dict[str, Any]]:
             loaders, seed, p["ingest"]
         )
         out["clean"], out["q_clean"], out["pii"] = clean_records(out["raw"], p["clean"])
-        out["unique"], out["duplicates"], out["q_conflict"] = nodes.deduplicate_records(
+        out["unique"], out["duplicates"], out["q_conflict"] = deduplicate_records(
             out["clean"]
         )
         out["quarantine"] = nodes.collect_quarantined_records(
@@ -113,7 +115,7 @@ def run_until_report(params) -> Callable[..., dict[str, Any]]:
                 empty,
             )
             out["split"] = {"stratified": False}
-        out["report"] = nodes.build_data_quality_report(
+        out["report"] = data_quality_report(
             out["summary"],
             out["pii"],
             out["quarantine"],

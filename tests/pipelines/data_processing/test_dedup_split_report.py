@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from so8t_kedro.labels import LABELS
 from so8t_kedro.parameters import parameter_problems
 from so8t_kedro.pipelines.data_processing import nodes
+from so8t_kedro.records import quality_report
 from so8t_kedro.records.schema import (
     DUPLICATE_COLUMNS,
     NEAR_DUPLICATE_GROUP_COLUMNS,
@@ -180,7 +181,7 @@ def test_report_counts_groups_that_a_split_broke_up(run_until_report):
     out = run_until_report(seed)
     assert out["groups"]["id"].tolist() == ["a", "b"]
     train = out["train"]
-    broken = nodes.build_data_quality_report(
+    broken = quality_report.data_quality_report(
         out["summary"], out["pii"], out["quarantine"], out["duplicates"],
         train[train["id"] != "b"], train[train["id"] == "b"], out["test"], out["split"],
         out["groups"], out["group_summary"],
@@ -293,26 +294,26 @@ def test_report_raises_when_records_go_missing(run_until_report):
         "near_duplicate_groups": out["groups"],
         "near_duplicate_summary": out["group_summary"],
     }
-    nodes.build_data_quality_report(**args)  # consistent: no error
+    quality_report.data_quality_report(**args)  # consistent: no error
 
     lost = {**args, "train_records": out["train"].iloc[1:]}
     with pytest.raises(
         RecordAccountingError, match=rf"{SEED_NAME}: kept 19 .* = 19 != lines read 20"
     ):
-        nodes.build_data_quality_report(**lost)
+        quality_report.data_quality_report(**lost)
 
     invented = {**args, "val_records": out["train"].iloc[:2]}
     with pytest.raises(RecordAccountingError, match="22 != lines read 20"):
-        nodes.build_data_quality_report(**invented)
+        quality_report.data_quality_report(**invented)
 
     foreign = out["train"].assign(source="elsewhere.jsonl:1").iloc[:1]
     with pytest.raises(RecordAccountingError, match=r"never read.*elsewhere\.jsonl"):
-        nodes.build_data_quality_report(**{**args, "test_records": foreign})
+        quality_report.data_quality_report(**{**args, "test_records": foreign})
 
 
 def test_report_accepts_empty_tables_loaded_without_columns(run_until_report):
     out = run_until_report(jsonl(*balanced_records(2)))
-    report = nodes.build_data_quality_report(
+    report = quality_report.data_quality_report(
         out["summary"],
         out["pii"],
         pd.DataFrame(),
@@ -329,7 +330,7 @@ def test_report_accepts_empty_tables_loaded_without_columns(run_until_report):
 
 def test_plot_label_distribution(run_until_report):
     out = run_until_report(jsonl(*balanced_records(30)), split=True)
-    fig = nodes.plot_label_distribution(out["train"], out["val"], out["test"])
+    fig = quality_report.label_distribution_figure(out["train"], out["val"], out["test"])
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == list(LABELS)

@@ -8,14 +8,14 @@ record tables, a quarantine table, a duplicate table and a data-quality report.
 Nodes, in order: ``ingest_raw_records`` (bytes -> raw records; undecodable lines
 quarantined, :mod:`~so8t_kedro.records.jsonl`) -> ``clean_records`` (NFKC, whitespace,
 labels, language, PII; the node is :func:`so8t_kedro.records.cleaning.clean_records`
-itself) -> ``deduplicate_records`` and ``group_near_duplicates``
-(:mod:`~so8t_kedro.records.deduplication`) -> ``split_records`` (group-aware: near-duplicate
-requests stay in one split, :mod:`~so8t_kedro.records.split`);
-``collect_quarantined_records`` joins the three stage quarantines
-(:mod:`~so8t_kedro.records.quarantine`); ``build_data_quality_report`` and
-``plot_label_distribution`` report on the result
-(:mod:`~so8t_kedro.records.quality_report`, which states the accounting rule every line
-read obeys).
+itself) -> ``deduplicate_records`` (the node is
+:func:`so8t_kedro.records.deduplication.deduplicate_records`) and ``group_near_duplicates``
+-> ``split_records`` (group-aware: near-duplicate requests stay in one split,
+:mod:`~so8t_kedro.records.split`); ``collect_quarantined_records`` joins the three stage
+quarantines (:mod:`~so8t_kedro.records.quarantine`); ``build_data_quality_report`` and
+``plot_label_distribution`` report on the result (the nodes are
+:func:`so8t_kedro.records.quality_report.data_quality_report`, which states the
+accounting rule every line read obeys, and its ``label_distribution_figure``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
-from matplotlib.figure import Figure
 
-from so8t_kedro.records import deduplication, quality_report, quarantine, split
+from so8t_kedro.records import deduplication, quarantine, split
 from so8t_kedro.records.cleaning import configured_scrubber
 from so8t_kedro.records.jsonl import matching_partitions, read_jsonl_files
 
@@ -83,21 +82,6 @@ def ingest_raw_records(
 # ---------------------------------------------------------------------- deduplicate
 
 
-def deduplicate_records(
-    clean_records: pd.DataFrame,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Drop exact and near-exact duplicates of the cleaned records; quarantine label
-    conflicts (:func:`so8t_kedro.records.deduplication.deduplicate_records`).
-
-    Args:
-        clean_records: ``cleaned_records``.
-
-    Returns:
-        ``unique_records``, ``duplicate_records`` and ``conflict_quarantine``.
-    """
-    return deduplication.deduplicate_records(clean_records)
-
-
 def group_near_duplicates(
     unique_records: pd.DataFrame, params: Mapping[str, Any]
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -105,7 +89,7 @@ def group_near_duplicates(
     (:func:`so8t_kedro.records.deduplication.near_duplicate_table`).
 
     Args:
-        unique_records: output of :func:`deduplicate_records`.
+        unique_records: ``unique_records``.
         params: ``params:data_processing.near_duplicates``.
 
     Returns:
@@ -150,7 +134,7 @@ def collect_quarantined_records(
     Args:
         ingest_quarantine: lines :func:`ingest_raw_records` could not use.
         clean_quarantine: records ``clean_records`` could not use.
-        conflict_quarantine: label conflicts from :func:`deduplicate_records`.
+        conflict_quarantine: label conflicts from ``deduplicate_records``.
         params: ``params:data_processing.clean``.
 
     Returns:
@@ -191,7 +175,7 @@ def split_records(
     The fractions must each be in [0, 1] and sum to 1, with a train fraction above 0.
 
     Args:
-        records: ``unique_records`` from :func:`deduplicate_records`.
+        records: ``unique_records`` from ``deduplicate_records``.
         near_duplicate_groups: from :func:`group_near_duplicates`.
         params: ``params:data_processing.split``.
 
@@ -207,47 +191,3 @@ def split_records(
         random_state=params["random_state"],
         allow_unstratified_fallback=params["allow_unstratified_fallback"],
     )
-
-
-# ------------------------------------------------------------------------ reporting
-
-
-def build_data_quality_report(
-    ingest_summary: dict[str, Any],
-    pii_counts: dict[str, Any],
-    quarantined_records: pd.DataFrame,
-    duplicate_records: pd.DataFrame,
-    train_records: pd.DataFrame,
-    val_records: pd.DataFrame,
-    test_records: pd.DataFrame,
-    split_summary: dict[str, Any],
-    near_duplicate_groups: pd.DataFrame,
-    near_duplicate_summary: dict[str, Any],
-) -> dict[str, Any]:
-    """Assemble ``data_quality_report`` from every stage's output and check that no
-    record was lost (:func:`so8t_kedro.records.quality_report.data_quality_report`).
-
-    Raises:
-        RecordAccountingError: if ``kept + quarantined + duplicates + blank_lines``
-            differs from ``lines_read`` for any file or overall.
-    """
-    return quality_report.data_quality_report(
-        ingest_summary,
-        pii_counts,
-        quarantined_records,
-        duplicate_records,
-        train_records,
-        val_records,
-        test_records,
-        split_summary,
-        near_duplicate_groups,
-        near_duplicate_summary,
-    )
-
-
-def plot_label_distribution(
-    train_records: pd.DataFrame, val_records: pd.DataFrame, test_records: pd.DataFrame
-) -> Figure:
-    """``label_distribution_plot``: the label counts per split as a grouped bar chart
-    (:func:`so8t_kedro.records.quality_report.label_distribution_figure`)."""
-    return quality_report.label_distribution_figure(train_records, val_records, test_records)

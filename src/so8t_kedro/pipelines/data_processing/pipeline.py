@@ -4,22 +4,22 @@
 ``val_records`` / ``test_records`` (primary), ``quarantined_records`` /
 ``duplicate_records`` / ``near_duplicate_groups`` (intermediate), ``data_quality_report`` /
 ``label_distribution_plot`` (reporting). The rules live in :mod:`so8t_kedro.records`
-(``nodes.py`` names the function behind each node); cleaning is
-:func:`so8t_kedro.records.cleaning.clean_records`, which the evaluation pipeline also
-runs on external test sets.
+(``nodes.py`` names the function behind each node that reads parameters; cleaning,
+deduplication and the report are the records functions themselves, and
+:func:`so8t_kedro.records.cleaning.clean_records` also runs in the evaluation pipeline on
+external test sets).
 """
 
 from kedro.pipeline import Node, Pipeline
 
 from so8t_kedro.records.cleaning import clean_records
+from so8t_kedro.records.deduplication import deduplicate_records
+from so8t_kedro.records.quality_report import data_quality_report, label_distribution_figure
 
 from .nodes import (
-    build_data_quality_report,
     collect_quarantined_records,
-    deduplicate_records,
     group_near_duplicates,
     ingest_raw_records,
-    plot_label_distribution,
     split_records,
 )
 
@@ -74,7 +74,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="split_records",
             ),
             Node(
-                func=build_data_quality_report,
+                func=data_quality_report,
                 inputs=[
                     "ingest_summary",
                     "pii_counts",
@@ -92,7 +92,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tags=["report"],
             ),
             Node(
-                func=plot_label_distribution,
+                func=label_distribution_figure,
                 inputs=["train_records", "val_records", "test_records"],
                 outputs="label_distribution_plot",
                 name="plot_label_distribution",
