@@ -13,6 +13,7 @@ if it holds.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -47,25 +48,70 @@ def _count_by_file(sources: pd.Series) -> Counter:
     return Counter(source.rpartition(":")[0] for source in sources.tolist())
 
 
+def kept_records_summary(
+    train_records: pd.DataFrame,
+    val_records: pd.DataFrame,
+    test_records: pd.DataFrame,
+    near_duplicate_groups: pd.DataFrame,
+    near_duplicate_summary: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What a split kept, counted from the splits themselves, for :func:`data_quality_report`.
+
+    Returns the kept records per source file (``kept_by_file``, the report's accounting
+    checks it), their label / language / domain distributions overall and per split
+    (``distribution``) and ``near_duplicates``: the grouping's summary with the number of
+    groups found in more than one split.
+    """
+    # An empty table saved as JSONL comes back without columns.
+    splits = {
+        name: ensure_columns(frame, RECORD_COLUMNS)
+        for name, frame in zip(SPLITS, (train_records, val_records, test_records), strict=True)
+    }
+    kept_all = pd.concat(list(splits.values()), ignore_index=True)
+    near_duplicate_groups = ensure_columns(near_duplicate_groups, NEAR_DUPLICATE_GROUP_COLUMNS)
+    split_of = {
+        record_id: name for name, frame in splits.items() for record_id in frame["id"].tolist()
+    }
+    splits_per_group = (
+        near_duplicate_groups.assign(split=near_duplicate_groups["id"].map(split_of))
+        .groupby("group")["split"]
+        .nunique()
+    )
+    return {
+        "kept_by_file": dict(_count_by_file(kept_all["source"])),
+        "distribution": {
+            "overall": _distribution(kept_all),
+            **{name: _distribution(frame) for name, frame in splits.items()},
+        },
+        "near_duplicates": {
+            **near_duplicate_summary,
+            "groups_in_more_than_one_split": int((splits_per_group > 1).sum()),
+        },
+    }
+
+
 def data_quality_report(
     ingest_summary: dict[str, Any],
     pii_counts: dict[str, Any],
     quarantined_records: pd.DataFrame,
     duplicate_records: pd.DataFrame,
-    train_records: pd.DataFrame,
-    val_records: pd.DataFrame,
-    test_records: pd.DataFrame,
     split_summary: dict[str, Any],
-    near_duplicate_groups: pd.DataFrame,
-    near_duplicate_summary: dict[str, Any],
 ) -> dict[str, Any]:
     """Assemble the data-quality report and check that no record was lost.
 
     The report has lines read per file, kept / quarantined (by reason) / duplicate
-    counts overall and per file, PII replacements per entity type and per file, label / language / domain
-    distributions overall and per split, the near-duplicate groups (with the number of
-    groups found in more than one split, counted from the splits themselves), the
-    ignored files and the accounting check.
+    counts overall and per file, PII replacements per entity type and per file, label /
+    language / domain distributions overall and per split, the near-duplicate groups (with
+    the number of groups found in more than one split), the ignored files and the
+    accounting check.
+
+    Args:
+        ingest_summary: lines read and blank lines per file, the ignored files.
+        pii_counts: PII replacements per entity type and per file.
+        quarantined_records: every quarantined line, with its file and reason.
+        duplicate_records: every duplicate dropped, with its source.
+        split_summary: the split node's summary: ``split`` (how it split),
+            and :func:`kept_records_summary` of what it kept.
 
     Raises:
         RecordAccountingError: if ``kept + quarantined + duplicates + blank_lines``
@@ -74,12 +120,7 @@ def data_quality_report(
     # An empty table saved as JSONL comes back without columns.
     quarantined_records = ensure_columns(quarantined_records, QUARANTINE_COLUMNS)
     duplicate_records = ensure_columns(duplicate_records, DUPLICATE_COLUMNS)
-    splits = {
-        name: ensure_columns(frame, RECORD_COLUMNS)
-        for name, frame in zip(SPLITS, (train_records, val_records, test_records), strict=True)
-    }
-    kept_all = pd.concat(list(splits.values()), ignore_index=True)
-    kept_by_file = _count_by_file(kept_all["source"])
+    kept_by_file = Counter(split_summary["kept_by_file"])
     dup_by_file = _count_by_file(duplicate_records["source"])
     q_by_file = Counter(quarantined_records["file"].tolist())
 
@@ -114,7 +155,9 @@ def data_quality_report(
         key: sum(int(f[key]) for f in files.values()) for key in ("lines_read", "blank_lines")
     }
     totals.update(
-        kept=len(kept_all), quarantined=len(quarantined_records), duplicates=len(duplicate_records)
+        kept=split_summary["distribution"]["overall"]["records"],
+        quarantined=len(quarantined_records),
+        duplicates=len(duplicate_records),
     )
     accounted = (
         totals["kept"] + totals["quarantined"] + totals["duplicates"] + totals["blank_lines"]
@@ -134,15 +177,6 @@ def data_quality_report(
         raise RecordAccountingError(f"data_processing lost or invented records: {detail}")
 
     match = duplicate_records["match"].value_counts() if len(duplicate_records) else {}
-    near_duplicate_groups = ensure_columns(near_duplicate_groups, NEAR_DUPLICATE_GROUP_COLUMNS)
-    split_of = {
-        record_id: name for name, frame in splits.items() for record_id in frame["id"].tolist()
-    }
-    splits_per_group = (
-        near_duplicate_groups.assign(split=near_duplicate_groups["id"].map(split_of))
-        .groupby("group")["split"]
-        .nunique()
-    )
     return {
         "totals": totals,
         "invariant": invariant,
@@ -156,19 +190,13 @@ def data_quality_report(
             "exact": int(match.get("exact", 0)),
             "near": int(match.get("near", 0)),
         },
-        "near_duplicates": {
-            **near_duplicate_summary,
-            "groups_in_more_than_one_split": int((splits_per_group > 1).sum()),
-        },
+        "near_duplicates": split_summary["near_duplicates"],
         "pii_replacements": {
             "by_type": dict(pii_counts.get("by_type", {})),
             "by_file": dict(pii_counts.get("by_file", {})),
         },
-        "distribution": {
-            "overall": _distribution(kept_all),
-            **{name: _distribution(frame) for name, frame in splits.items()},
-        },
-        "split": split_summary,
+        "distribution": split_summary["distribution"],
+        "split": split_summary["split"],
     }
 
 

@@ -18,7 +18,7 @@ from so8t_kedro.labels import LABELS
 from so8t_kedro.pipelines.data_processing import nodes
 from so8t_kedro.records.cleaning import clean_records
 from so8t_kedro.records.deduplication import deduplicate_records
-from so8t_kedro.records.quality_report import data_quality_report
+from so8t_kedro.records.quality_report import data_quality_report, kept_records_summary
 from so8t_kedro.records.schema import RECORD_COLUMNS
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
@@ -105,7 +105,7 @@ def run_until_report(params) -> Callable[..., dict[str, Any]]:
         )
         if split:
             out["train"], out["val"], out["test"], out["split"] = nodes.split_records(
-                out["unique"], out["groups"], p["split"]
+                out["unique"], out["groups"], out["group_summary"], p["split"]
             )
         else:
             empty = out["unique"].iloc[0:0][RECORD_COLUMNS]
@@ -114,18 +114,14 @@ def run_until_report(params) -> Callable[..., dict[str, Any]]:
                 empty,
                 empty,
             )
-            out["split"] = {"stratified": False}
+            out["split"] = {
+                "split": {"stratified": False},
+                **kept_records_summary(
+                    out["train"], out["val"], out["test"], out["groups"], out["group_summary"]
+                ),
+            }
         out["report"] = data_quality_report(
-            out["summary"],
-            out["pii"],
-            out["quarantine"],
-            out["duplicates"],
-            out["train"],
-            out["val"],
-            out["test"],
-            out["split"],
-            out["groups"],
-            out["group_summary"],
+            out["summary"], out["pii"], out["quarantine"], out["duplicates"], out["split"]
         )
         return out
 

@@ -181,10 +181,13 @@ def test_report_counts_groups_that_a_split_broke_up(run_until_report):
     out = run_until_report(seed)
     assert out["groups"]["id"].tolist() == ["a", "b"]
     train = out["train"]
+    kept = quality_report.kept_records_summary(
+        train[train["id"] != "b"], train[train["id"] == "b"], out["test"], out["groups"],
+        out["group_summary"],
+    )
     broken = quality_report.data_quality_report(
         out["summary"], out["pii"], out["quarantine"], out["duplicates"],
-        train[train["id"] != "b"], train[train["id"] == "b"], out["test"], out["split"],
-        out["groups"], out["group_summary"],
+        {**out["split"], **kept},
     )
     assert broken["near_duplicates"]["groups_in_more_than_one_split"] == 1
     assert out["report"]["near_duplicates"]["groups_in_more_than_one_split"] == 0
@@ -192,7 +195,9 @@ def test_report_counts_groups_that_a_split_broke_up(run_until_report):
 
 def test_split_fractions_come_from_parameters(params):
     params["split"].update(train_fraction=0.6, val_fraction=0.2, test_fraction=0.2)
-    train, val, test, _ = nodes.split_records(unique_records(COUNTS), NO_GROUPS, params["split"])
+    train, val, test, _ = nodes.split_records(
+        unique_records(COUNTS), NO_GROUPS, {}, params["split"]
+    )
     assert (len(train), len(val), len(test)) == (600, 200, 200)
     assert val["label"].value_counts()["REFUSE"] == 20
 
@@ -211,7 +216,7 @@ def test_split_fractions_come_from_parameters(params):
 def test_bad_split_parameters(params, update, match):
     params["split"].update(update)
     with pytest.raises(ValueError, match=match):
-        nodes.split_records(unique_records(COUNTS), NO_GROUPS, params["split"])
+        nodes.split_records(unique_records(COUNTS), NO_GROUPS, {}, params["split"])
 
 
 @pytest.mark.parametrize(("key", "value"),
@@ -227,7 +232,7 @@ def test_a_mistyped_split_parameter_fails_the_run_at_its_start(key, value):
 def test_missing_parameter_names_it(params):
     del params["split"]["random_state"]
     with pytest.raises(KeyError, match="random_state"):
-        nodes.split_records(unique_records(COUNTS), NO_GROUPS, params["split"])
+        nodes.split_records(unique_records(COUNTS), NO_GROUPS, {}, params["split"])
     params = base_parameters()
     del params["data_processing"]["split"]["random_state"]
     assert parameter_problems(params) == [
@@ -282,48 +287,41 @@ def test_report_counts_and_distributions(run_until_report, params):
 
 def test_report_raises_when_records_go_missing(run_until_report):
     out = run_until_report(jsonl(*balanced_records(5)))
-    args = {
-        "ingest_summary": out["summary"],
-        "pii_counts": out["pii"],
-        "quarantined_records": out["quarantine"],
-        "duplicate_records": out["duplicates"],
-        "train_records": out["train"],
-        "val_records": out["val"],
-        "test_records": out["test"],
-        "split_summary": {},
-        "near_duplicate_groups": out["groups"],
-        "near_duplicate_summary": out["group_summary"],
-    }
-    quality_report.data_quality_report(**args)  # consistent: no error
+    splits = {"train": out["train"], "val": out["val"], "test": out["test"]}
 
-    lost = {**args, "train_records": out["train"].iloc[1:]}
+    def report(**changed_splits):
+        kept = quality_report.kept_records_summary(
+            **{f"{name}_records": frame for name, frame in {**splits, **changed_splits}.items()},
+            near_duplicate_groups=out["groups"],
+            near_duplicate_summary=out["group_summary"],
+        )
+        return quality_report.data_quality_report(
+            out["summary"], out["pii"], out["quarantine"], out["duplicates"],
+            {"split": {}, **kept},
+        )
+
+    report()  # consistent: no error
+
     with pytest.raises(
         RecordAccountingError, match=rf"{SEED_NAME}: kept 19 .* = 19 != lines read 20"
     ):
-        quality_report.data_quality_report(**lost)
+        report(train=out["train"].iloc[1:])  # lost
 
-    invented = {**args, "val_records": out["train"].iloc[:2]}
     with pytest.raises(RecordAccountingError, match="22 != lines read 20"):
-        quality_report.data_quality_report(**invented)
+        report(val=out["train"].iloc[:2])  # invented
 
     foreign = out["train"].assign(source="elsewhere.jsonl:1").iloc[:1]
     with pytest.raises(RecordAccountingError, match=r"never read.*elsewhere\.jsonl"):
-        quality_report.data_quality_report(**{**args, "test_records": foreign})
+        report(test=foreign)
 
 
 def test_report_accepts_empty_tables_loaded_without_columns(run_until_report):
     out = run_until_report(jsonl(*balanced_records(2)))
+    kept = quality_report.kept_records_summary(
+        out["train"], pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), {}
+    )
     report = quality_report.data_quality_report(
-        out["summary"],
-        out["pii"],
-        pd.DataFrame(),
-        pd.DataFrame(),
-        out["train"],
-        pd.DataFrame(),
-        pd.DataFrame(),
-        {},
-        pd.DataFrame(),
-        {},
+        out["summary"], out["pii"], pd.DataFrame(), pd.DataFrame(), {"split": {}, **kept}
     )
     assert report["totals"]["kept"] == 8 and report["duplicates"]["total"] == 0
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from so8t_kedro.records import deduplication, quarantine, split
+from so8t_kedro.records import deduplication, quality_report, quarantine, split
 from so8t_kedro.records.cleaning import configured_scrubber
 from so8t_kedro.records.jsonl import matching_partitions, read_jsonl_files
 
@@ -167,23 +167,30 @@ def _split_fractions(params: Mapping[str, Any]) -> tuple[float, float, float]:
 
 
 def split_records(
-    records: pd.DataFrame, near_duplicate_groups: pd.DataFrame, params: Mapping[str, Any]
+    records: pd.DataFrame,
+    near_duplicate_groups: pd.DataFrame,
+    near_duplicate_summary: Mapping[str, Any],
+    params: Mapping[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Group-aware, stratified, seeded train / val / test split
-    (:func:`so8t_kedro.records.split.split_records`).
+    (:func:`so8t_kedro.records.split.split_records`) and the summary of what it kept
+    (:func:`so8t_kedro.records.quality_report.kept_records_summary`).
 
     The fractions must each be in [0, 1] and sum to 1, with a train fraction above 0.
 
     Args:
         records: ``unique_records`` from ``deduplicate_records``.
         near_duplicate_groups: from :func:`group_near_duplicates`.
+        near_duplicate_summary: from :func:`group_near_duplicates`; the summary adds the
+            number of groups the split placed in more than one split.
         params: ``params:data_processing.split``.
 
     Returns:
-        ``train_records``, ``val_records``, ``test_records`` and ``split_summary``.
+        ``train_records``, ``val_records``, ``test_records`` and ``split_summary``: how
+        the records were split (``split``) and what each split kept, the report's input.
     """
     _, val_fraction, test_fraction = _split_fractions(params)
-    return split.split_records(
+    train, val, test, summary = split.split_records(
         records,
         near_duplicate_groups,
         val_fraction=val_fraction,
@@ -191,3 +198,7 @@ def split_records(
         random_state=params["random_state"],
         allow_unstratified_fallback=params["allow_unstratified_fallback"],
     )
+    kept = quality_report.kept_records_summary(
+        train, val, test, near_duplicate_groups, near_duplicate_summary
+    )
+    return train, val, test, {"split": summary, **kept}
