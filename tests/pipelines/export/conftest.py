@@ -48,6 +48,7 @@ def export_run(tiny_base_dir, tiny_adapter_dir, sft_samples, tmp_path_factory):
     }
     datasets.update({f"params:export.{key}": MemoryDataset(value)
                      for key, value in params.items()})
+    datasets["params:export"] = MemoryDataset(params)
     catalog = DataCatalog(datasets=datasets)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PATH", str(root / "no_ollama_here"))

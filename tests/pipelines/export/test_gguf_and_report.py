@@ -64,9 +64,8 @@ def test_verify_gguf_files_raises_above_the_f16_tolerance(export_run):
     catalog, params = export_run
     measured = catalog.load("gguf_verification")["files"]["F16"]["max_abs_logit_diff"]
     with pytest.raises(ExportVerificationError, match=r"F16: max \|Δlogit\| .* > export.gguf"):
-        verify_gguf_files(*manifests(catalog).values(), catalog.load("baked_model"),
-                          catalog.load("thinking_sft_dataset"), params["verify"],
-                          {**params["gguf"], "f16_tolerance": measured / 2})
+        verify_gguf_files(*manifests(catalog).values(), catalog.load("thinking_sft_dataset"),
+                          {**params, "gguf": {**params["gguf"], "f16_tolerance": measured / 2}})
 
 
 def test_verify_gguf_files_names_each_vocabulary_and_tokenisation_failure(export_run,
@@ -82,13 +81,20 @@ def test_verify_gguf_files_names_each_vocabulary_and_tokenisation_failure(export
     monkeypatch.setattr(nodes, "verify_ggufs",
                         lambda paths, *args, **kwargs: [by_path[path] for path in paths])
     with pytest.raises(ExportVerificationError) as failure:
-        verify_gguf_files(*manifests(catalog).values(), catalog.load("baked_model"),
-                          catalog.load("thinking_sft_dataset"), params["verify"],
-                          params["gguf"])
+        verify_gguf_files(*manifests(catalog).values(), catalog.load("thinking_sft_dataset"),
+                          params)
     message = str(failure.value)
     assert "Q8_0: vocabulary differs (3 pieces" in message
     assert "Q4_K_M: llama.cpp tokenises 1 texts differently" in message
     assert "F16" not in message
+
+
+def test_verify_gguf_files_needs_f16_and_q8_0_of_one_baked_model(export_run):
+    catalog, params = export_run
+    files = manifests(catalog)
+    files["Q8_0"] = {**files["Q8_0"], "source": "/elsewhere/baked_model"}
+    with pytest.raises(ExportVerificationError, match="different baked models"):
+        verify_gguf_files(*files.values(), catalog.load("thinking_sft_dataset"), params)
 
 
 def test_japanese_performance_compares_original_and_baked(export_run):

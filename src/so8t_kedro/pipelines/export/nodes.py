@@ -189,19 +189,34 @@ def quantize_gguf_q4_k_m(gguf_f16: Mapping[str, Any], model_name: str,
     return _gguf_manifest(path, "Q4_K_M", source, gguf_f16["bake_max_abs_logit_diff"])
 
 
+def _baked_source(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, Any]) -> Path:
+    """The baked model the F16 and Q8_0 files were written from (their manifests' source);
+    Q4_K_M is quantised from the F16 file."""
+    if gguf_f16["source"] != gguf_q8_0["source"]:
+        raise ExportVerificationError(
+            f"gguf_f16 and gguf_q8_0 were written from different baked models "
+            f"({gguf_f16['source']} and {gguf_q8_0['source']}): load both from one export run")
+    return Path(gguf_f16["source"])
+
+
 def verify_gguf_files(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, Any],
-                      gguf_q4_k_m: Mapping[str, Any], baked_model_dir: Path,
-                      thinking_sft_dataset: pd.DataFrame, verify_params: Mapping[str, Any],
-                      gguf_params: Mapping[str, Any]) -> dict[str, Any]:
-    """Each GGUF loaded in llama.cpp against the baked model on the held-out texts:
-    vocabulary, tokenisation and next-token logits (max / mean |Δlogit|, top-1 agreement).
+                      gguf_q4_k_m: Mapping[str, Any], thinking_sft_dataset: pd.DataFrame,
+                      export_params: Mapping[str, Any]) -> dict[str, Any]:
+    """Each GGUF loaded in llama.cpp against the baked model it was written from (the F16
+    and Q8_0 manifests' ``source``) on the held-out texts: vocabulary, tokenisation and
+    next-token logits (max / mean |Δlogit|, top-1 agreement).
+
+    ``export_params`` is ``params:export``: ``verify`` chooses the texts, ``gguf`` the
+    llama.cpp context and the F16 tolerance.
 
     Raises :class:`ExportVerificationError` when a file's vocabulary or tokenisation differs
     from the Hugging Face tokenizer's, or when the F16 file's max |Δlogit| exceeds
-    ``gguf_params["f16_tolerance"]``. The quantised files' agreement is reported only: it
+    ``export.gguf.f16_tolerance``. The quantised files' agreement is reported only: it
     measures the quantisation, not a conversion error. llama.cpp runs in child processes: a
     native crash raises ``NativeCrashError`` (the signal, the file), failing this node only.
     """
+    verify_params, gguf_params = export_params["verify"], export_params["gguf"]
+    baked_model_dir = _baked_source(gguf_f16, gguf_q8_0)
     texts = held_out_texts(thinking_sft_dataset, verify_params)
     n_ctx = int(gguf_params["n_ctx"])
     manifests = (gguf_f16, gguf_q8_0, gguf_q4_k_m)

@@ -69,8 +69,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=verify_gguf_files,
-                inputs=[*GGUF_FILES, "baked_model", "thinking_sft_dataset",
-                        "params:export.verify", "params:export.gguf"],
+                # checked against the baked model the manifests name as their source
+                inputs=[*GGUF_FILES, "thinking_sft_dataset", "params:export"],
                 outputs="gguf_verification",
                 name="verify_gguf_files",
             ),
