@@ -201,7 +201,8 @@ def _baked_source(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, Any]) -> 
 
 def verify_gguf_files(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, Any],
                       gguf_q4_k_m: Mapping[str, Any], thinking_sft_dataset: pd.DataFrame,
-                      export_params: Mapping[str, Any]) -> dict[str, Any]:
+                      export_params: Mapping[str, Any]
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each GGUF loaded in llama.cpp against the baked model it was written from (the F16
     and Q8_0 manifests' ``source``) on the held-out texts: vocabulary, tokenisation and
     next-token logits (max / mean |Δlogit|, top-1 agreement).
@@ -214,6 +215,9 @@ def verify_gguf_files(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, Any],
     ``export.gguf.f16_tolerance``. The quantised files' agreement is reported only: it
     measures the quantisation, not a conversion error. llama.cpp runs in child processes: a
     native crash raises ``NativeCrashError`` (the signal, the file), failing this node only.
+
+    Returns the check (``gguf_verification``) and, for the report, the same check with the
+    manifests it checked by outtype (``gguf_files``).
     """
     verify_params, gguf_params = export_params["verify"], export_params["gguf"]
     baked_model_dir = _baked_source(gguf_f16, gguf_q8_0)
@@ -241,8 +245,10 @@ def verify_gguf_files(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, Any],
     if problems:
         raise ExportVerificationError("GGUF files do not reproduce the baked model: "
                                       + "; ".join(problems))
-    return {"f16_tolerance": tolerance, "split": str(verify_params["split"]),
-            "n_texts": len(texts), "baked_model_dir": str(baked_model_dir), "files": files}
+    verification = {"f16_tolerance": tolerance, "split": str(verify_params["split"]),
+                    "n_texts": len(texts), "baked_model_dir": str(baked_model_dir),
+                    "files": files}
+    return verification, {**verification, "manifests": {m["outtype"]: m for m in manifests}}
 
 
 # ------------------------------------------------------------------------- Ollama
@@ -288,12 +294,22 @@ def write_ollama_modelfile(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, 
 
 
 def create_ollama_model(ollama_modelfile: Mapping[str, Any],
-                        ollama_params: Mapping[str, Any]) -> dict[str, Any]:
+                        ollama_params: Mapping[str, Any]
+                        ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``ollama create`` the model when ``ollama`` is on PATH; otherwise record the skip.
 
     Only this step depends on Ollama being installed: the GGUF files and the Modelfile are
     there either way, and the command is in the report to run later by hand.
+
+    Returns what ``ollama create`` did (``ollama_model``) and, for the report, the Modelfile
+    with that outcome (``ollama_registration``).
     """
+    result = _ollama_create(ollama_modelfile, ollama_params)
+    return result, {**ollama_modelfile, **result}
+
+
+def _ollama_create(ollama_modelfile: Mapping[str, Any],
+                   ollama_params: Mapping[str, Any]) -> dict[str, Any]:
     command = ollama_modelfile["command"]
     executable = shutil.which("ollama")
     if executable is None:
@@ -338,12 +354,11 @@ def _sci(value: float) -> str:
     return f"{value:.3e}"
 
 
-def _gguf_table(manifests: list[Mapping[str, Any]],
-                gguf_verification: Mapping[str, Any]) -> pd.DataFrame:
+def _gguf_table(gguf_files: Mapping[str, Any]) -> pd.DataFrame:
     rows = {}
-    for manifest in manifests:
-        check = gguf_verification["files"][manifest["outtype"]]
-        rows[manifest["outtype"]] = {
+    for outtype, manifest in gguf_files["manifests"].items():
+        check = gguf_files["files"][outtype]
+        rows[outtype] = {
             "file": Path(manifest["path"]).name,
             "size (MB)": manifest["file_size_bytes"] / 1e6,
             "tensors": manifest["tensor_count"],
@@ -365,14 +380,14 @@ def _performance_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     return table
 
 
-def render_export_report(bake_verification: Mapping[str, Any], gguf_f16: Mapping[str, Any],
-                         gguf_q8_0: Mapping[str, Any], gguf_q4_k_m: Mapping[str, Any],
-                         gguf_verification: Mapping[str, Any],
-                         ollama_modelfile: Mapping[str, Any], ollama_model: Mapping[str, Any],
+def render_export_report(bake_verification: Mapping[str, Any], gguf_files: Mapping[str, Any],
+                         ollama_registration: Mapping[str, Any],
                          japanese_performance: pd.DataFrame,
                          japanese_performance_summary: Mapping[str, Any]) -> str:
-    """One HTML page: the bake check, the GGUF files and their checks, the Modelfile and
-    its ``ollama create`` command, and the Japanese performance of original vs baked."""
+    """One HTML page: the bake check, the GGUF files and their checks (``gguf_files``, from
+    :func:`verify_gguf_files`), the Modelfile and its ``ollama create`` command
+    (``ollama_registration``, from :func:`create_ollama_model`), and the Japanese
+    performance of original vs baked."""
     bake = bake_verification
     bake_table = pd.DataFrame({"value": {
         "max |Δlogit| (gated vs baked)": _sci(bake["max_abs_logit_diff"]),
@@ -383,12 +398,13 @@ def render_export_report(bake_verification: Mapping[str, Any], gguf_f16: Mapping
         "baked dtype / compared in": f"{bake['baked_dtype']} / {bake['compute_dtype']} on "
                                      f"{bake['device']}",
     }})
-    if ollama_model["ran"]:
-        ollama_status = f"Created the Ollama model: ollama run {ollama_modelfile['model']}"
+    ollama = ollama_registration
+    if ollama["ran"]:
+        ollama_status = f"Created the Ollama model: ollama run {ollama['model']}"
     else:
-        ollama_status = (f"ollama create was skipped ({ollama_model['skipped']}); run the "
+        ollama_status = (f"ollama create was skipped ({ollama['skipped']}); run the "
                          "command above where Ollama is installed.")
-    gguf_folder = Path(ollama_modelfile["path"]).parent
+    gguf_folder = Path(ollama["path"]).parent
     return html_report.page("SO8T export", [
         html_report.section(
             "Baked model",
@@ -401,17 +417,16 @@ def render_export_report(bake_verification: Mapping[str, Any], gguf_f16: Mapping
             "GGUF files",
             html_report.paragraph(f"In {gguf_folder}. Each file loaded in llama.cpp and "
                                   "compared with the baked model (fp32) on "
-                                  f"{gguf_verification['n_texts']} {gguf_verification['split']} "
+                                  f"{gguf_files['n_texts']} {gguf_files['split']} "
                                   "texts; the F16 file must stay within "
-                                  f"{_sci(gguf_verification['f16_tolerance'])}."),
-            html_report.table(_gguf_table([gguf_f16, gguf_q8_0, gguf_q4_k_m],
-                                          gguf_verification))),
+                                  f"{_sci(gguf_files['f16_tolerance'])}."),
+            html_report.table(_gguf_table(gguf_files))),
         html_report.section(
             "Ollama",
-            html_report.paragraph(f"Modelfile ({ollama_modelfile['path']}):"),
-            f"<pre>{html_report.escape(ollama_modelfile['content'])}</pre>",
+            html_report.paragraph(f"Modelfile ({ollama['path']}):"),
+            f"<pre>{html_report.escape(ollama['content'])}</pre>",
             html_report.paragraph("Register it with:"),
-            f"<pre><code>{html_report.escape(ollama_modelfile['command'])}</code></pre>",
+            f"<pre><code>{html_report.escape(ollama['command'])}</code></pre>",
             html_report.paragraph(ollama_status)),
         html_report.section(
             "Japanese performance: original vs baked",

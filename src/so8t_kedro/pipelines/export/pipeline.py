@@ -71,7 +71,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=verify_gguf_files,
                 # checked against the baked model the manifests name as their source
                 inputs=[*GGUF_FILES, "thinking_sft_dataset", "params:export"],
-                outputs="gguf_verification",
+                outputs=["gguf_verification", "gguf_files"],
                 name="verify_gguf_files",
             ),
             Node(
@@ -83,7 +83,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 func=create_ollama_model,
                 inputs=["ollama_modelfile", "params:export.ollama"],
-                outputs="ollama_model",
+                outputs=["ollama_model", "ollama_registration"],
                 name="create_ollama_model",
             ),
             Node(
@@ -101,9 +101,9 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=render_export_report,
-                inputs=["bake_verification", *GGUF_FILES, "gguf_verification",
-                        "ollama_modelfile", "ollama_model", "japanese_performance",
-                        "japanese_performance_summary"],
+                # gguf_files and ollama_registration: in memory, made for the report
+                inputs=["bake_verification", "gguf_files", "ollama_registration",
+                        "japanese_performance", "japanese_performance_summary"],
                 outputs="export_report",
                 name="render_export_report",
                 tags=["report"],
