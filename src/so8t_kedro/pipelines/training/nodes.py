@@ -88,15 +88,25 @@ def attach_reference_scores(thinking_sft_dataset: pd.DataFrame, train_records: p
     return samples
 
 
+def resolve_training_base(embedded_base_model_dir: Path, base_model_params: dict[str, Any],
+                          training_params: dict[str, Any]) -> dict[str, Any]:
+    """The base the search trains (``base_model.path`` when set, else the embedded default)
+    and ``params:training`` for that base (:mod:`so8t_kedro.models.selection`), as
+    ``base_model_dir`` and ``training_params``."""
+    return {"base_model_dir": chosen_base_dir(base_model_params, embedded_base_model_dir),
+            "training_params": training_params_for(base_model_params, training_params)}
+
+
 def tune_hyperparameters(
-    embedded_base_model_dir: Path,
+    training_base: dict[str, Any],
     training_samples: pd.DataFrame,
-    base_model_params: dict[str, Any],
-    training_params: dict[str, Any],
     hpo_params: dict[str, Any],
     study_storage_url: str,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Run (or continue) the Optuna study when ``hpo.enabled``; else do nothing.
+
+    ``training_base`` is :func:`resolve_training_base`'s: the base each trial trains and
+    the training parameters the search varies.
 
     Returns the best complete trial's parameters (the train node's overrides; ``{}`` when
     the search is off or no trial completed) and the study's trials table.
@@ -106,9 +116,9 @@ def tune_hyperparameters(
                     "parameters_training.yml as it is. Run it with: kedro run "
                     "--pipelines=training --tags=hpo --params=hpo.enabled=true")
         return {}, pd.DataFrame(columns=["number", "value", "state", *OBJECTIVE_TERMS])
-    study = run_study(chosen_base_dir(base_model_params, embedded_base_model_dir),
-                      training_samples, training_params_for(base_model_params, training_params),
-                      hpo_params, study_storage(study_storage_url, hpo_params))
+    study = run_study(training_base["base_model_dir"], training_samples,
+                      training_base["training_params"], hpo_params,
+                      study_storage(study_storage_url, hpo_params))
     best = best_parameters(study)
     logger.info("Study %s: best parameters %s", study.study_name, best or "none (no trial "
                 "completed)")
