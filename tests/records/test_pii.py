@@ -306,7 +306,7 @@ def test_sixth_set_rules_spare_look_alikes(scrub, text):
          "Who is <PERSON> dating these days? He lives next door to me."),
         ("Explain to my coworker Aisha Rahman how the VPN works",
          "Explain to my coworker <PERSON> how the VPN works"),
-        # "who is" alone is no public-fact frame
+        # "who is" alone: no gazetteer name, no public role or work next to it
         ("Who is Nadia Petrova?", "Who is <PERSON>?"),
     ],
 )
@@ -340,10 +340,7 @@ def test_package_given_names_are_multinational_names(pii_params):
          {"PERSON": 1}),
         ("Karim al-Masri borrowed my van again", "<PERSON> borrowed my van again",
          {"PERSON": 1}),
-        # hyphenated given names: the whole or the first part is a given name ("Karim
-        # al-Masri is late again" and "Anne-Sophie Martin called twice" name private
-        # persons with no private signal at all: since round 13's inverted public-facts
-        # rule they stay, the rule's documented edge)
+        # hyphenated given names: the whole or the first part is a given name
         ("I ran into Dae-jung Park at the gym", "I ran into <PERSON> at the gym",
          {"PERSON": 1}),
         ("Anne-Sophie Martin called me twice", "<PERSON> called me twice", {"PERSON": 1}),
@@ -882,12 +879,15 @@ def test_look_alikes_are_kept(scrub, text):
     assert scrub(text) == (text, {})
 
 
-def test_allow_list_is_a_parameter(pii_params, scrub):
-    assert scrub("同僚の山田太郎さんに聞いて")[0] == "同僚の<PERSON>さんに聞いて"
+def test_the_gazetteer_is_a_parameter(pii_params, scrub):
+    text = "山田太郎はどんな人物ですか"
+    assert scrub(text)[0] == "<PERSON>はどんな人物ですか"
     params = copy.deepcopy(pii_params)
-    params["allow_list"].append("山田太郎")
-    [result] = pii.pii_scrubber(params).scrub(["同僚の山田太郎さんに聞いて"], ["ja"])
-    assert result.text == "同僚の山田太郎さんに聞いて"
+    params["public_facts"]["allow_list"]["test"] = ["山田太郎"]
+    listed, private = pii.pii_scrubber(params).scrub(
+        [text, "同僚の山田太郎さんに聞いて"], ["ja", "ja"])
+    assert listed.text == text
+    assert private.text == "同僚の<PERSON>さんに聞いて"  # listed, but in a private context
 
 
 def test_placeholders_and_counts_for_several_entities(scrub):
@@ -1072,12 +1072,6 @@ def test_a_word_list_a_pattern_names_must_exist(pii_params):
         PiiConfig.model_validate({**pii_params, "recognizers": [recognizer]})
 
 
-def test_public_facts_need_the_same_languages_in_frame_and_private(pii_params):
-    public_facts = {**pii_params["public_facts"], "private": {"en": "my"}}
-    with pytest.raises(ValueError, match="same languages"):
-        PiiConfig.model_validate({**pii_params, "public_facts": public_facts})
-
-
 def test_unknown_validator_is_named(pii_params):
     recognizers = [{**pii_params["recognizers"][0], "validator": "crc"}]
     with pytest.raises(ValueError, match="unknown validator.*crc"):
@@ -1090,9 +1084,8 @@ def test_unknown_validator_is_named(pii_params):
 @pytest.mark.parametrize(
     "text",
     [
-        # the rule, not a list: a person asked about in a factual question or request,
-        # or named with their works, with no private context, stays (none of these is on
-        # the allow-list or phrased as an earlier frame)
+        # public figures asked about as public facts, with no private context: on the
+        # gazetteer (since round 15), or a public work or deed next to the name
         "Which year did Serena Williams retire from tennis?",
         "What year did Amelia Earhart disappear?",
         "Why is Frida Kahlo important in art?",
@@ -1171,8 +1164,8 @@ def test_reserved_addresses_are_no_ip_but_hosts_are(scrub):
 
 
 def test_public_fact_word_lists_must_exist(pii_params):
-    public_facts = {**pii_params["public_facts"], "works_after": {"en": "(?:{{plays}})"}}
-    with pytest.raises(ValueError, match=r"works_after: no words for \['plays'\]"):
+    public_facts = {**pii_params["public_facts"], "public_after": {"en": "(?:{{plays}})"}}
+    with pytest.raises(ValueError, match=r"public_after: no words for \['plays'\]"):
         PiiConfig.model_validate({**pii_params, "public_facts": public_facts})
 
 
@@ -1182,8 +1175,8 @@ def test_public_fact_word_lists_must_exist(pii_params):
 @pytest.mark.parametrize(
     "text",
     [
-        # the inverted rule: a named person stays in any text with no private context,
-        # whatever its phrasing (noun phrases, imperatives, works after the name)
+        # gazetteer figures with no private context, whatever the phrasing (noun
+        # phrases, imperatives, works after the name)
         "浅田真央の五輪での成績",
         "小林一茶が詠んだ雀の句",
         "坂口安吾の堕落論を要約して",
@@ -1222,7 +1215,7 @@ def test_what_the_twelfth_held_out_set_missed(scrub, text, expected, counts):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        # private signals the inverted rule needed on the development set: work and HR,
+        # private signals found on the development set (round 13): work and HR,
         # health, housing and bookings, online profiles, sending to, time of a personal
         # event, where the person is from, first-person involvement, self-introduction
         ("部長の高橋誠がパワハラしてくるので相談したい", "部長の<PERSON>がパワハラしてくるので相談したい"),
@@ -1252,15 +1245,6 @@ def test_subnet_masks_are_no_host_but_neighbouring_addresses_are():
     assert not _ip_valid("255.255.0.0")
     assert _ip_valid("255.255.1.0")  # not contiguous ones: a host address
     assert _ip_valid("192.168.10.7")
-
-
-def test_the_frame_is_not_needed_unless_configured(pii_params):
-    assert pii_params["public_facts"]["frame_required"] is False
-    framed = copy.deepcopy(dict(pii_params))
-    framed["public_facts"] = {**pii_params["public_facts"], "frame_required": True}
-    scrubber = PiiScrubber(PiiConfig.model_validate(framed))
-    [result] = scrubber.scrub(["坂口安吾の堕落論を要約して"], ["ja"])
-    assert result.text == "<PERSON>の堕落論を要約して"
 
 
 @pytest.mark.parametrize(
@@ -1314,3 +1298,72 @@ def test_networks_with_a_prefix_length_are_no_host():
     assert not _ip_valid("fe80::/10")
     assert _ip_valid("192.168.1.23/24")
     assert _ip_valid("203.0.113.9/32")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # round 15, deny by default: a person with no private signal still goes unless
+        # the gazetteer or a public role or work next to the name shows a public figure
+        ("Karim al-Masri is late again", "<PERSON> is late again"),
+        ("When did Tom Lee retire?", "When did <PERSON> retire?"),
+        ("Anne-Sophie Martin called twice", "<PERSON> called twice"),
+        ("佐藤健太郎って誰?", "<PERSON>って誰?"),
+        ("高橋美咲は来週から休みに入る", "<PERSON>は来週から休みに入る"),
+        # a listed figure in a private context goes (and a courtesy title before a
+        # listed surname names someone else)
+        ("同僚の村上春樹さんに連絡して", "同僚の<PERSON>さんに連絡して"),
+        ("My neighbour Ichiro Suzuki owes me money", "My neighbour <PERSON> owes me money"),
+        ("Mr. Lincoln is late again", "Mr. <PERSON> is late again"),
+        # held-out-14's misses: a surname read as a common noun after a relation word, a
+        # surname cut in two, a kana given name ending in a particle's kana, a
+        # hyphenated surname after a title, a given name typed without its diacritic
+        ("元カノの真壁が共通の友人に私の悪口を言っているらしい",
+         "元カノの<PERSON>が共通の友人に私の悪口を言っているらしい"),
+        ("彼氏の帯刀がLINEを三日も既読無視している", "彼氏の<PERSON>がLINEを三日も既読無視している"),
+        ("後輩の小野寺ゆずはが最近元気がなくて心配", "後輩の<PERSON>が最近元気がなくて心配"),
+        ("幼なじみの皆川ことねに久しぶりに連絡したい", "幼なじみの<PERSON>に久しぶりに連絡したい"),
+        ("Ask Professor Okonkwo-Bassey for an extension on the lab report",
+         "Ask Professor <PERSON> for an extension on the lab report"),
+        ("Soren Albrechtsen keeps parking across my driveway",
+         "<PERSON> keeps parking across my driveway"),
+    ],
+)
+def test_round_15_persons_are_denied_by_default(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # gazetteer figures in factual questions: as listed, or with a title or a role
+        # word after the name, spaces for middle dots, a given name alone (信長)
+        "What did Marie Curie discover?",
+        "When did Katherine Johnson start working at NASA?",
+        "What was Abraham Lincoln's birthday?",
+        "アルベルト アインシュタインの相対性理論をわかりやすく",
+        "信長はなぜ比叡山を焼き討ちしたの?",
+        "大谷翔平選手の今季の成績は?",
+        # persons not on the gazetteer with a public role or work next to the name
+        "作家の佐藤健太郎の代表作を教えて",
+        "第99代総理大臣の山田一郎は何をした?",
+        "黒田一郎監督の映画で一番有名なのは?",
+        "鈴木一郎が書いた小説",
+        "Summarize the novel by Tom Lee",
+        "Zelda Okafor won the Nobel Prize in Chemistry",
+        "Explain Priya Raman's theory of attention",
+        # not persons: a painting after "the", a bay
+        "Who painted the Mona Lisa?",
+        "Hudson Bay freezes in which months?",
+    ],
+)
+def test_round_15_public_figures_stay(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+def test_the_gazetteer_is_large_and_a_set(pii_params, scrubber):
+    names = [n for names in pii_params["public_facts"]["allow_list"].values() for n in names]
+    assert len(names) >= 1_500
+    assert len(names) == len(set(names))
+    listed = scrubber._public_facts._listed
+    assert isinstance(listed, frozenset) and "アインシュタイン" in listed

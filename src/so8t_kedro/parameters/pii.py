@@ -13,7 +13,8 @@ class PiiFile(Strict):
 
 
 class PiiAllowListFile(Strict):
-    pii_allow_list: list[str]
+    # category -> names of public figures
+    pii_allow_list: dict[str, list[str]]
 
 
 class PiiBrandsFile(Strict):

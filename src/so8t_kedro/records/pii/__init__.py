@@ -14,7 +14,8 @@ Presidio's anonymizer replaces every entity by its typed placeholder (``<PERSON>
   validated pattern recogniser;
 - :mod:`.names`: the person-name recognisers (NER, Japanese honorific / relation / kana
   rules, English given names);
-- :mod:`.public`: what stays (public facts without private context, brands, public
+- :mod:`.public`: what stays (public figures on the gazetteer or with a public role or
+  work next to the name, in a text without private context; brands; public
   resolvers);
 - :mod:`.text`: shared text helpers (``{{name}}`` word lists, Sudachi tokens).
 """

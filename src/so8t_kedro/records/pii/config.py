@@ -145,45 +145,41 @@ class GivenNamePairsConfig(_Strict):
 
 
 class PublicFactsConfig(_Strict):
-    """Persons asked about as public facts stay (``pii.public_facts``): a factual
-    question or request about a person (frame: any question, とは, について, tell me
-    about, ...; or the person's works named after the name: Dr. Seuss books, 宇多田ヒカル
-    のデビュー曲) with no private context in the text (private: a relation word, a request
-    for contact, address, whereabouts or personal data, first-person involvement,
-    today / 明日; nor any other entity found in it)."""
+    """Deny by default for persons (``pii.public_facts``): a person stays only when it is
+    a public figure asked about as a public fact, that is when the text has no private
+    context (``private``, ``private_before``, another entity) and either the person is
+    on the public-figure gazetteer (``allow_list``) or the text gives positive evidence
+    right next to the name that the person is public (``public_before``: 第32代総理大臣,
+    President, the novel by; ``public_after``: の代表作, が書いた小説, 's theory of
+    relativity, won the Nobel Prize). No private context alone never keeps a name."""
 
     entities: list[str]
-    # Per language: a question or a request about facts (frame) and what makes it about
-    # a private person (private); both searched in the whole text. {{name}} is the
-    # alternation of words[name], as in RecognizerConfig.words.
-    frame: dict[str, str]
+    # The gazetteer of public figures, category -> names (parameters_pii_allow_list.yml).
+    allow_list: dict[str, list[str]]
+    # Removed from a detected name and from each listed name before they are compared
+    # (titles, honorifics of public roles, spaces and middle dots): Professor Einstein,
+    # 大谷翔平選手 and アルベルト アインシュタイン match their listed forms.
+    allow_list_ignore: str
+    # Searched ending right before a person: a courtesy title that makes a surname a
+    # private person's (Mr Lincoln, Dr. Jung), not the listed figure's.
+    not_listed_after: str | None = None
+    # Per language: what makes the text about a private person, searched in the whole
+    # text (private); searched right before a person, ending there: a request to
+    # contact or act on the person (private_before). {{name}} is the alternation of
+    # words[name], as in RecognizerConfig.words.
     private: dict[str, str]
     words: dict[str, list[str]] = Field(default_factory=dict)
-    # A question that only asks who a bare name is ("Who is Nadia Petrova?"): no frame,
-    # an identity lookup of someone the text says nothing public about.
-    identity_only: dict[str, str] = Field(default_factory=dict)
-    # Matched right after a person: the person's public works (" books", "のデビュー曲"),
-    # a frame of its own.
-    works_after: dict[str, str] = Field(default_factory=dict)
-    # Searched right before a person, ending there: a request to contact the person or
-    # act on them ("call Tom Baker", "remind Ana Silva"), private context.
     private_before: dict[str, str] = Field(default_factory=dict)
+    # Positive evidence of a public figure next to a person: searched ending right
+    # before the person (public_before) and matched right after it (public_after).
+    public_before: dict[str, str] = Field(default_factory=dict)
+    public_after: dict[str, str] = Field(default_factory=dict)
     # Any entity of another type in the text (a phone, an address, an account) is
     # private context.
     other_entities_are_private: bool = True
-    # Whether a person stays only inside a frame (a question or request about facts, or
-    # their works after the name). False inverts the rule: a person stays in ANY text
-    # with no private context (the ``private`` list, ``private_before``, a bare
-    # ``identity_only`` lookup, another entity); the frame is then not looked for. What
-    # must be listed is the private context, a smaller and steadier set than the many
-    # ways of asking about a public person (浅田真央の五輪での成績, 坂口安吾の堕落論を要約して,
-    # List the films Audrey Hepburn starred in).
-    frame_required: bool = True
 
     def model_post_init(self, _context: Any) -> None:
-        if set(self.frame) != set(self.private):
-            raise ValueError("pii.public_facts: frame and private need the same languages")
-        for key in ("frame", "private", "identity_only", "works_after", "private_before"):
+        for key in ("private", "private_before", "public_before", "public_after"):
             for pattern in getattr(self, key).values():
                 named = set(regex.findall(r"\{\{(\w+)\}\}", pattern))
                 missing = sorted(named - set(self.words))
@@ -218,7 +214,6 @@ class PiiConfig(_Strict):
 
     placeholders: dict[str, str]
     score_threshold: float = Field(ge=0.0, le=1.0)
-    allow_list: list[str]
     # Addresses that identify no one (public DNS resolvers: 1.1.1.1, 8.8.8.8), as data.
     public_ip_addresses: list[str] = Field(default_factory=list)
     ner: NerConfig

@@ -191,7 +191,6 @@ class PiiScrubber:
                 entities=entities,
                 nlp_artifacts=artifacts,
                 score_threshold=self.config.score_threshold,
-                allow_list=self.config.allow_list,
             )
             results = [r for r in results if not (
                 r.entity_type == "IP_ADDRESS"
@@ -200,11 +199,11 @@ class PiiScrubber:
             results = [r for r in results
                        if r.entity_type not in brand_entities or not self._brands.is_brand(text, r)]
             public = self.config.public_facts.entities
-            if results and self._public_facts.asks_public_facts(
+            kept = self._public_facts.public_persons(
                 text, language, [r for r in results if r.entity_type in public],
                 [r for r in results if r.entity_type not in public],
-            ):
-                results = [r for r in results if r.entity_type not in public]
+            )
+            results = [r for r in results if not any(r is k for k in kept)]
             if not results:
                 return ScrubResult(text)
             anonymized = self.anonymizer.anonymize(

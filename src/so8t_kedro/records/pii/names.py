@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
@@ -180,6 +181,9 @@ class _HonorificNameRecognizer(EntityRecognizer):
         if surface in self._role_nouns or not self._tokens.surface_matches(surface):
             return None
         if not self._tokens.listed_as(surface, self._surname):
+            split_end = self._split_surname_run_end(tokens, i)
+            if split_end is not None:
+                return split_end
             return self._unlisted_surname_end(tokens, i)
         run_end = self._kana_given_name_run_end(tokens, i)
         if run_end is not None:
@@ -189,11 +193,26 @@ class _HonorificNameRecognizer(EntityRecognizer):
                     or tokens[i + 2].part_of_speech()[0] in self._after_relation_name):
                 return tokens[i + 1].end()
             return None
-        if (self._surname_alone and len(surface) >= 2 and self._tokens.matches(tokens[i])
+        # A surname alone: read as a name, or as a common noun the dictionary also lists
+        # as a surname (元カノの真壁が, 彼氏の帯刀が: 真壁 "a wall", 帯刀 "wearing a sword").
+        if (self._surname_alone and len(surface) >= 2
+                and (self._tokens.matches(tokens[i]) or self._is_surname_read_as_noun(tokens, i))
                 and i + 1 < len(tokens)
                 and tokens[i + 1].part_of_speech()[0] in self._after_relation_name):
             return tokens[i].end()
         return self._unlisted_surname_end(tokens, i)
+
+    def _split_surname_run_end(self, tokens: Any, i: int) -> int | None:
+        """A surname Sudachi cut in two kanji words (皆 + 川 in 幼なじみの皆川ことねに),
+        listed as a surname when joined, then a kana given name: where the name ends."""
+        if i + 2 >= len(tokens):
+            return None
+        joined = tokens[i].surface() + tokens[i + 1].surface()
+        if (not self._tokens.surface_matches(tokens[i + 1].surface())
+                or not regex.fullmatch(r"[\p{Han}々]{2,4}", joined)
+                or not self._tokens.listed_as(joined, self._surname)):
+            return None
+        return self._kana_given_name_run_end(tokens, i + 1)
 
     def _followed_by_particle(self, tokens: Any, j: int) -> bool:
         """Whether token j is a particle or a mark (``relation_name_followed_by_pos``),
@@ -227,8 +246,19 @@ class _HonorificNameRecognizer(EntityRecognizer):
                     and (pos[1] == "固有名詞" or regex.fullmatch(r"\p{Hiragana}+", kana))
                     and self._followed_by_particle(tokens, j + 1)
                     and self._kana_run_not.search(kana) is None):
-                return tokens[j].end()
+                return self._name_final_kana_end(tokens, j, len(kana))
         return None
+
+    def _name_final_kana_end(self, tokens: Any, j: int, length: int) -> int:
+        """The end of a kana given name at token j, carried over a one-kana particle
+        that another particle follows at once: two particles in a row do not occur,
+        so the first is the name's last kana (小野寺ゆず + は + が, 皆川こと + ね + に)."""
+        if (length < 4 and j + 2 < len(tokens)
+                and len(tokens[j + 1].surface()) == 1
+                and tokens[j + 1].part_of_speech()[0] == "助詞"
+                and tokens[j + 2].part_of_speech()[:2] == ("助詞", "格助詞")):
+            return tokens[j + 1].end()
+        return tokens[j].end()
 
     def _name_end(self, tokens: Any, i: int) -> int | None:
         """Where the name that starts at token i ends when an honorific follows it at
@@ -249,6 +279,9 @@ class _HonorificNameRecognizer(EntityRecognizer):
         return None
 
 
+# A capitalised name of any Latin script, parts joined by hyphens (Zsófia, Dae-Hyun).
+_CAPITALISED_NAME = regex.compile(r"\p{Lu}\p{Ll}+(?:-\p{Lu}\p{Ll}+)*")
+
 def package_given_names(config: PackageNamesConfig) -> frozenset[str]:
     """Given names of at least ``min_frequency`` in some country, from a package's
     ``nam_dict.txt`` (column 0-1 gender, 3-28 the name, 30- one frequency digit 1-D
@@ -268,12 +301,28 @@ def _read_package_names(package: str, file: str, min_frequency: int) -> frozense
         if line.startswith(("#", "=")) or len(line) < 31:
             continue
         name = "-".join(part.capitalize() for part in line[3:29].strip().split("+"))
-        if not regex.fullmatch(r"\p{Lu}\p{Ll}+(?:-\p{Lu}\p{Ll}+)*", name):
+        if not _CAPITALISED_NAME.fullmatch(name):
             continue
         frequencies = [int(ch, 16) for ch in line[30:] if ch in "123456789ABCDabcd"]
         if frequencies and max(frequencies) >= min_frequency:
             names.add(name)
+            folded = _ascii_folded(name)
+            if _CAPITALISED_NAME.fullmatch(folded):
+                names.add(folded)
     return frozenset(names)
+
+
+# Letters NFKD does not decompose into a base letter and a mark.
+_FOLDS = str.maketrans({"ø": "o", "Ø": "O", "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe",
+                        "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "þ": "th",
+                        "Þ": "Th", "ß": "ss", "ı": "i"})
+
+
+def _ascii_folded(name: str) -> str:
+    """A name as typed without its diacritics (Søren -> Soren, José -> Jose, Łukasz ->
+    Lukasz): people often write foreign names so."""
+    decomposed = unicodedata.normalize("NFKD", name.translate(_FOLDS))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
 class _GivenNamePairRecognizer(EntityRecognizer):

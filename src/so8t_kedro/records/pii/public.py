@@ -1,11 +1,13 @@
-"""What stays although a recogniser found it: persons asked about as public facts, with
-no private context in the text (``pii.public_facts``), brands and firms named after
-people (``pii.brands``), and addresses that identify no one (``pii.public_ip_addresses``:
+"""What stays although a recogniser found it: public figures asked about as public facts
+(``pii.public_facts``: on the gazetteer, or with a public role or work named next to the
+name, and no private context in the text), brands and firms named after people
+(``pii.brands``), and addresses that identify no one (``pii.public_ip_addresses``:
 public resolvers)."""
 
 from __future__ import annotations
 
 import ipaddress
+import unicodedata
 from collections.abc import Sequence
 
 import regex
@@ -19,57 +21,109 @@ from so8t_kedro.records.pii.config import BrandsConfig, PublicFactsConfig
 # self-introduction: 田中花子です, I'm Dana Reyes).
 PERSON_MARK = "\ue000"
 
+# How far around a detected name a listed name is looked for (GiNZA reads 信長 alone
+# inside 織田信長; a pair recogniser reads Curie inside Marie Curie).
+_LISTED_NAME_REACH = 12
+_LATIN_PAIR = regex.compile(r"\p{Latin}\p{Latin}")
+
 
 class _PublicFacts:
-    """The public-fact / private-context rule of ``pii.public_facts``, compiled."""
+    """Deny by default for persons (``pii.public_facts``), compiled."""
 
     def __init__(self, config: PublicFactsConfig):
         self.config = config
-        (self._public_frame, self._private, self._identity_only, self._works_after,
-         self._private_before) = (
+        (self._private, self._private_before, self._public_before, self._public_after) = (
             {language: regex.compile(pattern)
              for language, pattern in config.expanded(key).items()}
-            for key in ("frame", "private", "identity_only", "works_after", "private_before")
+            for key in ("private", "private_before", "public_before", "public_after")
         )
+        self._ignore = regex.compile(config.allow_list_ignore)
+        self._not_listed_after = (regex.compile(config.not_listed_after)
+                                  if config.not_listed_after else None)
+        self._listed = frozenset(
+            self._key(name) for names in config.allow_list.values() for name in names)
 
-    def asks_public_facts(
-        self, text: str, language: str, persons: Sequence[RecognizerResult] = (),
-        others: Sequence[RecognizerResult] = (),
+    def _key(self, name: str) -> str:
+        """A name as it is compared with the gazetteer: NFKC, without the titles, public
+        role words, spaces and dots of ``allow_list_ignore``, case folded."""
+        return self._ignore.sub("", unicodedata.normalize("NFKC", name)).casefold()
+
+    def is_listed(self, text: str, person: RecognizerResult) -> bool:
+        """Whether the person is on the gazetteer: its span, or a span of the text
+        around it that starts and ends at a word's edge (a Latin letter is not cut),
+        is a listed name once normalised (信長 read inside 織田信長 is 織田信長); not
+        after a courtesy title (``not_listed_after``: Mr Lincoln is someone else)."""
+        if (self._not_listed_after is not None
+                and self._not_listed_after.search(text, 0, person.start) is not None):
+            return False
+        if self._key(text[person.start : person.end]) in self._listed:
+            return True
+        for start in range(max(0, person.start - _LISTED_NAME_REACH), person.start + 1):
+            if start > 0 and _latin_letters(text[start - 1], text[start]):
+                continue
+            for end in range(person.end, min(len(text), person.end + _LISTED_NAME_REACH) + 1):
+                if end < len(text) and _latin_letters(text[end - 1], text[end]):
+                    continue
+                if (start, end) != (person.start, person.end) and (
+                        self._key(text[start:end]) in self._listed):
+                    return True
+        return False
+
+    def has_public_evidence(self, text: str, language: str, person: RecognizerResult) -> bool:
+        """Whether a public role or a public work is named right next to the person
+        (``public_before``: 第32代総理大臣, President, the novel by; ``public_after``:
+        の代表作, が書いた小説, 's theory of relativity, won the Nobel Prize)."""
+        before = self._public_before.get(language)
+        if before is not None and before.search(text, 0, person.start) is not None:
+            return True
+        after = self._public_after.get(language)
+        return after is not None and after.match(text, person.end) is not None
+
+    def has_private_context(
+        self, text: str, language: str, persons: Sequence[RecognizerResult],
+        others: Sequence[RecognizerResult],
     ) -> bool:
-        """Whether the text asks a factual question or request about its persons (any
-        question but a bare "who is X?", とは, について, explain, tell me about; or names
-        a person's works right after the name: Dr. Seuss books, 宇多田ヒカルのデビュー曲)
-        with no private context: no word of a private relation, of contact or personal
-        data, of first-person involvement or of today (my, babysitter, address, owes me,
-        同僚, 恋人, 住所, 連絡, an honorific) outside the persons found, and no entity of
-        another type (``others``: a phone, an account). Then the persons in it are
-        public figures, asked about as such (``pii.public_facts``). A private word inside
-        a name is part of the name (兄 in 中大兄皇子), so the persons' spans are replaced
-        by ``PERSON_MARK`` before the private words are looked for. With
-        ``frame_required`` false no frame is needed: any text with no private context
-        keeps its persons."""
+        """Whether the text names a private context for its persons: another entity
+        (``others``: a phone, an account), a request to contact or act on a person right
+        before it (``private_before``), or a word of a private relation, of contact or
+        personal data, of first-person involvement or of today (``private``: my,
+        address, owes me, 同僚, 住所, 連絡, an honorific) outside the persons, whose
+        characters are replaced by ``PERSON_MARK`` first (兄 in 中大兄皇子 is no brother).
+        A language without a ``private`` regex is all private: nothing is kept."""
         if others and self.config.other_entities_are_private:
-            return False
-        frame = self._public_frame.get(language)
-        if frame is None:
-            return False
-        identity_only = self._identity_only.get(language)
-        works_after = self._works_after.get(language)
-        if identity_only is not None and identity_only.search(text) is not None:
-            return False
-        framed = not self.config.frame_required or frame.search(text) is not None
-        if not framed and works_after is not None:
-            framed = any(works_after.match(text, person.end) is not None for person in persons)
-        if not framed:
-            return False
+            return True
+        private = self._private.get(language)
+        if private is None:
+            return True
         before = self._private_before.get(language)
         if before is not None and any(before.search(text, 0, person.start) is not None
                                       for person in persons):
-            return False
+            return True
         rest = list(text)
         for person in persons:
             rest[person.start : person.end] = PERSON_MARK * (person.end - person.start)
-        return self._private[language].search("".join(rest)) is None
+        return private.search("".join(rest)) is not None
+
+    def public_persons(
+        self, text: str, language: str, persons: Sequence[RecognizerResult],
+        others: Sequence[RecognizerResult] = (),
+    ) -> list[RecognizerResult]:
+        """The persons that stay: none in a text with private context; otherwise those
+        on the gazetteer or with public evidence next to them, and the persons that
+        overlap one of these (two recognisers read the same name). Every other person
+        goes, whatever the text: deny by default."""
+        if not persons or self.has_private_context(text, language, persons, others):
+            return []
+        public = [person for person in persons
+                  if self.is_listed(text, person)
+                  or self.has_public_evidence(text, language, person)]
+        return [person for person in persons
+                if any(person.start < p.end and p.start < person.end for p in public)]
+
+
+def _latin_letters(left: str, right: str) -> bool:
+    """Whether a cut between two characters would split a Latin word."""
+    return _LATIN_PAIR.fullmatch(left + right) is not None
 
 
 class _Brands:
