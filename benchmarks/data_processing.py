@@ -147,9 +147,9 @@ def cleaning_path(partitions: dict[str, bytes], seed: bytes, params: dict):
     lap("dedup")
     quarantine = collect_quarantined_records(q_ingest, q_clean, q_conflict, params["clean"])
     lap("quarantine")
-    groups, _ = group_near_duplicates(unique, params["near_duplicates"])
+    groups, group_summary = group_near_duplicates(unique, params["near_duplicates"])
     lap("near-dup groups")
-    train, val, test, _ = split_records(unique, groups, params["split"])
+    train, val, test, _ = split_records(unique, groups, group_summary, params["split"])
     lap("split")
     counts = (
         len(raw) + len(q_ingest),
