@@ -131,12 +131,13 @@ def write_ggufs(baked_dir: Path, params: dict, out_dir: Path) -> dict:
     return {m["outtype"]: m for m in (f16, q8, q4)}
 
 
-def verify_ggufs(manifests: dict, baked_dir: Path, samples: pd.DataFrame, params: dict) -> dict:
+def verify_ggufs(manifests: dict, samples: pd.DataFrame, params: dict) -> dict:
     from so8t_kedro.pipelines.export.nodes import verify_gguf_files
 
     export = params["export"]
+    # checked against the baked model the manifests name as their source
     report = verify_gguf_files(manifests["F16"], manifests["Q8_0"], manifests["Q4_K_M"],
-                               baked_dir, samples, export["verify"], export["gguf"])
+                               samples, export)
     return {outtype: {"vocab": r["vocab_match"], "tokens": r["tokenization_match"],
                       "max |Δlogit|": round(r["max_abs_logit_diff"], 3)}
             for outtype, r in report["files"].items()}
@@ -249,7 +250,7 @@ def rehearse(layers: int, params: dict, samples: pd.DataFrame, work: Path) -> di
                                      params)
     stages["write GGUF"] = in_child(write_ggufs, baked_dir, params, work / "gguf")
     manifests = stages["write GGUF"]["result"]
-    stages["verify GGUF (llama.cpp)"] = in_child(verify_ggufs, manifests, baked_dir, samples,
+    stages["verify GGUF (llama.cpp)"] = in_child(verify_ggufs, manifests, samples,
                                                  params)
     sizes = layer_bytes(base_dir, {t: m["path"] for t, m in manifests.items()})
     sizes["checkpoint"]["file"] = sum(p.stat().st_size for p in base_dir.glob("*.safetensors"))

@@ -113,8 +113,10 @@ def test_export_report_gathers_every_check(export_run):
     catalog, _ = export_run
     page = catalog.load("export_report")
     modelfile = catalog.load("ollama_modelfile")
-    assert catalog.load("ollama_model") == {"command": modelfile["command"], "ran": False,
+    assert catalog.load("ollama_model") == {**modelfile, "ran": False,
                                             "skipped": "ollama not on PATH"}
+    verification = catalog.load("gguf_verification")
+    assert verification["manifests"] == manifests(catalog)  # what it checked, persisted
     for heading in ("Baked model", "GGUF files", "Ollama",
                     "Japanese performance: original vs baked"):
         assert f"<h2>{html.escape(heading)}</h2>" in page

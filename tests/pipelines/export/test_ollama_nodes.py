@@ -82,7 +82,7 @@ def test_create_ollama_model_runs_ollama_create(gguf_manifests, tmp_path, monkey
     log = fake_ollama(tmp_path / "bin", exit_code=0)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     modelfile = write_ollama_modelfile(*gguf_manifests, OLLAMA)
-    result, _ = create_ollama_model(modelfile, OLLAMA)
+    result = create_ollama_model(modelfile, OLLAMA)
     assert result["ran"] is True and result["skipped"] is None
     assert "success" in result["output"]
     folder = Path(modelfile["path"]).parent
@@ -102,8 +102,6 @@ def test_create_ollama_model_is_skipped_without_ollama(gguf_manifests, tmp_path,
                                                        caplog):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     modelfile = write_ollama_modelfile(*gguf_manifests, OLLAMA)
-    result, registration = create_ollama_model(modelfile, OLLAMA)
-    assert result == {"command": modelfile["command"], "ran": False,
-                      "skipped": "ollama not on PATH"}
-    assert registration == {**modelfile, "ran": False, "skipped": "ollama not on PATH"}
+    result = create_ollama_model(modelfile, OLLAMA)
+    assert result == {**modelfile, "ran": False, "skipped": "ollama not on PATH"}
     assert "skipped" in caplog.text and modelfile["command"] in caplog.text

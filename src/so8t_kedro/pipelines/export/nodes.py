@@ -201,8 +201,7 @@ def _baked_source(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, Any]) -> 
 
 def verify_gguf_files(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, Any],
                       gguf_q4_k_m: Mapping[str, Any], thinking_sft_dataset: pd.DataFrame,
-                      export_params: Mapping[str, Any]
-                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+                      export_params: Mapping[str, Any]) -> dict[str, Any]:
     """Each GGUF loaded in llama.cpp against the baked model it was written from (the F16
     and Q8_0 manifests' ``source``) on the held-out texts: vocabulary, tokenisation and
     next-token logits (max / mean |Δlogit|, top-1 agreement).
@@ -216,8 +215,8 @@ def verify_gguf_files(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, Any],
     measures the quantisation, not a conversion error. llama.cpp runs in child processes: a
     native crash raises ``NativeCrashError`` (the signal, the file), failing this node only.
 
-    Returns the check (``gguf_verification``) and, for the report, the same check with the
-    manifests it checked by outtype (``gguf_files``).
+    Returns the check with the manifests it checked by outtype (``gguf_verification``: what
+    the report shows, so the report can be rendered again from persisted results alone).
     """
     verify_params, gguf_params = export_params["verify"], export_params["gguf"]
     baked_model_dir = _baked_source(gguf_f16, gguf_q8_0)
@@ -245,10 +244,9 @@ def verify_gguf_files(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, Any],
     if problems:
         raise ExportVerificationError("GGUF files do not reproduce the baked model: "
                                       + "; ".join(problems))
-    verification = {"f16_tolerance": tolerance, "split": str(verify_params["split"]),
-                    "n_texts": len(texts), "baked_model_dir": str(baked_model_dir),
-                    "files": files}
-    return verification, {**verification, "manifests": {m["outtype"]: m for m in manifests}}
+    return {"f16_tolerance": tolerance, "split": str(verify_params["split"]),
+            "n_texts": len(texts), "baked_model_dir": str(baked_model_dir), "files": files,
+            "manifests": {m["outtype"]: m for m in manifests}}
 
 
 # ------------------------------------------------------------------------- Ollama
@@ -294,18 +292,16 @@ def write_ollama_modelfile(gguf_f16: Mapping[str, Any], gguf_q8_0: Mapping[str, 
 
 
 def create_ollama_model(ollama_modelfile: Mapping[str, Any],
-                        ollama_params: Mapping[str, Any]
-                        ) -> tuple[dict[str, Any], dict[str, Any]]:
+                        ollama_params: Mapping[str, Any]) -> dict[str, Any]:
     """``ollama create`` the model when ``ollama`` is on PATH; otherwise record the skip.
 
     Only this step depends on Ollama being installed: the GGUF files and the Modelfile are
     there either way, and the command is in the report to run later by hand.
 
-    Returns what ``ollama create`` did (``ollama_model``) and, for the report, the Modelfile
-    with that outcome (``ollama_registration``).
+    Returns the Modelfile with what ``ollama create`` did (``ollama_model``: what the report
+    shows, so the report can be rendered again from persisted results alone).
     """
-    result = _ollama_create(ollama_modelfile, ollama_params)
-    return result, {**ollama_modelfile, **result}
+    return {**ollama_modelfile, **_ollama_create(ollama_modelfile, ollama_params)}
 
 
 def _ollama_create(ollama_modelfile: Mapping[str, Any],
@@ -354,10 +350,10 @@ def _sci(value: float) -> str:
     return f"{value:.3e}"
 
 
-def _gguf_table(gguf_files: Mapping[str, Any]) -> pd.DataFrame:
+def _gguf_table(gguf_verification: Mapping[str, Any]) -> pd.DataFrame:
     rows = {}
-    for outtype, manifest in gguf_files["manifests"].items():
-        check = gguf_files["files"][outtype]
+    for outtype, manifest in gguf_verification["manifests"].items():
+        check = gguf_verification["files"][outtype]
         rows[outtype] = {
             "file": Path(manifest["path"]).name,
             "size (MB)": manifest["file_size_bytes"] / 1e6,
@@ -380,14 +376,15 @@ def _performance_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     return table
 
 
-def render_export_report(bake_verification: Mapping[str, Any], gguf_files: Mapping[str, Any],
-                         ollama_registration: Mapping[str, Any],
+def render_export_report(bake_verification: Mapping[str, Any],
+                         gguf_verification: Mapping[str, Any], ollama_model: Mapping[str, Any],
                          japanese_performance: pd.DataFrame,
                          japanese_performance_summary: Mapping[str, Any]) -> str:
-    """One HTML page: the bake check, the GGUF files and their checks (``gguf_files``, from
-    :func:`verify_gguf_files`), the Modelfile and its ``ollama create`` command
-    (``ollama_registration``, from :func:`create_ollama_model`), and the Japanese
-    performance of original vs baked."""
+    """One HTML page: the bake check, the GGUF files and their checks (``gguf_verification``,
+    from :func:`verify_gguf_files`), the Modelfile and its ``ollama create`` command
+    (``ollama_model``, from :func:`create_ollama_model`), and the Japanese performance of
+    original vs baked. Every input is persisted: ``--nodes=render_export_report`` renders it
+    again without re-exporting."""
     bake = bake_verification
     bake_table = pd.DataFrame({"value": {
         "max |Δlogit| (gated vs baked)": _sci(bake["max_abs_logit_diff"]),
@@ -398,7 +395,7 @@ def render_export_report(bake_verification: Mapping[str, Any], gguf_files: Mappi
         "baked dtype / compared in": f"{bake['baked_dtype']} / {bake['compute_dtype']} on "
                                      f"{bake['device']}",
     }})
-    ollama = ollama_registration
+    ollama = ollama_model
     if ollama["ran"]:
         ollama_status = f"Created the Ollama model: ollama run {ollama['model']}"
     else:
@@ -417,10 +414,10 @@ def render_export_report(bake_verification: Mapping[str, Any], gguf_files: Mappi
             "GGUF files",
             html_report.paragraph(f"In {gguf_folder}. Each file loaded in llama.cpp and "
                                   "compared with the baked model (fp32) on "
-                                  f"{gguf_files['n_texts']} {gguf_files['split']} "
+                                  f"{gguf_verification['n_texts']} {gguf_verification['split']} "
                                   "texts; the F16 file must stay within "
-                                  f"{_sci(gguf_files['f16_tolerance'])}."),
-            html_report.table(_gguf_table(gguf_files))),
+                                  f"{_sci(gguf_verification['f16_tolerance'])}."),
+            html_report.table(_gguf_table(gguf_verification))),
         html_report.section(
             "Ollama",
             html_report.paragraph(f"Modelfile ({ollama['path']}):"),

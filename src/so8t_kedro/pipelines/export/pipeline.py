@@ -71,7 +71,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=verify_gguf_files,
                 # checked against the baked model the manifests name as their source
                 inputs=[*GGUF_FILES, "thinking_sft_dataset", "params:export"],
-                outputs=["gguf_verification", "gguf_files"],
+                outputs="gguf_verification",
                 name="verify_gguf_files",
             ),
             Node(
@@ -83,7 +83,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 func=create_ollama_model,
                 inputs=["ollama_modelfile", "params:export.ollama"],
-                outputs=["ollama_model", "ollama_registration"],
+                outputs="ollama_model",
                 name="create_ollama_model",
             ),
             Node(
@@ -101,8 +101,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=render_export_report,
-                # gguf_files and ollama_registration: in memory, made for the report
-                inputs=["bake_verification", "gguf_files", "ollama_registration",
+                inputs=["bake_verification", "gguf_verification", "ollama_model",
                         "japanese_performance", "japanese_performance_summary"],
                 outputs="export_report",
                 name="render_export_report",
