@@ -1361,6 +1361,66 @@ def test_round_15_public_figures_stay(scrub, text):
     assert scrub(text) == (text, {})
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # round 16: public evidence in the person's sentence (public_sentence), for
+        # names on no list, the evidence not right next to the name (public_after does
+        # not reach it): a public deed, the person its doer or its object ...
+        "1年かけて新しい元素を発見したのは佐藤健太郎のチーム",
+        "佐藤健太郎が日本人として史上初めて成し遂げたこと",
+        "Which telescope did Zelda Okafor use when she pioneered radio astronomy?",
+        "Priya Raman was the first woman to fly across the Atlantic",
+        # ... a date before living memory ...
+        "佐藤健太郎は明治時代にどんな活動をした?",
+        "Priya Raman ran for office in the 1930s",
+        # ... a question about a legacy or a biography
+        "佐藤健太郎って何をした人?",
+        "Why is Priya Raman remembered?",
+        # an epithet or a title is no relation of the writer's, a name's origin no
+        # personal datum (the gazetteer keeps these figures)
+        "ナイチンゲールが看護の母と呼ばれる理由",
+        "Why is Marie Curie called the mother of modern physics?",
+        "What is the story behind Dorothea Lange's Migrant Mother photo?",
+        "植村直己という名前の由来",
+        # firms take さん: no person however Sudachi tags them
+        "阪神さんの試合",
+    ],
+)
+def test_round_16_public_evidence_in_the_sentence_keeps_a_name(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a deed-like verb in a private context: the private signal vetoes
+        ("同僚の田中が新記録を出した", "同僚の<PERSON>が新記録を出した"),
+        ("My coworker Tom Baker won the office raffle",
+         "My coworker <PERSON> won the office raffle"),
+        ("Tom Baker won the office raffle", "<PERSON> won the office raffle"),
+        # a private life's date is no historical date; an everyday first no public deed
+        ("Tom Baker was born in 1975", "<PERSON> was born in 1975"),
+        ("田中健一は昭和50年生まれ", "<PERSON>は昭和50年生まれ"),
+        ("田中健一が初めて自転車に乗れた", "<PERSON>が初めて自転車に乗れた"),
+        # the writer's mother, no epithet or title: a relation word with no possessive
+        ("母がナイチンゲールの伝記を読んでいた", "母が<PERSON>の伝記を読んでいた"),
+        ("Mother loved Marie Curie's books", "Mother loved <PERSON>'s books"),
+        # held-out-15's misses: a surname Sudachi tags as a general proper noun before
+        # くん, and a password changed to a value
+        ("隣の席の久保田くんにノートを借りたままだ", "隣の席の<PERSON>くんにノートを借りたままだ"),
+        ("管理画面のパスワードを Hk2938!qz に変えた", "管理画面のパスワードを <SECRET> に変えた"),
+        ("I changed my password to Hk2938!qz yesterday",
+         "I changed my password to <SECRET> yesterday"),
+        # no value that mixes letters with digits or symbols: no secret
+        ("I changed my password to something stronger",
+         "I changed my password to something stronger"),
+    ],
+)
+def test_round_16_private_signals_still_veto(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
 def test_the_gazetteer_is_large_and_a_set(pii_params, scrubber):
     names = [n for names in pii_params["public_facts"]["allow_list"].values() for n in names]
     assert len(names) >= 1_500

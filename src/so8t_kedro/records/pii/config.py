@@ -94,6 +94,9 @@ class HonorificNamesConfig(_Strict):
     # ... or a word of 2-3 kanji the dictionary lists as no surname but tags as a proper
     # noun matching this (鰐淵 in 同僚の鰐淵が: 名詞-固有名詞-一般), before a particle.
     relation_unlisted_proper_noun_pos: str | None = None
+    # ... and such a word right before one of these honorifics, relation word or not
+    # (隣の席の久保田くん): the diminutives said of private persons, not of firms.
+    unlisted_proper_noun_honorifics: list[str] = Field(default_factory=list)
     # ... and after such a surname a kana given name that Sudachi cut across a particle
     # (今泉 + は + るき in 甥っ子の今泉はるきの): 2-4 kana of whole tokens, the last a noun,
     # then a particle, a mark or the end (not 今泉はまだ: まだ is no noun).
@@ -151,7 +154,9 @@ class PublicFactsConfig(_Strict):
     on the public-figure gazetteer (``allow_list``) or the text gives positive evidence
     right next to the name that the person is public (``public_before``: 第32代総理大臣,
     President, the novel by; ``public_after``: の代表作, が書いた小説, 's theory of
-    relativity, won the Nobel Prize). No private context alone never keeps a name."""
+    relativity, won the Nobel Prize), or in the sentence that holds it (``public_sentence``:
+    a public deed, a historical date, a question about the person's legacy). No private
+    context alone never keeps a name."""
 
     entities: list[str]
     # The gazetteer of public figures, category -> names (parameters_pii_allow_list.yml).
@@ -174,12 +179,17 @@ class PublicFactsConfig(_Strict):
     # before the person (public_before) and matched right after it (public_after).
     public_before: dict[str, str] = Field(default_factory=dict)
     public_after: dict[str, str] = Field(default_factory=dict)
+    # ... and searched in the sentence that holds the person, its persons' characters
+    # replaced by \uE000 as for ``private`` (a deed: discovered, 発見した; a date before
+    # living memory: in 1854, 明治; a question about a legacy: Why is \uE000 remembered).
+    public_sentence: dict[str, str] = Field(default_factory=dict)
     # Any entity of another type in the text (a phone, an address, an account) is
     # private context.
     other_entities_are_private: bool = True
 
     def model_post_init(self, _context: Any) -> None:
-        for key in ("private", "private_before", "public_before", "public_after"):
+        for key in ("private", "private_before", "public_before", "public_after",
+                    "public_sentence"):
             for pattern in getattr(self, key).values():
                 named = set(regex.findall(r"\{\{(\w+)\}\}", pattern))
                 missing = sorted(named - set(self.words))

@@ -89,6 +89,7 @@ class _HonorificNameRecognizer(EntityRecognizer):
         self._unlisted_proper = (regex.compile(config.relation_unlisted_proper_noun_pos)
                                  if config.relation_unlisted_proper_noun_pos else None)
         self._relation_kana_run = config.relation_kana_run
+        self._unlisted_honorifics = frozenset(config.unlisted_proper_noun_honorifics)
         honorifics = sorted(config.honorifics, key=len, reverse=True)
         self._kana_run = (regex.compile(
             f"(?:{config.kana_run_surface})(?=" + "|".join(map(regex.escape, honorifics)) + ")")
@@ -124,6 +125,17 @@ class _HonorificNameRecognizer(EntityRecognizer):
             return False
         return self._tokens.listed_as(surface, self._surname)
 
+    def _is_unlisted_surname_before(self, tokens: Any, i: int) -> bool:
+        """A surname the dictionary lacks, 2-3 kanji tagged as a general proper noun
+        (``relation_unlisted_proper_noun_pos``: 久保田), right before an honorific of
+        ``unlisted_proper_noun_honorifics`` (久保田くん; not 東大さん, 阪神さん: firms
+        take さん and 様, not くん or ちゃん)."""
+        token = tokens[i]
+        return (self._unlisted_proper is not None
+                and tokens[i + 1].surface() in self._unlisted_honorifics
+                and regex.fullmatch(r"[\p{Han}々]{2,3}", token.surface()) is not None
+                and self._unlisted_proper.search("-".join(token.part_of_speech())) is not None)
+
     def _kana_run_end(self, text: str, token: Any) -> int | None:
         """Where a kana given name ends that follows a surname in the text right before
         an honorific, however Sudachi cut it (工藤 + りこ + ちゃん, 安田 + そうた + くん):
@@ -154,7 +166,8 @@ class _HonorificNameRecognizer(EntityRecognizer):
             if token.surface() in self._role_nouns:
                 continue
             if ((self._tokens.matches(token) and self._is_name(token))
-                    or self._is_surname_read_as_noun(tokens, i)):
+                    or self._is_surname_read_as_noun(tokens, i)
+                    or self._is_unlisted_surname_before(tokens, i)):
                 results.append(RecognizerResult("PERSON", token.begin(), end, self._score))
         for i in range(2, len(tokens)):
             end = self._relation_then_name(tokens, i)

@@ -1,6 +1,7 @@
 """What stays although a recogniser found it: public figures asked about as public facts
 (``pii.public_facts``: on the gazetteer, or with a public role or work named next to the
-name, and no private context in the text), brands and firms named after people
+name or a public deed, date or legacy in its sentence, and no private context in the
+text), brands and firms named after people
 (``pii.brands``), and addresses that identify no one (``pii.public_ip_addresses``:
 public resolvers)."""
 
@@ -25,6 +26,9 @@ PERSON_MARK = "\ue000"
 # inside 織田信長; a pair recogniser reads Curie inside Marie Curie).
 _LISTED_NAME_REACH = 12
 _LATIN_PAIR = regex.compile(r"\p{Latin}\p{Latin}")
+# Where a sentence ends: ``public_sentence`` evidence counts for the persons of its own
+# sentence only (a second sentence may name someone else).
+_SENTENCE_END = regex.compile(r"[。．！？!?\n]|\.(?=\s)")
 
 
 class _PublicFacts:
@@ -32,10 +36,12 @@ class _PublicFacts:
 
     def __init__(self, config: PublicFactsConfig):
         self.config = config
-        (self._private, self._private_before, self._public_before, self._public_after) = (
+        (self._private, self._private_before, self._public_before, self._public_after,
+         self._public_sentence) = (
             {language: regex.compile(pattern)
              for language, pattern in config.expanded(key).items()}
-            for key in ("private", "private_before", "public_before", "public_after")
+            for key in ("private", "private_before", "public_before", "public_after",
+                        "public_sentence")
         )
         self._ignore = regex.compile(config.allow_list_ignore)
         self._not_listed_after = (regex.compile(config.not_listed_after)
@@ -79,6 +85,19 @@ class _PublicFacts:
         after = self._public_after.get(language)
         return after is not None and after.match(text, person.end) is not None
 
+    def has_public_sentence(self, marked: str, language: str, person: RecognizerResult) -> bool:
+        """Whether the sentence that holds the person (in ``marked``: the text with every
+        person's characters replaced by ``PERSON_MARK``) names a public deed, a
+        historical date or a question about the person's legacy (``public_sentence``)."""
+        pattern = self._public_sentence.get(language)
+        if pattern is None:
+            return False
+        start = max((m.end() for m in _SENTENCE_END.finditer(marked, 0, person.start)),
+                    default=0)
+        end_match = _SENTENCE_END.search(marked, person.end)
+        end = len(marked) if end_match is None else end_match.end()
+        return pattern.search(marked, start, end) is not None
+
     def has_private_context(
         self, text: str, language: str, persons: Sequence[RecognizerResult],
         others: Sequence[RecognizerResult],
@@ -99,26 +118,34 @@ class _PublicFacts:
         if before is not None and any(before.search(text, 0, person.start) is not None
                                       for person in persons):
             return True
-        rest = list(text)
-        for person in persons:
-            rest[person.start : person.end] = PERSON_MARK * (person.end - person.start)
-        return private.search("".join(rest)) is not None
+        return private.search(_marked(text, persons)) is not None
 
     def public_persons(
         self, text: str, language: str, persons: Sequence[RecognizerResult],
         others: Sequence[RecognizerResult] = (),
     ) -> list[RecognizerResult]:
         """The persons that stay: none in a text with private context; otherwise those
-        on the gazetteer or with public evidence next to them, and the persons that
+        on the gazetteer, with public evidence next to them or in their sentence, and
+        the persons that
         overlap one of these (two recognisers read the same name). Every other person
         goes, whatever the text: deny by default."""
         if not persons or self.has_private_context(text, language, persons, others):
             return []
+        marked = _marked(text, persons)
         public = [person for person in persons
                   if self.is_listed(text, person)
-                  or self.has_public_evidence(text, language, person)]
+                  or self.has_public_evidence(text, language, person)
+                  or self.has_public_sentence(marked, language, person)]
         return [person for person in persons
                 if any(person.start < p.end and p.start < person.end for p in public)]
+
+
+def _marked(text: str, persons: Sequence[RecognizerResult]) -> str:
+    """The text with every person's characters replaced by ``PERSON_MARK``."""
+    rest = list(text)
+    for person in persons:
+        rest[person.start : person.end] = PERSON_MARK * (person.end - person.start)
+    return "".join(rest)
 
 
 def _latin_letters(left: str, right: str) -> bool:
