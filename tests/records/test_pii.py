@@ -1427,3 +1427,116 @@ def test_the_gazetteer_is_large_and_a_set(pii_params, scrubber):
     assert len(names) == len(set(names))
     listed = scrubber._public_facts._listed
     assert isinstance(listed, frozenset) and "アインシュタイン" in listed
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # round 17: a given name alone where the text deals with a person: a verb of
+        # contacting or telling, a greeting, a self-introduction, did/has X ever/yet,
+        # "for X" ending a clause, X as the subject of said/will ...
+        ("Email Gordon the slides before lunch", "Email <PERSON> the slides before lunch"),
+        ("Hi Melissa, the invoice is attached.", "Hi <PERSON>, the invoice is attached."),
+        ("hey it's Marcus. can you draft a reply", "hey it's <PERSON>. can you draft a reply"),
+        ("did Samantha ever reply about the venue?", "did <PERSON> ever reply about the venue?"),
+        ("Draft a short handover note for Oliver.", "Draft a short handover note for <PERSON>."),
+        ("Harriet said she'd cover the late shift", "<PERSON> said she'd cover the late shift"),
+        # ... not a month, a day or a place that is also a given name
+        ("Book a table for June.", "Book a table for June."),
+        ("Send Paris a postcard? It is a city.", "Send Paris a postcard? It is a city."),
+        # a hyphenated surname is part of the name
+        ("A speech for my friend Nadia Fischer-Lund", "A speech for my friend <PERSON>"),
+        # a katakana given name after a kanji surname, one kanji before くん
+        ("叔母の高橋ハナが来月90歳になる", "叔母の<PERSON>が来月90歳になる"),
+        ("教え子の前田翼くんの進路相談", "教え子の<PERSON>くんの進路相談"),
+    ],
+)
+def test_round_17_a_given_name_alone_in_a_request_is_a_person(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # address formats: a suburb and a city before the postcode (NZ), a country after
+        # a German postcode and town
+        ("Is 42 Totara Street, Mt Eden, Auckland 1024 near a bus stop?",
+         "Is <ADDRESS> near a bus stop?"),
+        ("Ship it to Lindenallee 14, 50968 Köln, Germany please",
+         "Ship it to <ADDRESS> please"),
+        # passports: 1-2 letters and 6-8 digits after the keyword
+        ("my passport number is GK583920", "my passport number is <ID>"),
+        ("パスポート番号 TR123456 の更新", "パスポート番号 <ID> の更新"),
+        # a DVLA licence number with no keyword, its date valid
+        ("Is JONES861204AB7CD the right format?", "Is <ID> the right format?"),
+        # ゆうちょ 記号番号 whole
+        ("ゆうちょの記号番号 10170-34567891 に振り込んで", "ゆうちょの記号番号 <ACCOUNT> に振り込んで"),
+        # pw as a password keyword
+        ("the db pw is Xr7!kLm2#q for now", "the db pw is <SECRET> for now"),
+    ],
+)
+def test_round_17_patterns(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "entity"),
+    [("my passport number is GK583920", "PASSPORT"),
+     ("Is JONES861204AB7CD the right format?", "DRIVER_LICENSE")],
+)
+def test_round_17_pattern_types(scrub, text, entity):
+    assert scrub(text)[1] == {entity: 1}
+
+
+def test_round_17_no_licence_without_a_birth_date(scrub):
+    # month 13 and day 00: a code of another kind
+    assert scrub("Order ref SMITH813004AB1CD shipped")[0] == "Order ref SMITH813004AB1CD shipped"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # round 17: one span for a name of three capitalised words, and evidence of a
+        # public figure: achievements, a first work, a role with a place, what a person
+        # explored or influenced, a famous line, a field before a name, a role as として
+        "What lakes did Carla Mae Jennings explore?",
+        "How did Otis Lee Barnaby influence swing?",
+        "How many Olympic golds did Zelda Okafor win?",
+        "What was Priya Raman's first cookbook?",
+        "Priya Raman — tell me her story",
+        "who was Hollis Brandt, the Vermont governor?",
+        "Did Zelda Okafor really say 'Mr. Brandt, I presume?'",
+        "将棋の佐藤健太郎さんの名局",
+        "佐藤健太郎は大阪府知事として何をした?",
+        # places are no persons: a place word after a given name, a country before 's
+        "Is Ashford Hills a nice area?",
+        "Why is she called Peru's Mozart?",
+    ],
+)
+def test_round_17_public_evidence_keeps_a_name(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # every new evidence is vetoed by a private signal
+        ("How many Olympic golds did my cousin Zelda Okafor win?",
+         "How many Olympic golds did my cousin <PERSON> win?"),
+        ("What was my friend Priya Raman's first cookbook?",
+         "What was my friend <PERSON>'s first cookbook?"),
+        ("同僚の佐藤健太郎は大阪府知事として何をした?", "同僚の<PERSON>は大阪府知事として何をした?"),
+        ("友達の将棋の佐藤健太郎さん", "友達の将棋の<PERSON>さん"),
+        ("who was my neighbour Hollis Brandt, the Vermont governor?",
+         "who was my neighbour <PERSON>, the Vermont governor?"),
+        ("Did my boss Zelda Okafor really say 'Mr. Brandt, I presume?'",
+         "Did my boss <PERSON> really say 'Mr. <PERSON>, I presume?'"),
+        ("How did my uncle Otis Lee Barnaby influence swing?",
+         "How did my uncle <PERSON> influence swing?"),
+        # an NDA is a private dealing
+        ("Has Dolores Whitfield signed the NDA yet?", "Has <PERSON> signed the NDA yet?"),
+        ("佐藤健太郎ってどんな陸上選手?私の同級生", "<PERSON>ってどんな陸上選手?私の同級生"),
+    ],
+)
+def test_round_17_private_signals_still_veto(scrub, text, expected):
+    assert scrub(text)[0] == expected

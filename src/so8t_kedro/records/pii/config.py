@@ -144,6 +144,11 @@ class GivenNamePairsConfig(_Strict):
     # name (Mary Ann Smith) or one of ``titles`` (Mr Oscar Lindgren).
     longer_name_before: str
     titles: list[str]
+    # A given name alone where the text deals with a person (Send Desmond ..., Hi Fiona,
+    # it's Rosa, Wendell said ...): group ``given``, a name on the lists and not one of
+    # ``alone_not`` (months, days, places that are also given names).
+    alone_regex: str
+    alone_not: list[str]
     score: float = Field(ge=0.0, le=1.0)
 
 

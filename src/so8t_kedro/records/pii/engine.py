@@ -28,6 +28,7 @@ from so8t_kedro.records.pii.names import (
     _GivenNamePairRecognizer,
     _HonorificNameRecognizer,
     _NerRecognizer,
+    joined_persons,
 )
 from so8t_kedro.records.pii.patterns import _ValidatedPatternRecognizer
 from so8t_kedro.records.pii.public import _Brands, _PublicAddresses, _PublicFacts
@@ -192,6 +193,7 @@ class PiiScrubber:
                 nlp_artifacts=artifacts,
                 score_threshold=self.config.score_threshold,
             )
+            results = joined_persons(text, results)
             results = [r for r in results if not (
                 r.entity_type == "IP_ADDRESS"
                 and self._public_addresses.is_public_ip(text[r.start : r.end]))]

@@ -176,7 +176,8 @@ class _HonorificNameRecognizer(EntityRecognizer):
         return results
 
     def _is_kana_given_name(self, token: Any) -> bool:
-        """A given name in kana as the configuration describes it (ひなた, ここ)."""
+        """A given name in kana (ひなた, ここ) or one kanji (蒼) as the configuration
+        describes it."""
         return (self._given_surface is not None
                 and self._given_surface.search(token.surface()) is not None
                 and self._given_pos.search("-".join(token.part_of_speech())) is not None)
@@ -360,6 +361,8 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         self._pair = regex.compile(_expand_words(config.regex, config.words))
         self._longer_name_before = regex.compile(config.longer_name_before)
         self._titles = frozenset(config.titles)
+        self._alone_regex = regex.compile(_expand_words(config.alone_regex, config.words))
+        self._alone_not = frozenset(config.alone_not)
         self._score = config.score
 
     def load(self) -> None:
@@ -390,11 +393,50 @@ class _GivenNamePairRecognizer(EntityRecognizer):
                     and not self._ends_a_longer_name(text, match.start())):
                 yield match
 
+    def _alone_names(self, text: str) -> Iterator[Any]:
+        """Given names alone in a request or an exchange (``alone_regex``)."""
+        for match in self._alone_regex.finditer(text):
+            given = match["given"]
+            if given not in self._alone_not and self.is_given_name(given):
+                yield match
+
     def may_match(self, text: str) -> bool:
-        return next(self._pairs(text), None) is not None
+        return (next(self._pairs(text), None) is not None
+                or next(self._alone_names(text), None) is not None)
 
     def analyze(self, text, entities, nlp_artifacts=None):
-        return [
-            RecognizerResult("PERSON", match.start(), match.end(), self._score)
-            for match in self._pairs(text)
+        pairs = [RecognizerResult("PERSON", match.start(), match.end(), self._score)
+                 for match in self._pairs(text)]
+        return pairs + [
+            RecognizerResult("PERSON", match.start("given"), match.end("given"), self._score)
+            for match in self._alone_names(text)
         ]
+
+
+# A katakana given name right after a kanji surname the recognisers found (祖母の新井
+# + トメが): 2-4 katakana, then a particle, a mark, an honorific or the end.
+_KATAKANA_GIVEN_AFTER = regex.compile(
+    r"[\p{Katakana}ー]{2,4}(?=[がはをにのもとへやで、。,.!?！？\s]|さん|様|ちゃん|くん|$)")
+_KANJI_NAME = regex.compile(r"[\p{Han}々]{1,4}")
+
+
+def joined_persons(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Person spans as whole names: overlapping ones joined into one (John Wesley +
+    Wesley Powell is John Wesley Powell: two recognisers read one name), and a kanji
+    surname carried over a katakana given name that follows it (新井 + トメ)."""
+    others = [r for r in results if r.entity_type != "PERSON"]
+    joined: list[RecognizerResult] = []
+    for person in sorted((r for r in results if r.entity_type == "PERSON"),
+                         key=lambda r: (r.start, -r.end)):
+        if joined and person.start < joined[-1].end:
+            last = joined[-1]
+            last.end = max(last.end, person.end)
+            last.score = max(last.score, person.score)
+            continue
+        joined.append(person)
+    for person in joined:
+        if _KANJI_NAME.fullmatch(text, person.start, person.end):
+            given = _KATAKANA_GIVEN_AFTER.match(text, person.end)
+            if given is not None:
+                person.end = given.end()
+    return others + joined

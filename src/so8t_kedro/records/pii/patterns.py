@@ -85,6 +85,14 @@ def _ip_valid(text: str) -> bool:
                 or _is_subnet_mask(address))
 
 
+def uk_driving_licence_valid(text: str) -> bool:
+    """A DVLA licence number's birth date: decade any digit, month 01-12 (51-62 for a
+    woman), day 01-31; the year digit any. A 16-character run of capitals and digits
+    with no such date is a code of another kind."""
+    month, day = int(text[6:8]), int(text[8:10])
+    return (1 <= month <= 12 or 51 <= month <= 62) and 1 <= day <= 31
+
+
 def _digits(text: str) -> str:
     return "".join(ch for ch in text if ch.isdigit())
 
@@ -125,6 +133,7 @@ VALIDATORS: dict[str, Callable[[str], bool | None]] = {
     "digits_10_11": lambda text: len(_digits(text)) in (10, 11),
     "digits_8_15": lambda text: 8 <= len(_digits(text)) <= 15,
     "ja_name_not_common_noun": _ja_name_not_common_noun,
+    "uk_driving_licence": uk_driving_licence_valid,
 }
 
 

@@ -28,7 +28,9 @@ _LISTED_NAME_REACH = 12
 _LATIN_PAIR = regex.compile(r"\p{Latin}\p{Latin}")
 # Where a sentence ends: ``public_sentence`` evidence counts for the persons of its own
 # sentence only (a second sentence may name someone else).
-_SENTENCE_END = regex.compile(r"[。．！？!?\n]|\.(?=\s)")
+# A title's dot (Dr. Livingstone) ends no sentence.
+_SENTENCE_END = regex.compile(
+    r"[。．！？!?\n]|(?<!(?<![A-Za-z])(?:Dr|Mr|Mrs|Ms|Mx|St|Prof|Jr|Sr))\.(?=\s)")
 
 
 class _PublicFacts:
