@@ -1444,6 +1444,9 @@ def test_the_gazetteer_is_large_and_a_set(pii_params, scrubber):
         # ... not a month, a day or a place that is also a given name
         ("Book a table for June.", "Book a table for June."),
         ("Send Paris a postcard? It is a city.", "Send Paris a postcard? It is a city."),
+        # ... nor a title that opens with a greeting
+        ("Who wrote Hey Jude?", "Who wrote Hey Jude?"),
+        ("She got a Dear John letter", "She got a Dear John letter"),
         # a hyphenated surname is part of the name
         ("A speech for my friend Nadia Fischer-Lund", "A speech for my friend <PERSON>"),
         # a katakana given name after a kanji surname, one kanji before くん
