@@ -1,0 +1,82 @@
+"""Would a stronger teacher help the distillation term? The reference classifier and a few
+variants of it (exploration, not product code).
+
+Each variant is fitted on the train split and scored on the validation and test splits
+(macro-F1), and cross-fitted on the train split as the training's `attach_reference_scores`
+node does (5 stratified folds; the out-of-fold macro-F1 is how good the soft targets the
+model learns from are). The reference's own cross-fitting is also run with 10 and 20 folds.
+A teacher is worth training with only if it is better on validation.
+
+    python notebooks/decision_probes/teacher_variants.py
+
+Reads the catalog's train/val/test records (run `kedro run --pipelines=data_processing`
+first).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def variants(reference: dict) -> dict[str, dict]:
+    """The reference's parameters and one change each."""
+    def changed(section: str, **values) -> dict:
+        params = copy.deepcopy(reference)
+        params[section].update(values)
+        return params
+
+    return {
+        "reference (char_wb 1-3, C 10)": reference,
+        "char_wb 1-4-grams": changed("tfidf", ngram_range=[1, 4]),
+        "C 30": changed("logistic_regression", C=30.0),
+        "C 3": changed("logistic_regression", C=3.0),
+        "char 2-4-grams": changed("tfidf", analyzer="char", ngram_range=[2, 4]),
+    }
+
+
+def main() -> None:
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+    from sklearn.metrics import f1_score
+
+    from so8t_kedro.decision.reference_classifier import (
+        cross_fitted_scores,
+        fit_on_records,
+        reference_scores,
+    )
+    from so8t_kedro.labels import LABEL_TO_ID
+
+    bootstrap_project(PROJECT_ROOT)
+    with KedroSession.create(project_path=PROJECT_ROOT) as session:
+        context = session.load_context()
+        reference = context.params["evaluation"]["reference_classifier"]
+        train = context.catalog.load("train_records")
+        held_out = {"val": context.catalog.load("val_records"),
+                    "test": context.catalog.load("test_records")}
+
+    def macro_f1(labels, scores) -> float:
+        return f1_score([LABEL_TO_ID[label] for label in labels], scores.argmax(axis=1),
+                        average="macro")
+
+    texts, labels = train["text"].tolist(), train["label"].tolist()
+    print(f"{'teacher':32} {'val':>6} {'test':>6} {'out-of-fold (5)':>16}")
+    for name, params in variants(reference).items():
+        classifier = fit_on_records(train, params)
+        scored = {split: macro_f1(records["label"],
+                                  reference_scores(classifier, records["text"].tolist()))
+                  for split, records in held_out.items()}
+        oof = macro_f1(labels, cross_fitted_scores(texts, labels, params, 5))
+        print(f"{name:32} {scored['val']:6.3f} {scored['test']:6.3f} {oof:16.3f}")
+    for folds in (10, 20):
+        oof = macro_f1(labels, cross_fitted_scores(texts, labels, reference, folds))
+        print(f"reference, {folds} folds: out-of-fold {oof:.3f}")
+
+
+if __name__ == "__main__":
+    main()
