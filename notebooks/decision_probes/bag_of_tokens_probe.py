@@ -9,6 +9,12 @@ decision from the same 2,509 requests has no more to gain from the bag alone.
 
     python notebooks/decision_probes/bag_of_tokens_probe.py
     python notebooks/decision_probes/bag_of_tokens_probe.py --bigram-buckets 20000 --ginza-vectors
+    python notebooks/decision_probes/bag_of_tokens_probe.py --tokenizer-corpus requests
+
+``--tokenizer-corpus requests`` swaps the embedded tokenizer (trained on the train split's
+SFT texts, whose template phrases take many of its pieces) for one built the same way
+(``build_embedded_tokenizer``, ``base_model.embedded``'s vocabulary size and placeholders)
+from the train split's requests alone: does a bag of request-word pieces decide better?
 """
 from __future__ import annotations
 
@@ -47,16 +53,35 @@ def ginza_vectors(tokenizer) -> tuple[np.ndarray, np.ndarray]:
     return vectors, found
 
 
+def requests_tokenizer(requests: list[str]):
+    """The embedded tokenizer built from ``requests`` instead of the SFT texts."""
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+    from seed_samples import project_parameters
+
+    from so8t_kedro.models.embedded import build_embedded_tokenizer
+
+    embedded = project_parameters()["base_model"]["embedded"]
+    return build_embedded_tokenizer(requests, vocab_size=embedded["vocab_size"],
+                                    seed=embedded["seed"],
+                                    model_max_length=embedded["max_position_embeddings"],
+                                    placeholder_tokens=embedded["placeholder_tokens"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bigram-buckets", type=int, default=0)
     p.add_argument("--ginza-vectors", action="store_true")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--tokenizer-corpus", choices=["sft", "requests"], default="sft")
     a = p.parse_args()
     torch.set_num_threads(1)
-    tokenizer = AutoTokenizer.from_pretrained(
-        latest("data/06_models/embedded_base_model/*/embedded_base_model"))
+    if a.tokenizer_corpus == "requests":
+        tokenizer = requests_tokenizer([r["text"] for r in load_split("train")])
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(
+            latest("data/06_models/embedded_base_model/*/embedded_base_model"))
+    print(f"tokens per train request: {np.mean([len(tokenizer(r['text'], add_special_tokens=False)['input_ids']) for r in load_split('train')]):.1f}")
     vocab = len(tokenizer)
 
     def features(text: str) -> list[int]:
