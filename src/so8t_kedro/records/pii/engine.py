@@ -205,7 +205,8 @@ class PiiScrubber:
                 text, language, [r for r in results if r.entity_type in public],
                 [r for r in results if r.entity_type not in public],
             )
-            results = [r for r in results if not any(r is k for k in kept)]
+            kept_ids = {id(person) for person in kept}
+            results = [r for r in results if id(r) not in kept_ids]
             if not results:
                 return ScrubResult(text)
             anonymized = self.anonymizer.anonymize(

@@ -101,7 +101,7 @@ class _PublicFacts:
         return pattern.search(marked, start, end) is not None
 
     def has_private_context(
-        self, text: str, language: str, persons: Sequence[RecognizerResult],
+        self, text: str, marked: str, language: str, persons: Sequence[RecognizerResult],
         others: Sequence[RecognizerResult],
     ) -> bool:
         """Whether the text names a private context for its persons: another entity
@@ -109,8 +109,8 @@ class _PublicFacts:
         before it (``private_before``), or a word of a private relation, of contact or
         personal data, of first-person involvement or of today (``private``: my,
         address, owes me, 同僚, 住所, 連絡, an honorific) outside the persons, whose
-        characters are replaced by ``PERSON_MARK`` first (兄 in 中大兄皇子 is no brother).
-        A language without a ``private`` regex is all private: nothing is kept."""
+        characters are replaced by ``PERSON_MARK`` in ``marked`` (兄 in 中大兄皇子 is no
+        brother). A language without a ``private`` regex is all private: nothing is kept."""
         if others and self.config.other_entities_are_private:
             return True
         private = self._private.get(language)
@@ -120,26 +120,25 @@ class _PublicFacts:
         if before is not None and any(before.search(text, 0, person.start) is not None
                                       for person in persons):
             return True
-        return private.search(_marked(text, persons)) is not None
+        return private.search(marked) is not None
 
     def public_persons(
         self, text: str, language: str, persons: Sequence[RecognizerResult],
         others: Sequence[RecognizerResult] = (),
     ) -> list[RecognizerResult]:
         """The persons that stay: none in a text with private context; otherwise those
-        on the gazetteer, with public evidence next to them or in their sentence, and
-        the persons that
-        overlap one of these (two recognisers read the same name). Every other person
-        goes, whatever the text: deny by default."""
-        if not persons or self.has_private_context(text, language, persons, others):
+        on the gazetteer or with public evidence next to them or in their sentence. Every
+        other person goes, whatever the text: deny by default. ``persons`` are whole
+        names (:func:`~so8t_kedro.records.pii.names.joined_persons`: no two overlap)."""
+        if not persons:
             return []
         marked = _marked(text, persons)
-        public = [person for person in persons
-                  if self.is_listed(text, person)
-                  or self.has_public_evidence(text, language, person)
-                  or self.has_public_sentence(marked, language, person)]
+        if self.has_private_context(text, marked, language, persons, others):
+            return []
         return [person for person in persons
-                if any(person.start < p.end and p.start < person.end for p in public)]
+                if self.is_listed(text, person)
+                or self.has_public_evidence(text, language, person)
+                or self.has_public_sentence(marked, language, person)]
 
 
 def _marked(text: str, persons: Sequence[RecognizerResult]) -> str:
