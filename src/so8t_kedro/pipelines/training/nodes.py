@@ -90,9 +90,9 @@ def attach_reference_scores(thinking_sft_dataset: pd.DataFrame, train_records: p
 
 def resolve_training_base(embedded_base_model_dir: Path, base_model_params: dict[str, Any],
                           training_params: dict[str, Any]) -> dict[str, Any]:
-    """The base the search trains (``base_model.path`` when set, else the embedded default)
-    and ``params:training`` for that base (:mod:`so8t_kedro.models.selection`), as
-    ``base_model_dir`` and ``training_params``."""
+    """The base to train (``base_model.path`` when set, else the embedded default) and
+    ``params:training`` for that base (:mod:`so8t_kedro.models.selection`), as
+    ``base_model_dir`` and ``training_params``: what the search and the train node train."""
     return {"base_model_dir": chosen_base_dir(base_model_params, embedded_base_model_dir),
             "training_params": training_params_for(base_model_params, training_params)}
 
@@ -172,12 +172,14 @@ def train_so8t_adapter(
     Returns the adapter (+ gates, + tokenizer), the per-step loss history and a summary
     with the validation LM loss before and after training.
     """
-    base_dir = chosen_base_dir(base_model_params, embedded_base_model_dir)
+    # Resolved here again rather than taken from the in-memory ``training_base``, so that
+    # ``--from-nodes=train_so8t_adapter`` (what a failed run suggests) finds its inputs.
+    base = resolve_training_base(embedded_base_model_dir, base_model_params, training_params)
+    base_dir = base["base_model_dir"]
     if hpo_best_params:
         logger.info("Training with the hyperparameter search's best parameters: %s",
                     hpo_best_params)
-    params = apply_overrides(training_params_for(base_model_params, training_params),
-                             hpo_best_params)
+    params = apply_overrides(base["training_params"], hpo_best_params)
     try:
         result = train_so8t(base_dir, training_samples, params,
                             checkpoint_dir=params["checkpoint"]["dir"], trackers=step_trackers())
