@@ -23,21 +23,28 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def main() -> None:
+def reference_and_splits():
+    """``params:evaluation.reference_classifier``, the train records and the held-out
+    ones by split (``val``, ``test``), as the project's catalog loads them."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(PROJECT_ROOT)
+    with KedroSession.create(project_path=PROJECT_ROOT) as session:
+        context = session.load_context()
+        return (context.params["evaluation"]["reference_classifier"],
+                context.catalog.load("train_records"),
+                {"val": context.catalog.load("val_records"),
+                 "test": context.catalog.load("test_records")})
+
+
+def main() -> None:
     from sklearn.metrics import f1_score
 
     from so8t_kedro.decision.reference_classifier import fit_on_records, reference_scores
     from so8t_kedro.labels import LABELS
 
-    bootstrap_project(PROJECT_ROOT)
-    with KedroSession.create(project_path=PROJECT_ROOT) as session:
-        context = session.load_context()
-        reference = context.params["evaluation"]["reference_classifier"]
-        train = context.catalog.load("train_records")
-        held_out = {"val": context.catalog.load("val_records"),
-                    "test": context.catalog.load("test_records")}
+    reference, train, held_out = reference_and_splits()
     for longest in (1, 2, 3):
         params = copy.deepcopy(reference)
         params["tfidf"]["ngram_range"] = [1, longest]

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+from reference_ngrams import reference_and_splits  # noqa: E402
 
 
 def variants(reference: dict) -> dict[str, dict]:
@@ -41,8 +43,6 @@ def variants(reference: dict) -> dict[str, dict]:
 
 
 def main() -> None:
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
     from sklearn.metrics import f1_score
 
     from so8t_kedro.decision.reference_classifier import (
@@ -52,13 +52,7 @@ def main() -> None:
     )
     from so8t_kedro.labels import LABEL_TO_ID
 
-    bootstrap_project(PROJECT_ROOT)
-    with KedroSession.create(project_path=PROJECT_ROOT) as session:
-        context = session.load_context()
-        reference = context.params["evaluation"]["reference_classifier"]
-        train = context.catalog.load("train_records")
-        held_out = {"val": context.catalog.load("val_records"),
-                    "test": context.catalog.load("test_records")}
+    reference, train, held_out = reference_and_splits()
 
     def macro_f1(labels, scores) -> float:
         return f1_score([LABEL_TO_ID[label] for label in labels], scores.argmax(axis=1),
