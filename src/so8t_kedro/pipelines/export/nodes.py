@@ -395,13 +395,12 @@ def render_export_report(bake_verification: Mapping[str, Any],
         "baked dtype / compared in": f"{bake['baked_dtype']} / {bake['compute_dtype']} on "
                                      f"{bake['device']}",
     }})
-    ollama = ollama_model
-    if ollama["ran"]:
-        ollama_status = f"Created the Ollama model: ollama run {ollama['model']}"
+    if ollama_model["ran"]:
+        ollama_status = f"Created the Ollama model: ollama run {ollama_model['model']}"
     else:
-        ollama_status = (f"ollama create was skipped ({ollama['skipped']}); run the "
+        ollama_status = (f"ollama create was skipped ({ollama_model['skipped']}); run the "
                          "command above where Ollama is installed.")
-    gguf_folder = Path(ollama["path"]).parent
+    gguf_folder = Path(ollama_model["path"]).parent
     return html_report.page("SO8T export", [
         html_report.section(
             "Baked model",
@@ -420,10 +419,10 @@ def render_export_report(bake_verification: Mapping[str, Any],
             html_report.table(_gguf_table(gguf_verification))),
         html_report.section(
             "Ollama",
-            html_report.paragraph(f"Modelfile ({ollama['path']}):"),
-            f"<pre>{html_report.escape(ollama['content'])}</pre>",
+            html_report.paragraph(f"Modelfile ({ollama_model['path']}):"),
+            f"<pre>{html_report.escape(ollama_model['content'])}</pre>",
             html_report.paragraph("Register it with:"),
-            f"<pre><code>{html_report.escape(ollama['command'])}</code></pre>",
+            f"<pre><code>{html_report.escape(ollama_model['command'])}</code></pre>",
             html_report.paragraph(ollama_status)),
         html_report.section(
             "Japanese performance: original vs baked",
