@@ -23,11 +23,16 @@ pytestmark = pytest.mark.slow
 
 STUDY = "so8t_thinking"
 N_TRIALS = 3
-# Tiny trials on the tiny model; heartbeats of 1 s so that a killed worker's trial goes stale
-# within seconds; no MLflow run (two runs at once would share its SQLite store too).
+# Trials of 150 steps (about 9 s each on an idle 2-core machine) on the tiny model, so that
+# the first worker cannot finish the study before the second one's start-up is over, even
+# on a loaded machine (with 3-step trials it did, in CI); no pruning (n_warmup_steps = the
+# budget), so every trial that runs completes; heartbeats of 1 s so that a killed worker's
+# trial goes stale within seconds; no MLflow run (two runs at once would share its SQLite
+# store too).
 PARAMS = ",".join([
     "tracking.enabled=false", "hpo.enabled=true", f"hpo.n_trials={N_TRIALS}",
-    "hpo.n_startup_trials=3", "hpo.steps_per_trial=3", "hpo.eval_every_steps=1",
+    "hpo.n_startup_trials=3", "hpo.steps_per_trial=150", "hpo.eval_every_steps=5",
+    "hpo.pruner.n_warmup_steps=150", "base_model.embedded_training.epochs=30",
     "hpo.heartbeat.interval_seconds=1", "hpo.heartbeat.grace_period_seconds=2",
     "training.batch_size=4", "training.max_seq_length=512", "training.lora.r=4",
     "training.lora.alpha=8", "training.checkpoint.interval_seconds=0",
