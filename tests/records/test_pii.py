@@ -1543,3 +1543,95 @@ def test_round_17_public_evidence_keeps_a_name(scrub, text):
 )
 def test_round_17_private_signals_still_veto(scrub, text, expected):
     assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "entity"),
+    [
+        # round 18: a secret word, が/は/:/space, and a value mixing letters with digits
+        ("社内ポータルのパスは Qw7&mirai88、変えたほうがいい?", "社内ポータルのパスは <SECRET>、変えたほうがいい?", "SECRET"),
+        ("ログインパスが Hana_2291 のままです", "ログインパスが <SECRET> のままです", "SECRET"),
+        ("db password: Zx81!koala", "db password: <SECRET>", "SECRET"),
+        ("APIトークンは key_test_4Hc9Wq2Ny6Tb3Lm0 です", "APIトークンは <SECRET> です", "SECRET"),
+        # token prefixes as shapes: any prefix with live_/test_, AIza with 30-40 more
+        ("use pay_live_7Hq2Lk9Zr4Xw for the webhook", "use <SECRET> for the webhook", "SECRET"),
+        ("AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUv", "<SECRET>", "SECRET"),
+        # a long random token anywhere
+        ("use Xk29fLm03QpZ8vRt5NwY as the bearer", "use <SECRET> as the bearer", "SECRET"),
+        # other languages' passport and licence words, Indian and Swedish licences
+        ("Reisepass L01X00T47 gültig?", "Reisepass <ID> gültig?", "PASSPORT"),
+        ("my pasaporte is XAB123456", "my pasaporte is <ID>", "PASSPORT"),
+        ("Führerschein F9K2LM77X21 lost", "Führerschein <ID> lost", "DRIVER_LICENSE"),
+        ("Swedish licence 19790312-4471 expired", "Swedish licence <ID> expired", "DRIVER_LICENSE"),
+        ("driving licence KA05 20110034567 renewal", "driving licence <ID> renewal",
+         "DRIVER_LICENSE"),
+        # an account in space-separated groups; an IBAN after its word, checksum or not
+        ("acct 3301 7712 please", "acct <ACCOUNT> please", "BANK_ACCOUNT"),
+        ("IBAN GB11 1111 2222 3333 4444 55 for the refund", "IBAN <ACCOUNT> for the refund",
+         "BANK_ACCOUNT"),
+        # foreign address shapes: AU unit/number, suburb, state, postcode; a Canadian
+        # province and postal code; a Swedish postcode; a Kyoto street-name town
+        ("moving to unit 3/45 Ocean St, Bondi NSW 2026 next month",
+         "moving to <ADDRESS> next month", "ADDRESS"),
+        ("Send it to 12/9 Station Pde, Penrith NSW 2750.", "Send it to <ADDRESS>.", "ADDRESS"),
+        ("Ship to 1200 Rue Sherbrooke, Ottawa, ON K1A 0B1 please", "Ship to <ADDRESS> please",
+         "ADDRESS"),
+        ("Mitt nya adress: Drottninggatan 45, 113 21 Stockholm.", "Mitt nya adress: <ADDRESS>.",
+         "ADDRESS"),
+        ("送り先は〒606-8501 京都市左京区寺町通今出川上ル鶴山町12 です", "送り先は<ADDRESS> です",
+         "ADDRESS"),
+    ],
+)
+def test_round_18_pattern_shapes(scrub, text, expected, entity):
+    assert scrub(text) == (expected, {entity: 1})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # round 18: a path, a word, a rule about passwords, an identifier, a version
+        "ファイルパスは src/app2/main.py です",
+        "パスワードは8文字以上にしてください",
+        "The password manager is 1Password7 now",
+        "Set the key_value_2024 option",
+        "The release version is v2.10.3",
+        # a hash or commit named as such, a CamelCase name with digits
+        "the commit b7E23ec29aF22b0B4e41dA31 broke the build",
+        "getUserAccountById2024Handler is slow",
+        "ResNet50V2Weights_2023 or EfficientNetB7Weights?",
+    ],
+)
+def test_round_18_pattern_look_alikes_stay(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # round 18: an English given name alone as the person a message is about or for
+        ("Tell Marek I'm running late", "Tell <PERSON> I'm running late"),
+        ('"Marek, this is the last time I cover for you."',
+         '"<PERSON>, this is the last time I cover for you."'),
+        ("Summarise the argument between Oskar and Leonie please",
+         "Summarise the argument between <PERSON> and <PERSON> please"),
+        ("Make a card for Anne-Marie, she loves cats", "Make a card for <PERSON>, she loves cats"),
+        ("Leonie still owes me dinner", "<PERSON> still owes me dinner"),
+        ("my roommate priya keeps eating my food", "my roommate <PERSON> keeps eating my food"),
+    ],
+)
+def test_round_18_given_names_alone(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a word after a relation that is no name, a place before a comma, countries
+        "my friend said it was fine",
+        "Victoria, the capital of BC, is rainy",
+        "Between Paris and Rome, which is cheaper?",
+        "Tell me about the war between France and Spain",
+    ],
+)
+def test_round_18_given_name_look_alikes_stay(scrub, text):
+    assert scrub(text) == (text, {})

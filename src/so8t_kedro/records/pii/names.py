@@ -394,11 +394,18 @@ class _GivenNamePairRecognizer(EntityRecognizer):
                 yield match
 
     def _alone_names(self, text: str) -> Iterator[Any]:
-        """Given names alone in a request or an exchange (``alone_regex``)."""
+        """Given names alone in a request or an exchange (``alone_regex``); one typed
+        in lower case (my coworker siobhan) is looked up capitalised; where the match
+        names an ``other`` person beside it (between X and Y), that one must be a given
+        name too."""
         for match in self._alone_regex.finditer(text):
-            given = match["given"]
-            if given not in self._alone_not and self.is_given_name(given):
+            names = [match["given"], *([match["other"]] if match.groupdict().get("other") else [])]
+            if all(self._alone_given_name(name) for name in names):
                 yield match
+
+    def _alone_given_name(self, word: str) -> bool:
+        word = word[:1].upper() + word[1:]
+        return word not in self._alone_not and self.is_given_name(word)
 
     def may_match(self, text: str) -> bool:
         return (next(self._pairs(text), None) is not None

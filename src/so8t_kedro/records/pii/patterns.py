@@ -93,6 +93,23 @@ def uk_driving_licence_valid(text: str) -> bool:
     return (1 <= month <= 12 or 51 <= month <= 62) and 1 <= day <= 31
 
 
+# The share of neighbouring characters of different classes (capital, small letter,
+# digit, other) from which a token reads as random, not as words: a random base-62
+# string changes class at ~2 in 3 characters, a CamelCase name at ~1 in 3.
+_RANDOM_CLASS_CHANGES = 0.6
+
+
+def _char_class(ch: str) -> str:
+    return "A" if ch.isupper() else "a" if ch.islower() else "0" if ch.isdigit() else "-"
+
+
+def mixed_class_token(text: str) -> bool:
+    """Whether a token changes character class often enough to be random (a key, a
+    token), not a name built of words and numbers (ResNet50V2Weights, iPhone15Pro)."""
+    changes = sum(_char_class(a) != _char_class(b) for a, b in zip(text, text[1:]))
+    return changes >= _RANDOM_CLASS_CHANGES * (len(text) - 1)
+
+
 def _digits(text: str) -> str:
     return "".join(ch for ch in text if ch.isdigit())
 
@@ -134,6 +151,7 @@ VALIDATORS: dict[str, Callable[[str], bool | None]] = {
     "digits_8_15": lambda text: 8 <= len(_digits(text)) <= 15,
     "ja_name_not_common_noun": _ja_name_not_common_noun,
     "uk_driving_licence": uk_driving_licence_valid,
+    "mixed_class_token": mixed_class_token,
 }
 
 
