@@ -1635,3 +1635,41 @@ def test_round_18_given_names_alone(scrub, text, expected):
 )
 def test_round_18_given_name_look_alikes_stay(scrub, text):
     assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # round 18: public-life evidence in the person's sentence: an office held, a
+        # team coached, a quoted work recorded, titles won, an experiment run, a prize
+        # named after the person, a role held (だった, として), a style asked about
+        "How long was Harold Winthrop mayor of Boston?",
+        "Which club did Oskar Brandvold coach?",
+        'When did Della Marsh record "Blue Harbour"?',
+        "How many Grand Slams did Tilda Moreau win?",
+        "What office did Arthur Penhale hold in Ohio?",
+        "When did Ruth Calloway run her famous cloud-chamber experiment?",
+        "松岡信吾の名前がついた球場はどこ?",
+        "松岡信吾が県知事だった期間は?",
+        "松岡信吾ってどういう作風の画家?",
+        "松岡信吾が「鬼の松岡」と呼ばれた理由は?",
+    ],
+)
+def test_round_18_public_life_keeps_a_name(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the same evidence is vetoed by a private signal; an office party is no office
+        ("How long was my uncle Harold Winthrop mayor of Boston?",
+         "How long was my uncle <PERSON> mayor of Boston?"),
+        ("Which club did my neighbour Oskar Brandvold coach?",
+         "Which club did my neighbour <PERSON> coach?"),
+        ("同僚の松岡信吾が県知事だった期間は?", "同僚の<PERSON>が県知事だった期間は?"),
+        ("Kwame Asante won the office bake-off", "<PERSON> won the office bake-off"),
+    ],
+)
+def test_round_18_private_signals_still_veto(scrub, text, expected):
+    assert scrub(text)[0] == expected
