@@ -1673,3 +1673,37 @@ def test_round_18_public_life_keeps_a_name(scrub, text):
 )
 def test_round_18_private_signals_still_veto(scrub, text, expected):
     assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # round 18: a given name alone after a relation word and の, in any script
+        ("孫の陽葵と公園で遊んだ", "孫の<PERSON>と公園で遊んだ"),
+        ("娘のエミリーが熱を出した", "娘の<PERSON>が熱を出した"),
+        # a dictionary surname and given name together, which the model missed
+        ("叔父の同僚で西園寺義孝という人を探している", "叔父の同僚で<PERSON>という人を探している"),
+        # a full name with a space between its parts; a role before a surname
+        ("新入社員 長谷部 結衣 の入社手続き", "新入社員 <PERSON> の入社手続き"),
+        ("システム管理者 大塚の設定メモ", "システム管理者 <PERSON>の設定メモ"),
+        # a second surname that ends the clause
+        ("Mi vecina Inés Romero Vidal, teléfono perdido.", "Mi vecina <PERSON>, teléfono perdido."),
+    ],
+)
+def test_round_18_japanese_and_double_surnames(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a common noun after a relation word, a role before a common noun, a famous
+        # full name with public evidence, a name before a place word
+        "息子の学校が休みになった",
+        "システム管理者 権限の設定メモ",
+        "夏目漱石の小説で一番有名なのは?",
+        "Is Maria Sanchez Street near the station?",
+    ],
+)
+def test_round_18_japanese_look_alikes_stay(scrub, text):
+    assert scrub(text) == (text, {})

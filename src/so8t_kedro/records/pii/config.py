@@ -59,6 +59,11 @@ class NerConfig(_Strict):
     # matches extend_over (グエン・バン + ・ナム: GiNZA cuts long katakana names short).
     extend_if: str | None = None
     extend_over: str | None = None
+    # A full name from the dictionary where the model reads none: a token whose part of
+    # speech matches full_name_pos[0] (a surname) right before one matching
+    # full_name_pos[1] (a given name), both surfaces matching full_name_surface.
+    full_name_pos: tuple[str, str] | None = None
+    full_name_surface: str = ".+"
 
 
 class HonorificNamesConfig(_Strict):
@@ -101,6 +106,9 @@ class HonorificNamesConfig(_Strict):
     # (今泉 + は + るき in 甥っ子の今泉はるきの): 2-4 kana of whole tokens, the last a noun,
     # then a particle, a mark or the end (not 今泉はまだ: まだ is no noun).
     relation_kana_run: bool = False
+    # ... or a given name alone there, a token whose part of speech matches this
+    # (孫の陽葵と, 娘のエミリーが: 固有名詞-人名-名, katakana names 人名-一般).
+    relation_given_name_pos: str | None = None
     # A kana given name that Sudachi reads across the honorific or as other words (り +
     # こ in 工藤りこちゃん, そう + たくん in 安田そうたくん): after a kanji word the
     # dictionary lists as a surname, a run of kana matching kana_run_surface right

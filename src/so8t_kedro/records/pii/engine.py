@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import regex
 import spacy
 from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
@@ -131,6 +132,9 @@ class PiiScrubber:
         self._public_addresses = _PublicAddresses(config.public_ip_addresses)
         self._public_facts = _PublicFacts(config.public_facts)
         self._brands = _Brands(config.brands)
+        surnames = _SudachiTokens(config.honorific_names.pos, config.honorific_names.surface)
+        surname_pos = regex.compile(config.honorific_names.listed_as_surname)
+        self._is_surname = functools.partial(surnames.listed_as, pos_pattern=surname_pos)
 
     def _runs_ner(self, text: str, language: str) -> bool:
         """Whether the text goes through the named-entity model: never for a pipeline
@@ -193,7 +197,7 @@ class PiiScrubber:
                 nlp_artifacts=artifacts,
                 score_threshold=self.config.score_threshold,
             )
-            results = joined_persons(text, results)
+            results = joined_persons(text, results, self._is_surname)
             results = [r for r in results if not (
                 r.entity_type == "IP_ADDRESS"
                 and self._public_addresses.is_public_ip(text[r.start : r.end]))]

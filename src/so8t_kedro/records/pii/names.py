@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import regex
@@ -38,6 +38,9 @@ class _NerRecognizer(SpacyRecognizer):
         self._confirm = confirm
         self._extend_if = regex.compile(config.extend_if) if config.extend_if else None
         self._extend_over = regex.compile(config.extend_over) if config.extend_over else None
+        self._full_name = (_SudachiTokens(config.full_name_pos[0], config.full_name_surface),
+                           _SudachiTokens(config.full_name_pos[1], config.full_name_surface)
+                           ) if config.full_name_pos else None
 
     def _extended(self, text: str, result: RecognizerResult) -> RecognizerResult:
         """The entity carried over the rest of a name it was cut from (``ner.extend_*``)."""
@@ -50,16 +53,29 @@ class _NerRecognizer(SpacyRecognizer):
             result.end = more.end()
         return result
 
+    def _full_names(self, text: str) -> list[RecognizerResult]:
+        """A surname and a given name the dictionary lists, one right after the other
+        (東浦 + 徳治 in 東浦徳治という人): a full name, where the model saw none."""
+        if self._full_name is None or "PERSON" not in self.supported_entities:
+            return []
+        surname, given = self._full_name
+        tokens = surname.tokenize(text)
+        return [RecognizerResult("PERSON", tokens[i].begin(), tokens[i + 1].end(),
+                                 self.ner_strength)
+                for i in range(len(tokens) - 1)
+                if surname.matches(tokens[i]) and given.matches(tokens[i + 1])]
+
     def analyze(self, text, entities, nlp_artifacts=None):
         results = [
             r for r in super().analyze(text, entities, nlp_artifacts)
             if not self._reject.search(text[r.start : r.end])
         ]
+        full_names = self._full_names(text) if "PERSON" in entities else []
         if self._confirm is None or not results:
-            return [self._extended(text, r) for r in results]
+            return [self._extended(text, r) for r in results] + full_names
         names = self._confirm.spans(text)
         return [self._extended(text, r) for r in results
-                if any(r.start < end and start < r.end for start, end in names)]
+                if any(r.start < end and start < r.end for start, end in names)] + full_names
 
 
 class _HonorificNameRecognizer(EntityRecognizer):
@@ -89,6 +105,8 @@ class _HonorificNameRecognizer(EntityRecognizer):
         self._unlisted_proper = (regex.compile(config.relation_unlisted_proper_noun_pos)
                                  if config.relation_unlisted_proper_noun_pos else None)
         self._relation_kana_run = config.relation_kana_run
+        self._relation_given_name = (regex.compile(config.relation_given_name_pos)
+                                     if config.relation_given_name_pos else None)
         self._unlisted_honorifics = frozenset(config.unlisted_proper_noun_honorifics)
         honorifics = sorted(config.honorifics, key=len, reverse=True)
         self._kana_run = (regex.compile(
@@ -185,12 +203,17 @@ class _HonorificNameRecognizer(EntityRecognizer):
     def _relation_then_name(self, tokens: Any, i: int) -> int | None:
         """Where the name ends that starts at token i after a relation word and の: a
         kanji word the dictionary lists as a surname and a kana given name, then a
-        particle or the end, no honorific needed (同級生の宮崎あかりに); with
+        particle or the end, no honorific needed (同級生の宮崎あかりに); a given name
+        alone in any script (孫の陽葵と, 娘のエミリーが: ``relation_given_name_pos``); with
         ``relation_surname_alone``, also a proper noun of two or more kanji listed as a
         surname before a particle or a punctuation mark (元上司の吉岡に). None otherwise."""
         if (not self._relations or tokens[i - 1].surface() != "の"
                 or tokens[i - 2].surface() not in self._relations):
             return None
+        if (self._relation_given_name is not None
+                and self._relation_given_name.search("-".join(tokens[i].part_of_speech()))
+                and self._followed_by_particle(tokens, i + 1)):
+            return tokens[i].end()
         surface = tokens[i].surface()
         if surface in self._role_nouns or not self._tokens.surface_matches(surface):
             return None
@@ -425,12 +448,18 @@ class _GivenNamePairRecognizer(EntityRecognizer):
 _KATAKANA_GIVEN_AFTER = regex.compile(
     r"[\p{Katakana}ー]{2,4}(?=[がはをにのもとへやで、。,.!?！？\s]|さん|様|ちゃん|くん|$)")
 _KANJI_NAME = regex.compile(r"[\p{Han}々]{1,4}")
+# A kanji word and a space right before a kanji name (柏木 + 遥斗: a full name written
+# with a space between its parts).
+_KANJI_WORD_AND_SPACE_BEFORE = regex.compile(r"(?<![\p{Han}々])[\p{Han}々]{1,3}[ 　]$")
 
 
-def joined_persons(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+def joined_persons(
+    text: str, results: list[RecognizerResult], is_surname: Callable[[str], bool] | None = None,
+) -> list[RecognizerResult]:
     """Person spans as whole names: overlapping ones joined into one (John Wesley +
-    Wesley Powell is John Wesley Powell: two recognisers read one name), and a kanji
-    surname carried over a katakana given name that follows it (新井 + トメ)."""
+    Wesley Powell is John Wesley Powell: two recognisers read one name), a kanji
+    surname carried over a katakana given name that follows it (新井 + トメ), and a kanji
+    name carried back over a space and a word before it that ``is_surname`` (柏木 遥斗)."""
     others = [r for r in results if r.entity_type != "PERSON"]
     joined: list[RecognizerResult] = []
     for person in sorted((r for r in results if r.entity_type == "PERSON"),
@@ -446,4 +475,8 @@ def joined_persons(text: str, results: list[RecognizerResult]) -> list[Recognize
             given = _KATAKANA_GIVEN_AFTER.match(text, person.end)
             if given is not None:
                 person.end = given.end()
+            surname = _KANJI_WORD_AND_SPACE_BEFORE.search(text, 0, person.start)
+            if (surname is not None and is_surname is not None
+                    and is_surname(surname.group().rstrip())):
+                person.start = surname.start()
     return others + joined
