@@ -1707,3 +1707,31 @@ def test_round_18_japanese_and_double_surnames(scrub, text, expected):
 )
 def test_round_18_japanese_look_alikes_stay(scrub, text):
     assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # round 18: a public place's address or line asked as a public fact
+        "国立西洋美術館の所在地は東京都台東区上野公園7-7?",
+        "The British Museum address is 44 Great Russell St, London WC1B 3DG?",
+        "Is 1-800-555-0199 still the suicide hotline number?",
+    ],
+)
+def test_round_18_public_places_stay(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a private signal, or no public owner, and the address or number goes
+        ("My hotel address is 100 Main Street, Boston MA 02110", "My hotel address is <ADDRESS>"),
+        ("私の住所は東京都台東区上野公園7-7です", "私の住所は<ADDRESS>です"),
+        ("Call my mum on 1-800-555-0199, it's her crisis line",
+         "Call my mum on <PHONE>, it's her crisis line"),
+        ("フリーダイヤル0120-556-781に電話した", "フリーダイヤル<PHONE>に電話した"),
+    ],
+)
+def test_round_18_private_places_go(scrub, text, expected):
+    assert scrub(text)[0] == expected

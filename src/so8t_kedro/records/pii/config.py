@@ -215,6 +215,25 @@ class PublicFactsConfig(_Strict):
                 for language, pattern in getattr(self, key).items()}
 
 
+class PublicPlacesConfig(_Strict):
+    """Addresses and phone numbers of public places asked about as public facts
+    (``pii.public_places``): kept when the entity's sentence names a public owner right
+    before it (``owner_before``, searched with the entity's characters replaced by
+    \uE000) or a public line (``public_line``), the text has no ``private`` signal and
+    no entity of another type. {{name}} as in RecognizerConfig.words."""
+
+    entities: list[str]
+    words: dict[str, list[str]] = Field(default_factory=dict)
+    owner_before: dict[str, str]
+    public_line: dict[str, str] = Field(default_factory=dict)
+    private: dict[str, str]
+
+    def expanded(self, key: str) -> dict[str, str]:
+        """The regexes of ``key`` per language, every {{name}} replaced by its words."""
+        return {language: _expand_words(pattern, self.words)
+                for language, pattern in getattr(self, key).items()}
+
+
 class BrandsConfig(_Strict):
     """Brands and firms named after people stay (``pii.brands``): a person span inside a
     listed brand name as written, or followed at once by a product or shop word."""
@@ -239,6 +258,7 @@ class PiiConfig(_Strict):
     score_threshold: float = Field(ge=0.0, le=1.0)
     # Addresses that identify no one (public DNS resolvers: 1.1.1.1, 8.8.8.8), as data.
     public_ip_addresses: list[str] = Field(default_factory=list)
+    public_places: PublicPlacesConfig | None = None
     ner: NerConfig
     honorific_names: HonorificNamesConfig
     given_name_pairs: GivenNamePairsConfig

@@ -32,7 +32,7 @@ from so8t_kedro.records.pii.names import (
     joined_persons,
 )
 from so8t_kedro.records.pii.patterns import _ValidatedPatternRecognizer
-from so8t_kedro.records.pii.public import _Brands, _PublicAddresses, _PublicFacts
+from so8t_kedro.records.pii.public import _Brands, _PublicAddresses, _PublicFacts, _PublicPlaces
 from so8t_kedro.records.pii.text import _SudachiTokens
 
 BLANK_MODEL = "blank"
@@ -132,6 +132,7 @@ class PiiScrubber:
         self._public_addresses = _PublicAddresses(config.public_ip_addresses)
         self._public_facts = _PublicFacts(config.public_facts)
         self._brands = _Brands(config.brands)
+        self._public_places = _PublicPlaces(config.public_places) if config.public_places else None
         surnames = _SudachiTokens(config.honorific_names.pos, config.honorific_names.surface)
         surname_pos = regex.compile(config.honorific_names.listed_as_surname)
         self._is_surname = functools.partial(surnames.listed_as, pos_pattern=surname_pos)
@@ -201,6 +202,9 @@ class PiiScrubber:
             results = [r for r in results if not (
                 r.entity_type == "IP_ADDRESS"
                 and self._public_addresses.is_public_ip(text[r.start : r.end]))]
+            if self._public_places is not None:
+                public_places = {id(r) for r in self._public_places.public(text, language, results)}
+                results = [r for r in results if id(r) not in public_places]
             brand_entities = self.config.brands.entities
             results = [r for r in results
                        if r.entity_type not in brand_entities or not self._brands.is_brand(text, r)]

@@ -2,8 +2,9 @@
 (``pii.public_facts``: on the gazetteer, or with a public role or work named next to the
 name or a public deed, date or legacy in its sentence, and no private context in the
 text), brands and firms named after people
-(``pii.brands``), and addresses that identify no one (``pii.public_ip_addresses``:
-public resolvers)."""
+(``pii.brands``), addresses that identify no one (``pii.public_ip_addresses``:
+public resolvers), and the addresses and lines of public places asked about as public
+facts (``pii.public_places``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 import regex
 from presidio_analyzer import RecognizerResult
 
-from so8t_kedro.records.pii.config import BrandsConfig, PublicFactsConfig
+from so8t_kedro.records.pii.config import BrandsConfig, PublicFactsConfig, PublicPlacesConfig
 
 # What a person's characters become before ``public_facts.private`` is searched: no
 # letter (a private word inside a name is part of the name: 兄 in 中大兄皇子), and a
@@ -142,7 +143,8 @@ class _PublicFacts:
 
 
 def _marked(text: str, persons: Sequence[RecognizerResult]) -> str:
-    """The text with every person's characters replaced by ``PERSON_MARK``."""
+    """The text with every person's (or other entity's) characters replaced by
+    ``PERSON_MARK``."""
     rest = list(text)
     for person in persons:
         rest[person.start : person.end] = PERSON_MARK * (person.end - person.start)
@@ -201,6 +203,37 @@ class _Brands:
             return True
         return any(self._business_words.fullmatch(span, start) is not None
                    for start in range(1, len(span)))
+
+
+class _PublicPlaces:
+    """``pii.public_places``, compiled: addresses and phone numbers of public places."""
+
+    def __init__(self, config: PublicPlacesConfig):
+        self.entities = frozenset(config.entities)
+        self._owner_before, self._public_line, self._private = (
+            {language: regex.compile(pattern) for language, pattern in config.expanded(key).items()}
+            for key in ("owner_before", "public_line", "private"))
+
+    def public(self, text: str, language: str,
+               results: Sequence[RecognizerResult]) -> list[RecognizerResult]:
+        """The results that are a public place's address or line: none in a text with
+        a private signal or an entity of another type; otherwise those whose sentence
+        names a public owner right before them or a public line."""
+        private = self._private.get(language)
+        if (private is None or private.search(text) is not None
+                or any(r.entity_type not in self.entities for r in results)):
+            return []
+        return [r for r in results if self._is_public(text, language, r)]
+
+    def _is_public(self, text: str, language: str, result: RecognizerResult) -> bool:
+        marked = _marked(text, [result])
+        start = max((m.end() for m in _SENTENCE_END.finditer(marked, 0, result.start)), default=0)
+        end_match = _SENTENCE_END.search(marked, result.end)
+        end = len(marked) if end_match is None else end_match.end()
+        owner = self._owner_before.get(language)
+        line = self._public_line.get(language)
+        return ((owner is not None and owner.search(marked, start, result.start + 1) is not None)
+                or (line is not None and line.search(marked, start, end) is not None))
 
 
 class _PublicAddresses:
