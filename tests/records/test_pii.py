@@ -1599,6 +1599,9 @@ def test_round_18_pattern_shapes(scrub, text, expected, entity):
         "the commit b7E23ec29aF22b0B4e41dA31 broke the build",
         "getUserAccountById2024Handler is slow",
         "ResNet50V2Weights_2023 or EfficientNetB7Weights?",
+        # a keyboard shortcut, a call after key=
+        "the key is Ctrl+Shift+F12 in VS Code",
+        "sorted(items, key=itemgetter(1)) is slower?",
     ],
 )
 def test_round_18_pattern_look_alikes_stay(scrub, text):
@@ -1631,6 +1634,8 @@ def test_round_18_given_names_alone(scrub, text, expected):
         "Victoria, the capital of BC, is rainy",
         "Between Paris and Rome, which is cheaper?",
         "Tell me about the war between France and Spain",
+        # a season before a comma and no word addressing anyone
+        "Summer, in Japan, is humid",
     ],
 )
 def test_round_18_given_name_look_alikes_stay(scrub, text):
