@@ -116,6 +116,9 @@ class HonorificNamesConfig(_Strict):
     kana_run_surface: str | None = None
     kana_run_not: str | None = None
     honorifics: list[str] = Field(min_length=1)
+    # What may follow a katakana given name that a kanji surname is carried over
+    # (祖母の新井 + トメが): particles, marks and honorifics (a space or the end may too).
+    katakana_given_name_followed_by: list[str] = Field(min_length=1)
     score: float = Field(ge=0.0, le=1.0)
 
 

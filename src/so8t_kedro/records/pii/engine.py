@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import regex
 import spacy
 from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
@@ -29,7 +28,7 @@ from so8t_kedro.records.pii.names import (
     _GivenNamePairRecognizer,
     _HonorificNameRecognizer,
     _NerRecognizer,
-    joined_persons,
+    _PersonJoiner,
 )
 from so8t_kedro.records.pii.patterns import _ValidatedPatternRecognizer
 from so8t_kedro.records.pii.public import _Brands, _PublicAddresses, _PublicFacts, _PublicPlaces
@@ -133,9 +132,7 @@ class PiiScrubber:
         self._public_facts = _PublicFacts(config.public_facts)
         self._brands = _Brands(config.brands)
         self._public_places = _PublicPlaces(config.public_places) if config.public_places else None
-        surnames = _SudachiTokens(config.honorific_names.pos, config.honorific_names.surface)
-        surname_pos = regex.compile(config.honorific_names.listed_as_surname)
-        self._is_surname = functools.partial(surnames.listed_as, pos_pattern=surname_pos)
+        self._persons = _PersonJoiner(config.honorific_names)
 
     def _runs_ner(self, text: str, language: str) -> bool:
         """Whether the text goes through the named-entity model: never for a pipeline
@@ -198,7 +195,7 @@ class PiiScrubber:
                 nlp_artifacts=artifacts,
                 score_threshold=self.config.score_threshold,
             )
-            results = joined_persons(text, results, self._is_surname)
+            results = self._persons.join(text, results)
             results = [r for r in results if not (
                 r.entity_type == "IP_ADDRESS"
                 and self._public_addresses.is_public_ip(text[r.start : r.end]))]

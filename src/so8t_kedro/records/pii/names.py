@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import regex
@@ -443,40 +443,47 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         ]
 
 
-# A katakana given name right after a kanji surname the recognisers found (祖母の新井
-# + トメが): 2-4 katakana, then a particle, a mark, an honorific or the end.
-_KATAKANA_GIVEN_AFTER = regex.compile(
-    r"[\p{Katakana}ー]{2,4}(?=[がはをにのもとへやで、。,.!?！？\s]|さん|様|ちゃん|くん|$)")
 _KANJI_NAME = regex.compile(r"[\p{Han}々]{1,4}")
 # A kanji word and a space right before a kanji name (柏木 + 遥斗: a full name written
 # with a space between its parts).
 _KANJI_WORD_AND_SPACE_BEFORE = regex.compile(r"(?<![\p{Han}々])[\p{Han}々]{1,3}[ 　]$")
 
 
-def joined_persons(
-    text: str, results: list[RecognizerResult], is_surname: Callable[[str], bool] | None = None,
-) -> list[RecognizerResult]:
-    """Person spans as whole names: overlapping ones joined into one (John Wesley +
-    Wesley Powell is John Wesley Powell: two recognisers read one name), a kanji
-    surname carried over a katakana given name that follows it (新井 + トメ), and a kanji
-    name carried back over a space and a word before it that ``is_surname`` (柏木 遥斗)."""
-    others = [r for r in results if r.entity_type != "PERSON"]
-    joined: list[RecognizerResult] = []
-    for person in sorted((r for r in results if r.entity_type == "PERSON"),
-                         key=lambda r: (r.start, -r.end)):
-        if joined and person.start < joined[-1].end:
-            last = joined[-1]
-            last.end = max(last.end, person.end)
-            last.score = max(last.score, person.score)
-            continue
-        joined.append(person)
-    for person in joined:
-        if _KANJI_NAME.fullmatch(text, person.start, person.end):
-            given = _KATAKANA_GIVEN_AFTER.match(text, person.end)
-            if given is not None:
-                person.end = given.end()
-            surname = _KANJI_WORD_AND_SPACE_BEFORE.search(text, 0, person.start)
-            if (surname is not None and is_surname is not None
-                    and is_surname(surname.group().rstrip())):
-                person.start = surname.start()
-    return others + joined
+class _PersonJoiner:
+    """Person spans as whole names (``pii.honorific_names`` names the Japanese parts)."""
+
+    def __init__(self, config: HonorificNamesConfig):
+        # A katakana given name after a kanji surname: 2-4 katakana, then a word of
+        # katakana_given_name_followed_by, a space or the end.
+        followed_by = sorted(config.katakana_given_name_followed_by, key=len, reverse=True)
+        self._katakana_given_after = regex.compile(
+            r"[\p{Katakana}ー]{2,4}(?=" + "|".join(map(regex.escape, followed_by)) + r"|\s|$)")
+        self._surnames = _SudachiTokens(config.pos, config.surface)
+        self._surname_pos = regex.compile(config.listed_as_surname)
+
+    def join(self, text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+        """Overlapping person spans joined into one (John Wesley + Wesley Powell is John
+        Wesley Powell: two recognisers read one name), a kanji surname carried over a
+        katakana given name that follows it (祖母の新井 + トメが), and a kanji name carried
+        back over a space and a word before it the dictionary lists as a surname (柏木
+        遥斗)."""
+        others = [r for r in results if r.entity_type != "PERSON"]
+        joined: list[RecognizerResult] = []
+        for person in sorted((r for r in results if r.entity_type == "PERSON"),
+                             key=lambda r: (r.start, -r.end)):
+            if joined and person.start < joined[-1].end:
+                last = joined[-1]
+                last.end = max(last.end, person.end)
+                last.score = max(last.score, person.score)
+                continue
+            joined.append(person)
+        for person in joined:
+            if _KANJI_NAME.fullmatch(text, person.start, person.end):
+                given = self._katakana_given_after.match(text, person.end)
+                if given is not None:
+                    person.end = given.end()
+                surname = _KANJI_WORD_AND_SPACE_BEFORE.search(text, 0, person.start)
+                if surname is not None and self._surnames.listed_as(
+                        surname.group().rstrip(), self._surname_pos):
+                    person.start = surname.start()
+        return others + joined

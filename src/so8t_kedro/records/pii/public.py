@@ -130,7 +130,7 @@ class _PublicFacts:
         """The persons that stay: none in a text with private context; otherwise those
         on the gazetteer or with public evidence next to them or in their sentence. Every
         other person goes, whatever the text: deny by default. ``persons`` are whole
-        names (:func:`~so8t_kedro.records.pii.names.joined_persons`: no two overlap)."""
+        names (:meth:`~so8t_kedro.records.pii.names._PersonJoiner.join`: no two overlap)."""
         if not persons:
             return []
         marked = _marked(text, persons)
