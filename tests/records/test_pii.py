@@ -1740,3 +1740,23 @@ def test_round_18_public_places_stay(scrub, text):
 )
 def test_round_18_private_places_go(scrub, text, expected):
     assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # round 18: a Japanese given name alone when called or acted on
+        ("ねえ、みさきって最近どうしてる?", "ねえ、<PERSON>って最近どうしてる?"),
+        ("ケイトに渡すプレゼント、何がいいかな", "<PERSON>に渡すプレゼント、何がいいかな"),
+    ],
+)
+def test_round_18_japanese_given_name_called_or_acted_on(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["ねえ、これ見て", "アインシュタインの相対性理論をわかりやすく", "ナポレオンに関する本を探している"],
+)
+def test_round_18_japanese_given_name_look_alikes_stay(scrub, text):
+    assert scrub(text) == (text, {})

@@ -107,8 +107,13 @@ class HonorificNamesConfig(_Strict):
     # then a particle, a mark or the end (not 今泉はまだ: まだ is no noun).
     relation_kana_run: bool = False
     # ... or a given name alone there, a token whose part of speech matches this
-    # (孫の陽葵と, 娘のエミリーが: 固有名詞-人名-名, katakana names 人名-一般).
-    relation_given_name_pos: str | None = None
+    # (孫の陽葵と, 娘のエミリーが: 固有名詞-人名-名, katakana names 人名-一般) ...
+    given_name_alone_pos: str | None = None
+    # ... and such a given name alone, relation word or not, when called (an interjection
+    # of vocatives and a comma before it: ねえ、みさきって) or acted on (what follows it
+    # starts with one of given_name_acted_on: ケイトに渡す, ゆうとに伝えて).
+    vocatives: list[str] = Field(default_factory=list)
+    given_name_acted_on: list[str] = Field(default_factory=list)
     # A kana given name that Sudachi reads across the honorific or as other words (り +
     # こ in 工藤りこちゃん, そう + たくん in 安田そうたくん): after a kanji word the
     # dictionary lists as a surname, a run of kana matching kana_run_surface right

@@ -105,15 +105,18 @@ class _HonorificNameRecognizer(EntityRecognizer):
         self._unlisted_proper = (regex.compile(config.relation_unlisted_proper_noun_pos)
                                  if config.relation_unlisted_proper_noun_pos else None)
         self._relation_kana_run = config.relation_kana_run
-        self._relation_given_name = (regex.compile(config.relation_given_name_pos)
-                                     if config.relation_given_name_pos else None)
+        self._given_name_alone = (regex.compile(config.given_name_alone_pos)
+                                  if config.given_name_alone_pos else None)
+        self._vocatives = frozenset(config.vocatives)
+        self._acted_on = tuple(config.given_name_acted_on)
         self._unlisted_honorifics = frozenset(config.unlisted_proper_noun_honorifics)
         honorifics = sorted(config.honorifics, key=len, reverse=True)
         self._kana_run = (regex.compile(
             f"(?:{config.kana_run_surface})(?=" + "|".join(map(regex.escape, honorifics)) + ")")
             if config.kana_run_surface else None)
         self._kana_run_not = regex.compile(config.kana_run_not) if config.kana_run_not else None
-        screen = list(config.honorifics) + [f"{word}の" for word in config.relation_nouns]
+        screen = (list(config.honorifics) + [f"{word}の" for word in config.relation_nouns]
+                  + [f"{word}、" for word in config.vocatives] + list(config.given_name_acted_on))
         self._screen = regex.compile("|".join(map(regex.escape, screen)))
 
     def load(self) -> None:
@@ -191,7 +194,26 @@ class _HonorificNameRecognizer(EntityRecognizer):
             end = self._relation_then_name(tokens, i)
             if end is not None:
                 results.append(RecognizerResult("PERSON", tokens[i].begin(), end, self._score))
+        for i in range(len(tokens)):
+            if self._called_or_acted_on(text, tokens, i):
+                results.append(RecognizerResult(
+                    "PERSON", tokens[i].begin(), tokens[i].end(), self._score))
         return results
+
+    def _is_given_name_alone(self, token: Any) -> bool:
+        """A token the dictionary reads as a given name (``given_name_alone_pos``)."""
+        return (self._given_name_alone is not None
+                and self._given_name_alone.search("-".join(token.part_of_speech())) is not None)
+
+    def _called_or_acted_on(self, text: str, tokens: Any, i: int) -> bool:
+        """A given name alone that is called (ねえ、みさきって: a vocative and a comma
+        before it, a particle or a mark after it) or acted on (ケイトに渡す)."""
+        if not self._is_given_name_alone(tokens[i]):
+            return False
+        called = (i >= 2 and tokens[i - 1].surface() in ("、", ",")
+                  and tokens[i - 2].surface() in self._vocatives
+                  and self._followed_by_particle(tokens, i + 1))
+        return called or text.startswith(self._acted_on, tokens[i].end())
 
     def _is_kana_given_name(self, token: Any) -> bool:
         """A given name in kana (ひなた, ここ) or one kanji (蒼) as the configuration
@@ -204,15 +226,13 @@ class _HonorificNameRecognizer(EntityRecognizer):
         """Where the name ends that starts at token i after a relation word and の: a
         kanji word the dictionary lists as a surname and a kana given name, then a
         particle or the end, no honorific needed (同級生の宮崎あかりに); a given name
-        alone in any script (孫の陽葵と, 娘のエミリーが: ``relation_given_name_pos``); with
+        alone in any script (孫の陽葵と, 娘のエミリーが: ``given_name_alone_pos``); with
         ``relation_surname_alone``, also a proper noun of two or more kanji listed as a
         surname before a particle or a punctuation mark (元上司の吉岡に). None otherwise."""
         if (not self._relations or tokens[i - 1].surface() != "の"
                 or tokens[i - 2].surface() not in self._relations):
             return None
-        if (self._relation_given_name is not None
-                and self._relation_given_name.search("-".join(tokens[i].part_of_speech()))
-                and self._followed_by_particle(tokens, i + 1)):
+        if self._is_given_name_alone(tokens[i]) and self._followed_by_particle(tokens, i + 1):
             return tokens[i].end()
         surface = tokens[i].surface()
         if surface in self._role_nouns or not self._tokens.surface_matches(surface):
