@@ -1748,15 +1748,21 @@ def test_round_18_private_places_go(scrub, text, expected):
         # round 18: a Japanese given name alone when called or acted on
         ("ねえ、みさきって最近どうしてる?", "ねえ、<PERSON>って最近どうしてる?"),
         ("ケイトに渡すプレゼント、何がいいかな", "<PERSON>に渡すプレゼント、何がいいかな"),
+        # a hiragana name the dictionary cuts into nouns, after a relation word
+        ("娘のひまりが熱を出した", "娘の<PERSON>が熱を出した"),
+        # account digits in groups of two and more
+        ("BSB 032-000 account 12 3456 7890", "BSB 032-000 account <ACCOUNT>"),
     ],
 )
-def test_round_18_japanese_given_name_called_or_acted_on(scrub, text, expected):
+def test_round_18_japanese_names_alone_and_account_groups(scrub, text, expected):
     assert scrub(text)[0] == expected
 
 
 @pytest.mark.parametrize(
     "text",
-    ["ねえ、これ見て", "アインシュタインの相対性理論をわかりやすく", "ナポレオンに関する本を探している"],
+    ["ねえ、これ見て", "アインシュタインの相対性理論をわかりやすく", "ナポレオンに関する本を探している",
+     # words the dictionary knows after a relation word; a count after "account"
+     "娘のおむつが足りない", "息子のことが心配", "The account has 12 345 users"],
 )
-def test_round_18_japanese_given_name_look_alikes_stay(scrub, text):
+def test_round_18_japanese_name_and_account_look_alikes_stay(scrub, text):
     assert scrub(text) == (text, {})

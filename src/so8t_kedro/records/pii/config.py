@@ -113,6 +113,9 @@ class HonorificNamesConfig(_Strict):
     # of vocatives and a comma before it: ねえ、みさきって) or acted on (what follows it
     # starts with one of given_name_acted_on: ケイトに渡す, ゆうとに伝えて).
     vocatives: list[str] = Field(default_factory=list)
+    # ... and after a relation word, a hiragana given name the dictionary knows as no
+    # word and cuts into nouns (娘のひまりが: ひ + まり).
+    cut_hiragana_given_name: bool = False
     given_name_acted_on: list[str] = Field(default_factory=list)
     # A kana given name that Sudachi reads across the honorific or as other words (り +
     # こ in 工藤りこちゃん, そう + たくん in 安田そうたくん): after a kanji word the

@@ -108,6 +108,7 @@ class _HonorificNameRecognizer(EntityRecognizer):
         self._given_name_alone = (regex.compile(config.given_name_alone_pos)
                                   if config.given_name_alone_pos else None)
         self._vocatives = frozenset(config.vocatives)
+        self._cut_hiragana_name = config.cut_hiragana_given_name
         self._acted_on = tuple(config.given_name_acted_on)
         self._unlisted_honorifics = frozenset(config.unlisted_proper_noun_honorifics)
         honorifics = sorted(config.honorifics, key=len, reverse=True)
@@ -226,7 +227,8 @@ class _HonorificNameRecognizer(EntityRecognizer):
         """Where the name ends that starts at token i after a relation word and の: a
         kanji word the dictionary lists as a surname and a kana given name, then a
         particle or the end, no honorific needed (同級生の宮崎あかりに); a given name
-        alone in any script (孫の陽葵と, 娘のエミリーが: ``given_name_alone_pos``); with
+        alone in any script (孫の陽葵と, 娘のエミリーが: ``given_name_alone_pos``) or a
+        hiragana name the dictionary cuts into nouns (娘のひまりが: ひ + まり); with
         ``relation_surname_alone``, also a proper noun of two or more kanji listed as a
         surname before a particle or a punctuation mark (元上司の吉岡に). None otherwise."""
         if (not self._relations or tokens[i - 1].surface() != "の"
@@ -234,6 +236,9 @@ class _HonorificNameRecognizer(EntityRecognizer):
             return None
         if self._is_given_name_alone(tokens[i]) and self._followed_by_particle(tokens, i + 1):
             return tokens[i].end()
+        cut_end = self._cut_hiragana_name_end(tokens, i)
+        if cut_end is not None:
+            return cut_end
         surface = tokens[i].surface()
         if surface in self._role_nouns or not self._tokens.surface_matches(surface):
             return None
@@ -258,6 +263,23 @@ class _HonorificNameRecognizer(EntityRecognizer):
                 and tokens[i + 1].part_of_speech()[0] in self._after_relation_name):
             return tokens[i].end()
         return self._unlisted_surname_end(tokens, i)
+
+    def _cut_hiragana_name_end(self, tokens: Any, i: int) -> int | None:
+        """A hiragana given name that the dictionary knows as no word, cut into two or
+        more nouns (ひ + まり), 2-4 kana in all, then a particle: where it ends. A word
+        it knows (おむつ, こと) is one token and no name."""
+        if not self._cut_hiragana_name:
+            return None
+        kana = ""
+        for j in range(i, min(i + 4, len(tokens))):
+            kana += tokens[j].surface()
+            if (tokens[j].part_of_speech()[0] != "名詞"
+                    or not regex.fullmatch(r"\p{Hiragana}{1,4}", kana)):
+                return None
+            if (j > i and j + 1 < len(tokens)
+                    and tokens[j + 1].part_of_speech()[0] == "助詞"):
+                return tokens[j].end()
+        return None
 
     def _split_surname_run_end(self, tokens: Any, i: int) -> int | None:
         """A surname Sudachi cut in two kanji words (皆 + 川 in 幼なじみの皆川ことねに),
