@@ -59,6 +59,8 @@ def load_cases() -> list[dict]:
         case["text"] = unicodedata.normalize("NFKC", case["text"])
         cursor: dict[str, int] = {}
         for entity in case["entities"]:  # repeated spans: the next occurrence each time
+            # Normalised as its text is (a full-width ０７０－… is 070-… in both).
+            entity["text"] = unicodedata.normalize("NFKC", entity["text"])
             start = case["text"].index(entity["text"], cursor.get(entity["text"], 0))
             entity["start"], entity["end"] = start, start + len(entity["text"])
             cursor[entity["text"]] = entity["end"]
