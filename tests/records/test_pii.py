@@ -1766,3 +1766,106 @@ def test_round_18_japanese_names_alone_and_account_groups(scrub, text, expected)
 )
 def test_round_18_japanese_name_and_account_look_alikes_stay(scrub, text):
     assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # round 19: a quoted password; a password changed from an old value; a PIN set to
+        # digits; a code for a building ending in #; a locker's dial
+        ("ルーターのパスワード「kumo-Sora-2291」を家族に共有したい", "ルーターのパスワード「<SECRET>」を家族に共有したい"),
+        ("管理者パスワードを guest から Yuki_Hana2031 に変えた", "管理者パスワードを guest から <SECRET> に変えた"),
+        ("I changed my SIM PIN to 482913 yesterday", "I changed my SIM PIN to <SECRET> yesterday"),
+        ("the door code for my apartment is 5581#, tell the cleaner",
+         "the door code for my apartment is <SECRET>, tell the cleaner"),
+        ("職場のロッカーのダイヤル番号 3-1-4-8 を忘れそう", "職場のロッカーのダイヤル番号 <SECRET> を忘れそう"),
+        # a passport number far from its keyword; a licence number between 第 and 号
+        ("my passport number doesn't match the reservation, it was entered as K7RT2M448",
+         "my passport number doesn't match the reservation, it was entered as <ID>"),
+        ("免許 第 4107 8823 5519 号 を書類に写す", "免許 第 <ID> 号 を書類に写す"),
+        # addresses: kanji numerals, romanised Japanese, a US city without a comma, a
+        # Spanish floor, a Canadian flat, an Irish county and Eircode
+        ("送り先は福岡県北九州市小倉北区京町三丁目七番地の二です", "送り先は<ADDRESS>です"),
+        ("3-14-2 Kami-Meguro, Meguro-ku, Tokyo 153-0051 is where I live", "<ADDRESS> is where I live"),
+        ("ship it to 88 Birch Lane Fargo ND 58102 please", "ship it to <ADDRESS> please"),
+        ("my flat is Calle del Pez 7, 2o dcha, 28004 Madrid", "my flat is <ADDRESS>"),
+        ("send to 450 Rue Sherbrooke, Apt 12, Québec, QC G1R 2J1", "send to <ADDRESS>"),
+        ("I live at 14 Ashgrove Park, Tralee, Co. Kerry V92 X2Y4", "I live at <ADDRESS>"),
+    ],
+)
+def test_round_19_secrets_ids_and_address_forms(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["パスワード「忘れた」って表示が出る", "パスワードを変えたけど覚えられない",
+     "what is the code for the building entrance area called", "ロッカー番号 105 はどこ?",
+     "免許の更新は第3日曜?", "The Lane Fargo ND thing", "the 1916 Rising began in Co. Dublin"],
+)
+def test_round_19_secret_id_and_address_look_alikes_stay(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # round 19: a name in parentheses after a relation, kin or role word; a name with
+        # its reading after a relation word and の
+        ("うちの課長(鳥越)がまた残業を押し付けてくる", "うちの課長(<PERSON>)がまた残業を押し付けてくる"),
+        ("父(梶原 稔)の年金の手続きを代わりにしたい", "父(<PERSON>)の年金の手続きを代わりにしたい"),
+        ("娘の湊(みなと)が熱を出した", "娘の<PERSON>が熱を出した"),
+        # form labels: an order's customer, the holder after an account number
+        ("注文者:霞ヶ浦 悠 様 のお届け先を確認", "注文者:<PERSON> 様 のお届け先を確認"),
+        ("振込先:みずほ銀行 新宿支店 普通 7654321 タカハシ ミユ",
+         "振込先:みずほ銀行 新宿支店 普通 <ACCOUNT> <PERSON>"),
+        ("Make a flyer. Pet: Pepper. Owner: Niamh, call after 6.",
+         "Make a flyer. Pet: Pepper. Owner: <PERSON>, call after 6."),
+        ("Visa form: Surname KOWALCZYK. Nationality: PL.", "Visa form: Surname <PERSON>. Nationality: PL."),
+        # English given names alone in private contexts
+        ("summarize: [Marisol]: running late [Tadeo]: ok", "summarize: [<PERSON>]: running late [<PERSON>]: ok"),
+        ("write a thank-you card for my grandma edith?", "write a thank-you card for my grandma <PERSON>?"),
+        ("thanks for looking after Theo this weekend", "thanks for looking after <PERSON> this weekend"),
+        ("Texts from Mum: did you ring Aunty Njeri yet?", "Texts from Mum: did you ring Aunty <PERSON> yet?"),
+        ("Write it from me (Oleg).", "Write it from me (<PERSON>)."),
+        ("Theo's phone number is new, add it to the sheet", "<PERSON>'s phone number is new, add it to the sheet"),
+        # a Latin name carried over an accented surname the model left out
+        ("my name is Siobhán Ní Bhriain and I need help", "my name is <PERSON> and I need help"),
+        ("my neighbour Iñaki Ibáñez lent me a drill", "my neighbour <PERSON> lent me a drill"),
+    ],
+)
+def test_round_19_persons_by_label_parentheses_and_context(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["うちの課長(営業部)が異動になった", "母(60代)の健康診断の結果を見てほしい", "この宛名ラベルを作って",
+     "Owner: Acme Ltd", "Surname field is required", "[Note]: remember the deadline",
+     "I'm Happy with the result.", "my friend too.", "look after Brexit news",
+     "Newton's laws explained simply", "We met Maria in São Paulo"],
+)
+def test_round_19_person_look_alikes_stay(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["芥川龍之介の『羅生門』に出てくる下人の心情を説明して",
+     "In Great Expectations, why does Pip leave Joe Gargery?",
+     "Was the Hilton chain named after Conrad Hilton?"],
+)
+def test_round_19_characters_of_a_named_work_stay(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the work's title does not make an acquaintance public
+        ("同僚の田中が『ワンピース』の話ばかりする", "同僚の<PERSON>が『ワンピース』の話ばかりする"),
+        ("In March, Tom Baker at my office quit", "In March, <PERSON> at my office quit"),
+    ],
+)
+def test_round_19_acquaintances_beside_a_work_go(scrub, text, expected):
+    assert scrub(text)[0] == expected

@@ -486,9 +486,17 @@ class _GivenNamePairRecognizer(EntityRecognizer):
 
 
 _KANJI_NAME = regex.compile(r"[\p{Han}々]{1,4}")
-# A kanji word and a space right before a kanji name (柏木 + 遥斗: a full name written
-# with a space between its parts).
-_KANJI_WORD_AND_SPACE_BEFORE = regex.compile(r"(?<![\p{Han}々])[\p{Han}々]{1,3}[ 　]$")
+# A kanji word right before a kanji name, a space between or none (柏木 + 遥斗, 東雲 +
+# 遥斗: the model read only the given name).
+_KANJI_WORD_BEFORE = regex.compile(r"(?<![\p{Han}々])[\p{Han}々]{1,3}[ 　]?$")
+# A surname after a Latin given name that the model left out: a capitalised word with
+# a letter beyond ASCII (Brigid + Ó Súilleabháin, Iñaki + Ibáñez), an Irish or Scottish
+# patronymic particle before it allowed (also where the span ends in the particle);
+# English words are written without accents.
+_ACCENTED_SURNAME_AFTER = regex.compile(
+    r"(?:(?<=(?<![\p{L}])(?:Ó|Ní|Nic|Uí|Mac|Mhic))| (?:Ó|Ní|Nic|Uí|Mac|Mhic)) \p{Lu}\p{Ll}+(?![\p{L}])"
+    r"| \p{Lu}\p{Ll}*[^\x00-\x7f]\p{Ll}*(?![\p{L}])")
+_LATIN_NAME_END = regex.compile(r"\p{Latin}$")
 
 
 class _PersonJoiner:
@@ -506,9 +514,10 @@ class _PersonJoiner:
     def join(self, text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
         """Overlapping person spans joined into one (John Wesley + Wesley Powell is John
         Wesley Powell: two recognisers read one name), a kanji surname carried over a
-        katakana given name that follows it (祖母の新井 + トメが), and a kanji name carried
-        back over a space and a word before it the dictionary lists as a surname (柏木
-        遥斗)."""
+        katakana given name that follows it (祖母の新井 + トメが), a kanji name carried
+        back over a word before it, a space between or none, that the dictionary lists
+        as a surname (柏木 遥斗, 東雲遥斗), and a Latin name carried over an accented
+        surname after it (Brigid Ó Súilleabháin)."""
         others = [r for r in results if r.entity_type != "PERSON"]
         joined: list[RecognizerResult] = []
         for person in sorted((r for r in results if r.entity_type == "PERSON"),
@@ -524,8 +533,12 @@ class _PersonJoiner:
                 given = self._katakana_given_after.match(text, person.end)
                 if given is not None:
                     person.end = given.end()
-                surname = _KANJI_WORD_AND_SPACE_BEFORE.search(text, 0, person.start)
+                surname = _KANJI_WORD_BEFORE.search(text, 0, person.start)
                 if surname is not None and self._surnames.listed_as(
                         surname.group().rstrip(), self._surname_pos):
                     person.start = surname.start()
+            elif _LATIN_NAME_END.search(text, person.start, person.end):
+                surname = _ACCENTED_SURNAME_AFTER.match(text, person.end)
+                if surname is not None:
+                    person.end = surname.end()
         return others + joined
