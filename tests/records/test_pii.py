@@ -1869,3 +1869,43 @@ def test_round_19_characters_of_a_named_work_stay(scrub, text):
 )
 def test_round_19_acquaintances_beside_a_work_go(scrub, text, expected):
     assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # round 19: nicknames by their shape; a kanji given name before くん/ちゃん after
+        # a relation word
+        ("よっしーとあっちゃんと焼肉に行く予定", "<PERSON>と<PERSON>と焼肉に行く予定"),
+        ("彼氏の陸くんに何をあげよう", "彼氏の<PERSON>くんに何をあげよう"),
+        ("娘の楓ちゃんが熱を出した", "娘の<PERSON>ちゃんが熱を出した"),
+    ],
+)
+def test_round_19_nicknames_and_diminutives(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["おっちゃんに道を聞いた", "こっちとあっちどっちがいい?", "すっげーおいしかった", "息子の友達くんが来た"],
+)
+def test_round_19_nickname_look_alikes_stay(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["最高裁判所の住所って東京都千代田区隼町4-2で合ってる?", "名古屋城の所在地(名古屋市中区本丸1-1)まで駅から歩ける?"],
+)
+def test_round_19_public_buildings_stay(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+def test_round_19_own_address_beside_the_same_words_goes(scrub):
+    assert scrub("私の住所って東京都千代田区隼町4-2で合ってる?")[0] == "私の住所って<ADDRESS>で合ってる?"
+
+
+def test_round_19_relations_thing_before_no_stays(scrub):
+    # a common noun the dictionary lists as a surname, then の: the friend's thing
+    text = "同僚の新居の間取りが素敵だった"
+    assert scrub(text) == (text, {})

@@ -256,10 +256,13 @@ class _HonorificNameRecognizer(EntityRecognizer):
                 return tokens[i + 1].end()
             return None
         # A surname alone: read as a name, or as a common noun the dictionary also lists
-        # as a surname (元カノの真壁が, 彼氏の帯刀が: 真壁 "a wall", 帯刀 "wearing a sword").
+        # as a surname (元カノの真壁が, 彼氏の帯刀が: 真壁 "a wall", 帯刀 "wearing a sword")
+        # unless の follows it, which reads it as the friend's thing (友達の新居の住所).
         if (self._surname_alone and len(surface) >= 2
-                and (self._tokens.matches(tokens[i]) or self._is_surname_read_as_noun(tokens, i))
                 and i + 1 < len(tokens)
+                and (self._tokens.matches(tokens[i])
+                     or (self._is_surname_read_as_noun(tokens, i)
+                         and tokens[i + 1].surface() != "の"))
                 and tokens[i + 1].part_of_speech()[0] in self._after_relation_name):
             return tokens[i].end()
         return self._unlisted_surname_end(tokens, i)
