@@ -1909,3 +1909,21 @@ def test_round_19_relations_thing_before_no_stays(scrub):
     # a common noun the dictionary lists as a surname, then の: the friend's thing
     text = "同僚の新居の間取りが素敵だった"
     assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # round 19: a common noun standing where a surname stands (after の, before a
+        # given name and an honorific); an initial and a surname as a record's field
+        ("取引先の東雲陽翔様にお礼のメールを書きたい", "取引先の<PERSON>様にお礼のメールを書きたい"),
+        ("Payroll CSV: 2024-05, T. Okafor, 3200", "Payroll CSV: 2024-05, <PERSON>, 3200"),
+    ],
+)
+def test_round_19_surname_by_place_and_initial_field(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize("text", ["In Washington, D.C. the weather is mild", "See Fig. 3, p. Smith notes"])
+def test_round_19_initial_look_alikes_stay(scrub, text):
+    assert scrub(text) == (text, {})

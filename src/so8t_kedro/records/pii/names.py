@@ -513,6 +513,8 @@ class _PersonJoiner:
             r"[\p{Katakana}ー]{2,4}(?=" + "|".join(map(regex.escape, followed_by)) + r"|\s|$)")
         self._surnames = _SudachiTokens(config.pos, config.surface)
         self._surname_pos = regex.compile(config.listed_as_surname)
+        self._honorifics = tuple(sorted(config.honorifics, key=len, reverse=True))
+        self._not_surnames = frozenset(config.role_nouns) | frozenset(config.relation_nouns)
 
     def join(self, text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
         """Overlapping person spans joined into one (John Wesley + Wesley Powell is John
@@ -537,11 +539,21 @@ class _PersonJoiner:
                 if given is not None:
                     person.end = given.end()
                 surname = _KANJI_WORD_BEFORE.search(text, 0, person.start)
-                if surname is not None and self._surnames.listed_as(
-                        surname.group().rstrip(), self._surname_pos):
+                if surname is not None and (
+                        self._surnames.listed_as(surname.group().rstrip(), self._surname_pos)
+                        or self._is_surname_by_place(text, surname, person)):
                     person.start = surname.start()
             elif _LATIN_NAME_END.search(text, person.start, person.end):
                 surname = _ACCENTED_SURNAME_AFTER.match(text, person.end)
                 if surname is not None:
                     person.end = surname.end()
         return others + joined
+
+    def _is_surname_by_place(self, text: str, word: Any, person: RecognizerResult) -> bool:
+        """A kanji word the dictionary reads as a common noun (東雲 "dawn") that stands
+        where a surname stands: 2-3 kanji right after の and right before a given name
+        that an honorific follows (取引先の東雲陽翔様); not a role or a relation word."""
+        surface = word.group()
+        return (len(surface) in (2, 3) and surface not in self._not_surnames
+                and text[: word.start()].endswith("の")
+                and text.startswith(self._honorifics, person.end))
