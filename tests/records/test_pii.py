@@ -1927,3 +1927,9 @@ def test_round_19_surname_by_place_and_initial_field(scrub, text, expected):
 @pytest.mark.parametrize("text", ["In Washington, D.C. the weather is mild", "See Fig. 3, p. Smith notes"])
 def test_round_19_initial_look_alikes_stay(scrub, text):
     assert scrub(text) == (text, {})
+
+
+def test_round_19_quoted_honorific_is_a_term_not_private_context(scrub):
+    # 「先生」 names a character of the work; no one is addressed
+    text = "芥川龍之介の『河童』に出てくる「先生」はどんな人?"
+    assert scrub(text) == (text, {})
