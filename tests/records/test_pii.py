@@ -1933,3 +1933,21 @@ def test_round_19_quoted_honorific_is_a_term_not_private_context(scrub):
     # 「先生」 names a character of the work; no one is addressed
     text = "芥川龍之介の『河童』に出てくる「先生」はどんな人?"
     assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # round 19: a kanji name as the first field of a slashed record
+        ("台帳の例:日下部 湊/免許証番号 123456789012/期限 2028/01/31",
+         "台帳の例:<PERSON>/免許証番号 <ID>/期限 2028/01/31"),
+        ("登録した情報:紗季 / mail@example.com / 電話", "登録した情報:<PERSON> / <EMAIL> / 電話"),
+    ],
+)
+def test_round_19_name_first_in_a_slashed_record(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize("text", ["カテゴリ:食品/飲料/日用品", "分類:国語/数学/英語"])
+def test_round_19_slashed_word_lists_stay(scrub, text):
+    assert scrub(text) == (text, {})
