@@ -95,10 +95,7 @@ class _PublicFacts:
         pattern = self._public_sentence.get(language)
         if pattern is None:
             return False
-        start = max((m.end() for m in _SENTENCE_END.finditer(marked, 0, person.start)),
-                    default=0)
-        end_match = _SENTENCE_END.search(marked, person.end)
-        end = len(marked) if end_match is None else end_match.end()
+        start, end = _sentence_of(marked, person)
         return pattern.search(marked, start, end) is not None
 
     def has_private_context(
@@ -140,6 +137,13 @@ class _PublicFacts:
                 if self.is_listed(text, person)
                 or self.has_public_evidence(text, language, person)
                 or self.has_public_sentence(marked, language, person)]
+
+
+def _sentence_of(text: str, span: RecognizerResult) -> tuple[int, int]:
+    """(start, end) of the sentence that holds ``span`` (``_SENTENCE_END``)."""
+    start = max((m.end() for m in _SENTENCE_END.finditer(text, 0, span.start)), default=0)
+    end_match = _SENTENCE_END.search(text, span.end)
+    return start, len(text) if end_match is None else end_match.end()
 
 
 def _marked(text: str, persons: Sequence[RecognizerResult]) -> str:
@@ -227,9 +231,7 @@ class _PublicPlaces:
 
     def _is_public(self, text: str, language: str, result: RecognizerResult) -> bool:
         marked = _marked(text, [result])
-        start = max((m.end() for m in _SENTENCE_END.finditer(marked, 0, result.start)), default=0)
-        end_match = _SENTENCE_END.search(marked, result.end)
-        end = len(marked) if end_match is None else end_match.end()
+        start, end = _sentence_of(marked, result)
         owner = self._owner_before.get(language)
         line = self._public_line.get(language)
         return ((owner is not None and owner.search(marked, start, result.start + 1) is not None)
