@@ -14,7 +14,7 @@ from kedro.config import OmegaConfigLoader
 
 from so8t_kedro.records import pii
 from so8t_kedro.records.pii import PiiConfig, PiiScrubber, luhn_valid, my_number_valid
-from so8t_kedro.records.pii.patterns import _ip_valid
+from so8t_kedro.records.pii.patterns import _ip_valid, mixed_class_token
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 BENCHMARK = Path(__file__).resolve().parent / "data/pii_benchmark.jsonl"
@@ -1245,6 +1245,21 @@ def test_subnet_masks_are_no_host_but_neighbouring_addresses_are():
     assert not _ip_valid("255.255.0.0")
     assert _ip_valid("255.255.1.0")  # not contiguous ones: a host address
     assert _ip_valid("192.168.10.7")
+
+
+@pytest.mark.parametrize(
+    ("token", "random"),
+    [
+        ("kR8mQ2vX7nL1pT9wB3cY6hJ0sF5gE2", True),   # a key: a class change at most characters
+        ("a1B2c3D4e5F6g7H8i9J0", True),
+        ("ResNet50V2Weights", False),                # words and numbers: few changes
+        ("iPhone15ProMaxCase2024", False),
+        ("abcdefghijklmnopqrstu", False),
+        ("ABCDEFGHIJ1234567890", False),
+    ],
+)
+def test_mixed_class_token_tells_random_tokens_from_names(token, random):
+    assert mixed_class_token(token) is random
 
 
 @pytest.mark.parametrize(
