@@ -168,6 +168,10 @@ class GivenNamePairsConfig(_Strict):
     # ``alone_not`` (months, days, places that are also given names).
     alone_regex: str
     alone_not: list[str]
+    # A surname that a person span found before it left out (Brigid + Ó Súilleabháin),
+    # matched right after a span ending in a Latin letter; the joiner carries the person
+    # over it (names._PersonJoiner).
+    surname_after: str
     score: float = Field(ge=0.0, le=1.0)
 
 

@@ -132,7 +132,7 @@ class PiiScrubber:
         self._public_facts = _PublicFacts(config.public_facts)
         self._brands = _Brands(config.brands)
         self._public_places = _PublicPlaces(config.public_places) if config.public_places else None
-        self._persons = _PersonJoiner(config.honorific_names)
+        self._persons = _PersonJoiner(config.honorific_names, config.given_name_pairs)
 
     def _runs_ner(self, text: str, language: str) -> bool:
         """Whether the text goes through the named-entity model: never for a pipeline

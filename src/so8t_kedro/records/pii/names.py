@@ -492,20 +492,14 @@ _KANJI_NAME = regex.compile(r"[\p{Han}々]{1,4}")
 # A kanji word right before a kanji name, a space between or none (柏木 + 遥斗, 東雲 +
 # 遥斗: the model read only the given name).
 _KANJI_WORD_BEFORE = regex.compile(r"(?<![\p{Han}々])[\p{Han}々]{1,3}[ 　]?$")
-# A surname after a Latin given name that the model left out: a capitalised word with
-# a letter beyond ASCII (Brigid + Ó Súilleabháin, Iñaki + Ibáñez), an Irish or Scottish
-# patronymic particle before it allowed (also where the span ends in the particle);
-# English words are written without accents.
-_ACCENTED_SURNAME_AFTER = regex.compile(
-    r"(?:(?<=(?<![\p{L}])(?:Ó|Ní|Nic|Uí|Mac|Mhic))| (?:Ó|Ní|Nic|Uí|Mac|Mhic)) \p{Lu}\p{Ll}+(?![\p{L}])"
-    r"| \p{Lu}\p{Ll}*[^\x00-\x7f]\p{Ll}*(?![\p{L}])")
 _LATIN_NAME_END = regex.compile(r"\p{Latin}$")
 
 
 class _PersonJoiner:
-    """Person spans as whole names (``pii.honorific_names`` names the Japanese parts)."""
+    """Person spans as whole names (``pii.honorific_names`` names the Japanese parts,
+    ``pii.given_name_pairs.surname_after`` the Latin surnames carried over)."""
 
-    def __init__(self, config: HonorificNamesConfig):
+    def __init__(self, config: HonorificNamesConfig, pairs: GivenNamePairsConfig):
         # A katakana given name after a kanji surname: 2-4 katakana, then a word of
         # katakana_given_name_followed_by, a space or the end.
         followed_by = sorted(config.katakana_given_name_followed_by, key=len, reverse=True)
@@ -515,6 +509,7 @@ class _PersonJoiner:
         self._surname_pos = regex.compile(config.listed_as_surname)
         self._honorifics = tuple(sorted(config.honorifics, key=len, reverse=True))
         self._not_surnames = frozenset(config.role_nouns) | frozenset(config.relation_nouns)
+        self._surname_after = regex.compile(_expand_words(pairs.surname_after, pairs.words))
 
     def join(self, text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
         """Overlapping person spans joined into one (John Wesley + Wesley Powell is John
@@ -544,7 +539,7 @@ class _PersonJoiner:
                         or self._is_surname_by_place(text, surname, person)):
                     person.start = surname.start()
             elif _LATIN_NAME_END.search(text, person.start, person.end):
-                surname = _ACCENTED_SURNAME_AFTER.match(text, person.end)
+                surname = self._surname_after.match(text, person.end)
                 if surname is not None:
                     person.end = surname.end()
         return others + joined
