@@ -11,6 +11,7 @@ test together (628 requests, not one split of 314) and on the same seed as its b
     ... --query-scale 0.3          # queries scaled, not zeroed, by uniform_attention_start
     ... --uniform-layers 1         # only layer 1's queries zeroed (layer 0 keeps its own)
     ... --previous-token-heads 0 1 # layer 0's heads 0 and 1 start looking one token back
+    ... --augment 3                # 3 perturbed copies of each train request, teacher-labelled
 
 Reads the catalog's `thinking_sft_dataset` and train/val/test records (run
 `kedro run --pipelines=data_processing,thinking_sft` first). The embedded base is built by
@@ -53,6 +54,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--previous-token-heads", type=int, nargs="*", default=[],
                         metavar="HEAD", help="layer-0 heads started as previous-token heads "
                                              "(see patch_previous_token_start)")
+    parser.add_argument("--augment", type=int, default=0, metavar="N",
+                        help="N perturbed copies of each train request as decision-only rows, "
+                             "soft-labelled by the reference fitted without the original "
+                             "(see augmented_rows)")
     parser.add_argument("--tag", default="recipe", help="name of the scores file")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/recipe_epochs"))
     return parser.parse_args()
@@ -124,6 +129,56 @@ def patch_previous_token_start(heads: list[int], pairs: int = 8, sharpness: floa
     loop.zero_query_weights = previous_token_start
 
 
+def perturb(text: str, language: str, rng: np.random.Generator) -> str:
+    """One perturbed copy of a request: a span deleted, a window kept, or units dropped
+    (characters for Japanese, words for English), as in Tang et al. 2019's transfer sets."""
+    units = text.split() if language == "en" else list(text)
+    joiner = " " if language == "en" else ""
+    n = len(units)
+    if n < 4:
+        return text
+    op = rng.integers(3)
+    if op == 0:
+        length = max(1, int(n * rng.uniform(0.1, 0.3)))
+        start = int(rng.integers(0, n - length + 1))
+        kept = units[:start] + units[start + length:]
+    elif op == 1:
+        length = max(2, int(n * rng.uniform(0.5, 0.9)))
+        start = int(rng.integers(0, n - length + 1))
+        kept = units[start:start + length]
+    else:
+        kept = [u for u in units if rng.random() >= 0.15] or units
+    return joiner.join(kept)
+
+
+def augmented_rows(train_records, copies: int, reference_params, folds: int, seed: int):
+    """``copies`` perturbed copies of every train request as SFT rows with an empty
+    completion (only the decision terms see them), each with the logits of the reference
+    fitted on the cross-fitting folds that left its original out."""
+    import pandas as pd
+
+    from so8t_kedro.decision.reference_classifier import cross_fits, reference_scores
+    from so8t_kedro.labels import LABEL_TO_ID
+    from so8t_kedro.think.format import render_prompt
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for teacher, fold_rows in cross_fits(train_records["text"], train_records["label"],
+                                         reference_params, folds):
+        for i in fold_rows:
+            record = train_records.iloc[i]
+            variants = [perturb(record["text"], record["language"], rng) for _ in range(copies)]
+            for k, (variant, logits) in enumerate(zip(variants,
+                                                      reference_scores(teacher, variants))):
+                rows.append({"id": f"{record['id']}#aug{k}", "split": "train",
+                             "prompt": render_prompt(variant, record["language"]),
+                             "completion": "", "label": record["label"],
+                             "label_id": LABEL_TO_ID[record["label"]],
+                             "language": record["language"],
+                             "reference_scores": logits.tolist()})
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     args = parse_args()
     warnings.filterwarnings("ignore")
@@ -164,12 +219,22 @@ def main() -> None:
     samples = attach_reference_scores(sft, train_records,
                                       params["evaluation"]["reference_classifier"],
                                       params["training"]["distillation"])
+    if args.augment:
+        import pandas as pd
+
+        extra = augmented_rows(train_records, args.augment,
+                               params["evaluation"]["reference_classifier"],
+                               int(params["training"]["distillation"]["folds"]), args.seed)
+        extra["format"] = sft["format"].iloc[0]
+        samples = pd.concat([samples, extra[[c for c in extra.columns if c in samples.columns]]],
+                            ignore_index=True)
+        print(f"[{args.tag}] {len(extra)} augmented decision-only rows", flush=True)
     training = copy.deepcopy(training_params_for(params["base_model"], params["training"]))
     training["seed"] = args.seed
     training["checkpoint"]["dir"] = str(args.work_dir / f"checkpoints_{args.tag}_{args.seed}")
     training["progress"]["show_progress_bar"] = False
     fmt = str(sft["format"].iloc[0])
-    _, steps_per_epoch = batches_per_epoch(int((sft["split"] == "train").sum()),
+    _, steps_per_epoch = batches_per_epoch(int((samples["split"] == "train").sum()),
                                            training["batch_size"],
                                            training["gradient_accumulation_steps"])
     scores: dict[str, np.ndarray] = {}

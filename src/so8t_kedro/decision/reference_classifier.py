@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,15 +97,10 @@ def fit_on_records(train_records: pd.DataFrame, params: Mapping[str, Any]) -> Pi
     return classifier
 
 
-def cross_fitted_scores(texts: Sequence[str], labels: Sequence[str],
-                        params: Mapping[str, Any], folds: int) -> np.ndarray:
-    """[N, 4] logits (``LABELS`` order) of each request from a reference classifier fitted
-    without it: the requests cut into ``folds`` stratified folds (shuffled with
-    ``params["seed"]``), each fold scored by the classifier fitted on the others.
-
-    What the reference makes of a request it has not seen: the soft target of the
-    training's distillation term. Its scores on its own training requests would be
-    near-certain and teach nothing the labels do not.
+def cross_fits(texts: Sequence[str], labels: Sequence[str], params: Mapping[str, Any],
+               folds: int) -> Iterator[tuple[Pipeline, np.ndarray]]:
+    """Per fold, the reference classifier fitted without it and the fold's row indices: the
+    requests cut into ``folds`` stratified folds, shuffled with ``params["seed"]``.
 
     Raises:
         ValueError: ``folds`` below 2, or a label with fewer requests than ``folds`` (a fold
@@ -119,13 +114,26 @@ def cross_fitted_scores(texts: Sequence[str], labels: Sequence[str],
     if scarce:
         raise ValueError(f"cross-fitting with {folds} folds needs at least {folds} requests "
                          f"of every label; got {scarce}")
-    scores = np.zeros((len(texts), len(LABELS)), dtype=np.float64)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(params["seed"]))
-    for fit_rows, score_rows in splitter.split(texts, labels):
-        classifier = fit_reference_classifier([texts[i] for i in fit_rows],
-                                              [labels[i] for i in fit_rows], params)
+    for fit_rows, fold_rows in splitter.split(texts, labels):
+        yield fit_reference_classifier([texts[i] for i in fit_rows],
+                                       [labels[i] for i in fit_rows], params), fold_rows
+
+
+def cross_fitted_scores(texts: Sequence[str], labels: Sequence[str],
+                        params: Mapping[str, Any], folds: int) -> np.ndarray:
+    """[N, 4] logits (``LABELS`` order) of each request from a reference classifier fitted
+    without it (:func:`cross_fits`).
+
+    What the reference makes of a request it has not seen: the soft target of the
+    training's distillation term. Its scores on its own training requests would be
+    near-certain and teach nothing the labels do not. Raises :func:`cross_fits`' errors.
+    """
+    texts = list(texts)
+    scores = np.zeros((len(texts), len(LABELS)), dtype=np.float64)
+    for classifier, fold_rows in cross_fits(texts, labels, params, folds):
         with threadpool_limits(limits=1):
-            scores[score_rows] = reference_scores(classifier, [texts[i] for i in score_rows])
+            scores[fold_rows] = reference_scores(classifier, [texts[i] for i in fold_rows])
     return scores
 
 
