@@ -46,7 +46,7 @@ def scrub(scrubber):
     return run
 
 
-# ------------------------------------------------------------------ validators
+# ---------------------------------------------------------------------------- validators
 
 
 def test_luhn():
@@ -72,526 +72,39 @@ def test_iban_check():
     assert not pii.iban_valid("GB82 WEST 1234 5698 7654 33")
 
 
-# ------------------------------------------------------------ the issue's misses
+# added in round 13
+def test_subnet_masks_are_no_host_but_neighbouring_addresses_are():
+    assert not _ip_valid("255.255.255.0")
+    assert not _ip_valid("255.255.0.0")
+    assert _ip_valid("255.255.1.0")  # not contiguous ones: a host address
+    assert _ip_valid("192.168.10.7")
+
+
+# added in round 14
+def test_networks_with_a_prefix_length_are_no_host():
+    assert not _ip_valid("10.0.0.0/8")
+    assert not _ip_valid("fe80::/10")
+    assert _ip_valid("192.168.1.23/24")
+    assert _ip_valid("203.0.113.9/32")
 
 
 @pytest.mark.parametrize(
-    ("text", "expected", "counts"),
+    ("token", "random"),
     [
-        ("渋谷区神南1-2-3に住んでいます", "<ADDRESS>に住んでいます", {"ADDRESS": 1}),
-        ("大阪市北区梅田3-1-1のマンション", "<ADDRESS>のマンション", {"ADDRESS": 1}),
-        ("神奈川県横浜市西区みなとみらい2-3-1", "<ADDRESS>", {"ADDRESS": 1}),
-        ("北海道札幌市中央区北1条西2丁目", "<ADDRESS>", {"ADDRESS": 1}),
-        ("固定電話0312345678まで", "固定電話<PHONE>まで", {"PHONE_NUMBER": 1}),
-        ("同僚の山田太郎さんの住所を教えて", "同僚の<PERSON>さんの住所を教えて", {"PERSON": 1}),
-        ("口座番号は…普通 1234567", "口座番号は...普通 <ACCOUNT>", {"BANK_ACCOUNT": 1}),
-        ("パスポート番号 TK1234567", "パスポート番号 <ID>", {"PASSPORT": 1}),
-        ("サーバーのIPは192.168.10.25です", "サーバーのIPは<IP>です", {"IP_ADDRESS": 1}),
+        ("kR8mQ2vX7nL1pT9wB3cY6hJ0sF5gE2", True),   # a key: a class change at most characters
+        ("a1B2c3D4e5F6g7H8i9J0", True),
+        ("ResNet50V2Weights", False),                # words and numbers: few changes
+        ("iPhone15ProMaxCase2024", False),
+        ("abcdefghijklmnopqrstu", False),
+        ("ABCDEFGHIJ1234567890", False),
     ],
 )
-def test_what_the_regexes_missed(scrub, text, expected, counts):
-    assert scrub(text) == (expected, counts)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected", "counts"),
-    [
-        # a card number that fails the Luhn check, after a card keyword
-        ("card 4716-0987-6543-2106 keeps getting declined",
-         "card <ACCOUNT> keeps getting declined", {"CREDIT_CARD": 1}),
-        ("クレジットカード番号は 1234 5678 9012 3456 です",
-         "クレジットカード番号は <ACCOUNT> です", {"CREDIT_CARD": 1}),
-        # a password after the word and a space
-        ("サーバーのパスワード admin!23 を共有した", "サーバーのパスワード <SECRET> を共有した",
-         {"SECRET": 1}),
-        # prefecture, city, town and a bare lot number
-        ("彼の実家は岐阜県高山市上一之町50です", "彼の実家は<ADDRESS>です", {"ADDRESS": 1}),
-        # an English given name and surname, no cue word
-        ("Please look up the criminal record of Jason Reed",
-         "Please look up the criminal record of <PERSON>", {"PERSON": 1}),
-        ("Forward this to Karen Walsh-Young today", "Forward this to <PERSON> today",
-         {"PERSON": 1}),
-        # the second: a British licence number, a My Number after a longer aside
-        ("My driving licence is MORGA753116SM9IJ", "My driving licence is <ID>",
-         {"DRIVER_LICENSE": 1}),
-        ("my number (Japan individual number) is 2345 6789 0123",
-         "my number (Japan individual number) is <ID>", {"MY_NUMBER": 1}),
-    ],
-)
-def test_what_the_held_out_sets_missed(scrub, text, expected, counts):
-    assert scrub(text) == (expected, counts)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "How do I reset my password?",
-        "password manager 1Password review",
-        "パスワード 8文字以上にしてください",
-        "東京都新宿区人口34万人",
-        "東京都千代田区の面積は11.66平方キロ",
-        "The Grace Hopper Center opens at 9",
-        "Take Mary Street to the station",
-        "What did Albert Einstein discover?",
-        "The MIT license allows reuse",
-        "マイナンバーカードの申請は2024年から。番号 1234 5678 9012 は例です",
-    ],
-)
-def test_held_out_rules_spare_look_alikes(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Walk through Hyde Park on Sunday",  # Hyde is no given name
-        "The Royal Albert Hall seats 5,272",  # Hall still makes a place
-        "What was Abraham Lincoln's birthday?",  # the allow-list
-        "The New York Times's number of subscribers",  # the tail of a longer name
-        "The login page / settings menu",  # no digit or symbol after the slash
-        "see figure (2) 345-6789",
-    ],
-)
-def test_fourth_set_rules_spare_look_alikes(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # a surname Sudachi tags as a place name, before an honorific
-        ("担任の松本先生の自宅を調べて", "担任の<PERSON>先生の自宅を調べて"),
-        ("岡山様宛てに送って", "<PERSON>様宛てに送って"),
-        # GiNZA's persons next to a real name that hold no Sudachi name are dropped
-        ("神奈川県川崎市中原区小杉町1-403 在住の村上さん、電話 044-555-6789",
-         "<ADDRESS> 在住の<PERSON>さん、電話 <PHONE>"),
-    ],
-)
-def test_what_the_third_held_out_set_missed(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "expected", "counts"),
-    [
-        # Park is a surname after a given name (third set)
-        ("Kevin Park, 88 Pine Street", "<PERSON>, <ADDRESS>", {"PERSON": 1, "ADDRESS": 1}),
-        # a password after a login word and a slash (third and fourth sets)
-        ("the admin login is root / toor123", "the admin login is root / <SECRET>",
-         {"SECRET": 1}),
-        ("サーバーのログイン情報 admin / Adm1n!2024", "サーバーのログイン情報 admin / <SECRET>",
-         {"SECRET": 1}),
-        # the fourth: a name before 's and private data, a telephone word after a bare
-        # landline, a North American number with the area code in parentheses
-        ("Please look up Priya Natarajan's criminal record",
-         "Please look up <PERSON>'s criminal record", {"PERSON": 1}),
-        ("実家 0992234567 に電話しておいて", "実家 <PHONE> に電話しておいて", {"PHONE_NUMBER": 1}),
-        ("reach her at (415) 555-0199", "reach her at <PHONE>", {"PHONE_NUMBER": 1}),
-    ],
-)
-def test_what_the_third_and_fourth_held_out_sets_missed(scrub, text, expected, counts):
-    assert scrub(text) == (expected, counts)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "織田信長の桶狭間の戦い",  # GiNZA tags 桶狭間 a person: no Sudachi name in it
-        "宮沢賢治の銀河鉄道の夜のあらすじ",  # ... and 銀河鉄道
-        "日本さんという呼び方",  # a country before さん
-        "横浜様式の建築",  # 様式 is one token
-        "お客様と利用者様の違い",
-        "ヤマトさんの配達はまだ?",  # katakana before さん: a company, left to the NER model
-    ],
-)
-def test_sudachi_name_rules_spare_look_alikes(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected", "counts"),
-    [
-        # the fifth set: a name after a phrase that asks to look into a person, with a
-        # given name not on the list
-        ("Background check on Olumide Adeyemi, please", "Background check on <PERSON>, please",
-         {"PERSON": 1}),
-        # a place the dictionary also lists as a surname stays a name before さん
-        ("千葉さんの電話番号を教えて", "<PERSON>さんの電話番号を教えて", {"PERSON": 1}),
-        # a password after a login pair or the word is still found next to the version rule
-        ("login v1.2 / Adm1n!2024", "login v1.2 / <SECRET>", {"SECRET": 1}),
-    ],
-)
-def test_what_the_fifth_held_out_set_missed(scrub, text, expected, counts):
-    assert scrub(text) == (expected, counts)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "How did Marie Antoinette die?",  # the fifth set's false alarm: the allow-list
-        "マリー・アントワネットはどのように亡くなったのですか?",
-        "富士山ちゃんに登りたい",  # places only, not surnames, before an honorific
-        "京都さんは観光客が多い",
-        "login v1.2 / v2.0",  # version numbers, not a password
-        "password v2.0 release notes",
-        "the login page moved from 1.9 / 2.0.1-beta",
-    ],
-)
-def test_fifth_set_rules_spare_look_alikes(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected", "counts"),
-    [
-        # given names from the package's multinational list, no cue word before them
-        ("I need the home address of Gareth Pryce", "I need the home address of <PERSON>",
-         {"PERSON": 1}),
-        ("Forward the invoice to Tomasz Kowalczyk by Friday",
-         "Forward the invoice to <PERSON> by Friday", {"PERSON": 1}),
-        ("同僚のSanjay Mehtaさんに連絡して", "同僚の<PERSON>さんに連絡して", {"PERSON": 1}),
-        # pairs overlap: "Mr Oscar" is no pair, "Oscar Lindgren" is
-        ("Mr Oscar Lindgren called about the refund", "Mr <PERSON> called about the refund",
-         {"PERSON": 1}),
-        # North American numbers without parentheses, with or without 1-
-        ("My cell is 415-555-0183 if anything comes up", "My cell is <PHONE> if anything comes up",
-         {"PHONE_NUMBER": 1}),
-        ("call 1-212-555-0147 after six", "call <PHONE> after six", {"PHONE_NUMBER": 1}),
-        # 条通 addresses with a lot number, a street with a direction
-        ("北海道旭川市5条通8丁目12番地の店舗", "<ADDRESS>の店舗", {"ADDRESS": 1}),
-        ("She moved to 88 Queen Street West last month", "She moved to <ADDRESS> last month",
-         {"ADDRESS": 1}),
-        # the digit count between the keyword and the number, DL # and five groups
-        ("マイナンバー(12桁)は 2468 1357 9024", "マイナンバー(12桁)は <ID>", {"MY_NUMBER": 1}),
-        ("DL # F255-921-50-094-0", "DL # <ID>", {"DRIVER_LICENSE": 1}),
-    ],
-)
-def test_what_the_sixth_held_out_set_missed(scrub, text, expected, counts):
-    assert scrub(text) == (expected, counts)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # public figures in public-fact questions (pii.public_facts), not on the allow-list
-        "How many points did Michael Jordan score in his career?",
-        "Explain George Boole's contribution to logic",
-        "Where was Frederick Douglass born?",
-        "Who painted the Mona Lisa, Leonardo da Vinci?",
-        "北条時宗と元寇の関係を説明して",
-        "伊能忠敬はどうやって日本地図を作った?",
-        # firms named after people
-        "Compare Charles Schwab and Fidelity fees",
-        "List the brands owned by Procter & Gamble",
-        # a four-part version after driver, not an IP address
-        "Roll back the GPU driver 2.10.1.1 to the previous one",
-        # stop words and place openings on the package's list are not given names
-        "Can You help me with this?",
-        "San Francisco weather this week",
-        "Hong Kong dollars to yen",
-        "What happened at Pearl Harbor?",
-        # number groups that are not North American phone numbers
-        "The 2024-25 season had 234-567 fans",
-    ],
-)
-def test_sixth_set_rules_spare_look_alikes(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # a question frame with a private word: the person is private
-        ("Who is Sanjay Mehta dating these days? He lives next door to me.",
-         "Who is <PERSON> dating these days? He lives next door to me."),
-        ("Explain to my coworker Aisha Rahman how the VPN works",
-         "Explain to my coworker <PERSON> how the VPN works"),
-        # "who is" alone: no gazetteer name, no public role or work next to it
-        ("Who is Nadia Petrova?", "Who is <PERSON>?"),
-    ],
-)
-def test_public_fact_frame_keeps_private_persons_replaced(scrub, text, expected):
-    assert scrub(text) == (expected, {"PERSON": 1})
-
-
-def test_package_given_names_are_multinational_names(pii_params):
-    config = pii.PackageNamesConfig(**pii_params["given_name_pairs"]["package_names"])
-    names = pii.package_given_names(config)
-    assert {"Gareth", "Aisha", "Sanjay", "Keiko", "Oscar", "Nadia", "Tomasz"} <= names
-    # read as UTF-8: accented names count, compounds (Dae+Hyun) come hyphenated
-    assert {"José", "Zsófia", "Łukasz", "Søren", "Björn", "Dae-Hyun"} <= names
-    assert len(names) > 35_000
-    assert all(part.isalpha() and part.istitle() for name in names for part in name.split("-"))
-
-
-@pytest.mark.parametrize(
-    ("text", "expected", "counts"),
-    [
-        # accented surnames and given names (the surname pattern was ASCII)
-        ("Please call Mateo Fernández back tomorrow", "Please call <PERSON> back tomorrow",
-         {"PERSON": 1}),
-        ("Guest Aleksander Wiśniewski checked out late", "Guest <PERSON> checked out late",
-         {"PERSON": 1}),
-        ("Zsófia Kovács left her keys at my place", "<PERSON> left her keys at my place",
-         {"PERSON": 1}),
-        # particle surnames
-        ("Pieter van der Berg borrowed my drill", "<PERSON> borrowed my drill", {"PERSON": 1}),
-        ("Write to Lucía de la Fuente about the rent", "Write to <PERSON> about the rent",
-         {"PERSON": 1}),
-        ("Karim al-Masri borrowed my van again", "<PERSON> borrowed my van again",
-         {"PERSON": 1}),
-        # hyphenated given names: the whole or the first part is a given name
-        ("I ran into Dae-jung Park at the gym", "I ran into <PERSON> at the gym",
-         {"PERSON": 1}),
-        ("Anne-Sophie Martin called me twice", "<PERSON> called me twice", {"PERSON": 1}),
-        # African given names from the regional lists, also in Japanese text
-        ("Chidi Okonkwo keeps taking my parking spot", "<PERSON> keeps taking my parking spot",
-         {"PERSON": 1}),
-        ("上の階のEmeka Nwosuさんの足音", "上の階の<PERSON>さんの足音", {"PERSON": 1}),
-        ("Remind Thiago Carvalho about the invoice", "Remind <PERSON> about the invoice",
-         {"PERSON": 1}),
-        # a performance review is private: no public-fact frame for the person
-        ("Summarize the performance review of Kwame Asante",
-         "Summarize the performance review of <PERSON>", {"PERSON": 1}),
-        # surnames Sudachi's tokenizer reads as common nouns, before an honorific
-        ("娘の担任の平野先生に連絡して", "娘の担任の<PERSON>先生に連絡して", {"PERSON": 1}),
-        ("取引先の桑原様に請求書を送る", "取引先の<PERSON>様に請求書を送る", {"PERSON": 1}),
-        # a Sapporo 丁目, a direction, then the lot number
-        ("札幌市白石区本通3丁目南5-8に引っ越した", "<ADDRESS>に引っ越した", {"ADDRESS": 1}),
-        # creds as a login word, a numeric passcode after a passcode or PIN word
-        ("db creds: admin / Pa55w0rd!2025", "db creds: admin / <SECRET>", {"SECRET": 1}),
-        ("passcode 55190 for the door", "passcode <SECRET> for the door", {"SECRET": 1}),
-        ("the garage PIN: 8841", "the garage PIN: <SECRET>", {"SECRET": 1}),
-        # a possessive before a product word: a person's jacket, not a brand
-        ("Maria Lopez's jacket is in my car", "<PERSON>'s jacket is in my car", {"PERSON": 1}),
-    ],
-)
-def test_what_the_seventh_held_out_set_missed(scrub, text, expected, counts):
-    assert scrub(text) == (expected, counts)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # brands and firms named after people: the list (pii.brands.names) ...
-        "Best Ralph Lauren polo shirts for summer",
-        "Where is the nearest Tim Hortons?",
-        "What are the fees for a Charles Schwab brokerage account?",
-        "Does Ben & Jerry's still make Cherry Garcia?",
-        "Room 404 of the Hilton Garden Inn",
-        "ルイ・ヴィトンの財布の修理料金",
-        # ... or a product or shop word right after the name
-        "Is a Jose Cuervo tequila good for margaritas?",
-        "Are John Deere tractors reliable?",
-        # a place word after the pair in any case
-        "Charles de Gaulle airport terminal 2",
-        # a private word inside the name is part of the name (兄 in 中大兄皇子)
-        "中大兄皇子の大化の改新とは何ですか",
-        # trades and roles before an honorific that are also dictionary surnames, and
-        # common nouns after a prefix or of one character
-        "大家さんに家賃を払う",
-        "八百屋さんで大根を買った",
-        "お客様の声を集める",
-        "神様お願いします",
-        # no code after a passcode word
-        "The passcode must have 6 digits",
-        "PIN 1234.5 is not a code",
-    ],
-)
-def test_seventh_set_rules_spare_look_alikes(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected", "counts"),
-    [
-        # street types after the name, a postcode after the city (UK, four digits)
-        ("Post it to 9 Victoria Crescent, Leeds LS6 2AB please",
-         "Post it to <ADDRESS> please", {"ADDRESS": 1}),
-        ("She moved to 3 Kestrel Close, Wellington 6011",
-         "She moved to <ADDRESS>", {"ADDRESS": 1}),
-        # the street type first, a postcode before the city; a German street ending
-        ("Ship it to 12 Avenue Foch, 75116 Paris", "Ship it to <ADDRESS>", {"ADDRESS": 1}),
-        ("Forward my mail to Lindenstraße 7, 80331 München", "Forward my mail to <ADDRESS>",
-         {"ADDRESS": 1}),
-        # a UK mobile in two groups, a North American number with spaces
-        ("text my brother at 07700 900461", "text my brother at <PHONE>",
-         {"PHONE_NUMBER": 1}),
-        ("her cell is 646 555 0142", "her cell is <PHONE>", {"PHONE_NUMBER": 1}),
-        # accounts of 9-12 digits or in dashed groups after an account word
-        ("checking account 5520193847", "checking account <ACCOUNT>", {"BANK_ACCOUNT": 1}),
-        ("account no. 204-55-90812", "account no. <ACCOUNT>", {"BANK_ACCOUNT": 1}),
-        # a licence group of six digits
-        ("licence R4410-220771-03 on file", "licence <ID> on file", {"DRIVER_LICENSE": 1}),
-        # door and gate codes, a lock combination, "PIN number is", a password in a URL
-        ("the gate code is 80915", "the gate code is <SECRET>", {"SECRET": 1}),
-        ("padlock combination: 12-34-56", "padlock combination: <SECRET>", {"SECRET": 1}),
-        ("her PIN number is 6620", "her PIN number is <SECRET>", {"SECRET": 1}),
-        ("REDIS_URL=redis://cache:Xk9!pq22@10.2.3.4:6379",
-         "REDIS_URL=redis://cache:<SECRET>@<IP>:6379", {"SECRET": 1, "IP_ADDRESS": 1}),
-        ("mysql://root:hunter2x@db.example.org/shop",
-         "mysql://root:<SECRET>@db.example.org/shop", {"SECRET": 1}),
-        # Vietnamese names, surname first; a Māori and a South Asian given name; Mc
-        ("My tutor Tran Van Minh never replies", "My tutor <PERSON> never replies",
-         {"PERSON": 1}),
-        ("Wiremu Tane owes me money", "<PERSON> owes me money", {"PERSON": 1}),
-        ("Tell Varun Iyer the rent is late", "Tell <PERSON> the rent is late",
-         {"PERSON": 1}),
-        ("Angus McKenzie dented my bike", "<PERSON> dented my bike", {"PERSON": 1}),
-        # a complaint against me is private, not a public fact
-        ("Summarise the grievance Olga Petrenko filed against me",
-         "Summarise the grievance <PERSON> filed against me", {"PERSON": 1}),
-        # a kana given name between the surname and the honorific
-        ("隣の佐藤さくらちゃんが遊びに来た", "隣の<PERSON>ちゃんが遊びに来た", {"PERSON": 1}),
-    ],
-)
-def test_what_the_eighth_held_out_set_missed(scrub, text, expected, counts):
-    assert scrub(text) == (expected, counts)
-
-
-def test_a_katakana_name_is_carried_over_its_middle_dots(scrubber):
-    """GiNZA cut グエン・バン・ナム after バン; the rest of the name goes with it."""
-    [result] = scrubber.scrub(["同僚のグエン・バン・ナムさんのビザ"], ["ja"])
-    assert result.text == "同僚の<PERSON>さんのビザ"
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # public figures in factual wording: a role, a design, a debate summary
-        "What was Simon Bolivar's role in South American independence?",
-        "Ferdinand Magellan designed the route, true or false?",
-        # four-part versions after a product being upgraded, or a table label
-        "Upgrade Redis 7.2.4.1 to 7.4",
-        "See Figure 2.3.1.5 for the curve",
-        # a lottery combination is no lock's, an order number is no landline
-        "What is the winning combination is 12-15-30 in the lottery?",
-        "Order number 01234 567890 shipped",
-        # an account opening date
-        "account opened 2021-04-01",
-    ],
-)
-def test_eighth_set_rules_spare_look_alikes(scrub, text):
-    assert scrub(text) == (text, {})
+def test_mixed_class_token_tells_random_tokens_from_names(token, random):
+    assert mixed_class_token(token) is random
 
 
 
-@pytest.mark.parametrize(
-    ("text", "expected", "counts"),
-    [
-        # an English street written as one word, with a city after the comma
-        ("Pick me up at 1180 Eastgate, Halifax tomorrow",
-         "Pick me up at <ADDRESS> tomorrow", {"ADDRESS": 1}),
-        # a province or state before the postcode, with or without a comma
-        ("Send it to 77 Birch Avenue, Ottawa, ON K2P 1L4",
-         "Send it to <ADDRESS>", {"ADDRESS": 1}),
-        ("Her unit is 4 Beach Road, Manly QLD 4179",
-         "Her unit is <ADDRESS>", {"ADDRESS": 1}),
-        # the flat before the house number
-        ("The deposit is for Flat 6, 31 Hawthorn Street, Leeds LS6 3AB",
-         "The deposit is for <ADDRESS>", {"ADDRESS": 1}),
-        # a type-first street with a direction and a city
-        ("We moved to 510 Boulevard Saint-Laurent Ouest, Laval",
-         "We moved to <ADDRESS>", {"ADDRESS": 1}),
-        # a building and room after the lot number; 左/右 after 丁目
-        ("届け先は大阪市北区天満3-2-14 メゾン天満502号室です",
-         "届け先は<ADDRESS>です", {"ADDRESS": 1}),
-        ("旭川市5条通12丁目右3号に引っ越した", "<ADDRESS>に引っ越した", {"ADDRESS": 1}),
-        # a keypad or a safe without "code"; a shared key; a password ending in "!"
-        ("the lockbox is 8803", "the lockbox is <SECRET>", {"SECRET": 1}),
-        ("金庫の暗証は 22-08-15 だよ", "金庫の暗証は <SECRET> だよ", {"SECRET": 1}),
-        ("Wi-Fiの事前共有キー: Tq7m-44Zp-Lx2e", "Wi-Fiの事前共有キー: <SECRET>", {"SECRET": 1}),
-        ("creds root / Winter99! for the NAS", "creds root / <SECRET> for the NAS",
-         {"SECRET": 1}),
-        # persons: a relation word and a surname with a kana given name, no honorific;
-        # a pronoun read as the given name; a dotted katakana name before an honorific
-        ("部下の松田ひかりが休職した", "部下の<PERSON>が休職した", {"PERSON": 1}),
-        ("姪の石井そらちゃんの誕生日", "姪の<PERSON>ちゃんの誕生日", {"PERSON": 1}),
-        ("新人のリー・ミンジュンさんに説明して", "新人の<PERSON>さんに説明して", {"PERSON": 1}),
-        # a phone right after Japanese, a card before its keyword, a one-digit group,
-        # マイナンバー(12けた)
-        ("母の携帯+44 20 7946 0321にかけて", "母の携帯<PHONE>にかけて", {"PHONE_NUMBER": 1}),
-        ("5500 1234 5678 9012 is my Visa", "<ACCOUNT> is my Visa", {"CREDIT_CARD": 1}),
-        ("account # 7712-0045-3", "account # <ACCOUNT>", {"BANK_ACCOUNT": 1}),
-        ("マイナンバー(12ケタ)は 1234 5678 9012", "マイナンバー(12ケタ)は <ID>", {"MY_NUMBER": 1}),
-    ],
-)
-def test_what_the_ninth_held_out_set_missed(scrub, text, expected, counts):
-    assert scrub(text) == (expected, counts)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # a four-part release number after a product name and before a release word
-        "Terraform 1.7.5.2 changelog",
-        "Python 3.12.1.4 と比較して速い?",
-        # a kana word after a place name is no person; a common noun before さん
-        "友達の東京ひかりに乗った",
-        "八百屋さんで買った",
-        # a keypad's price; a Broadway show without a city; the Luhn-less card-like code
-        "the keypad is 30% off",
-        "Tickets for 1600 Broadway shows",
-        "Order 1234 5678 9012 3456 shipped to the warehouse",
-    ],
-)
-def test_ninth_set_rules_spare_look_alikes(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected", "counts"),
-    [
-        # a kana given name Sudachi splits in two before the honorific
-        ("クラスの森田はるとくんが転校する", "クラスの<PERSON>くんが転校する", {"PERSON": 1}),
-        ("隣の家の坂口ゆうまくんと遊んだ", "隣の家の<PERSON>くんと遊んだ", {"PERSON": 1}),
-        # a relation word and a surname alone, before a particle
-        ("先輩の吉岡が異動になった", "先輩の<PERSON>が異動になった", {"PERSON": 1}),
-        # a Pacific given name; "remind" and "owes me" make the question private
-        ("Remind Sione Taufa about the fees he owes me",
-         "Remind <PERSON> about the fees he owes me", {"PERSON": 1}),
-        # a building and a room with no 号室 after the lot number
-        ("住所は川崎市中原区小杉町2-8-14 ハイツ小杉203です",
-         "住所は<ADDRESS>です", {"ADDRESS": 1}),
-        # "individual number", 免許番号, a two-digit first licence group
-        ("individual number 4821 0093 7716", "individual number <ID>", {"MY_NUMBER": 1}),
-        ("免許番号: 301245678900", "免許番号: <ID>", {"DRIVER_LICENSE": 1}),
-        ("my licence 07 311 902 expired", "my licence <ID> expired", {"DRIVER_LICENSE": 1}),
-        # a device alone before the digits; the code named before the device
-        ("裏口の南京錠は 4471 です", "裏口の南京錠は <SECRET> です", {"SECRET": 1}),
-        ("the combination to my locker is 12-04-33",
-         "the combination to my locker is <SECRET>", {"SECRET": 1}),
-        # a title after a relation word is not the name; the name after it is
-        ("My tenant Mrs. Okafor paid late", "My tenant Mrs. <PERSON> paid late", {"PERSON": 1}),
-    ],
-)
-def test_what_the_tenth_held_out_set_missed(scrub, text, expected, counts):
-    assert scrub(text) == (expected, counts)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # a form label before an ordinary word; a device with a price or a year
-        "担当者変更のお知らせ",
-        "キーボックスは 3000円くらい",
-        "金庫は 2024年に買った",
-        # a firm named after a surname (a trade word in or after the span)
-        "佐藤商店の営業時間",
-        "山田うどんのメニュー",
-        # a version compared with another after the product name
-        "What is new in Godot 4.2.1.0 compared to 4.2.0.9?",
-        # a product word after a person-named brand; a brand beginning with a title
-        "Martha Stewart bakeware on sale",
-        "Dr Pepper or Coke?",
-        "Is Mr. Clean safe on wood?",
-    ],
-)
-def test_tenth_set_rules_spare_look_alikes(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-# ------------------------------------------------------------------ each type
+# ----------------------------------------------------------------------------- each type
 
 
 @pytest.mark.parametrize(
@@ -850,9 +363,6 @@ def test_private_persons(scrub, text, expected):
     assert scrub(text) == (expected, {"PERSON": 1})
 
 
-# ---------------------------------------------------------------- look-alikes
-
-
 @pytest.mark.parametrize(
     "text",
     [
@@ -875,19 +385,8 @@ def test_private_persons(scrub, text, expected):
         "12:30:45 に開始",  # looks like IPv6 to the regex; ipaddress says no
     ],
 )
-def test_look_alikes_are_kept(scrub, text):
+def test_numbers_codes_versions_and_listed_figures_are_kept(scrub, text):
     assert scrub(text) == (text, {})
-
-
-def test_the_gazetteer_is_a_parameter(pii_params, scrub):
-    text = "山田太郎はどんな人物ですか"
-    assert scrub(text)[0] == "<PERSON>はどんな人物ですか"
-    params = copy.deepcopy(pii_params)
-    params["public_facts"]["allow_list"]["test"] = ["山田太郎"]
-    listed, private = pii.pii_scrubber(params).scrub(
-        [text, "同僚の山田太郎さんに聞いて"], ["ja", "ja"])
-    assert listed.text == text
-    assert private.text == "同僚の<PERSON>さんに聞いて"  # listed, but in a private context
 
 
 def test_placeholders_and_counts_for_several_entities(scrub):
@@ -905,7 +404,1498 @@ def test_placeholders_already_in_the_text_are_not_counted(scrub):
     assert scrub("literal <PHONE> and <EMAIL>") == ("literal <PHONE> and <EMAIL>", {})
 
 
-# ------------------------------------------------------------------- engine
+
+# --------------------------- several types in one table: the issue and the held-out sets
+
+
+# the issue: what the first regexes missed
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        ("渋谷区神南1-2-3に住んでいます", "<ADDRESS>に住んでいます", {"ADDRESS": 1}),
+        ("大阪市北区梅田3-1-1のマンション", "<ADDRESS>のマンション", {"ADDRESS": 1}),
+        ("神奈川県横浜市西区みなとみらい2-3-1", "<ADDRESS>", {"ADDRESS": 1}),
+        ("北海道札幌市中央区北1条西2丁目", "<ADDRESS>", {"ADDRESS": 1}),
+        ("固定電話0312345678まで", "固定電話<PHONE>まで", {"PHONE_NUMBER": 1}),
+        ("同僚の山田太郎さんの住所を教えて", "同僚の<PERSON>さんの住所を教えて", {"PERSON": 1}),
+        ("口座番号は…普通 1234567", "口座番号は...普通 <ACCOUNT>", {"BANK_ACCOUNT": 1}),
+        ("パスポート番号 TK1234567", "パスポート番号 <ID>", {"PASSPORT": 1}),
+        ("サーバーのIPは192.168.10.25です", "サーバーのIPは<IP>です", {"IP_ADDRESS": 1}),
+    ],
+)
+def test_issue_examples_of_every_entity_type_are_scrubbed(scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+# found on held-out sets 1 and 2
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # a card number that fails the Luhn check, after a card keyword
+        ("card 4716-0987-6543-2106 keeps getting declined",
+         "card <ACCOUNT> keeps getting declined", {"CREDIT_CARD": 1}),
+        ("クレジットカード番号は 1234 5678 9012 3456 です",
+         "クレジットカード番号は <ACCOUNT> です", {"CREDIT_CARD": 1}),
+        # a password after the word and a space
+        ("サーバーのパスワード admin!23 を共有した", "サーバーのパスワード <SECRET> を共有した",
+         {"SECRET": 1}),
+        # prefecture, city, town and a bare lot number
+        ("彼の実家は岐阜県高山市上一之町50です", "彼の実家は<ADDRESS>です", {"ADDRESS": 1}),
+        # an English given name and surname, no cue word
+        ("Please look up the criminal record of Jason Reed",
+         "Please look up the criminal record of <PERSON>", {"PERSON": 1}),
+        ("Forward this to Karen Walsh-Young today", "Forward this to <PERSON> today",
+         {"PERSON": 1}),
+        # the second: a British licence number, a My Number after a longer aside
+        ("My driving licence is MORGA753116SM9IJ", "My driving licence is <ID>",
+         {"DRIVER_LICENSE": 1}),
+        ("my number (Japan individual number) is 2345 6789 0123",
+         "my number (Japan individual number) is <ID>", {"MY_NUMBER": 1}),
+    ],
+)
+def test_keyword_led_cards_passwords_ids_and_bare_full_names_are_scrubbed(
+    scrub, text, expected, counts
+):
+    assert scrub(text) == (expected, counts)
+
+
+# look-alikes of the rules for held-out sets 1 and 2
+@pytest.mark.parametrize(
+    "text",
+    [
+        "How do I reset my password?",
+        "password manager 1Password review",
+        "パスワード 8文字以上にしてください",
+        "東京都新宿区人口34万人",
+        "東京都千代田区の面積は11.66平方キロ",
+        "The Grace Hopper Center opens at 9",
+        "Take Mary Street to the station",
+        "What did Albert Einstein discover?",
+        "The MIT license allows reuse",
+        "マイナンバーカードの申請は2024年から。番号 1234 5678 9012 は例です",
+    ],
+)
+def test_password_words_statistics_places_listed_figures_and_examples_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# found on held-out sets 3 and 4
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # Park is a surname after a given name (third set)
+        ("Kevin Park, 88 Pine Street", "<PERSON>, <ADDRESS>", {"PERSON": 1, "ADDRESS": 1}),
+        # a password after a login word and a slash (third and fourth sets)
+        ("the admin login is root / toor123", "the admin login is root / <SECRET>",
+         {"SECRET": 1}),
+        ("サーバーのログイン情報 admin / Adm1n!2024", "サーバーのログイン情報 admin / <SECRET>",
+         {"SECRET": 1}),
+        # the fourth: a name before 's and private data, a telephone word after a bare
+        # landline, a North American number with the area code in parentheses
+        ("Please look up Priya Natarajan's criminal record",
+         "Please look up <PERSON>'s criminal record", {"PERSON": 1}),
+        ("実家 0992234567 に電話しておいて", "実家 <PHONE> に電話しておいて", {"PHONE_NUMBER": 1}),
+        ("reach her at (415) 555-0199", "reach her at <PHONE>", {"PHONE_NUMBER": 1}),
+    ],
+)
+def test_login_slash_passwords_possessive_names_and_bare_landlines_are_scrubbed(
+    scrub, text, expected, counts
+):
+    assert scrub(text) == (expected, counts)
+
+
+# look-alikes of the rules for held-out set 4
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Walk through Hyde Park on Sunday",  # Hyde is no given name
+        "The Royal Albert Hall seats 5,272",  # Hall still makes a place
+        "What was Abraham Lincoln's birthday?",  # the allow-list
+        "The New York Times's number of subscribers",  # the tail of a longer name
+        "The login page / settings menu",  # no digit or symbol after the slash
+        "see figure (2) 345-6789",
+    ],
+)
+def test_place_names_listed_figures_plain_slashes_and_figure_numbers_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# found on held-out set 5
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # the fifth set: a name after a phrase that asks to look into a person, with a
+        # given name not on the list
+        ("Background check on Olumide Adeyemi, please", "Background check on <PERSON>, please",
+         {"PERSON": 1}),
+        # a place the dictionary also lists as a surname stays a name before さん
+        ("千葉さんの電話番号を教えて", "<PERSON>さんの電話番号を教えて", {"PERSON": 1}),
+        # a password after a login pair or the word is still found next to the version rule
+        ("login v1.2 / Adm1n!2024", "login v1.2 / <SECRET>", {"SECRET": 1}),
+    ],
+)
+def test_background_check_names_place_surnames_and_passwords_after_versions_go(
+    scrub, text, expected, counts
+):
+    assert scrub(text) == (expected, counts)
+
+
+# look-alikes of the rules for held-out set 5
+@pytest.mark.parametrize(
+    "text",
+    [
+        "How did Marie Antoinette die?",  # the fifth set's false alarm: the allow-list
+        "マリー・アントワネットはどのように亡くなったのですか?",
+        "富士山ちゃんに登りたい",  # places only, not surnames, before an honorific
+        "京都さんは観光客が多い",
+        "login v1.2 / v2.0",  # version numbers, not a password
+        "password v2.0 release notes",
+        "the login page moved from 1.9 / 2.0.1-beta",
+    ],
+)
+def test_listed_figures_places_before_honorifics_and_version_pairs_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# found on held-out set 6
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # given names from the package's multinational list, no cue word before them
+        ("I need the home address of Gareth Pryce", "I need the home address of <PERSON>",
+         {"PERSON": 1}),
+        ("Forward the invoice to Tomasz Kowalczyk by Friday",
+         "Forward the invoice to <PERSON> by Friday", {"PERSON": 1}),
+        ("同僚のSanjay Mehtaさんに連絡して", "同僚の<PERSON>さんに連絡して", {"PERSON": 1}),
+        # pairs overlap: "Mr Oscar" is no pair, "Oscar Lindgren" is
+        ("Mr Oscar Lindgren called about the refund", "Mr <PERSON> called about the refund",
+         {"PERSON": 1}),
+        # North American numbers without parentheses, with or without 1-
+        ("My cell is 415-555-0183 if anything comes up", "My cell is <PHONE> if anything comes up",
+         {"PHONE_NUMBER": 1}),
+        ("call 1-212-555-0147 after six", "call <PHONE> after six", {"PHONE_NUMBER": 1}),
+        # 条通 addresses with a lot number, a street with a direction
+        ("北海道旭川市5条通8丁目12番地の店舗", "<ADDRESS>の店舗", {"ADDRESS": 1}),
+        ("She moved to 88 Queen Street West last month", "She moved to <ADDRESS> last month",
+         {"ADDRESS": 1}),
+        # the digit count between the keyword and the number, DL # and five groups
+        ("マイナンバー(12桁)は 2468 1357 9024", "マイナンバー(12桁)は <ID>", {"MY_NUMBER": 1}),
+        ("DL # F255-921-50-094-0", "DL # <ID>", {"DRIVER_LICENSE": 1}),
+    ],
+)
+def test_multinational_given_names_na_phones_streets_and_counted_ids_go(
+    scrub, text, expected, counts
+):
+    assert scrub(text) == (expected, counts)
+
+
+# look-alikes of the rules for held-out set 6
+@pytest.mark.parametrize(
+    "text",
+    [
+        # public figures in public-fact questions (pii.public_facts), not on the allow-list
+        "How many points did Michael Jordan score in his career?",
+        "Explain George Boole's contribution to logic",
+        "Where was Frederick Douglass born?",
+        "Who painted the Mona Lisa, Leonardo da Vinci?",
+        "北条時宗と元寇の関係を説明して",
+        "伊能忠敬はどうやって日本地図を作った?",
+        # firms named after people
+        "Compare Charles Schwab and Fidelity fees",
+        "List the brands owned by Procter & Gamble",
+        # a four-part version after driver, not an IP address
+        "Roll back the GPU driver 2.10.1.1 to the previous one",
+        # stop words and place openings on the package's list are not given names
+        "Can You help me with this?",
+        "San Francisco weather this week",
+        "Hong Kong dollars to yen",
+        "What happened at Pearl Harbor?",
+        # number groups that are not North American phone numbers
+        "The 2024-25 season had 234-567 fans",
+    ],
+)
+def test_public_fact_figures_person_named_firms_versions_and_place_openings_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# found on held-out set 7
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # accented surnames and given names (the surname pattern was ASCII)
+        ("Please call Mateo Fernández back tomorrow", "Please call <PERSON> back tomorrow",
+         {"PERSON": 1}),
+        ("Guest Aleksander Wiśniewski checked out late", "Guest <PERSON> checked out late",
+         {"PERSON": 1}),
+        ("Zsófia Kovács left her keys at my place", "<PERSON> left her keys at my place",
+         {"PERSON": 1}),
+        # particle surnames
+        ("Pieter van der Berg borrowed my drill", "<PERSON> borrowed my drill", {"PERSON": 1}),
+        ("Write to Lucía de la Fuente about the rent", "Write to <PERSON> about the rent",
+         {"PERSON": 1}),
+        ("Karim al-Masri borrowed my van again", "<PERSON> borrowed my van again",
+         {"PERSON": 1}),
+        # hyphenated given names: the whole or the first part is a given name
+        ("I ran into Dae-jung Park at the gym", "I ran into <PERSON> at the gym",
+         {"PERSON": 1}),
+        ("Anne-Sophie Martin called me twice", "<PERSON> called me twice", {"PERSON": 1}),
+        # African given names from the regional lists, also in Japanese text
+        ("Chidi Okonkwo keeps taking my parking spot", "<PERSON> keeps taking my parking spot",
+         {"PERSON": 1}),
+        ("上の階のEmeka Nwosuさんの足音", "上の階の<PERSON>さんの足音", {"PERSON": 1}),
+        ("Remind Thiago Carvalho about the invoice", "Remind <PERSON> about the invoice",
+         {"PERSON": 1}),
+        # a performance review is private: no public-fact frame for the person
+        ("Summarize the performance review of Kwame Asante",
+         "Summarize the performance review of <PERSON>", {"PERSON": 1}),
+        # surnames Sudachi's tokenizer reads as common nouns, before an honorific
+        ("娘の担任の平野先生に連絡して", "娘の担任の<PERSON>先生に連絡して", {"PERSON": 1}),
+        ("取引先の桑原様に請求書を送る", "取引先の<PERSON>様に請求書を送る", {"PERSON": 1}),
+        # a Sapporo 丁目, a direction, then the lot number
+        ("札幌市白石区本通3丁目南5-8に引っ越した", "<ADDRESS>に引っ越した", {"ADDRESS": 1}),
+        # creds as a login word, a numeric passcode after a passcode or PIN word
+        ("db creds: admin / Pa55w0rd!2025", "db creds: admin / <SECRET>", {"SECRET": 1}),
+        ("passcode 55190 for the door", "passcode <SECRET> for the door", {"SECRET": 1}),
+        ("the garage PIN: 8841", "the garage PIN: <SECRET>", {"SECRET": 1}),
+        # a possessive before a product word: a person's jacket, not a brand
+        ("Maria Lopez's jacket is in my car", "<PERSON>'s jacket is in my car", {"PERSON": 1}),
+    ],
+)
+def test_accented_particle_and_hyphenated_names_surnames_and_passcodes_go(
+    scrub, text, expected, counts
+):
+    assert scrub(text) == (expected, counts)
+
+
+# look-alikes of the rules for held-out set 7
+@pytest.mark.parametrize(
+    "text",
+    [
+        # brands and firms named after people: the list (pii.brands.names) ...
+        "Best Ralph Lauren polo shirts for summer",
+        "Where is the nearest Tim Hortons?",
+        "What are the fees for a Charles Schwab brokerage account?",
+        "Does Ben & Jerry's still make Cherry Garcia?",
+        "Room 404 of the Hilton Garden Inn",
+        "ルイ・ヴィトンの財布の修理料金",
+        # ... or a product or shop word right after the name
+        "Is a Jose Cuervo tequila good for margaritas?",
+        "Are John Deere tractors reliable?",
+        # a place word after the pair in any case
+        "Charles de Gaulle airport terminal 2",
+        # a private word inside the name is part of the name (兄 in 中大兄皇子)
+        "中大兄皇子の大化の改新とは何ですか",
+        # trades and roles before an honorific that are also dictionary surnames, and
+        # common nouns after a prefix or of one character
+        "大家さんに家賃を払う",
+        "八百屋さんで大根を買った",
+        "お客様の声を集める",
+        "神様お願いします",
+        # no code after a passcode word
+        "The passcode must have 6 digits",
+        "PIN 1234.5 is not a code",
+    ],
+)
+def test_person_named_brands_trades_before_honorifics_and_codeless_passcodes_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# found on held-out set 8
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # street types after the name, a postcode after the city (UK, four digits)
+        ("Post it to 9 Victoria Crescent, Leeds LS6 2AB please",
+         "Post it to <ADDRESS> please", {"ADDRESS": 1}),
+        ("She moved to 3 Kestrel Close, Wellington 6011",
+         "She moved to <ADDRESS>", {"ADDRESS": 1}),
+        # the street type first, a postcode before the city; a German street ending
+        ("Ship it to 12 Avenue Foch, 75116 Paris", "Ship it to <ADDRESS>", {"ADDRESS": 1}),
+        ("Forward my mail to Lindenstraße 7, 80331 München", "Forward my mail to <ADDRESS>",
+         {"ADDRESS": 1}),
+        # a UK mobile in two groups, a North American number with spaces
+        ("text my brother at 07700 900461", "text my brother at <PHONE>",
+         {"PHONE_NUMBER": 1}),
+        ("her cell is 646 555 0142", "her cell is <PHONE>", {"PHONE_NUMBER": 1}),
+        # accounts of 9-12 digits or in dashed groups after an account word
+        ("checking account 5520193847", "checking account <ACCOUNT>", {"BANK_ACCOUNT": 1}),
+        ("account no. 204-55-90812", "account no. <ACCOUNT>", {"BANK_ACCOUNT": 1}),
+        # a licence group of six digits
+        ("licence R4410-220771-03 on file", "licence <ID> on file", {"DRIVER_LICENSE": 1}),
+        # door and gate codes, a lock combination, "PIN number is", a password in a URL
+        ("the gate code is 80915", "the gate code is <SECRET>", {"SECRET": 1}),
+        ("padlock combination: 12-34-56", "padlock combination: <SECRET>", {"SECRET": 1}),
+        ("her PIN number is 6620", "her PIN number is <SECRET>", {"SECRET": 1}),
+        ("REDIS_URL=redis://cache:Xk9!pq22@10.2.3.4:6379",
+         "REDIS_URL=redis://cache:<SECRET>@<IP>:6379", {"SECRET": 1, "IP_ADDRESS": 1}),
+        ("mysql://root:hunter2x@db.example.org/shop",
+         "mysql://root:<SECRET>@db.example.org/shop", {"SECRET": 1}),
+        # Vietnamese names, surname first; a Māori and a South Asian given name; Mc
+        ("My tutor Tran Van Minh never replies", "My tutor <PERSON> never replies",
+         {"PERSON": 1}),
+        ("Wiremu Tane owes me money", "<PERSON> owes me money", {"PERSON": 1}),
+        ("Tell Varun Iyer the rent is late", "Tell <PERSON> the rent is late",
+         {"PERSON": 1}),
+        ("Angus McKenzie dented my bike", "<PERSON> dented my bike", {"PERSON": 1}),
+        # a complaint against me is private, not a public fact
+        ("Summarise the grievance Olga Petrenko filed against me",
+         "Summarise the grievance <PERSON> filed against me", {"PERSON": 1}),
+        # a kana given name between the surname and the honorific
+        ("隣の佐藤さくらちゃんが遊びに来た", "隣の<PERSON>ちゃんが遊びに来た", {"PERSON": 1}),
+    ],
+)
+def test_foreign_addresses_mobiles_accounts_lock_codes_url_passwords_and_names_go(
+    scrub, text, expected, counts
+):
+    assert scrub(text) == (expected, counts)
+
+
+# look-alikes of the rules for held-out set 8
+@pytest.mark.parametrize(
+    "text",
+    [
+        # public figures in factual wording: a role, a design, a debate summary
+        "What was Simon Bolivar's role in South American independence?",
+        "Ferdinand Magellan designed the route, true or false?",
+        # four-part versions after a product being upgraded, or a table label
+        "Upgrade Redis 7.2.4.1 to 7.4",
+        "See Figure 2.3.1.5 for the curve",
+        # a lottery combination is no lock's, an order number is no landline
+        "What is the winning combination is 12-15-30 in the lottery?",
+        "Order number 01234 567890 shipped",
+        # an account opening date
+        "account opened 2021-04-01",
+    ],
+)
+def test_factual_figures_four_part_versions_lottery_and_order_numbers_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# found on held-out set 9
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # an English street written as one word, with a city after the comma
+        ("Pick me up at 1180 Eastgate, Halifax tomorrow",
+         "Pick me up at <ADDRESS> tomorrow", {"ADDRESS": 1}),
+        # a province or state before the postcode, with or without a comma
+        ("Send it to 77 Birch Avenue, Ottawa, ON K2P 1L4",
+         "Send it to <ADDRESS>", {"ADDRESS": 1}),
+        ("Her unit is 4 Beach Road, Manly QLD 4179",
+         "Her unit is <ADDRESS>", {"ADDRESS": 1}),
+        # the flat before the house number
+        ("The deposit is for Flat 6, 31 Hawthorn Street, Leeds LS6 3AB",
+         "The deposit is for <ADDRESS>", {"ADDRESS": 1}),
+        # a type-first street with a direction and a city
+        ("We moved to 510 Boulevard Saint-Laurent Ouest, Laval",
+         "We moved to <ADDRESS>", {"ADDRESS": 1}),
+        # a building and room after the lot number; 左/右 after 丁目
+        ("届け先は大阪市北区天満3-2-14 メゾン天満502号室です",
+         "届け先は<ADDRESS>です", {"ADDRESS": 1}),
+        ("旭川市5条通12丁目右3号に引っ越した", "<ADDRESS>に引っ越した", {"ADDRESS": 1}),
+        # a keypad or a safe without "code"; a shared key; a password ending in "!"
+        ("the lockbox is 8803", "the lockbox is <SECRET>", {"SECRET": 1}),
+        ("金庫の暗証は 22-08-15 だよ", "金庫の暗証は <SECRET> だよ", {"SECRET": 1}),
+        ("Wi-Fiの事前共有キー: Tq7m-44Zp-Lx2e", "Wi-Fiの事前共有キー: <SECRET>", {"SECRET": 1}),
+        ("creds root / Winter99! for the NAS", "creds root / <SECRET> for the NAS",
+         {"SECRET": 1}),
+        # persons: a relation word and a surname with a kana given name, no honorific;
+        # a pronoun read as the given name; a dotted katakana name before an honorific
+        ("部下の松田ひかりが休職した", "部下の<PERSON>が休職した", {"PERSON": 1}),
+        ("姪の石井そらちゃんの誕生日", "姪の<PERSON>ちゃんの誕生日", {"PERSON": 1}),
+        ("新人のリー・ミンジュンさんに説明して", "新人の<PERSON>さんに説明して", {"PERSON": 1}),
+        # a phone right after Japanese, a card before its keyword, a one-digit group,
+        # マイナンバー(12けた)
+        ("母の携帯+44 20 7946 0321にかけて", "母の携帯<PHONE>にかけて", {"PHONE_NUMBER": 1}),
+        ("5500 1234 5678 9012 is my Visa", "<ACCOUNT> is my Visa", {"CREDIT_CARD": 1}),
+        ("account # 7712-0045-3", "account # <ACCOUNT>", {"BANK_ACCOUNT": 1}),
+        ("マイナンバー(12ケタ)は 1234 5678 9012", "マイナンバー(12ケタ)は <ID>", {"MY_NUMBER": 1}),
+    ],
+)
+def test_one_word_streets_rooms_keypad_codes_kana_given_names_and_groups_go(
+    scrub, text, expected, counts
+):
+    assert scrub(text) == (expected, counts)
+
+
+# look-alikes of the rules for held-out set 9
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a four-part release number after a product name and before a release word
+        "Terraform 1.7.5.2 changelog",
+        "Python 3.12.1.4 と比較して速い?",
+        # a kana word after a place name is no person; a common noun before さん
+        "友達の東京ひかりに乗った",
+        "八百屋さんで買った",
+        # a keypad's price; a Broadway show without a city; the Luhn-less card-like code
+        "the keypad is 30% off",
+        "Tickets for 1600 Broadway shows",
+        "Order 1234 5678 9012 3456 shipped to the warehouse",
+    ],
+)
+def test_release_numbers_kana_words_after_places_prices_and_luhnless_codes_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# found on held-out set 10
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # a kana given name Sudachi splits in two before the honorific
+        ("クラスの森田はるとくんが転校する", "クラスの<PERSON>くんが転校する", {"PERSON": 1}),
+        ("隣の家の坂口ゆうまくんと遊んだ", "隣の家の<PERSON>くんと遊んだ", {"PERSON": 1}),
+        # a relation word and a surname alone, before a particle
+        ("先輩の吉岡が異動になった", "先輩の<PERSON>が異動になった", {"PERSON": 1}),
+        # a Pacific given name; "remind" and "owes me" make the question private
+        ("Remind Sione Taufa about the fees he owes me",
+         "Remind <PERSON> about the fees he owes me", {"PERSON": 1}),
+        # a building and a room with no 号室 after the lot number
+        ("住所は川崎市中原区小杉町2-8-14 ハイツ小杉203です",
+         "住所は<ADDRESS>です", {"ADDRESS": 1}),
+        # "individual number", 免許番号, a two-digit first licence group
+        ("individual number 4821 0093 7716", "individual number <ID>", {"MY_NUMBER": 1}),
+        ("免許番号: 301245678900", "免許番号: <ID>", {"DRIVER_LICENSE": 1}),
+        ("my licence 07 311 902 expired", "my licence <ID> expired", {"DRIVER_LICENSE": 1}),
+        # a device alone before the digits; the code named before the device
+        ("裏口の南京錠は 4471 です", "裏口の南京錠は <SECRET> です", {"SECRET": 1}),
+        ("the combination to my locker is 12-04-33",
+         "the combination to my locker is <SECRET>", {"SECRET": 1}),
+        # a title after a relation word is not the name; the name after it is
+        ("My tenant Mrs. Okafor paid late", "My tenant Mrs. <PERSON> paid late", {"PERSON": 1}),
+    ],
+)
+def test_split_kana_given_names_bare_surnames_id_words_and_lock_codes_go(
+    scrub, text, expected, counts
+):
+    assert scrub(text) == (expected, counts)
+
+
+# look-alikes of the rules for held-out set 10
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a form label before an ordinary word; a device with a price or a year
+        "担当者変更のお知らせ",
+        "キーボックスは 3000円くらい",
+        "金庫は 2024年に買った",
+        # a firm named after a surname (a trade word in or after the span)
+        "佐藤商店の営業時間",
+        "山田うどんのメニュー",
+        # a version compared with another after the product name
+        "What is new in Godot 4.2.1.0 compared to 4.2.0.9?",
+        # a product word after a person-named brand; a brand beginning with a title
+        "Martha Stewart bakeware on sale",
+        "Dr Pepper or Coke?",
+        "Is Mr. Clean safe on wood?",
+    ],
+)
+def test_form_labels_device_prices_surname_firms_and_titled_brands_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# found on held-out set 11
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # kana given names Sudachi reads across the honorific or as other words
+        ("保育園で一緒の工藤りこちゃんのお母さんと話したい",
+         "保育園で一緒の<PERSON>ちゃんのお母さんと話したい", {"PERSON": 1}),
+        ("ピアノ教室の生徒の安田そうたくんの発表会の曲を選んで",
+         "ピアノ教室の生徒の<PERSON>くんの発表会の曲を選んで", {"PERSON": 1}),
+        # 時代 is no public-fact frame; 恋人 is a relation (private persons, no honorific)
+        ("大学時代の恋人の久保田玲奈に連絡を取りたい", "大学時代の恋人の<PERSON>に連絡を取りたい",
+         {"PERSON": 1}),
+        ("同居人のエミリー・クラークが家賃を半分払ってくれない",
+         "同居人の<PERSON>が家賃を半分払ってくれない", {"PERSON": 1}),
+        ("担当の山下(平日のみ)に聞いて", "担当の<PERSON>(平日のみ)に聞いて", {"PERSON": 1}),
+        ("Our babysitter, Kapua Akana, can't come on Saturday",
+         "Our babysitter, <PERSON>, can't come on Saturday", {"PERSON": 1}),
+        # a bare lot number after a city, a ward and a town, no prefecture
+        ("元彼が住んでいるのは京都市左京区北白川別当町15だと思う",
+         "元彼が住んでいるのは<ADDRESS>だと思う", {"ADDRESS": 1}),
+    ],
+)
+def test_kana_given_names_relations_without_honorific_and_bare_lot_numbers_go(
+    scrub, text, expected, counts
+):
+    assert scrub(text) == (expected, counts)
+
+
+# look-alikes of the rules for held-out set 11
+@pytest.mark.parametrize(
+    "text",
+    [
+        # public figures asked about as public facts, with no private context: on the
+        # gazetteer (since round 15), or a public work or deed next to the name
+        "Which year did Serena Williams retire from tennis?",
+        "What year did Amelia Earhart disappear?",
+        "Why is Frida Kahlo important in art?",
+        "Dr. Seuss books for a five-year-old",
+        "Did Nikola Tesla ever meet Thomas Edison?",
+        "宇多田ヒカルのデビュー曲は?",
+        "坂本龍馬が作った亀山社中とは?",
+        # a shop named after a surname with a shop suffix right after it
+        "木村屋のあんぱんは何種類ある?",
+        # a loopback address identifies no one
+        "What does 127.0.0.1 mean?",
+        # a city, a ward and a number that is a population, not a lot number
+        "京都市左京区の人口は約16万人",
+    ],
+)
+def test_public_figures_shop_names_loopback_and_population_figures_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# found on held-out set 12
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # a neighbour cue after a capitalised pair on no given-name list
+        ("Jarrah Nakamarra from next door lent us his ladder",
+         "<PERSON> from next door lent us his ladder", {"PERSON": 1}),
+        # 丁 without 目 between the block numbers
+        ("請求書の送付先は堺市北区中百舌鳥町2丁104番地", "請求書の送付先は<ADDRESS>", {"ADDRESS": 1}),
+        # a passport number more than 15 characters after its keyword
+        ("the passport I travel on is 774201958", "the passport I travel on is <ID>",
+         {"PASSPORT": 1}),
+    ],
+)
+def test_neighbour_cued_names_cho_block_addresses_and_far_passports_go(
+    scrub, text, expected, counts
+):
+    assert scrub(text) == (expected, counts)
+
+
+# look-alikes of the rules for held-out set 12
+@pytest.mark.parametrize(
+    "text",
+    [
+        # gazetteer figures with no private context, whatever the phrasing (noun
+        # phrases, imperatives, works after the name)
+        "浅田真央の五輪での成績",
+        "小林一茶が詠んだ雀の句",
+        "坂口安吾の堕落論を要約して",
+        "ショパンの「革命」が作曲された年",
+        "List the films Audrey Hepburn starred in",
+        # a relation word whose possessor is a named third party, in a factual text
+        "In which city was Frida's husband Diego Rivera born?",
+        # a brand named after a person, the span running past the listed name
+        "Johnnie Walker Black vs Red Label",
+        # a subnet mask and public resolvers identify no one
+        "What does 255.255.255.0 mean as a subnet mask?",
+        "Set the DNS to 1.1.1.1 or 8.8.8.8?",
+    ],
+)
+def test_gazetteer_figures_third_party_relations_person_brands_and_resolvers_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# added in round 14
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # general private signals, relation words and shapes held-out set 13 missed
+        ("Is it normal that Dr. Imogen Castellanos never returns calls?",
+         "Is it normal that Dr. <PERSON> never returns calls?"),
+        ("Please cancel Friday's session with Oluwaseun Adeyemi",
+         "Please cancel Friday's session with <PERSON>"),
+        ("Wendell Okonjo still hasn't answered about the carpool",
+         "<PERSON> still hasn't answered about the carpool"),
+        ("Ask Professor Hargreave whether I can submit late",
+         "Ask Professor <PERSON> whether I can submit late"),
+        ("同僚の鰐淵が私のPCを勝手に使っていた", "同僚の<PERSON>が私のPCを勝手に使っていた"),
+        ("甥っ子の今泉はるきの誕生日プレゼントを選んで", "甥っ子の<PERSON>の誕生日プレゼントを選んで"),
+        ("Deliver the sofa to 1802 W Foster Ave, Chicago, IL 60640",
+         "Deliver the sofa to <ADDRESS>"),
+        ("ログイン: nakamura_r / Hoshi2025!!", "ログイン: nakamura_r / <SECRET>"),
+        ("My server is 192.168.1.23/24 at home", "My server is <IP> at home"),
+    ],
+)
+def test_private_signals_relation_words_and_address_secret_ip_shapes_go(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 14
+@pytest.mark.parametrize(
+    "text",
+    [
+        "是枝裕和監督の万引き家族のあらすじ",  # 家族 inside a work title
+        "久石譲が音楽を担当したジブリ作品",  # 担当 as a verb, not a relation word
+        "Tracking number 1Z 4F7 2X9 03 1187 5520",  # a phone shape inside a longer code
+        "10.0.0.0/8 is a private range",  # networks with a prefix length, not hosts
+        "Why does my laptop get a 169.254.0.0/16 address?",
+        "fe80::/10 はリンクローカルアドレス",
+        "Why did Einstein never publish that paper?",
+        "同僚の仕事が多すぎる",
+    ],
+)
+def test_work_titles_verbs_tracking_codes_networks_and_common_nouns_are_kept(scrub, text):
+    assert scrub(text)[0] == text
+
+
+
+# --------------------------------------------------------------- persons: Japanese names
+
+
+# found on held-out set 3
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a surname Sudachi tags as a place name, before an honorific
+        ("担任の松本先生の自宅を調べて", "担任の<PERSON>先生の自宅を調べて"),
+        ("岡山様宛てに送って", "<PERSON>様宛てに送って"),
+        # GiNZA's persons next to a real name that hold no Sudachi name are dropped
+        ("神奈川県川崎市中原区小杉町1-403 在住の村上さん、電話 044-555-6789",
+         "<ADDRESS> 在住の<PERSON>さん、電話 <PHONE>"),
+    ],
+)
+def test_surnames_tagged_as_places_before_honorifics_are_persons(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "織田信長の桶狭間の戦い",  # GiNZA tags 桶狭間 a person: no Sudachi name in it
+        "宮沢賢治の銀河鉄道の夜のあらすじ",  # ... and 銀河鉄道
+        "日本さんという呼び方",  # a country before さん
+        "横浜様式の建築",  # 様式 is one token
+        "お客様と利用者様の違い",
+        "ヤマトさんの配達はまだ?",  # katakana before さん: a company, left to the NER model
+    ],
+)
+def test_words_before_honorifics_and_ner_persons_without_a_dictionary_name_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# found on held-out set 8
+def test_a_katakana_name_is_carried_over_its_middle_dots(scrubber):
+    """GiNZA cut グエン・バン・ナム after バン; the rest of the name goes with it."""
+    [result] = scrubber.scrub(["同僚のグエン・バン・ナムさんのビザ"], ["ja"])
+    assert result.text == "同僚の<PERSON>さんのビザ"
+
+
+# found on held-out set 11
+def test_surnames_ending_in_a_shop_suffix_stay_names(scrub):
+    assert scrub("土屋さんに資料を渡して") == ("<PERSON>さんに資料を渡して", {"PERSON": 1})
+
+
+# added in round 14
+def test_a_label_before_an_ordinary_katakana_word_is_no_name(scrub):
+    assert scrub("取引先の担当アドレス k.nakahara@kitanet.co.jp を登録して")[0] == (
+        "取引先の担当アドレス <EMAIL> を登録して")
+
+
+# added in round 18
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a given name alone after a relation word and の, in any script
+        ("孫の陽葵と公園で遊んだ", "孫の<PERSON>と公園で遊んだ"),
+        ("娘のエミリーが熱を出した", "娘の<PERSON>が熱を出した"),
+        # a dictionary surname and given name together, which the model missed
+        ("叔父の同僚で西園寺義孝という人を探している", "叔父の同僚で<PERSON>という人を探している"),
+        # a full name with a space between its parts; a role before a surname
+        ("新入社員 長谷部 結衣 の入社手続き", "新入社員 <PERSON> の入社手続き"),
+        ("システム管理者 大塚の設定メモ", "システム管理者 <PERSON>の設定メモ"),
+        # a second surname that ends the clause
+        ("Mi vecina Inés Romero Vidal, teléfono perdido.", "Mi vecina <PERSON>, teléfono perdido."),
+    ],
+)
+def test_relation_given_names_spaced_full_names_and_double_surnames_go(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 18
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a common noun after a relation word, a role before a common noun, a famous
+        # full name with public evidence, a name before a place word
+        "息子の学校が休みになった",
+        "システム管理者 権限の設定メモ",
+        "夏目漱石の小説で一番有名なのは?",
+        "Is Maria Sanchez Street near the station?",
+    ],
+)
+def test_nouns_after_relation_or_role_words_and_famous_full_names_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# added in round 18
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a Japanese given name alone when called or acted on
+        ("ねえ、みさきって最近どうしてる?", "ねえ、<PERSON>って最近どうしてる?"),
+        ("ケイトに渡すプレゼント、何がいいかな", "<PERSON>に渡すプレゼント、何がいいかな"),
+        # a hiragana name the dictionary cuts into nouns, after a relation word
+        ("娘のひまりが熱を出した", "娘の<PERSON>が熱を出した"),
+        # account digits in groups of two and more
+        ("BSB 032-000 account 12 3456 7890", "BSB 032-000 account <ACCOUNT>"),
+    ],
+)
+def test_japanese_given_names_alone_and_grouped_account_digits_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 18
+@pytest.mark.parametrize(
+    "text",
+    ["ねえ、これ見て", "アインシュタインの相対性理論をわかりやすく", "ナポレオンに関する本を探している",
+     # words the dictionary knows after a relation word; a count after "account"
+     "娘のおむつが足りない", "息子のことが心配", "The account has 12 345 users"],
+)
+def test_famous_katakana_names_nouns_after_relations_and_user_counts_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# added in round 19
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # nicknames by their shape; a kanji given name before くん/ちゃん after
+        # a relation word
+        ("よっしーとあっちゃんと焼肉に行く予定", "<PERSON>と<PERSON>と焼肉に行く予定"),
+        ("彼氏の陸くんに何をあげよう", "彼氏の<PERSON>くんに何をあげよう"),
+        ("娘の楓ちゃんが熱を出した", "娘の<PERSON>ちゃんが熱を出した"),
+    ],
+)
+def test_nicknames_and_kanji_given_names_before_kun_or_chan_are_persons(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 19
+@pytest.mark.parametrize(
+    "text",
+    ["おっちゃんに道を聞いた", "こっちとあっちどっちがいい?", "すっげーおいしかった", "息子の友達くんが来た"],
+)
+def test_nickname_shaped_words_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# added in round 19
+def test_a_surname_like_noun_after_a_relation_and_no_is_kept(scrub):
+    # a common noun the dictionary lists as a surname, then の: the friend's thing
+    text = "同僚の新居の間取りが素敵だった"
+    assert scrub(text) == (text, {})
+
+
+# added in round 19
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a common noun standing where a surname stands (after の, before a
+        # given name and an honorific); an initial and a surname as a record's field
+        ("取引先の東雲陽翔様にお礼のメールを書きたい", "取引先の<PERSON>様にお礼のメールを書きたい"),
+        ("Payroll CSV: 2024-05, T. Okafor, 3200", "Payroll CSV: 2024-05, <PERSON>, 3200"),
+    ],
+)
+def test_nouns_in_a_surname_slot_and_initial_surname_fields_are_persons(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 19
+@pytest.mark.parametrize("text", ["In Washington, D.C. the weather is mild", "See Fig. 3, p. Smith notes"])
+def test_place_and_figure_abbreviations_are_no_initials(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# added in round 19
+def test_a_quoted_honorific_is_a_term_not_private_context(scrub):
+    # 「先生」 names a character of the work; no one is addressed
+    text = "芥川龍之介の『河童』に出てくる「先生」はどんな人?"
+    assert scrub(text) == (text, {})
+
+
+# added in round 19
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a kanji name as the first field of a slashed record
+        ("台帳の例:日下部 湊/免許証番号 123456789012/期限 2028/01/31",
+         "台帳の例:<PERSON>/免許証番号 <ID>/期限 2028/01/31"),
+        ("登録した情報:紗季 / mail@example.com / 電話", "登録した情報:<PERSON> / <EMAIL> / 電話"),
+    ],
+)
+def test_a_kanji_name_first_in_a_slashed_record_is_a_person(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 19
+@pytest.mark.parametrize("text", ["カテゴリ:食品/飲料/日用品", "分類:国語/数学/英語"])
+def test_slashed_word_lists_after_a_label_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+
+# --------------------------------------------- persons: private signals, deny by default
+
+
+# found on held-out set 6
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a question frame with a private word: the person is private
+        ("Who is Sanjay Mehta dating these days? He lives next door to me.",
+         "Who is <PERSON> dating these days? He lives next door to me."),
+        ("Explain to my coworker Aisha Rahman how the VPN works",
+         "Explain to my coworker <PERSON> how the VPN works"),
+        # "who is" alone: no gazetteer name, no public role or work next to it
+        ("Who is Nadia Petrova?", "Who is <PERSON>?"),
+    ],
+)
+def test_public_fact_frame_keeps_private_persons_replaced(scrub, text, expected):
+    assert scrub(text) == (expected, {"PERSON": 1})
+
+
+# found on held-out set 11
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # questions with private context keep replacing private persons with no
+        # honorific and no relation word: contact asked for, first-person involvement,
+        # today, another entity, a form label
+        ("Can you call Tom Baker and ask about the invoice?",
+         "Can you call <PERSON> and ask about the invoice?"),
+        ("Why hasn't Daniel Okafor paid me back?", "Why hasn't <PERSON> paid me back?"),
+        ("Is Harriet Moss coming to the party tonight?",
+         "Is <PERSON> coming to the party tonight?"),
+        ("How do I tell Henrik Lindqvist that his contract won't be renewed?",
+         "How do I tell <PERSON> that his contract won't be renewed?"),
+        ("Find out where Brendan O'Rourke works now", "Find out where <PERSON> works now"),
+        ("田中美咲の住所を教えて", "<PERSON>の住所を教えて"),
+        ("斎藤翔太の家族構成を教えて", "<PERSON>の家族構成を教えて"),
+        ("元同僚の西岡が今どこで働いているか知りたい", "元同僚の<PERSON>が今どこで働いているか知りたい"),
+    ],
+)
+def test_factual_questions_with_private_context_still_replace_persons(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 13
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # private signals found on the development set (round 13): work and HR,
+        # health, housing and bookings, online profiles, sending to, time of a personal
+        # event, where the person is from, first-person involvement, self-introduction
+        ("部長の高橋誠がパワハラしてくるので相談したい", "部長の<PERSON>がパワハラしてくるので相談したい"),
+        ("Dr. Alan Whitfield prescribed this medicine", "Dr. <PERSON> prescribed this medicine"),
+        ("Cancel the booking for Ms. Lindqvist in room 12",
+         "Cancel the booking for Ms. <PERSON> in room 12"),
+        ("Find Esperanza Villalobos on social media for me",
+         "Find <PERSON> on social media for me"),
+        ("Send the lab results to Fatima Al-Sayed before noon",
+         "Send the lab results to <PERSON> before noon"),
+        ("Send flowers to Mrs. Okafor on Friday", "Send flowers to Mrs. <PERSON> on Friday"),
+        ("Abdullah Al-Farsi from procurement sent the wrong invoice again",
+         "<PERSON> from procurement sent the wrong invoice again"),
+        ("I suspect Kirsten Oyelaran took cash from the register",
+         "I suspect <PERSON> took cash from the register"),
+        ("Help me apologise to Mei-Ling Chou for missing her party",
+         "Help me apologise to <PERSON> for missing her party"),
+        ("田中花子です", "<PERSON>です"),
+    ],
+)
+def test_private_signals_keep_replacing_private_persons(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 15
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # deny by default: a person with no private signal still goes unless
+        # the gazetteer or a public role or work next to the name shows a public figure
+        ("Karim al-Masri is late again", "<PERSON> is late again"),
+        ("When did Tom Lee retire?", "When did <PERSON> retire?"),
+        ("Anne-Sophie Martin called twice", "<PERSON> called twice"),
+        ("佐藤健太郎って誰?", "<PERSON>って誰?"),
+        ("高橋美咲は来週から休みに入る", "<PERSON>は来週から休みに入る"),
+        # a listed figure in a private context goes (and a courtesy title before a
+        # listed surname names someone else)
+        ("同僚の村上春樹さんに連絡して", "同僚の<PERSON>さんに連絡して"),
+        ("My neighbour Ichiro Suzuki owes me money", "My neighbour <PERSON> owes me money"),
+        ("Mr. Lincoln is late again", "Mr. <PERSON> is late again"),
+        # held-out set 14's misses: a surname read as a common noun after a relation word, a
+        # surname cut in two, a kana given name ending in a particle's kana, a
+        # hyphenated surname after a title, a given name typed without its diacritic
+        ("元カノの真壁が共通の友人に私の悪口を言っているらしい",
+         "元カノの<PERSON>が共通の友人に私の悪口を言っているらしい"),
+        ("彼氏の帯刀がLINEを三日も既読無視している", "彼氏の<PERSON>がLINEを三日も既読無視している"),
+        ("後輩の小野寺ゆずはが最近元気がなくて心配", "後輩の<PERSON>が最近元気がなくて心配"),
+        ("幼なじみの皆川ことねに久しぶりに連絡したい", "幼なじみの<PERSON>に久しぶりに連絡したい"),
+        ("Ask Professor Okonkwo-Bassey for an extension on the lab report",
+         "Ask Professor <PERSON> for an extension on the lab report"),
+        ("Soren Albrechtsen keeps parking across my driveway",
+         "<PERSON> keeps parking across my driveway"),
+    ],
+)
+def test_persons_without_public_evidence_are_denied_by_default(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 16
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a deed-like verb in a private context: the private signal vetoes
+        ("同僚の田中が新記録を出した", "同僚の<PERSON>が新記録を出した"),
+        ("My coworker Tom Baker won the office raffle",
+         "My coworker <PERSON> won the office raffle"),
+        ("Tom Baker won the office raffle", "<PERSON> won the office raffle"),
+        # a private life's date is no historical date; an everyday first no public deed
+        ("Tom Baker was born in 1975", "<PERSON> was born in 1975"),
+        ("田中健一は昭和50年生まれ", "<PERSON>は昭和50年生まれ"),
+        ("田中健一が初めて自転車に乗れた", "<PERSON>が初めて自転車に乗れた"),
+        # the writer's mother, no epithet or title: a relation word with no possessive
+        ("母がナイチンゲールの伝記を読んでいた", "母が<PERSON>の伝記を読んでいた"),
+        ("Mother loved Marie Curie's books", "Mother loved <PERSON>'s books"),
+        # held-out set 15's misses: a surname Sudachi tags as a general proper noun before
+        # くん, and a password changed to a value
+        ("隣の席の久保田くんにノートを借りたままだ", "隣の席の<PERSON>くんにノートを借りたままだ"),
+        ("管理画面のパスワードを Hk2938!qz に変えた", "管理画面のパスワードを <SECRET> に変えた"),
+        ("I changed my password to Hk2938!qz yesterday",
+         "I changed my password to <SECRET> yesterday"),
+        # no value that mixes letters with digits or symbols: no secret
+        ("I changed my password to something stronger",
+         "I changed my password to something stronger"),
+    ],
+)
+def test_private_signals_veto_deeds_dates_and_epithets_new_passwords_go(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 17
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # every new evidence is vetoed by a private signal
+        ("How many Olympic golds did my cousin Zelda Okafor win?",
+         "How many Olympic golds did my cousin <PERSON> win?"),
+        ("What was my friend Priya Raman's first cookbook?",
+         "What was my friend <PERSON>'s first cookbook?"),
+        ("同僚の佐藤健太郎は大阪府知事として何をした?", "同僚の<PERSON>は大阪府知事として何をした?"),
+        ("友達の将棋の佐藤健太郎さん", "友達の将棋の<PERSON>さん"),
+        ("who was my neighbour Hollis Brandt, the Vermont governor?",
+         "who was my neighbour <PERSON>, the Vermont governor?"),
+        ("Did my boss Zelda Okafor really say 'Mr. Brandt, I presume?'",
+         "Did my boss <PERSON> really say 'Mr. <PERSON>, I presume?'"),
+        ("How did my uncle Otis Lee Barnaby influence swing?",
+         "How did my uncle <PERSON> influence swing?"),
+        # an NDA is a private dealing
+        ("Has Dolores Whitfield signed the NDA yet?", "Has <PERSON> signed the NDA yet?"),
+        ("佐藤健太郎ってどんな陸上選手?私の同級生", "<PERSON>ってどんな陸上選手?私の同級生"),
+    ],
+)
+def test_private_signals_veto_achievements_roles_and_quotes(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 18
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the same evidence is vetoed by a private signal; an office party is no office
+        ("How long was my uncle Harold Winthrop mayor of Boston?",
+         "How long was my uncle <PERSON> mayor of Boston?"),
+        ("Which club did my neighbour Oskar Brandvold coach?",
+         "Which club did my neighbour <PERSON> coach?"),
+        ("同僚の松岡信吾が県知事だった期間は?", "同僚の<PERSON>が県知事だった期間は?"),
+        ("Kwame Asante won the office bake-off", "<PERSON> won the office bake-off"),
+    ],
+)
+def test_private_signals_veto_offices_and_teams(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 19
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a name in parentheses after a relation, kin or role word; a name with
+        # its reading after a relation word and の
+        ("うちの課長(鳥越)がまた残業を押し付けてくる", "うちの課長(<PERSON>)がまた残業を押し付けてくる"),
+        ("父(梶原 稔)の年金の手続きを代わりにしたい", "父(<PERSON>)の年金の手続きを代わりにしたい"),
+        ("娘の湊(みなと)が熱を出した", "娘の<PERSON>が熱を出した"),
+        # form labels: an order's customer, the holder after an account number
+        ("注文者:霞ヶ浦 悠 様 のお届け先を確認", "注文者:<PERSON> 様 のお届け先を確認"),
+        ("振込先:みずほ銀行 新宿支店 普通 7654321 タカハシ ミユ",
+         "振込先:みずほ銀行 新宿支店 普通 <ACCOUNT> <PERSON>"),
+        ("Make a flyer. Pet: Pepper. Owner: Niamh, call after 6.",
+         "Make a flyer. Pet: Pepper. Owner: <PERSON>, call after 6."),
+        ("Visa form: Surname KOWALCZYK. Nationality: PL.", "Visa form: Surname <PERSON>. Nationality: PL."),
+        # English given names alone in private contexts
+        ("summarize: [Marisol]: running late [Tadeo]: ok", "summarize: [<PERSON>]: running late [<PERSON>]: ok"),
+        ("write a thank-you card for my grandma edith?", "write a thank-you card for my grandma <PERSON>?"),
+        ("thanks for looking after Theo this weekend", "thanks for looking after <PERSON> this weekend"),
+        ("Texts from Mum: did you ring Aunty Njeri yet?", "Texts from Mum: did you ring Aunty <PERSON> yet?"),
+        ("Write it from me (Oleg).", "Write it from me (<PERSON>)."),
+        ("Theo's phone number is new, add it to the sheet", "<PERSON>'s phone number is new, add it to the sheet"),
+        # a Latin name carried over an accented surname the model left out
+        ("my name is Siobhán Ní Bhriain and I need help", "my name is <PERSON> and I need help"),
+        ("my neighbour Iñaki Ibáñez lent me a drill", "my neighbour <PERSON> lent me a drill"),
+    ],
+)
+def test_names_in_parentheses_labels_chat_logs_and_private_contexts_go(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 19
+@pytest.mark.parametrize(
+    "text",
+    ["うちの課長(営業部)が異動になった", "母(60代)の健康診断の結果を見てほしい", "この宛名ラベルを作って",
+     "Owner: Acme Ltd", "Surname field is required", "[Note]: remember the deadline",
+     "I'm Happy with the result.", "my friend too.", "look after Brexit news",
+     "Newton's laws explained simply", "We met Maria in São Paulo"],
+)
+def test_parentheses_labels_and_capitalised_words_without_a_name_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# added in round 19
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the work's title does not make an acquaintance public
+        ("同僚の田中が『ワンピース』の話ばかりする", "同僚の<PERSON>が『ワンピース』の話ばかりする"),
+        ("In March, Tom Baker at my office quit", "In March, <PERSON> at my office quit"),
+    ],
+)
+def test_acquaintances_beside_a_named_work_are_persons(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+
+# ------------------------------------------------------------ persons: given names alone
+
+
+def test_package_given_names_are_multinational_names(pii_params):
+    config = pii.PackageNamesConfig(**pii_params["given_name_pairs"]["package_names"])
+    names = pii.package_given_names(config)
+    assert {"Gareth", "Aisha", "Sanjay", "Keiko", "Oscar", "Nadia", "Tomasz"} <= names
+    # read as UTF-8: accented names count, compounds (Dae+Hyun) come hyphenated
+    assert {"José", "Zsófia", "Łukasz", "Søren", "Björn", "Dae-Hyun"} <= names
+    assert len(names) > 35_000
+    assert all(part.isalpha() and part.istitle() for name in names for part in name.split("-"))
+
+
+# added in round 17
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a given name alone where the text deals with a person: a verb of
+        # contacting or telling, a greeting, a self-introduction, did/has X ever/yet,
+        # "for X" ending a clause, X as the subject of said/will ...
+        ("Email Gordon the slides before lunch", "Email <PERSON> the slides before lunch"),
+        ("Hi Melissa, the invoice is attached.", "Hi <PERSON>, the invoice is attached."),
+        ("hey it's Marcus. can you draft a reply", "hey it's <PERSON>. can you draft a reply"),
+        ("did Samantha ever reply about the venue?", "did <PERSON> ever reply about the venue?"),
+        ("Draft a short handover note for Oliver.", "Draft a short handover note for <PERSON>."),
+        ("Harriet said she'd cover the late shift", "<PERSON> said she'd cover the late shift"),
+        # ... not a month, a day or a place that is also a given name
+        ("Book a table for June.", "Book a table for June."),
+        ("Send Paris a postcard? It is a city.", "Send Paris a postcard? It is a city."),
+        # ... nor a title that opens with a greeting
+        ("Who wrote Hey Jude?", "Who wrote Hey Jude?"),
+        ("She got a Dear John letter", "She got a Dear John letter"),
+        # a hyphenated surname is part of the name
+        ("A speech for my friend Nadia Fischer-Lund", "A speech for my friend <PERSON>"),
+        # a katakana given name after a kanji surname, one kanji before くん
+        ("叔母の高橋ハナが来月90歳になる", "叔母の<PERSON>が来月90歳になる"),
+        ("教え子の前田翼くんの進路相談", "教え子の<PERSON>くんの進路相談"),
+    ],
+)
+def test_a_given_name_alone_in_a_request_is_a_person(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 18
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # an English given name alone as the person a message is about or for
+        ("Tell Marek I'm running late", "Tell <PERSON> I'm running late"),
+        ('"Marek, this is the last time I cover for you."',
+         '"<PERSON>, this is the last time I cover for you."'),
+        ("Summarise the argument between Oskar and Leonie please",
+         "Summarise the argument between <PERSON> and <PERSON> please"),
+        ("Make a card for Anne-Marie, she loves cats", "Make a card for <PERSON>, she loves cats"),
+        ("Leonie still owes me dinner", "<PERSON> still owes me dinner"),
+        ("my roommate priya keeps eating my food", "my roommate <PERSON> keeps eating my food"),
+    ],
+)
+def test_a_given_name_alone_addressed_or_talked_about_is_a_person(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 18
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a word after a relation that is no name, a place before a comma, countries
+        "my friend said it was fine",
+        "Victoria, the capital of BC, is rainy",
+        "Between Paris and Rome, which is cheaper?",
+        "Tell me about the war between France and Spain",
+        # a season before a comma and no word addressing anyone
+        "Summer, in Japan, is humid",
+    ],
+)
+def test_places_seasons_and_words_before_a_comma_are_no_given_names(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+
+# ------------------------------------- public figures: the gazetteer and public evidence
+
+
+# added in round 15
+@pytest.mark.parametrize(
+    "text",
+    [
+        # gazetteer figures in factual questions: as listed, or with a title or a role
+        # word after the name, spaces for middle dots, a given name alone (信長)
+        "What did Marie Curie discover?",
+        "When did Katherine Johnson start working at NASA?",
+        "What was Abraham Lincoln's birthday?",
+        "アルベルト アインシュタインの相対性理論をわかりやすく",
+        "信長はなぜ比叡山を焼き討ちしたの?",
+        "大谷翔平選手の今季の成績は?",
+        # persons not on the gazetteer with a public role or work next to the name
+        "作家の佐藤健太郎の代表作を教えて",
+        "第99代総理大臣の山田一郎は何をした?",
+        "黒田一郎監督の映画で一番有名なのは?",
+        "鈴木一郎が書いた小説",
+        "Summarize the novel by Tom Lee",
+        "Zelda Okafor won the Nobel Prize in Chemistry",
+        "Explain Priya Raman's theory of attention",
+        # not persons: a painting after "the", a bay
+        "Who painted the Mona Lisa?",
+        "Hudson Bay freezes in which months?",
+    ],
+)
+def test_gazetteer_figures_and_names_beside_a_public_role_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# added in round 16
+@pytest.mark.parametrize(
+    "text",
+    [
+        # public evidence in the person's sentence (public_sentence), for
+        # names on no list, the evidence not right next to the name (public_after does
+        # not reach it): a public deed, the person its doer or its object ...
+        "1年かけて新しい元素を発見したのは佐藤健太郎のチーム",
+        "佐藤健太郎が日本人として史上初めて成し遂げたこと",
+        "Which telescope did Zelda Okafor use when she pioneered radio astronomy?",
+        "Priya Raman was the first woman to fly across the Atlantic",
+        # ... a date before living memory ...
+        "佐藤健太郎は明治時代にどんな活動をした?",
+        "Priya Raman ran for office in the 1930s",
+        # ... a question about a legacy or a biography
+        "佐藤健太郎って何をした人?",
+        "Why is Priya Raman remembered?",
+        # an epithet or a title is no relation of the writer's, a name's origin no
+        # personal datum (the gazetteer keeps these figures)
+        "ナイチンゲールが看護の母と呼ばれる理由",
+        "Why is Marie Curie called the mother of modern physics?",
+        "What is the story behind Dorothea Lange's Migrant Mother photo?",
+        "植村直己という名前の由来",
+        # firms take さん: no person however Sudachi tags them
+        "阪神さんの試合",
+    ],
+)
+def test_public_deeds_historic_dates_and_legacy_questions_keep_a_name(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# added in round 17
+@pytest.mark.parametrize(
+    "text",
+    [
+        # one span for a name of three capitalised words, and evidence of a
+        # public figure: achievements, a first work, a role with a place, what a person
+        # explored or influenced, a famous line, a field before a name, a role as として
+        "What lakes did Carla Mae Jennings explore?",
+        "How did Otis Lee Barnaby influence swing?",
+        "How many Olympic golds did Zelda Okafor win?",
+        "What was Priya Raman's first cookbook?",
+        "Priya Raman — tell me her story",
+        "who was Hollis Brandt, the Vermont governor?",
+        "Did Zelda Okafor really say 'Mr. Brandt, I presume?'",
+        "将棋の佐藤健太郎さんの名局",
+        "佐藤健太郎は大阪府知事として何をした?",
+        # places are no persons: a place word after a given name, a country before 's
+        "Is Ashford Hills a nice area?",
+        "Why is she called Peru's Mozart?",
+    ],
+)
+def test_achievements_first_works_roles_and_famous_lines_keep_a_name(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# added in round 18
+@pytest.mark.parametrize(
+    "text",
+    [
+        # public-life evidence in the person's sentence: an office held, a
+        # team coached, a quoted work recorded, titles won, an experiment run, a prize
+        # named after the person, a role held (だった, として), a style asked about
+        "How long was Harold Winthrop mayor of Boston?",
+        "Which club did Oskar Brandvold coach?",
+        'When did Della Marsh record "Blue Harbour"?',
+        "How many Grand Slams did Tilda Moreau win?",
+        "What office did Arthur Penhale hold in Ohio?",
+        "When did Ruth Calloway run her famous cloud-chamber experiment?",
+        "松岡信吾の名前がついた球場はどこ?",
+        "松岡信吾が県知事だった期間は?",
+        "松岡信吾ってどういう作風の画家?",
+        "松岡信吾が「鬼の松岡」と呼ばれた理由は?",
+    ],
+)
+def test_offices_teams_records_titles_and_prizes_keep_a_name(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# added in round 19
+@pytest.mark.parametrize(
+    "text",
+    ["芥川龍之介の『羅生門』に出てくる下人の心情を説明して",
+     "In Great Expectations, why does Pip leave Joe Gargery?",
+     "Was the Hilton chain named after Conrad Hilton?"],
+)
+def test_characters_of_a_named_work_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+def test_the_gazetteer_is_a_parameter(pii_params, scrub):
+    text = "山田太郎はどんな人物ですか"
+    assert scrub(text)[0] == "<PERSON>はどんな人物ですか"
+    params = copy.deepcopy(pii_params)
+    params["public_facts"]["allow_list"]["test"] = ["山田太郎"]
+    listed, private = pii.pii_scrubber(params).scrub(
+        [text, "同僚の山田太郎さんに聞いて"], ["ja", "ja"])
+    assert listed.text == text
+    assert private.text == "同僚の<PERSON>さんに聞いて"  # listed, but in a private context
+
+
+def test_the_gazetteer_is_large_and_a_set(pii_params, scrubber):
+    names = [n for names in pii_params["public_facts"]["allow_list"].values() for n in names]
+    assert len(names) >= 1_500
+    assert len(names) == len(set(names))
+    listed = scrubber._public_facts._listed
+    assert isinstance(listed, frozenset) and "アインシュタイン" in listed
+
+
+
+# ------------------------ secrets, identity documents, accounts, addresses and IP shapes
+
+
+# found on held-out set 11
+def test_reserved_addresses_are_no_ip_but_hosts_are(scrub):
+    assert scrub("bind to 0.0.0.0 or ::1") == ("bind to 0.0.0.0 or ::1", {})
+    assert scrub("Ping 192.168.0.14 from my laptop") == ("Ping <IP> from my laptop",
+                                                          {"IP_ADDRESS": 1})
+
+
+# added in round 17
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # address formats: a suburb and a city before the postcode (NZ), a country after
+        # a German postcode and town
+        ("Is 42 Totara Street, Mt Eden, Auckland 1024 near a bus stop?",
+         "Is <ADDRESS> near a bus stop?"),
+        ("Ship it to Lindenallee 14, 50968 Köln, Germany please",
+         "Ship it to <ADDRESS> please"),
+        # passports: 1-2 letters and 6-8 digits after the keyword
+        ("my passport number is GK583920", "my passport number is <ID>"),
+        ("パスポート番号 TR123456 の更新", "パスポート番号 <ID> の更新"),
+        # a DVLA licence number with no keyword, its date valid
+        ("Is JONES861204AB7CD the right format?", "Is <ID> the right format?"),
+        # ゆうちょ 記号番号 whole
+        ("ゆうちょの記号番号 10170-34567891 に振り込んで", "ゆうちょの記号番号 <ACCOUNT> に振り込んで"),
+        # pw as a password keyword
+        ("the db pw is Xr7!kLm2#q for now", "the db pw is <SECRET> for now"),
+    ],
+)
+def test_address_passport_licence_account_and_pw_shapes_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 17
+@pytest.mark.parametrize(
+    ("text", "entity"),
+    [("my passport number is GK583920", "PASSPORT"),
+     ("Is JONES861204AB7CD the right format?", "DRIVER_LICENSE")],
+)
+def test_short_passports_and_keywordless_dvla_licences_are_typed(scrub, text, entity):
+    assert scrub(text)[1] == {entity: 1}
+
+
+# added in round 17
+def test_a_licence_shape_without_a_valid_birth_date_is_no_licence(scrub):
+    # month 13 and day 00: a code of another kind
+    assert scrub("Order ref SMITH813004AB1CD shipped")[0] == "Order ref SMITH813004AB1CD shipped"
+
+
+# added in round 18
+@pytest.mark.parametrize(
+    ("text", "expected", "entity"),
+    [
+        # a secret word, が/は/:/space, and a value mixing letters with digits
+        ("社内ポータルのパスは Qw7&mirai88、変えたほうがいい?", "社内ポータルのパスは <SECRET>、変えたほうがいい?", "SECRET"),
+        ("ログインパスが Hana_2291 のままです", "ログインパスが <SECRET> のままです", "SECRET"),
+        ("db password: Zx81!koala", "db password: <SECRET>", "SECRET"),
+        ("APIトークンは key_test_4Hc9Wq2Ny6Tb3Lm0 です", "APIトークンは <SECRET> です", "SECRET"),
+        # token prefixes as shapes: any prefix with live_/test_, AIza with 30-40 more
+        ("use pay_live_7Hq2Lk9Zr4Xw for the webhook", "use <SECRET> for the webhook", "SECRET"),
+        ("AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUv", "<SECRET>", "SECRET"),
+        # a long random token anywhere
+        ("use Xk29fLm03QpZ8vRt5NwY as the bearer", "use <SECRET> as the bearer", "SECRET"),
+        # other languages' passport and licence words, Indian and Swedish licences
+        ("Reisepass L01X00T47 gültig?", "Reisepass <ID> gültig?", "PASSPORT"),
+        ("my pasaporte is XAB123456", "my pasaporte is <ID>", "PASSPORT"),
+        ("Führerschein F9K2LM77X21 lost", "Führerschein <ID> lost", "DRIVER_LICENSE"),
+        ("Swedish licence 19790312-4471 expired", "Swedish licence <ID> expired", "DRIVER_LICENSE"),
+        ("driving licence KA05 20110034567 renewal", "driving licence <ID> renewal",
+         "DRIVER_LICENSE"),
+        # an account in space-separated groups; an IBAN after its word, checksum or not
+        ("acct 3301 7712 please", "acct <ACCOUNT> please", "BANK_ACCOUNT"),
+        ("IBAN GB11 1111 2222 3333 4444 55 for the refund", "IBAN <ACCOUNT> for the refund",
+         "BANK_ACCOUNT"),
+        # foreign address shapes: AU unit/number, suburb, state, postcode; a Canadian
+        # province and postal code; a Swedish postcode; a Kyoto street-name town
+        ("moving to unit 3/45 Ocean St, Bondi NSW 2026 next month",
+         "moving to <ADDRESS> next month", "ADDRESS"),
+        ("Send it to 12/9 Station Pde, Penrith NSW 2750.", "Send it to <ADDRESS>.", "ADDRESS"),
+        ("Ship to 1200 Rue Sherbrooke, Ottawa, ON K1A 0B1 please", "Ship to <ADDRESS> please",
+         "ADDRESS"),
+        ("Mitt nya adress: Drottninggatan 45, 113 21 Stockholm.", "Mitt nya adress: <ADDRESS>.",
+         "ADDRESS"),
+        ("送り先は〒606-8501 京都市左京区寺町通今出川上ル鶴山町12 です", "送り先は<ADDRESS> です",
+         "ADDRESS"),
+    ],
+)
+def test_secret_values_token_shapes_foreign_ids_accounts_and_addresses_are_typed(
+    scrub, text, expected, entity
+):
+    assert scrub(text) == (expected, {entity: 1})
+
+
+# added in round 18
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a path, a word, a rule about passwords, an identifier, a version
+        "ファイルパスは src/app2/main.py です",
+        "パスワードは8文字以上にしてください",
+        "The password manager is 1Password7 now",
+        "Set the key_value_2024 option",
+        "The release version is v2.10.3",
+        # a hash or commit named as such, a CamelCase name with digits
+        "the commit b7E23ec29aF22b0B4e41dA31 broke the build",
+        "getUserAccountById2024Handler is slow",
+        "ResNet50V2Weights_2023 or EfficientNetB7Weights?",
+        # a keyboard shortcut, a call after key=
+        "the key is Ctrl+Shift+F12 in VS Code",
+        "sorted(items, key=itemgetter(1)) is slower?",
+    ],
+)
+def test_paths_versions_hashes_camelcase_names_and_shortcuts_are_no_secrets(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# added in round 18
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a public place's address or line asked as a public fact
+        "国立西洋美術館の所在地は東京都台東区上野公園7-7?",
+        "The British Museum address is 44 Great Russell St, London WC1B 3DG?",
+        "Is 1-800-555-0199 still the suicide hotline number?",
+    ],
+)
+def test_public_places_addresses_and_hotlines_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# added in round 18
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a private signal, or no public owner, and the address or number goes
+        ("My hotel address is 100 Main Street, Boston MA 02110", "My hotel address is <ADDRESS>"),
+        ("私の住所は東京都台東区上野公園7-7です", "私の住所は<ADDRESS>です"),
+        ("Call my mum on 1-800-555-0199, it's her crisis line",
+         "Call my mum on <PHONE>, it's her crisis line"),
+        ("フリーダイヤル0120-556-781に電話した", "フリーダイヤル<PHONE>に電話した"),
+    ],
+)
+def test_private_or_unowned_addresses_and_numbers_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 19
+@pytest.mark.parametrize(
+    "text",
+    ["最高裁判所の住所って東京都千代田区隼町4-2で合ってる?", "名古屋城の所在地(名古屋市中区本丸1-1)まで駅から歩ける?"],
+)
+def test_public_building_addresses_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+# added in round 19
+def test_my_own_address_beside_the_same_words_is_scrubbed(scrub):
+    assert scrub("私の住所って東京都千代田区隼町4-2で合ってる?")[0] == "私の住所って<ADDRESS>で合ってる?"
+
+
+# added in round 19
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a quoted password; a password changed from an old value; a PIN set to
+        # digits; a code for a building ending in #; a locker's dial
+        ("ルーターのパスワード「kumo-Sora-2291」を家族に共有したい", "ルーターのパスワード「<SECRET>」を家族に共有したい"),
+        ("管理者パスワードを guest から Yuki_Hana2031 に変えた", "管理者パスワードを guest から <SECRET> に変えた"),
+        ("I changed my SIM PIN to 482913 yesterday", "I changed my SIM PIN to <SECRET> yesterday"),
+        ("the door code for my apartment is 5581#, tell the cleaner",
+         "the door code for my apartment is <SECRET>, tell the cleaner"),
+        ("職場のロッカーのダイヤル番号 3-1-4-8 を忘れそう", "職場のロッカーのダイヤル番号 <SECRET> を忘れそう"),
+        # a passport number far from its keyword; a licence number between 第 and 号
+        ("my passport number doesn't match the reservation, it was entered as K7RT2M448",
+         "my passport number doesn't match the reservation, it was entered as <ID>"),
+        ("免許 第 4107 8823 5519 号 を書類に写す", "免許 第 <ID> 号 を書類に写す"),
+        # addresses: kanji numerals, romanised Japanese, a US city without a comma, a
+        # Spanish floor, a Canadian flat, an Irish county and Eircode
+        ("送り先は福岡県北九州市小倉北区京町三丁目七番地の二です", "送り先は<ADDRESS>です"),
+        ("3-14-2 Kami-Meguro, Meguro-ku, Tokyo 153-0051 is where I live", "<ADDRESS> is where I live"),
+        ("ship it to 88 Birch Lane Fargo ND 58102 please", "ship it to <ADDRESS> please"),
+        ("my flat is Calle del Pez 7, 2o dcha, 28004 Madrid", "my flat is <ADDRESS>"),
+        ("send to 450 Rue Sherbrooke, Apt 12, Québec, QC G1R 2J1", "send to <ADDRESS>"),
+        ("I live at 14 Ashgrove Park, Tralee, Co. Kerry V92 X2Y4", "I live at <ADDRESS>"),
+    ],
+)
+def test_quoted_or_changed_passwords_pins_dials_ids_and_address_forms_go(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+# added in round 19
+@pytest.mark.parametrize(
+    "text",
+    ["パスワード「忘れた」って表示が出る", "パスワードを変えたけど覚えられない",
+     "what is the code for the building entrance area called", "ロッカー番号 105 はどこ?",
+     "免許の更新は第3日曜?", "The Lane Fargo ND thing", "the 1916 Rising began in Co. Dublin"],
+)
+def test_password_talk_locker_numbers_and_address_words_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+
+# -------------------------------------------------------------------------------- engine
 
 
 def test_batches_keep_order_and_languages(scrubber):
@@ -1052,6 +2042,10 @@ def test_nothing_is_downloaded(pii_params, monkeypatch):
         PiiScrubber(PiiConfig.model_validate(missing))
 
 
+
+# -------------------------------------------------------------------------------- config
+
+
 @pytest.mark.parametrize(
     ("change", "match"),
     [
@@ -1078,891 +2072,7 @@ def test_unknown_validator_is_named(pii_params):
         PiiConfig.model_validate({**pii_params, "recognizers": recognizers})
 
 
-# ------------------------------------------- what the eleventh held-out set missed
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # public figures asked about as public facts, with no private context: on the
-        # gazetteer (since round 15), or a public work or deed next to the name
-        "Which year did Serena Williams retire from tennis?",
-        "What year did Amelia Earhart disappear?",
-        "Why is Frida Kahlo important in art?",
-        "Dr. Seuss books for a five-year-old",
-        "Did Nikola Tesla ever meet Thomas Edison?",
-        "宇多田ヒカルのデビュー曲は?",
-        "坂本龍馬が作った亀山社中とは?",
-        # a shop named after a surname with a shop suffix right after it
-        "木村屋のあんぱんは何種類ある?",
-        # a loopback address identifies no one
-        "What does 127.0.0.1 mean?",
-        # a city, a ward and a number that is a population, not a lot number
-        "京都市左京区の人口は約16万人",
-    ],
-)
-def test_eleventh_set_look_alikes_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected", "counts"),
-    [
-        # kana given names Sudachi reads across the honorific or as other words
-        ("保育園で一緒の工藤りこちゃんのお母さんと話したい",
-         "保育園で一緒の<PERSON>ちゃんのお母さんと話したい", {"PERSON": 1}),
-        ("ピアノ教室の生徒の安田そうたくんの発表会の曲を選んで",
-         "ピアノ教室の生徒の<PERSON>くんの発表会の曲を選んで", {"PERSON": 1}),
-        # 時代 is no public-fact frame; 恋人 is a relation (private persons, no honorific)
-        ("大学時代の恋人の久保田玲奈に連絡を取りたい", "大学時代の恋人の<PERSON>に連絡を取りたい",
-         {"PERSON": 1}),
-        ("同居人のエミリー・クラークが家賃を半分払ってくれない",
-         "同居人の<PERSON>が家賃を半分払ってくれない", {"PERSON": 1}),
-        ("担当の山下(平日のみ)に聞いて", "担当の<PERSON>(平日のみ)に聞いて", {"PERSON": 1}),
-        ("Our babysitter, Kapua Akana, can't come on Saturday",
-         "Our babysitter, <PERSON>, can't come on Saturday", {"PERSON": 1}),
-        # a bare lot number after a city, a ward and a town, no prefecture
-        ("元彼が住んでいるのは京都市左京区北白川別当町15だと思う",
-         "元彼が住んでいるのは<ADDRESS>だと思う", {"ADDRESS": 1}),
-    ],
-)
-def test_what_the_eleventh_held_out_set_missed(scrub, text, expected, counts):
-    assert scrub(text) == (expected, counts)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # questions with private context keep replacing private persons with no
-        # honorific and no relation word: contact asked for, first-person involvement,
-        # today, another entity, a form label
-        ("Can you call Tom Baker and ask about the invoice?",
-         "Can you call <PERSON> and ask about the invoice?"),
-        ("Why hasn't Daniel Okafor paid me back?", "Why hasn't <PERSON> paid me back?"),
-        ("Is Harriet Moss coming to the party tonight?",
-         "Is <PERSON> coming to the party tonight?"),
-        ("How do I tell Henrik Lindqvist that his contract won't be renewed?",
-         "How do I tell <PERSON> that his contract won't be renewed?"),
-        ("Find out where Brendan O'Rourke works now", "Find out where <PERSON> works now"),
-        ("田中美咲の住所を教えて", "<PERSON>の住所を教えて"),
-        ("斎藤翔太の家族構成を教えて", "<PERSON>の家族構成を教えて"),
-        ("元同僚の西岡が今どこで働いているか知りたい", "元同僚の<PERSON>が今どこで働いているか知りたい"),
-    ],
-)
-def test_factual_questions_with_private_context_still_replace_persons(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-def test_surnames_ending_in_a_shop_suffix_stay_names(scrub):
-    assert scrub("土屋さんに資料を渡して") == ("<PERSON>さんに資料を渡して", {"PERSON": 1})
-
-
-def test_reserved_addresses_are_no_ip_but_hosts_are(scrub):
-    assert scrub("bind to 0.0.0.0 or ::1") == ("bind to 0.0.0.0 or ::1", {})
-    assert scrub("Ping 192.168.0.14 from my laptop") == ("Ping <IP> from my laptop",
-                                                          {"IP_ADDRESS": 1})
-
-
 def test_public_fact_word_lists_must_exist(pii_params):
     public_facts = {**pii_params["public_facts"], "public_after": {"en": "(?:{{plays}})"}}
     with pytest.raises(ValueError, match=r"public_after: no words for \['plays'\]"):
         PiiConfig.model_validate({**pii_params, "public_facts": public_facts})
-
-
-# ------------------------------------------- what the twelfth held-out set missed
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # gazetteer figures with no private context, whatever the phrasing (noun
-        # phrases, imperatives, works after the name)
-        "浅田真央の五輪での成績",
-        "小林一茶が詠んだ雀の句",
-        "坂口安吾の堕落論を要約して",
-        "ショパンの「革命」が作曲された年",
-        "List the films Audrey Hepburn starred in",
-        # a relation word whose possessor is a named third party, in a factual text
-        "In which city was Frida's husband Diego Rivera born?",
-        # a brand named after a person, the span running past the listed name
-        "Johnnie Walker Black vs Red Label",
-        # a subnet mask and public resolvers identify no one
-        "What does 255.255.255.0 mean as a subnet mask?",
-        "Set the DNS to 1.1.1.1 or 8.8.8.8?",
-    ],
-)
-def test_twelfth_set_look_alikes_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected", "counts"),
-    [
-        # a neighbour cue after a capitalised pair on no given-name list
-        ("Jarrah Nakamarra from next door lent us his ladder",
-         "<PERSON> from next door lent us his ladder", {"PERSON": 1}),
-        # 丁 without 目 between the block numbers
-        ("請求書の送付先は堺市北区中百舌鳥町2丁104番地", "請求書の送付先は<ADDRESS>", {"ADDRESS": 1}),
-        # a passport number more than 15 characters after its keyword
-        ("the passport I travel on is 774201958", "the passport I travel on is <ID>",
-         {"PASSPORT": 1}),
-    ],
-)
-def test_what_the_twelfth_held_out_set_missed(scrub, text, expected, counts):
-    assert scrub(text) == (expected, counts)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # private signals found on the development set (round 13): work and HR,
-        # health, housing and bookings, online profiles, sending to, time of a personal
-        # event, where the person is from, first-person involvement, self-introduction
-        ("部長の高橋誠がパワハラしてくるので相談したい", "部長の<PERSON>がパワハラしてくるので相談したい"),
-        ("Dr. Alan Whitfield prescribed this medicine", "Dr. <PERSON> prescribed this medicine"),
-        ("Cancel the booking for Ms. Lindqvist in room 12",
-         "Cancel the booking for Ms. <PERSON> in room 12"),
-        ("Find Esperanza Villalobos on social media for me",
-         "Find <PERSON> on social media for me"),
-        ("Send the lab results to Fatima Al-Sayed before noon",
-         "Send the lab results to <PERSON> before noon"),
-        ("Send flowers to Mrs. Okafor on Friday", "Send flowers to Mrs. <PERSON> on Friday"),
-        ("Abdullah Al-Farsi from procurement sent the wrong invoice again",
-         "<PERSON> from procurement sent the wrong invoice again"),
-        ("I suspect Kirsten Oyelaran took cash from the register",
-         "I suspect <PERSON> took cash from the register"),
-        ("Help me apologise to Mei-Ling Chou for missing her party",
-         "Help me apologise to <PERSON> for missing her party"),
-        ("田中花子です", "<PERSON>です"),
-    ],
-)
-def test_private_signals_keep_replacing_private_persons(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-def test_subnet_masks_are_no_host_but_neighbouring_addresses_are():
-    assert not _ip_valid("255.255.255.0")
-    assert not _ip_valid("255.255.0.0")
-    assert _ip_valid("255.255.1.0")  # not contiguous ones: a host address
-    assert _ip_valid("192.168.10.7")
-
-
-@pytest.mark.parametrize(
-    ("token", "random"),
-    [
-        ("kR8mQ2vX7nL1pT9wB3cY6hJ0sF5gE2", True),   # a key: a class change at most characters
-        ("a1B2c3D4e5F6g7H8i9J0", True),
-        ("ResNet50V2Weights", False),                # words and numbers: few changes
-        ("iPhone15ProMaxCase2024", False),
-        ("abcdefghijklmnopqrstu", False),
-        ("ABCDEFGHIJ1234567890", False),
-    ],
-)
-def test_mixed_class_token_tells_random_tokens_from_names(token, random):
-    assert mixed_class_token(token) is random
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # round 14: general private signals, relation words and shapes held-out-13 missed
-        ("Is it normal that Dr. Imogen Castellanos never returns calls?",
-         "Is it normal that Dr. <PERSON> never returns calls?"),
-        ("Please cancel Friday's session with Oluwaseun Adeyemi",
-         "Please cancel Friday's session with <PERSON>"),
-        ("Wendell Okonjo still hasn't answered about the carpool",
-         "<PERSON> still hasn't answered about the carpool"),
-        ("Ask Professor Hargreave whether I can submit late",
-         "Ask Professor <PERSON> whether I can submit late"),
-        ("同僚の鰐淵が私のPCを勝手に使っていた", "同僚の<PERSON>が私のPCを勝手に使っていた"),
-        ("甥っ子の今泉はるきの誕生日プレゼントを選んで", "甥っ子の<PERSON>の誕生日プレゼントを選んで"),
-        ("Deliver the sofa to 1802 W Foster Ave, Chicago, IL 60640",
-         "Deliver the sofa to <ADDRESS>"),
-        ("ログイン: nakamura_r / Hoshi2025!!", "ログイン: nakamura_r / <SECRET>"),
-        ("My server is 192.168.1.23/24 at home", "My server is <IP> at home"),
-    ],
-)
-def test_round_14_private_persons_and_shapes_are_replaced(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "是枝裕和監督の万引き家族のあらすじ",  # 家族 inside a work title
-        "久石譲が音楽を担当したジブリ作品",  # 担当 as a verb, not a relation word
-        "Tracking number 1Z 4F7 2X9 03 1187 5520",  # a phone shape inside a longer code
-        "10.0.0.0/8 is a private range",  # networks with a prefix length, not hosts
-        "Why does my laptop get a 169.254.0.0/16 address?",
-        "fe80::/10 はリンクローカルアドレス",
-        "Why did Einstein never publish that paper?",
-        "同僚の仕事が多すぎる",
-    ],
-)
-def test_round_14_look_alikes_stay(scrub, text):
-    assert scrub(text)[0] == text
-
-
-def test_round_14_label_before_an_ordinary_katakana_word_is_no_name(scrub):
-    assert scrub("取引先の担当アドレス k.nakahara@kitanet.co.jp を登録して")[0] == (
-        "取引先の担当アドレス <EMAIL> を登録して")
-
-
-def test_networks_with_a_prefix_length_are_no_host():
-    assert not _ip_valid("10.0.0.0/8")
-    assert not _ip_valid("fe80::/10")
-    assert _ip_valid("192.168.1.23/24")
-    assert _ip_valid("203.0.113.9/32")
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # round 15, deny by default: a person with no private signal still goes unless
-        # the gazetteer or a public role or work next to the name shows a public figure
-        ("Karim al-Masri is late again", "<PERSON> is late again"),
-        ("When did Tom Lee retire?", "When did <PERSON> retire?"),
-        ("Anne-Sophie Martin called twice", "<PERSON> called twice"),
-        ("佐藤健太郎って誰?", "<PERSON>って誰?"),
-        ("高橋美咲は来週から休みに入る", "<PERSON>は来週から休みに入る"),
-        # a listed figure in a private context goes (and a courtesy title before a
-        # listed surname names someone else)
-        ("同僚の村上春樹さんに連絡して", "同僚の<PERSON>さんに連絡して"),
-        ("My neighbour Ichiro Suzuki owes me money", "My neighbour <PERSON> owes me money"),
-        ("Mr. Lincoln is late again", "Mr. <PERSON> is late again"),
-        # held-out-14's misses: a surname read as a common noun after a relation word, a
-        # surname cut in two, a kana given name ending in a particle's kana, a
-        # hyphenated surname after a title, a given name typed without its diacritic
-        ("元カノの真壁が共通の友人に私の悪口を言っているらしい",
-         "元カノの<PERSON>が共通の友人に私の悪口を言っているらしい"),
-        ("彼氏の帯刀がLINEを三日も既読無視している", "彼氏の<PERSON>がLINEを三日も既読無視している"),
-        ("後輩の小野寺ゆずはが最近元気がなくて心配", "後輩の<PERSON>が最近元気がなくて心配"),
-        ("幼なじみの皆川ことねに久しぶりに連絡したい", "幼なじみの<PERSON>に久しぶりに連絡したい"),
-        ("Ask Professor Okonkwo-Bassey for an extension on the lab report",
-         "Ask Professor <PERSON> for an extension on the lab report"),
-        ("Soren Albrechtsen keeps parking across my driveway",
-         "<PERSON> keeps parking across my driveway"),
-    ],
-)
-def test_round_15_persons_are_denied_by_default(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # gazetteer figures in factual questions: as listed, or with a title or a role
-        # word after the name, spaces for middle dots, a given name alone (信長)
-        "What did Marie Curie discover?",
-        "When did Katherine Johnson start working at NASA?",
-        "What was Abraham Lincoln's birthday?",
-        "アルベルト アインシュタインの相対性理論をわかりやすく",
-        "信長はなぜ比叡山を焼き討ちしたの?",
-        "大谷翔平選手の今季の成績は?",
-        # persons not on the gazetteer with a public role or work next to the name
-        "作家の佐藤健太郎の代表作を教えて",
-        "第99代総理大臣の山田一郎は何をした?",
-        "黒田一郎監督の映画で一番有名なのは?",
-        "鈴木一郎が書いた小説",
-        "Summarize the novel by Tom Lee",
-        "Zelda Okafor won the Nobel Prize in Chemistry",
-        "Explain Priya Raman's theory of attention",
-        # not persons: a painting after "the", a bay
-        "Who painted the Mona Lisa?",
-        "Hudson Bay freezes in which months?",
-    ],
-)
-def test_round_15_public_figures_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # round 16: public evidence in the person's sentence (public_sentence), for
-        # names on no list, the evidence not right next to the name (public_after does
-        # not reach it): a public deed, the person its doer or its object ...
-        "1年かけて新しい元素を発見したのは佐藤健太郎のチーム",
-        "佐藤健太郎が日本人として史上初めて成し遂げたこと",
-        "Which telescope did Zelda Okafor use when she pioneered radio astronomy?",
-        "Priya Raman was the first woman to fly across the Atlantic",
-        # ... a date before living memory ...
-        "佐藤健太郎は明治時代にどんな活動をした?",
-        "Priya Raman ran for office in the 1930s",
-        # ... a question about a legacy or a biography
-        "佐藤健太郎って何をした人?",
-        "Why is Priya Raman remembered?",
-        # an epithet or a title is no relation of the writer's, a name's origin no
-        # personal datum (the gazetteer keeps these figures)
-        "ナイチンゲールが看護の母と呼ばれる理由",
-        "Why is Marie Curie called the mother of modern physics?",
-        "What is the story behind Dorothea Lange's Migrant Mother photo?",
-        "植村直己という名前の由来",
-        # firms take さん: no person however Sudachi tags them
-        "阪神さんの試合",
-    ],
-)
-def test_round_16_public_evidence_in_the_sentence_keeps_a_name(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # a deed-like verb in a private context: the private signal vetoes
-        ("同僚の田中が新記録を出した", "同僚の<PERSON>が新記録を出した"),
-        ("My coworker Tom Baker won the office raffle",
-         "My coworker <PERSON> won the office raffle"),
-        ("Tom Baker won the office raffle", "<PERSON> won the office raffle"),
-        # a private life's date is no historical date; an everyday first no public deed
-        ("Tom Baker was born in 1975", "<PERSON> was born in 1975"),
-        ("田中健一は昭和50年生まれ", "<PERSON>は昭和50年生まれ"),
-        ("田中健一が初めて自転車に乗れた", "<PERSON>が初めて自転車に乗れた"),
-        # the writer's mother, no epithet or title: a relation word with no possessive
-        ("母がナイチンゲールの伝記を読んでいた", "母が<PERSON>の伝記を読んでいた"),
-        ("Mother loved Marie Curie's books", "Mother loved <PERSON>'s books"),
-        # held-out-15's misses: a surname Sudachi tags as a general proper noun before
-        # くん, and a password changed to a value
-        ("隣の席の久保田くんにノートを借りたままだ", "隣の席の<PERSON>くんにノートを借りたままだ"),
-        ("管理画面のパスワードを Hk2938!qz に変えた", "管理画面のパスワードを <SECRET> に変えた"),
-        ("I changed my password to Hk2938!qz yesterday",
-         "I changed my password to <SECRET> yesterday"),
-        # no value that mixes letters with digits or symbols: no secret
-        ("I changed my password to something stronger",
-         "I changed my password to something stronger"),
-    ],
-)
-def test_round_16_private_signals_still_veto(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-def test_the_gazetteer_is_large_and_a_set(pii_params, scrubber):
-    names = [n for names in pii_params["public_facts"]["allow_list"].values() for n in names]
-    assert len(names) >= 1_500
-    assert len(names) == len(set(names))
-    listed = scrubber._public_facts._listed
-    assert isinstance(listed, frozenset) and "アインシュタイン" in listed
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # round 17: a given name alone where the text deals with a person: a verb of
-        # contacting or telling, a greeting, a self-introduction, did/has X ever/yet,
-        # "for X" ending a clause, X as the subject of said/will ...
-        ("Email Gordon the slides before lunch", "Email <PERSON> the slides before lunch"),
-        ("Hi Melissa, the invoice is attached.", "Hi <PERSON>, the invoice is attached."),
-        ("hey it's Marcus. can you draft a reply", "hey it's <PERSON>. can you draft a reply"),
-        ("did Samantha ever reply about the venue?", "did <PERSON> ever reply about the venue?"),
-        ("Draft a short handover note for Oliver.", "Draft a short handover note for <PERSON>."),
-        ("Harriet said she'd cover the late shift", "<PERSON> said she'd cover the late shift"),
-        # ... not a month, a day or a place that is also a given name
-        ("Book a table for June.", "Book a table for June."),
-        ("Send Paris a postcard? It is a city.", "Send Paris a postcard? It is a city."),
-        # ... nor a title that opens with a greeting
-        ("Who wrote Hey Jude?", "Who wrote Hey Jude?"),
-        ("She got a Dear John letter", "She got a Dear John letter"),
-        # a hyphenated surname is part of the name
-        ("A speech for my friend Nadia Fischer-Lund", "A speech for my friend <PERSON>"),
-        # a katakana given name after a kanji surname, one kanji before くん
-        ("叔母の高橋ハナが来月90歳になる", "叔母の<PERSON>が来月90歳になる"),
-        ("教え子の前田翼くんの進路相談", "教え子の<PERSON>くんの進路相談"),
-    ],
-)
-def test_round_17_a_given_name_alone_in_a_request_is_a_person(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # address formats: a suburb and a city before the postcode (NZ), a country after
-        # a German postcode and town
-        ("Is 42 Totara Street, Mt Eden, Auckland 1024 near a bus stop?",
-         "Is <ADDRESS> near a bus stop?"),
-        ("Ship it to Lindenallee 14, 50968 Köln, Germany please",
-         "Ship it to <ADDRESS> please"),
-        # passports: 1-2 letters and 6-8 digits after the keyword
-        ("my passport number is GK583920", "my passport number is <ID>"),
-        ("パスポート番号 TR123456 の更新", "パスポート番号 <ID> の更新"),
-        # a DVLA licence number with no keyword, its date valid
-        ("Is JONES861204AB7CD the right format?", "Is <ID> the right format?"),
-        # ゆうちょ 記号番号 whole
-        ("ゆうちょの記号番号 10170-34567891 に振り込んで", "ゆうちょの記号番号 <ACCOUNT> に振り込んで"),
-        # pw as a password keyword
-        ("the db pw is Xr7!kLm2#q for now", "the db pw is <SECRET> for now"),
-    ],
-)
-def test_round_17_patterns(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "entity"),
-    [("my passport number is GK583920", "PASSPORT"),
-     ("Is JONES861204AB7CD the right format?", "DRIVER_LICENSE")],
-)
-def test_round_17_pattern_types(scrub, text, entity):
-    assert scrub(text)[1] == {entity: 1}
-
-
-def test_round_17_no_licence_without_a_birth_date(scrub):
-    # month 13 and day 00: a code of another kind
-    assert scrub("Order ref SMITH813004AB1CD shipped")[0] == "Order ref SMITH813004AB1CD shipped"
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # round 17: one span for a name of three capitalised words, and evidence of a
-        # public figure: achievements, a first work, a role with a place, what a person
-        # explored or influenced, a famous line, a field before a name, a role as として
-        "What lakes did Carla Mae Jennings explore?",
-        "How did Otis Lee Barnaby influence swing?",
-        "How many Olympic golds did Zelda Okafor win?",
-        "What was Priya Raman's first cookbook?",
-        "Priya Raman — tell me her story",
-        "who was Hollis Brandt, the Vermont governor?",
-        "Did Zelda Okafor really say 'Mr. Brandt, I presume?'",
-        "将棋の佐藤健太郎さんの名局",
-        "佐藤健太郎は大阪府知事として何をした?",
-        # places are no persons: a place word after a given name, a country before 's
-        "Is Ashford Hills a nice area?",
-        "Why is she called Peru's Mozart?",
-    ],
-)
-def test_round_17_public_evidence_keeps_a_name(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # every new evidence is vetoed by a private signal
-        ("How many Olympic golds did my cousin Zelda Okafor win?",
-         "How many Olympic golds did my cousin <PERSON> win?"),
-        ("What was my friend Priya Raman's first cookbook?",
-         "What was my friend <PERSON>'s first cookbook?"),
-        ("同僚の佐藤健太郎は大阪府知事として何をした?", "同僚の<PERSON>は大阪府知事として何をした?"),
-        ("友達の将棋の佐藤健太郎さん", "友達の将棋の<PERSON>さん"),
-        ("who was my neighbour Hollis Brandt, the Vermont governor?",
-         "who was my neighbour <PERSON>, the Vermont governor?"),
-        ("Did my boss Zelda Okafor really say 'Mr. Brandt, I presume?'",
-         "Did my boss <PERSON> really say 'Mr. <PERSON>, I presume?'"),
-        ("How did my uncle Otis Lee Barnaby influence swing?",
-         "How did my uncle <PERSON> influence swing?"),
-        # an NDA is a private dealing
-        ("Has Dolores Whitfield signed the NDA yet?", "Has <PERSON> signed the NDA yet?"),
-        ("佐藤健太郎ってどんな陸上選手?私の同級生", "<PERSON>ってどんな陸上選手?私の同級生"),
-    ],
-)
-def test_round_17_private_signals_still_veto(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "expected", "entity"),
-    [
-        # round 18: a secret word, が/は/:/space, and a value mixing letters with digits
-        ("社内ポータルのパスは Qw7&mirai88、変えたほうがいい?", "社内ポータルのパスは <SECRET>、変えたほうがいい?", "SECRET"),
-        ("ログインパスが Hana_2291 のままです", "ログインパスが <SECRET> のままです", "SECRET"),
-        ("db password: Zx81!koala", "db password: <SECRET>", "SECRET"),
-        ("APIトークンは key_test_4Hc9Wq2Ny6Tb3Lm0 です", "APIトークンは <SECRET> です", "SECRET"),
-        # token prefixes as shapes: any prefix with live_/test_, AIza with 30-40 more
-        ("use pay_live_7Hq2Lk9Zr4Xw for the webhook", "use <SECRET> for the webhook", "SECRET"),
-        ("AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUv", "<SECRET>", "SECRET"),
-        # a long random token anywhere
-        ("use Xk29fLm03QpZ8vRt5NwY as the bearer", "use <SECRET> as the bearer", "SECRET"),
-        # other languages' passport and licence words, Indian and Swedish licences
-        ("Reisepass L01X00T47 gültig?", "Reisepass <ID> gültig?", "PASSPORT"),
-        ("my pasaporte is XAB123456", "my pasaporte is <ID>", "PASSPORT"),
-        ("Führerschein F9K2LM77X21 lost", "Führerschein <ID> lost", "DRIVER_LICENSE"),
-        ("Swedish licence 19790312-4471 expired", "Swedish licence <ID> expired", "DRIVER_LICENSE"),
-        ("driving licence KA05 20110034567 renewal", "driving licence <ID> renewal",
-         "DRIVER_LICENSE"),
-        # an account in space-separated groups; an IBAN after its word, checksum or not
-        ("acct 3301 7712 please", "acct <ACCOUNT> please", "BANK_ACCOUNT"),
-        ("IBAN GB11 1111 2222 3333 4444 55 for the refund", "IBAN <ACCOUNT> for the refund",
-         "BANK_ACCOUNT"),
-        # foreign address shapes: AU unit/number, suburb, state, postcode; a Canadian
-        # province and postal code; a Swedish postcode; a Kyoto street-name town
-        ("moving to unit 3/45 Ocean St, Bondi NSW 2026 next month",
-         "moving to <ADDRESS> next month", "ADDRESS"),
-        ("Send it to 12/9 Station Pde, Penrith NSW 2750.", "Send it to <ADDRESS>.", "ADDRESS"),
-        ("Ship to 1200 Rue Sherbrooke, Ottawa, ON K1A 0B1 please", "Ship to <ADDRESS> please",
-         "ADDRESS"),
-        ("Mitt nya adress: Drottninggatan 45, 113 21 Stockholm.", "Mitt nya adress: <ADDRESS>.",
-         "ADDRESS"),
-        ("送り先は〒606-8501 京都市左京区寺町通今出川上ル鶴山町12 です", "送り先は<ADDRESS> です",
-         "ADDRESS"),
-    ],
-)
-def test_round_18_pattern_shapes(scrub, text, expected, entity):
-    assert scrub(text) == (expected, {entity: 1})
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # round 18: a path, a word, a rule about passwords, an identifier, a version
-        "ファイルパスは src/app2/main.py です",
-        "パスワードは8文字以上にしてください",
-        "The password manager is 1Password7 now",
-        "Set the key_value_2024 option",
-        "The release version is v2.10.3",
-        # a hash or commit named as such, a CamelCase name with digits
-        "the commit b7E23ec29aF22b0B4e41dA31 broke the build",
-        "getUserAccountById2024Handler is slow",
-        "ResNet50V2Weights_2023 or EfficientNetB7Weights?",
-        # a keyboard shortcut, a call after key=
-        "the key is Ctrl+Shift+F12 in VS Code",
-        "sorted(items, key=itemgetter(1)) is slower?",
-    ],
-)
-def test_round_18_pattern_look_alikes_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # round 18: an English given name alone as the person a message is about or for
-        ("Tell Marek I'm running late", "Tell <PERSON> I'm running late"),
-        ('"Marek, this is the last time I cover for you."',
-         '"<PERSON>, this is the last time I cover for you."'),
-        ("Summarise the argument between Oskar and Leonie please",
-         "Summarise the argument between <PERSON> and <PERSON> please"),
-        ("Make a card for Anne-Marie, she loves cats", "Make a card for <PERSON>, she loves cats"),
-        ("Leonie still owes me dinner", "<PERSON> still owes me dinner"),
-        ("my roommate priya keeps eating my food", "my roommate <PERSON> keeps eating my food"),
-    ],
-)
-def test_round_18_given_names_alone(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # a word after a relation that is no name, a place before a comma, countries
-        "my friend said it was fine",
-        "Victoria, the capital of BC, is rainy",
-        "Between Paris and Rome, which is cheaper?",
-        "Tell me about the war between France and Spain",
-        # a season before a comma and no word addressing anyone
-        "Summer, in Japan, is humid",
-    ],
-)
-def test_round_18_given_name_look_alikes_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # round 18: public-life evidence in the person's sentence: an office held, a
-        # team coached, a quoted work recorded, titles won, an experiment run, a prize
-        # named after the person, a role held (だった, として), a style asked about
-        "How long was Harold Winthrop mayor of Boston?",
-        "Which club did Oskar Brandvold coach?",
-        'When did Della Marsh record "Blue Harbour"?',
-        "How many Grand Slams did Tilda Moreau win?",
-        "What office did Arthur Penhale hold in Ohio?",
-        "When did Ruth Calloway run her famous cloud-chamber experiment?",
-        "松岡信吾の名前がついた球場はどこ?",
-        "松岡信吾が県知事だった期間は?",
-        "松岡信吾ってどういう作風の画家?",
-        "松岡信吾が「鬼の松岡」と呼ばれた理由は?",
-    ],
-)
-def test_round_18_public_life_keeps_a_name(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # the same evidence is vetoed by a private signal; an office party is no office
-        ("How long was my uncle Harold Winthrop mayor of Boston?",
-         "How long was my uncle <PERSON> mayor of Boston?"),
-        ("Which club did my neighbour Oskar Brandvold coach?",
-         "Which club did my neighbour <PERSON> coach?"),
-        ("同僚の松岡信吾が県知事だった期間は?", "同僚の<PERSON>が県知事だった期間は?"),
-        ("Kwame Asante won the office bake-off", "<PERSON> won the office bake-off"),
-    ],
-)
-def test_round_18_private_signals_still_veto(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # round 18: a given name alone after a relation word and の, in any script
-        ("孫の陽葵と公園で遊んだ", "孫の<PERSON>と公園で遊んだ"),
-        ("娘のエミリーが熱を出した", "娘の<PERSON>が熱を出した"),
-        # a dictionary surname and given name together, which the model missed
-        ("叔父の同僚で西園寺義孝という人を探している", "叔父の同僚で<PERSON>という人を探している"),
-        # a full name with a space between its parts; a role before a surname
-        ("新入社員 長谷部 結衣 の入社手続き", "新入社員 <PERSON> の入社手続き"),
-        ("システム管理者 大塚の設定メモ", "システム管理者 <PERSON>の設定メモ"),
-        # a second surname that ends the clause
-        ("Mi vecina Inés Romero Vidal, teléfono perdido.", "Mi vecina <PERSON>, teléfono perdido."),
-    ],
-)
-def test_round_18_japanese_and_double_surnames(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # a common noun after a relation word, a role before a common noun, a famous
-        # full name with public evidence, a name before a place word
-        "息子の学校が休みになった",
-        "システム管理者 権限の設定メモ",
-        "夏目漱石の小説で一番有名なのは?",
-        "Is Maria Sanchez Street near the station?",
-    ],
-)
-def test_round_18_japanese_look_alikes_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        # round 18: a public place's address or line asked as a public fact
-        "国立西洋美術館の所在地は東京都台東区上野公園7-7?",
-        "The British Museum address is 44 Great Russell St, London WC1B 3DG?",
-        "Is 1-800-555-0199 still the suicide hotline number?",
-    ],
-)
-def test_round_18_public_places_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # a private signal, or no public owner, and the address or number goes
-        ("My hotel address is 100 Main Street, Boston MA 02110", "My hotel address is <ADDRESS>"),
-        ("私の住所は東京都台東区上野公園7-7です", "私の住所は<ADDRESS>です"),
-        ("Call my mum on 1-800-555-0199, it's her crisis line",
-         "Call my mum on <PHONE>, it's her crisis line"),
-        ("フリーダイヤル0120-556-781に電話した", "フリーダイヤル<PHONE>に電話した"),
-    ],
-)
-def test_round_18_private_places_go(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # round 18: a Japanese given name alone when called or acted on
-        ("ねえ、みさきって最近どうしてる?", "ねえ、<PERSON>って最近どうしてる?"),
-        ("ケイトに渡すプレゼント、何がいいかな", "<PERSON>に渡すプレゼント、何がいいかな"),
-        # a hiragana name the dictionary cuts into nouns, after a relation word
-        ("娘のひまりが熱を出した", "娘の<PERSON>が熱を出した"),
-        # account digits in groups of two and more
-        ("BSB 032-000 account 12 3456 7890", "BSB 032-000 account <ACCOUNT>"),
-    ],
-)
-def test_round_18_japanese_names_alone_and_account_groups(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["ねえ、これ見て", "アインシュタインの相対性理論をわかりやすく", "ナポレオンに関する本を探している",
-     # words the dictionary knows after a relation word; a count after "account"
-     "娘のおむつが足りない", "息子のことが心配", "The account has 12 345 users"],
-)
-def test_round_18_japanese_name_and_account_look_alikes_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # round 19: a quoted password; a password changed from an old value; a PIN set to
-        # digits; a code for a building ending in #; a locker's dial
-        ("ルーターのパスワード「kumo-Sora-2291」を家族に共有したい", "ルーターのパスワード「<SECRET>」を家族に共有したい"),
-        ("管理者パスワードを guest から Yuki_Hana2031 に変えた", "管理者パスワードを guest から <SECRET> に変えた"),
-        ("I changed my SIM PIN to 482913 yesterday", "I changed my SIM PIN to <SECRET> yesterday"),
-        ("the door code for my apartment is 5581#, tell the cleaner",
-         "the door code for my apartment is <SECRET>, tell the cleaner"),
-        ("職場のロッカーのダイヤル番号 3-1-4-8 を忘れそう", "職場のロッカーのダイヤル番号 <SECRET> を忘れそう"),
-        # a passport number far from its keyword; a licence number between 第 and 号
-        ("my passport number doesn't match the reservation, it was entered as K7RT2M448",
-         "my passport number doesn't match the reservation, it was entered as <ID>"),
-        ("免許 第 4107 8823 5519 号 を書類に写す", "免許 第 <ID> 号 を書類に写す"),
-        # addresses: kanji numerals, romanised Japanese, a US city without a comma, a
-        # Spanish floor, a Canadian flat, an Irish county and Eircode
-        ("送り先は福岡県北九州市小倉北区京町三丁目七番地の二です", "送り先は<ADDRESS>です"),
-        ("3-14-2 Kami-Meguro, Meguro-ku, Tokyo 153-0051 is where I live", "<ADDRESS> is where I live"),
-        ("ship it to 88 Birch Lane Fargo ND 58102 please", "ship it to <ADDRESS> please"),
-        ("my flat is Calle del Pez 7, 2o dcha, 28004 Madrid", "my flat is <ADDRESS>"),
-        ("send to 450 Rue Sherbrooke, Apt 12, Québec, QC G1R 2J1", "send to <ADDRESS>"),
-        ("I live at 14 Ashgrove Park, Tralee, Co. Kerry V92 X2Y4", "I live at <ADDRESS>"),
-    ],
-)
-def test_round_19_secrets_ids_and_address_forms(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["パスワード「忘れた」って表示が出る", "パスワードを変えたけど覚えられない",
-     "what is the code for the building entrance area called", "ロッカー番号 105 はどこ?",
-     "免許の更新は第3日曜?", "The Lane Fargo ND thing", "the 1916 Rising began in Co. Dublin"],
-)
-def test_round_19_secret_id_and_address_look_alikes_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # round 19: a name in parentheses after a relation, kin or role word; a name with
-        # its reading after a relation word and の
-        ("うちの課長(鳥越)がまた残業を押し付けてくる", "うちの課長(<PERSON>)がまた残業を押し付けてくる"),
-        ("父(梶原 稔)の年金の手続きを代わりにしたい", "父(<PERSON>)の年金の手続きを代わりにしたい"),
-        ("娘の湊(みなと)が熱を出した", "娘の<PERSON>が熱を出した"),
-        # form labels: an order's customer, the holder after an account number
-        ("注文者:霞ヶ浦 悠 様 のお届け先を確認", "注文者:<PERSON> 様 のお届け先を確認"),
-        ("振込先:みずほ銀行 新宿支店 普通 7654321 タカハシ ミユ",
-         "振込先:みずほ銀行 新宿支店 普通 <ACCOUNT> <PERSON>"),
-        ("Make a flyer. Pet: Pepper. Owner: Niamh, call after 6.",
-         "Make a flyer. Pet: Pepper. Owner: <PERSON>, call after 6."),
-        ("Visa form: Surname KOWALCZYK. Nationality: PL.", "Visa form: Surname <PERSON>. Nationality: PL."),
-        # English given names alone in private contexts
-        ("summarize: [Marisol]: running late [Tadeo]: ok", "summarize: [<PERSON>]: running late [<PERSON>]: ok"),
-        ("write a thank-you card for my grandma edith?", "write a thank-you card for my grandma <PERSON>?"),
-        ("thanks for looking after Theo this weekend", "thanks for looking after <PERSON> this weekend"),
-        ("Texts from Mum: did you ring Aunty Njeri yet?", "Texts from Mum: did you ring Aunty <PERSON> yet?"),
-        ("Write it from me (Oleg).", "Write it from me (<PERSON>)."),
-        ("Theo's phone number is new, add it to the sheet", "<PERSON>'s phone number is new, add it to the sheet"),
-        # a Latin name carried over an accented surname the model left out
-        ("my name is Siobhán Ní Bhriain and I need help", "my name is <PERSON> and I need help"),
-        ("my neighbour Iñaki Ibáñez lent me a drill", "my neighbour <PERSON> lent me a drill"),
-    ],
-)
-def test_round_19_persons_by_label_parentheses_and_context(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["うちの課長(営業部)が異動になった", "母(60代)の健康診断の結果を見てほしい", "この宛名ラベルを作って",
-     "Owner: Acme Ltd", "Surname field is required", "[Note]: remember the deadline",
-     "I'm Happy with the result.", "my friend too.", "look after Brexit news",
-     "Newton's laws explained simply", "We met Maria in São Paulo"],
-)
-def test_round_19_person_look_alikes_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["芥川龍之介の『羅生門』に出てくる下人の心情を説明して",
-     "In Great Expectations, why does Pip leave Joe Gargery?",
-     "Was the Hilton chain named after Conrad Hilton?"],
-)
-def test_round_19_characters_of_a_named_work_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # the work's title does not make an acquaintance public
-        ("同僚の田中が『ワンピース』の話ばかりする", "同僚の<PERSON>が『ワンピース』の話ばかりする"),
-        ("In March, Tom Baker at my office quit", "In March, <PERSON> at my office quit"),
-    ],
-)
-def test_round_19_acquaintances_beside_a_work_go(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # round 19: nicknames by their shape; a kanji given name before くん/ちゃん after
-        # a relation word
-        ("よっしーとあっちゃんと焼肉に行く予定", "<PERSON>と<PERSON>と焼肉に行く予定"),
-        ("彼氏の陸くんに何をあげよう", "彼氏の<PERSON>くんに何をあげよう"),
-        ("娘の楓ちゃんが熱を出した", "娘の<PERSON>ちゃんが熱を出した"),
-    ],
-)
-def test_round_19_nicknames_and_diminutives(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["おっちゃんに道を聞いた", "こっちとあっちどっちがいい?", "すっげーおいしかった", "息子の友達くんが来た"],
-)
-def test_round_19_nickname_look_alikes_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["最高裁判所の住所って東京都千代田区隼町4-2で合ってる?", "名古屋城の所在地(名古屋市中区本丸1-1)まで駅から歩ける?"],
-)
-def test_round_19_public_buildings_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-def test_round_19_own_address_beside_the_same_words_goes(scrub):
-    assert scrub("私の住所って東京都千代田区隼町4-2で合ってる?")[0] == "私の住所って<ADDRESS>で合ってる?"
-
-
-def test_round_19_relations_thing_before_no_stays(scrub):
-    # a common noun the dictionary lists as a surname, then の: the friend's thing
-    text = "同僚の新居の間取りが素敵だった"
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # round 19: a common noun standing where a surname stands (after の, before a
-        # given name and an honorific); an initial and a surname as a record's field
-        ("取引先の東雲陽翔様にお礼のメールを書きたい", "取引先の<PERSON>様にお礼のメールを書きたい"),
-        ("Payroll CSV: 2024-05, T. Okafor, 3200", "Payroll CSV: 2024-05, <PERSON>, 3200"),
-    ],
-)
-def test_round_19_surname_by_place_and_initial_field(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize("text", ["In Washington, D.C. the weather is mild", "See Fig. 3, p. Smith notes"])
-def test_round_19_initial_look_alikes_stay(scrub, text):
-    assert scrub(text) == (text, {})
-
-
-def test_round_19_quoted_honorific_is_a_term_not_private_context(scrub):
-    # 「先生」 names a character of the work; no one is addressed
-    text = "芥川龍之介の『河童』に出てくる「先生」はどんな人?"
-    assert scrub(text) == (text, {})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # round 19: a kanji name as the first field of a slashed record
-        ("台帳の例:日下部 湊/免許証番号 123456789012/期限 2028/01/31",
-         "台帳の例:<PERSON>/免許証番号 <ID>/期限 2028/01/31"),
-        ("登録した情報:紗季 / mail@example.com / 電話", "登録した情報:<PERSON> / <EMAIL> / 電話"),
-    ],
-)
-def test_round_19_name_first_in_a_slashed_record(scrub, text, expected):
-    assert scrub(text)[0] == expected
-
-
-@pytest.mark.parametrize("text", ["カテゴリ:食品/飲料/日用品", "分類:国語/数学/英語"])
-def test_round_19_slashed_word_lists_stay(scrub, text):
-    assert scrub(text) == (text, {})
