@@ -12,36 +12,23 @@ the model, or only the reference decide wrongly.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
-
 import numpy as np
+from reference_ngrams import reference_and_splits
 from scipy.special import softmax
 from sklearn.metrics import f1_score
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("scores", type=Path, nargs="+", help="recipe_epochs.py's .npz files")
     args = parser.parse_args()
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
     from so8t_kedro.decision.reference_classifier import fit_on_records, reference_scores
     from so8t_kedro.labels import LABELS
 
-    bootstrap_project(PROJECT_ROOT)
-    with KedroSession.create(project_path=PROJECT_ROOT) as session:
-        context = session.load_context()
-        catalog = context.catalog
-        splits = {name: catalog.load(f"{name}_records") for name in ("val", "test")}
-        reference = fit_on_records(catalog.load("train_records"),
-                                   context.params["evaluation"]["reference_classifier"])
+    reference_params, train, splits = reference_and_splits()
+    reference = fit_on_records(train, reference_params)
     labels = np.asarray(LABELS)
     for path in args.scores:
         saved = np.load(path)
@@ -64,4 +51,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
