@@ -35,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 import numpy as np
+import pandas as pd
 import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -155,8 +156,6 @@ def augmented_rows(train_records, copies: int, reference_params, folds: int, see
     """``copies`` perturbed copies of every train request as SFT rows with an empty
     completion (only the decision terms see them), each with the logits of the reference
     fitted on the cross-fitting folds that left its original out."""
-    import pandas as pd
-
     from so8t_kedro.decision.reference_classifier import cross_fits, reference_scores
     from so8t_kedro.labels import LABEL_TO_ID
     from so8t_kedro.think.format import render_prompt
@@ -220,14 +219,11 @@ def main() -> None:
                                       params["evaluation"]["reference_classifier"],
                                       params["training"]["distillation"])
     if args.augment:
-        import pandas as pd
-
         extra = augmented_rows(train_records, args.augment,
                                params["evaluation"]["reference_classifier"],
                                int(params["training"]["distillation"]["folds"]), args.seed)
         extra["format"] = sft["format"].iloc[0]
-        samples = pd.concat([samples, extra[[c for c in extra.columns if c in samples.columns]]],
-                            ignore_index=True)
+        samples = pd.concat([samples, extra], ignore_index=True)
         print(f"[{args.tag}] {len(extra)} augmented decision-only rows", flush=True)
     training = copy.deepcopy(training_params_for(params["base_model"], params["training"]))
     training["seed"] = args.seed
