@@ -9,6 +9,7 @@ import torch
 from so8t_kedro import think as tf
 from so8t_kedro.models.embedded import (
     CHAT_TOKENS,
+    EMBEDDED_KEYS,
     MODEL_KEYS,
     STOP_TOKENS,
     THINK_TAG_TOKENS,
@@ -16,6 +17,7 @@ from so8t_kedro.models.embedded import (
     build_embedded_tokenizer,
     embedded_base_model,
 )
+from so8t_kedro.parameters.training import EmbeddedParameters
 from tests.helpers.embedded_base import EN_REQUEST, JA_REQUEST, UNSEEN, embedded_params, token_ids
 
 
@@ -23,6 +25,13 @@ def model_args(**overrides) -> dict:
     """``build_embedded_model``'s arguments as conf/base gives them, with ``overrides``."""
     params = embedded_params(**overrides)
     return {key: params[key] for key in (*MODEL_KEYS, "seed")}
+
+
+def test_the_keys_the_builder_reads_are_the_typed_parameters_keys():
+    # Two lists of one concept: the typed model checks the YAML when a run starts, the
+    # framework-free builder checks what it is handed (benchmarks call it with plain dicts;
+    # models/ cannot import parameters/, which imports models/). They must not drift.
+    assert set(EmbeddedParameters.model_fields) == {*EMBEDDED_KEYS, "pretrain"}
 
 
 # --------------------------------------------------------------------------- determinism
