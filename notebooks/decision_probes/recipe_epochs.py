@@ -12,6 +12,7 @@ test together (628 requests, not one split of 314) and on the same seed as its b
     ... --uniform-layers 1         # only layer 1's queries zeroed (layer 0 keeps its own)
     ... --previous-token-heads 0 1 # layer 0's heads 0 and 1 start looking one token back
     ... --augment 3                # 3 perturbed copies of each train request, teacher-labelled
+    ... --lemma-teacher            # distil from teacher_variants.char_and_lemma_teacher
 
 Reads the catalog's `thinking_sft_dataset` and train/val/test records (run
 `kedro run --pipelines=data_processing,thinking_sft` first). The embedded base is built by
@@ -59,6 +60,9 @@ def parse_args() -> argparse.Namespace:
                         help="N perturbed copies of each train request as decision-only rows, "
                              "soft-labelled by the reference fitted without the original "
                              "(see augmented_rows)")
+    parser.add_argument("--lemma-teacher", action="store_true",
+                        help="the distillation's soft targets from teacher_variants' "
+                             "char_and_lemma_teacher, cross-fitted, instead of the reference")
     parser.add_argument("--tag", default="recipe", help="name of the scores file")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/recipe_epochs"))
     return parser.parse_args()
@@ -218,6 +222,18 @@ def main() -> None:
     samples = attach_reference_scores(sft, train_records,
                                       params["evaluation"]["reference_classifier"],
                                       params["training"]["distillation"])
+    if args.lemma_teacher:
+        from teacher_variants import char_and_lemma_teacher, cross_fitted_teacher_scores
+
+        reference = params["evaluation"]["reference_classifier"]
+        scores_by_id = dict(zip(train_records["id"], cross_fitted_teacher_scores(
+            char_and_lemma_teacher(reference), train_records["text"].tolist(),
+            train_records["label"].tolist(), int(params["training"]["distillation"]["folds"]),
+            int(reference["seed"])).tolist(), strict=True))
+        train_rows = samples["split"] == "train"
+        samples.loc[train_rows, "reference_scores"] = pd.Series(
+            [scores_by_id[i] for i in samples.loc[train_rows, "id"]],
+            index=samples.index[train_rows], dtype=object)
     if args.augment:
         extra = augmented_rows(train_records, args.augment,
                                params["evaluation"]["reference_classifier"],

@@ -5,7 +5,11 @@ Each variant is fitted on the train split and scored on the validation and test 
 (macro-F1), and cross-fitted on the train split as the training's `attach_reference_scores`
 node does (5 stratified folds; the out-of-fold macro-F1 is how good the soft targets the
 model learns from are). The reference's own cross-fitting is also run with 10 and 20 folds.
-A teacher is worth training with only if it is better on validation.
+A teacher is worth training with only if it is better on validation. One variant is not a
+change of the reference's parameters: `char_and_lemma_teacher`, the reference's character
+n-grams beside word 1-2-grams of GiNZA's lemmas (its Sudachi tokenizer, installed with
+ja-ginza; English words as spaCy's tokenizer splits them), which `recipe_epochs.py
+--lemma-teacher` distils from.
 
     python notebooks/decision_probes/teacher_variants.py
 
@@ -42,6 +46,43 @@ def variants(reference: dict) -> dict[str, dict]:
     }
 
 
+def char_and_lemma_teacher(reference: dict):
+    """An unfitted scikit-learn pipeline: the reference's TF-IDF and a word TF-IDF over the
+    lemmas and lemma bigrams of GiNZA's tokenizer, side by side, into the reference's
+    logistic regression (its classes are the label ids when fitted on them)."""
+    import spacy
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    tokenizer = spacy.load("ja_ginza").tokenizer
+
+    def lemma_grams(text: str) -> list[str]:
+        lemmas = [(token.lemma_ or token.text).lower() for token in tokenizer(text)
+                  if not token.is_space]
+        return lemmas + [f"{a} {b}" for a, b in zip(lemmas, lemmas[1:])]
+
+    tfidf = dict(reference["tfidf"], ngram_range=tuple(reference["tfidf"]["ngram_range"]))
+    return make_pipeline(
+        make_union(TfidfVectorizer(**tfidf),
+                   TfidfVectorizer(analyzer=lemma_grams, sublinear_tf=True)),
+        LogisticRegression(**reference["logistic_regression"],
+                           random_state=int(reference["seed"])))
+
+
+def cross_fitted_teacher_scores(teacher, texts: list[str], labels: list[str],
+                                folds: int, seed: int):
+    """[N, 4] logits of each request from ``teacher`` fitted on the other folds: the
+    soft targets of the distillation, as ``cross_fitted_scores`` gives the reference's."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from so8t_kedro.labels import LABEL_TO_ID
+
+    return cross_val_predict(teacher, texts, [LABEL_TO_ID[label] for label in labels],
+                             cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                             method="decision_function")
+
+
 def main() -> None:
     from sklearn.metrics import f1_score
 
@@ -67,6 +108,14 @@ def main() -> None:
                   for split, records in held_out.items()}
         oof = macro_f1(labels, cross_fitted_scores(texts, labels, params, 5))
         print(f"{name:32} {scored['val']:6.3f} {scored['test']:6.3f} {oof:16.3f}")
+    teacher = char_and_lemma_teacher(reference)
+    teacher.fit(texts, [LABEL_TO_ID[label] for label in labels])
+    scored = {split: macro_f1(records["label"], teacher.decision_function(records["text"].tolist()))
+              for split, records in held_out.items()}
+    oof = macro_f1(labels, cross_fitted_teacher_scores(teacher, texts, labels, 5,
+                                                       int(reference["seed"])))
+    print(f"{'char_wb 1-3 + lemma 1-2-grams':32} {scored['val']:6.3f} {scored['test']:6.3f} "
+          f"{oof:16.3f}")
     for folds in (10, 20):
         oof = macro_f1(labels, cross_fitted_scores(texts, labels, reference, folds))
         print(f"reference, {folds} folds: out-of-fold {oof:.3f}")
