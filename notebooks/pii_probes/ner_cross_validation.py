@@ -59,13 +59,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import spacy  # noqa: E402
-from kedro.config import OmegaConfigLoader  # noqa: E402
-from spacy.tokens import Doc  # noqa: E402
-from spacy.training import Example  # noqa: E402
-from spacy.util import compounding, fix_random_seed, minibatch  # noqa: E402
-
-from pii import case_set, evaluate, load_cases, ratio  # noqa: E402
+import spacy
+from kedro.config import OmegaConfigLoader
+from pii import case_set, evaluate, load_cases, ratio
+from spacy.tokens import Doc
+from spacy.training import Example
+from spacy.util import compounding, fix_random_seed, minibatch
 
 SEED = 0
 TOKEN = re.compile(
