@@ -40,7 +40,7 @@ def main() -> None:
             model_wrong = labels[model.argmax(1)] != gold
             ref_wrong = labels[ref.argmax(1)] != gold
 
-            def f1(probabilities: np.ndarray) -> float:
+            def f1(probabilities: np.ndarray, gold: np.ndarray = gold) -> float:
                 return f1_score(gold, labels[probabilities.argmax(1)], average="macro")
 
             print(f"{path.stem} epoch {last} {name}: macro-F1 model {f1(model):.3f}, "

@@ -20,6 +20,7 @@ first).
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reference_ngrams import reference_and_splits  # noqa: E402
+from reference_ngrams import reference_and_splits
 
 
 def variants(reference: dict) -> dict[str, dict]:
@@ -60,7 +61,7 @@ def char_and_lemma_teacher(reference: dict):
     def lemma_grams(text: str) -> list[str]:
         lemmas = [(token.lemma_ or token.text).lower() for token in tokenizer(text)
                   if not token.is_space]
-        return lemmas + [f"{a} {b}" for a, b in zip(lemmas, lemmas[1:])]
+        return lemmas + [f"{a} {b}" for a, b in itertools.pairwise(lemmas)]
 
     tfidf = dict(reference["tfidf"], ngram_range=tuple(reference["tfidf"]["ngram_range"]))
     return make_pipeline(

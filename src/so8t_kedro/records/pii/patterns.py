@@ -7,6 +7,7 @@ phones, accounts, passports, licences, IP addresses, secrets, ...) through one."
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -106,7 +107,7 @@ def _char_class(ch: str) -> str:
 def mixed_class_token(text: str) -> bool:
     """Whether a token changes character class often enough to be random (a key, a
     token), not a name built of words and numbers (ResNet50V2Weights, iPhone15Pro)."""
-    changes = sum(_char_class(a) != _char_class(b) for a, b in zip(text, text[1:]))
+    changes = sum(_char_class(a) != _char_class(b) for a, b in itertools.pairwise(text))
     return changes >= _RANDOM_CLASS_CHANGES * (len(text) - 1)
 
 
