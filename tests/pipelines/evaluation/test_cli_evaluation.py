@@ -1,5 +1,6 @@
 """The README's evaluation commands from a shell: train (tiny), evaluate, A/B test, and
-re-run single evaluation nodes on the persisted predictions without re-scoring."""
+re-run single evaluation nodes on the persisted predictions without re-scoring; then the
+training's own nodes alone on what that training persisted."""
 
 from __future__ import annotations
 
@@ -85,3 +86,14 @@ def test_evaluation_and_ab_test_after_training(kedro_project: Path):
     assert len(predictions) == 2
     first_row = json.loads(predictions[-1].read_text().splitlines()[0])
     assert first_row["adapter_dir"].endswith(f"{adapter.parent.name}/so8t_adapter")
+
+    # The training's nodes alone, on the samples and base the training run persisted: the
+    # search (off: it reads its inputs and returns), then the adapter again, which matches
+    # the first run's to the bit (same samples, same seed, a fresh start).
+    log = ok(kedro(kedro_project, "run", "--nodes=tune_hyperparameters"))
+    assert "Hyperparameter search is off" in log
+    ok(kedro(kedro_project, "run", "--nodes=train_so8t_adapter", f"--params={TINY}"))
+    assert len(versions(kedro_project, "data/06_models/so8t_adapter")) == 2
+    first, again = (json.loads(path.read_text()) for path in
+                    versions(kedro_project, "data/08_reporting/training/training_summary.json"))
+    assert again["trainable_weights_sha256"] == first["trainable_weights_sha256"]

@@ -23,16 +23,10 @@ from so8t_kedro.think import (
     parse_reply,
     render_prompt,
 )
+from tests.helpers.catalog import project_catalog_entry
 from tests.helpers.phrase_bank import PHRASE_BANK, PHRASE_BANK_DATA, PHRASE_BANK_PATH
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
-
-
-def _catalog_entry(name: str, filepath: Path) -> dict:
-    """The project's catalog entry for ``name`` (YAML anchors resolved), pointed at a
-    temporary file, so the test also round-trips the real load/save arguments."""
-    config = yaml.safe_load((PROJECT_ROOT / "conf/base/catalog.yml").read_text(encoding="utf-8"))
-    return {**config[name], "filepath": str(filepath)}
 
 
 def run_pipeline(split_records: dict[str, pd.DataFrame], params: dict,
@@ -43,11 +37,11 @@ def run_pipeline(split_records: dict[str, pd.DataFrame], params: dict,
     run_dir = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
     catalog = DataCatalog.from_config(
         {
-            "thinking_sft_dataset": _catalog_entry(
+            "thinking_sft_dataset": project_catalog_entry(
                 "thinking_sft_dataset", run_dir / "thinking_sft_dataset.jsonl"),
-            "thinking_sft_stats": _catalog_entry(
+            "thinking_sft_stats": project_catalog_entry(
                 "thinking_sft_stats", run_dir / "thinking_sft_stats.json"),
-            "think_phrase_bank": _catalog_entry("think_phrase_bank", PHRASE_BANK_PATH),
+            "think_phrase_bank": project_catalog_entry("think_phrase_bank", PHRASE_BANK_PATH),
         }
     )
     for name, frame in split_records.items():

@@ -23,9 +23,10 @@ from so8t_kedro.pipelines.training import create_pipeline
 from so8t_kedro.pipelines.training.nodes import (
     attach_reference_scores,
     build_embedded_base_model,
+    resolve_training_base,
 )
 from so8t_kedro.so8t import list_gates, load_gates
-from tests.helpers.catalog import PersistedMemoryDataset
+from tests.helpers.catalog import PersistedMemoryDataset, project_catalog_entry
 from tests.helpers.embedded_base import embedded_params
 from tests.helpers.sft import train_records
 
@@ -141,6 +142,34 @@ def test_train_samples_get_cross_fitted_reference_scores(sft_samples, training_p
 
     with pytest.raises(ValueError, match=r"2 train sample\(s\) have no request in train_records"):
         attach_reference_scores(sft_samples, records.iloc[2:], reference, {"folds": 3})
+
+
+def test_training_inputs_persist_exactly(sft_samples, training_params, tmp_path):
+    """The samples with their scores and the resolved base go through the project's catalog
+    entries unchanged to the last bit, so that `kedro run --nodes=train_so8t_adapter` (or
+    tune_hyperparameters) trains alone on what the run trained on."""
+    evaluation = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_evaluation.yml").read_text())
+    samples = attach_reference_scores(sft_samples, train_records(sft_samples),
+                                      evaluation["evaluation"]["reference_classifier"],
+                                      {"folds": 3})
+    base = resolve_training_base(tmp_path / "embedded_base_model",
+                                 {"path": None, "embedded_training": EMBEDDED_TRAINING},
+                                 training_params)
+    catalog = DataCatalog.from_config({
+        name: project_catalog_entry(name, tmp_path / filename)
+        for name, filename in (("training_samples", "samples.parquet"),
+                               ("training_base", "base.json"))})
+    catalog.save("training_samples", samples)
+    catalog.save("training_base", base)
+
+    loaded = catalog.load("training_samples")
+    train = (samples["split"] == "train").to_numpy()
+    assert loaded.drop(columns="reference_scores").equals(samples.drop(columns="reference_scores"))
+    assert np.array_equal(np.array(loaded.loc[train, "reference_scores"].tolist()),
+                          np.array(samples.loc[train, "reference_scores"].tolist()))
+    assert loaded.loc[~train, "reference_scores"].isna().all()
+    assert catalog.load("training_base") == base
+    assert base["base_model_dir"] == str(tmp_path / "embedded_base_model")
 
 
 def test_an_interrupted_run_exits_with_the_signal_code(monkeypatch, tmp_path):

@@ -92,8 +92,9 @@ def resolve_training_base(embedded_base_model_dir: Path, base_model_params: dict
                           training_params: dict[str, Any]) -> dict[str, Any]:
     """The base to train (``base_model.path`` when set, else the embedded default) and
     ``params:training`` for that base (:mod:`so8t_kedro.models.selection`), as
-    ``base_model_dir`` and ``training_params``: what the search and the train node train."""
-    return {"base_model_dir": chosen_base_dir(base_model_params, embedded_base_model_dir),
+    ``base_model_dir`` (a string: the catalog saves it as JSON) and ``training_params``:
+    what the search and the train node train."""
+    return {"base_model_dir": str(chosen_base_dir(base_model_params, embedded_base_model_dir)),
             "training_params": training_params_for(base_model_params, training_params)}
 
 
