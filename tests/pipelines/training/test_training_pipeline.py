@@ -23,7 +23,6 @@ from so8t_kedro.pipelines.training import create_pipeline
 from so8t_kedro.pipelines.training.nodes import (
     attach_reference_scores,
     build_embedded_base_model,
-    resolve_training_base,
 )
 from so8t_kedro.so8t import list_gates, load_gates
 from tests.helpers.catalog import PersistedMemoryDataset, project_catalog_entry
@@ -144,23 +143,17 @@ def test_train_samples_get_cross_fitted_reference_scores(sft_samples, training_p
         attach_reference_scores(sft_samples, records.iloc[2:], reference, {"folds": 3})
 
 
-def test_training_inputs_persist_exactly(sft_samples, training_params, tmp_path):
-    """The samples with their scores and the resolved base go through the project's catalog
-    entries unchanged to the last bit, so that `kedro run --nodes=train_so8t_adapter` (or
-    tune_hyperparameters) trains alone on what the run trained on."""
+def test_training_samples_persist_exactly(sft_samples, tmp_path):
+    """The samples and their scores go through the project's catalog entry unchanged to the
+    last bit, so that `kedro run --nodes=train_so8t_adapter` (or tune_hyperparameters)
+    trains alone on what the run trained on."""
     evaluation = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_evaluation.yml").read_text())
     samples = attach_reference_scores(sft_samples, train_records(sft_samples),
                                       evaluation["evaluation"]["reference_classifier"],
                                       {"folds": 3})
-    base = resolve_training_base(tmp_path / "embedded_base_model",
-                                 {"path": None, "embedded_training": EMBEDDED_TRAINING},
-                                 training_params)
-    catalog = DataCatalog.from_config({
-        name: project_catalog_entry(name, tmp_path / filename)
-        for name, filename in (("training_samples", "samples.parquet"),
-                               ("training_base", "base.json"))})
+    catalog = DataCatalog.from_config({"training_samples": project_catalog_entry(
+        "training_samples", tmp_path / "training_samples.parquet")})
     catalog.save("training_samples", samples)
-    catalog.save("training_base", base)
 
     loaded = catalog.load("training_samples")
     train = (samples["split"] == "train").to_numpy()
@@ -168,8 +161,6 @@ def test_training_inputs_persist_exactly(sft_samples, training_params, tmp_path)
     assert np.array_equal(np.array(loaded.loc[train, "reference_scores"].tolist()),
                           np.array(samples.loc[train, "reference_scores"].tolist()))
     assert loaded.loc[~train, "reference_scores"].isna().all()
-    assert catalog.load("training_base") == base
-    assert base["base_model_dir"] == str(tmp_path / "embedded_base_model")
 
 
 def test_an_interrupted_run_exits_with_the_signal_code(monkeypatch, tmp_path):

@@ -92,22 +92,25 @@ def resolve_training_base(embedded_base_model_dir: Path, base_model_params: dict
                           training_params: dict[str, Any]) -> dict[str, Any]:
     """The base to train (``base_model.path`` when set, else the embedded default) and
     ``params:training`` for that base (:mod:`so8t_kedro.models.selection`), as
-    ``base_model_dir`` (a string: the catalog saves it as JSON) and ``training_params``:
-    what the search and the train node train."""
-    return {"base_model_dir": str(chosen_base_dir(base_model_params, embedded_base_model_dir)),
+    ``base_model_dir`` and ``training_params``: what the search and the train node train.
+    Each node resolves it from its own parameters, so that a ``--params`` override reaches
+    a node run alone."""
+    return {"base_model_dir": chosen_base_dir(base_model_params, embedded_base_model_dir),
             "training_params": training_params_for(base_model_params, training_params)}
 
 
 def tune_hyperparameters(
-    training_base: dict[str, Any],
+    embedded_base_model_dir: Path,
     training_samples: pd.DataFrame,
+    base_model_params: dict[str, Any],
+    training_params: dict[str, Any],
     hpo_params: dict[str, Any],
     study_storage_url: str,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Run (or continue) the Optuna study when ``hpo.enabled``; else do nothing.
 
-    ``training_base`` is :func:`resolve_training_base`'s: the base each trial trains and
-    the training parameters the search varies.
+    Each trial trains the base of :func:`resolve_training_base` with the training
+    parameters the search varies.
 
     Returns the best complete trial's parameters (the train node's overrides; ``{}`` when
     the search is off or no trial completed) and the study's trials table.
@@ -117,9 +120,9 @@ def tune_hyperparameters(
                     "parameters_training.yml as it is. Run it with: kedro run "
                     "--pipelines=training --tags=hpo --params=hpo.enabled=true")
         return {}, pd.DataFrame(columns=["number", "value", "state", *OBJECTIVE_TERMS])
-    study = run_study(training_base["base_model_dir"], training_samples,
-                      training_base["training_params"], hpo_params,
-                      study_storage(study_storage_url, hpo_params))
+    base = resolve_training_base(embedded_base_model_dir, base_model_params, training_params)
+    study = run_study(base["base_model_dir"], training_samples, base["training_params"],
+                      hpo_params, study_storage(study_storage_url, hpo_params))
     best = best_parameters(study)
     logger.info("Study %s: best parameters %s", study.study_name, best or "none (no trial "
                 "completed)")
@@ -173,8 +176,6 @@ def train_so8t_adapter(
     Returns the adapter (+ gates, + tokenizer), the per-step loss history and a summary
     with the validation LM loss before and after training.
     """
-    # Resolved here again rather than taken from the in-memory ``training_base``, so that
-    # ``--from-nodes=train_so8t_adapter`` (what a failed run suggests) finds its inputs.
     base = resolve_training_base(embedded_base_model_dir, base_model_params, training_params)
     base_dir = base["base_model_dir"]
     if hpo_best_params:

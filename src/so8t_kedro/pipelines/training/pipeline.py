@@ -14,7 +14,6 @@ from .nodes import (
     build_embedded_base_model,
     plot_hpo_study,
     plot_learning_curve,
-    resolve_training_base,
     train_so8t_adapter,
     tune_hyperparameters,
 )
@@ -42,15 +41,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tags=["hpo"],  # the search trains on these samples too
             ),
             Node(
-                func=resolve_training_base,
-                inputs=["embedded_base_model", "params:base_model", "params:training"],
-                outputs="training_base",
-                name="resolve_training_base",
-                tags=["hpo"],
-            ),
-            Node(
                 func=tune_hyperparameters,
-                inputs=["training_base", "training_samples", "params:hpo", "hpo_study_storage"],
+                inputs=["embedded_base_model", "training_samples", "params:base_model",
+                        "params:training", "params:hpo", "hpo_study_storage"],
                 outputs=["hpo_best_params", "hpo_trials"],
                 name="tune_hyperparameters",
                 tags=["hpo"],
