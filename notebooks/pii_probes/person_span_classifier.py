@@ -20,9 +20,10 @@ as a recogniser would be.
 Development split only, as ``ner_cross_validation.py`` (whose helpers it uses: the same
 4 groups of whole sets, the same cached rules results, the same scoring): (1)
 leave-groups-out cross-validation, (2) chronological: trained on the sets written before
-the first blind one (0-15), scored on the blind sets 16-19. In both, the rules were tuned
-on every development set (the scored ones too), so the rules' own figures are optimistic;
-what the probe measures is what the classifier adds to them and what that costs.
+the first blind one (0-15), scored on the blind sets in development (16 on). The rules were
+tuned on every development set measured before the last round (on the scored ones too), so
+their own figures are optimistic there; what the probe measures is what the classifier adds
+to them and what that costs.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from ner_cross_validation import (
     rules_results,
     set_number,
     table,
+    union,
 )
 from pii import case_set, evaluate, load_cases
 
@@ -174,9 +176,9 @@ def features(case: dict, doc, start: int, end: int, source: str, lex: Lexicons,
         for ent in doc.ents:
             if ent.start_char < end and start < ent.end_char:
                 f[f"ent={ent.label_}"] = 1
-        inside = [t.vector for t in doc
-                  if t.idx < end and start < t.idx + len(t) and t.has_vector]
-        if vectors and inside:
+        inside = [t.vector for t in doc if vectors and t.idx < end
+                  and start < t.idx + len(t) and t.has_vector]
+        if inside:
             mean = sum(inside) / len(inside)
             mean = mean / (float((mean ** 2).sum()) ** 0.5 + 1e-9)
             f.update({f"vector{i}": float(x) for i, x in enumerate(mean)})
@@ -218,19 +220,13 @@ def classifier_results(model, cases: list[dict], rows, threshold: float,
             for i, c in enumerate(cases)]
 
 
-def with_rules(cases, rules: list[Result], added: list[Result], placeholders) -> list[Result]:
-    return [Result(masked(c["text"], list(a.spans) + list(b.spans), placeholders),
-                   list(a.spans) + list(b.spans)) for c, a, b in zip(cases, rules, added,
-                                                                       strict=True)]
-
-
 def score(title: str, model, test: list[dict], rows, rules: list[Result], placeholders,
           show: int) -> dict[str, dict]:
     systems = {"rules": rules}
     for threshold in THRESHOLDS:
         alone = classifier_results(model, test, rows, threshold, placeholders)
         systems[f"clf>={threshold}"] = alone
-        systems[f"rules+clf>={threshold}"] = with_rules(test, rules, alone, placeholders)
+        systems[f"rules+clf>={threshold}"] = union(test, rules, alone, placeholders)
     ms = {name: evaluate(test, res, placeholders) for name, res in systems.items()}
     table(title, ms, placeholders)
     by_set(test, systems, placeholders)
@@ -310,9 +306,9 @@ def main() -> None:
     test = [c for c in cases if set_number(case_set(c["id"])) >= 16]
     train = [c for c in cases if set_number(case_set(c["id"])) < 16]
     model = fit(part(train))
+    blind = ", ".join(dict.fromkeys(case_set(c["id"]) for c in test))
     score(f"chronological: trained on sets 0-15 ({len(train)} cases), scored on the blind "
-          f"sets 16-19 ({len(test)} cases); the rules were tuned on these", model, test,
-          part(test), [rules_by_id[c["id"]] for c in test], placeholders, args.show)
+          f"sets {blind} ({len(test)} cases)", model, test, part(test), [rules_by_id[c["id"]] for c in test], placeholders, args.show)
 
 
 if __name__ == "__main__":
