@@ -101,22 +101,24 @@ def main() -> None:
                         average="macro")
 
     texts, labels = train["text"].tolist(), train["label"].tolist()
+
+    def row(name: str, scores_of, out_of_fold) -> None:
+        """One table line: a fitted teacher's scores on each held-out split, and its
+        cross-fitted scores of the train split."""
+        scored = {split: macro_f1(records["label"], scores_of(records["text"].tolist()))
+                  for split, records in held_out.items()}
+        print(f"{name:32} {scored['val']:6.3f} {scored['test']:6.3f} "
+              f"{macro_f1(labels, out_of_fold):16.3f}")
+
     print(f"{'teacher':32} {'val':>6} {'test':>6} {'out-of-fold (5)':>16}")
     for name, params in variants(reference).items():
         classifier = fit_on_records(train, params)
-        scored = {split: macro_f1(records["label"],
-                                  reference_scores(classifier, records["text"].tolist()))
-                  for split, records in held_out.items()}
-        oof = macro_f1(labels, cross_fitted_scores(texts, labels, params, 5))
-        print(f"{name:32} {scored['val']:6.3f} {scored['test']:6.3f} {oof:16.3f}")
+        row(name, lambda texts_, c=classifier: reference_scores(c, texts_),
+            cross_fitted_scores(texts, labels, params, 5))
     teacher = char_and_lemma_teacher(reference)
     teacher.fit(texts, [LABEL_TO_ID[label] for label in labels])
-    scored = {split: macro_f1(records["label"], teacher.decision_function(records["text"].tolist()))
-              for split, records in held_out.items()}
-    oof = macro_f1(labels, cross_fitted_teacher_scores(teacher, texts, labels, 5,
-                                                       int(reference["seed"])))
-    print(f"{'char_wb 1-3 + lemma 1-2-grams':32} {scored['val']:6.3f} {scored['test']:6.3f} "
-          f"{oof:16.3f}")
+    row("char_wb 1-3 + lemma 1-2-grams", teacher.decision_function,
+        cross_fitted_teacher_scores(teacher, texts, labels, 5, int(reference["seed"])))
     for folds in (10, 20):
         oof = macro_f1(labels, cross_fitted_scores(texts, labels, reference, folds))
         print(f"reference, {folds} folds: out-of-fold {oof:.3f}")

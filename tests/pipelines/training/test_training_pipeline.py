@@ -45,13 +45,17 @@ PERSISTED_OUTPUTS = ("hpo_best_params", "hpo_trials", "hpo_optimization_history_
                      "learning_curve_plot")
 
 
-def pipeline_catalog(sft_samples, training_params, hpo_params, tmp_path) -> DataCatalog:
+def reference_params() -> dict:
+    """The project's params:evaluation.reference_classifier (a fresh copy per call)."""
     evaluation = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_evaluation.yml").read_text())
+    return evaluation["evaluation"]["reference_classifier"]
+
+
+def pipeline_catalog(sft_samples, training_params, hpo_params, tmp_path) -> DataCatalog:
     return DataCatalog(datasets={
         "thinking_sft_dataset": MemoryDataset(sft_samples),
         "train_records": MemoryDataset(train_records(sft_samples)),
-        "params:evaluation.reference_classifier": MemoryDataset(
-            evaluation["evaluation"]["reference_classifier"]),
+        "params:evaluation.reference_classifier": MemoryDataset(reference_params()),
         "params:training.distillation": MemoryDataset(training_params["distillation"]),
         "params:base_model.embedded": MemoryDataset(EMBEDDED),
         "params:base_model": MemoryDataset({"path": None, "embedded": EMBEDDED,
@@ -129,8 +133,7 @@ def test_the_embedded_base_sees_the_train_split_only(sft_samples):
 
 
 def test_train_samples_get_cross_fitted_reference_scores(sft_samples, training_params):
-    evaluation = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_evaluation.yml").read_text())
-    reference = evaluation["evaluation"]["reference_classifier"]
+    reference = reference_params()
     records = train_records(sft_samples)
     samples = attach_reference_scores(sft_samples, records, reference, {"folds": 3})
     train = samples["split"] == "train"
@@ -147,10 +150,8 @@ def test_training_samples_persist_exactly(sft_samples, tmp_path):
     """The samples and their scores go through the project's catalog entry unchanged to the
     last bit, so that `kedro run --nodes=train_so8t_adapter` (or tune_hyperparameters)
     trains alone on what the run trained on."""
-    evaluation = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_evaluation.yml").read_text())
     samples = attach_reference_scores(sft_samples, train_records(sft_samples),
-                                      evaluation["evaluation"]["reference_classifier"],
-                                      {"folds": 3})
+                                      reference_params(), {"folds": 3})
     catalog = DataCatalog.from_config({"training_samples": project_catalog_entry(
         "training_samples", tmp_path / "training_samples.parquet")})
     catalog.save("training_samples", samples)
