@@ -266,6 +266,22 @@ class BrandsConfig(_Strict):
     business_suffixes: list[str] = Field(default_factory=list)
 
 
+class FieldsConfig(_Strict):
+    """Table columns and quoted record fields named after an entity type (``pii.fields``):
+    ``names`` (entity -> a regex the whole column or field name matches) and ``values``
+    (entity -> a regex the whole cell or value must match to be taken)."""
+
+    languages: list[str]
+    names: dict[str, str]
+    values: dict[str, str]
+    score: float = Field(ge=0.0, le=1.0)
+
+    def model_post_init(self, _context: Any) -> None:
+        if set(self.names) != set(self.values):
+            raise ValueError("pii.fields: names and values must list the same entity types, "
+                             f"not {sorted(self.names)} and {sorted(self.values)}")
+
+
 class PiiConfig(_Strict):
     """``params:pii`` (conf/base/parameters_pii.yml); unknown keys are errors."""
 
@@ -274,18 +290,26 @@ class PiiConfig(_Strict):
     # Addresses that identify no one (public DNS resolvers: 1.1.1.1, 8.8.8.8), as data.
     public_ip_addresses: list[str] = Field(default_factory=list)
     public_places: PublicPlacesConfig | None = None
+    # Entity type -> a regex of values that are nobody's (placeholders, values reserved
+    # for documentation), matched against the whole found span.
+    documentation_values: dict[str, str] = Field(default_factory=dict)
     ner: NerConfig
     honorific_names: HonorificNamesConfig
     given_name_pairs: GivenNamePairsConfig
     public_facts: PublicFactsConfig
     brands: BrandsConfig
     recognizers: list[RecognizerConfig]
+    fields: FieldsConfig | None = None
 
     def model_post_init(self, _context: Any) -> None:
-        entities = {r.entity for r in self.recognizers} | set(self.ner.labels.values())
+        entities = ({r.entity for r in self.recognizers} | set(self.ner.labels.values())
+                    | set(self.fields.names if self.fields else ()))
         missing = sorted(entities - set(self.placeholders))
         if missing:
             raise ValueError(f"pii.placeholders has no placeholder for {missing}")
+        unknown_types = sorted(set(self.documentation_values) - set(self.placeholders))
+        if unknown_types:
+            raise ValueError(f"pii.documentation_values: unknown entity type(s) {unknown_types}")
         unknown = sorted({r.validator for r in self.recognizers} - {None, *VALIDATORS})
         if unknown:
             raise ValueError(f"pii.recognizers: unknown validator(s) {unknown}; known: "

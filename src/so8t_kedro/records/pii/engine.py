@@ -24,6 +24,7 @@ from presidio_anonymizer.entities import OperatorConfig
 from spacy.tokens import Doc
 
 from so8t_kedro.records.pii.config import PiiConfig
+from so8t_kedro.records.pii.fields import _FieldRecognizer
 from so8t_kedro.records.pii.names import (
     _GivenNamePairRecognizer,
     _HonorificNameRecognizer,
@@ -31,7 +32,13 @@ from so8t_kedro.records.pii.names import (
     _PersonJoiner,
 )
 from so8t_kedro.records.pii.patterns import _ValidatedPatternRecognizer
-from so8t_kedro.records.pii.public import _Brands, _PublicAddresses, _PublicFacts, _PublicPlaces
+from so8t_kedro.records.pii.public import (
+    _Brands,
+    _DocumentationValues,
+    _PublicAddresses,
+    _PublicFacts,
+    _PublicPlaces,
+)
 from so8t_kedro.records.pii.text import _SudachiTokens
 
 BLANK_MODEL = "blank"
@@ -96,7 +103,8 @@ class PiiScrubber:
         # Recognisers that say cheaply whether they can match a text (may_match).
         self._pattern_recognizers: dict[
             str,
-            list[_ValidatedPatternRecognizer | _HonorificNameRecognizer | _GivenNamePairRecognizer],
+            list[_ValidatedPatternRecognizer | _HonorificNameRecognizer | _GivenNamePairRecognizer
+                 | _FieldRecognizer],
         ] = {language: [] for language in languages}
         for language in config.given_name_pairs.languages:
             if language in pipelines:
@@ -108,6 +116,11 @@ class PiiScrubber:
                 honorific_names = _HonorificNameRecognizer(config.honorific_names, language)
                 registry.add_recognizer(honorific_names)
                 self._pattern_recognizers[language].append(honorific_names)
+        for language in config.fields.languages if config.fields else ():
+            if language in pipelines:
+                fields = _FieldRecognizer(config.fields, language)
+                registry.add_recognizer(fields)
+                self._pattern_recognizers[language].append(fields)
         for recognizer in config.recognizers:
             for language in recognizer.languages:
                 if language in pipelines:
@@ -129,6 +142,7 @@ class PiiScrubber:
         }
         self.entities = config.entity_types
         self._public_addresses = _PublicAddresses(config.public_ip_addresses)
+        self._documentation_values = _DocumentationValues(config.documentation_values)
         self._public_facts = _PublicFacts(config.public_facts)
         self._brands = _Brands(config.brands)
         self._public_places = _PublicPlaces(config.public_places) if config.public_places else None
@@ -150,8 +164,8 @@ class PiiScrubber:
         pattern matches and no named-entity model reads has nothing to replace and skips
         the analyzer (~1 ms a text) altogether, and the others skip the recognisers
         (each ~0.05 ms of Presidio's bookkeeping) that cannot find anything in them."""
-        found = {r.supported_entities[0] for r in self._pattern_recognizers[language]
-                 if r.may_match(text)}
+        found = {entity for r in self._pattern_recognizers[language] if r.may_match(text)
+                 for entity in r.supported_entities}
         return [entity for entity in self.entities if entity in found]
 
     def _ner_artifacts(self, texts: list[str], language: str) -> Iterator[Any]:
@@ -195,6 +209,9 @@ class PiiScrubber:
                 nlp_artifacts=artifacts,
                 score_threshold=self.config.score_threshold,
             )
+            # Placeholders and example values first: they make no context private.
+            results = [r for r in results
+                       if not self._documentation_values.is_documentation_value(text, r)]
             results = self._persons.join(text, results)
             results = [r for r in results if not (
                 r.entity_type == "IP_ADDRESS"

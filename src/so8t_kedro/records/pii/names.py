@@ -465,14 +465,22 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         """Given names alone in a request or an exchange (``alone_regex``); one typed
         in lower case (my coworker siobhan) is looked up capitalised; where the match
         names an ``other`` person beside it (between X and Y), that one must be a given
-        name too."""
+        name too; a ``whole`` name in capitals needs one of its words to be one."""
         for match in self._alone_regex.finditer(text):
+            if match.groupdict().get("whole"):
+                # A whole name in capitals: one of its words a given name, none a stop word.
+                words = [word.title() for word in match["whole"].split()]
+                if (not any(word in self._stop_words or word in self._titles for word in words)
+                        and any(self._alone_given_name(word) for word in words)):
+                    yield match
+                continue
             names = [match["given"], *([match["other"]] if match.groupdict().get("other") else [])]
             if all(self._alone_given_name(name) for name in names):
                 yield match
 
     def _alone_given_name(self, word: str) -> bool:
-        word = word[:1].upper() + word[1:]
+        # Looked up capitalised: siobhan -> Siobhan, YUTA -> Yuta, ANNA-LENA -> Anna-Lena.
+        word = word.title() if word.isupper() else word[:1].upper() + word[1:]
         return word not in self._alone_not and self.is_given_name(word)
 
     def may_match(self, text: str) -> bool:
@@ -482,8 +490,10 @@ class _GivenNamePairRecognizer(EntityRecognizer):
     def analyze(self, text, entities, nlp_artifacts=None):
         pairs = [RecognizerResult("PERSON", match.start(), match.end(), self._score)
                  for match in self._pairs(text)]
+        # A ``whole`` match is a whole name (HIRAOKA YUTA); the others, the given name.
         return pairs + [
-            RecognizerResult("PERSON", match.start("given"), match.end("given"), self._score)
+            RecognizerResult("PERSON", *match.span("whole" if match.groupdict().get("whole")
+                                                   else "given"), self._score)
             for match in self._alone_names(text)
         ]
 

@@ -3,14 +3,15 @@
 name or a public deed, date or legacy in its sentence, and no private context in the
 text), brands and firms named after people
 (``pii.brands``), addresses that identify no one (``pii.public_ip_addresses``:
-public resolvers), and the addresses and lines of public places asked about as public
+public resolvers), placeholders and values reserved for documentation
+(``pii.documentation_values``: <YOUR_API_KEY>, 555-0199, user@example.com), and the addresses and lines of public places asked about as public
 facts (``pii.public_places``)."""
 
 from __future__ import annotations
 
 import ipaddress
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import regex
 from presidio_analyzer import RecognizerResult
@@ -252,3 +253,17 @@ class _PublicAddresses:
         except ValueError:
             return False
         return address in self._public_ips
+
+
+class _DocumentationValues:
+    """``pii.documentation_values``, compiled: per entity type, the values that are
+    nobody's although a recogniser found them (a template's placeholder, a number or
+    key reserved for examples)."""
+
+    def __init__(self, patterns: Mapping[str, str]):
+        self._patterns = {entity: regex.compile(pattern) for entity, pattern in patterns.items()}
+
+    def is_documentation_value(self, text: str, result: RecognizerResult) -> bool:
+        """Whether the whole span is one of its type's documentation values."""
+        pattern = self._patterns.get(result.entity_type)
+        return pattern is not None and pattern.fullmatch(text, result.start, result.end) is not None
