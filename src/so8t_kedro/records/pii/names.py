@@ -21,7 +21,7 @@ from so8t_kedro.records.pii.config import (
     NerConfig,
     PackageNamesConfig,
 )
-from so8t_kedro.records.pii.text import _expand_words, _SudachiTokens
+from so8t_kedro.records.pii.text import _PERSON_NAME_POS, _expand_words, _SudachiTokens
 
 
 class _NerRecognizer(SpacyRecognizer):
@@ -503,6 +503,11 @@ _KANJI_NAME = regex.compile(r"[\p{Han}々]{1,4}")
 # 遥斗: the model read only the given name).
 _KANJI_WORD_BEFORE = regex.compile(r"(?<![\p{Han}々])[\p{Han}々]{1,3}[ 　]?$")
 _LATIN_NAME_END = regex.compile(r"\p{Latin}$")
+# Between the names of a Japanese list (岡田、中村; 田中とさとみ), how far a listed
+# name is read and what may border it on its other side (a mark, a particle, a space).
+_LIST_SEPARATORS = "、,と・や"
+_LIST_WINDOW = 8
+_LIST_ITEM_END = ("補助記号", "助詞", "空白", "助動詞")
 
 
 class _PersonJoiner:
@@ -552,7 +557,49 @@ class _PersonJoiner:
                 surname = self._surname_after.match(text, person.end)
                 if surname is not None:
                     person.end = surname.end()
-        return others + joined
+        return others + joined + self._list_neighbours(text, joined)
+
+    def _list_neighbours(self, text: str, persons: list[RecognizerResult]) -> list[RecognizerResult]:
+        """Japanese names listed beside a person (出席:岡田、<person>; 幹事は<person>と
+        さとみ; 孫一同(<person>、<person>、美咲)): a word the dictionary reads as a person
+        name (人名) right after or before a person, with only 、, と, や or ・ between,
+        and a mark, a particle or the text's edge on its other side; repeated along the
+        list."""
+        found: list[RecognizerResult] = []
+        taken = {(p.start, p.end) for p in persons}
+        frontier = list(persons)
+        while frontier:
+            person = frontier.pop()
+            for start, end in (self._listed_after(text, person.end),
+                               self._listed_before(text, person.start)):
+                if start is not None and (start, end) not in taken:
+                    taken.add((start, end))
+                    neighbour = RecognizerResult("PERSON", start, end, person.score)
+                    found.append(neighbour)
+                    frontier.append(neighbour)
+        return found
+
+    def _listed_after(self, text: str, end: int) -> tuple[int | None, int]:
+        if end >= len(text) or text[end] not in _LIST_SEPARATORS:
+            return None, 0
+        tokens = self._surnames.tokenize(text[end + 1 : end + 1 + _LIST_WINDOW])
+        if (len(tokens) == 0 or not _PERSON_NAME_POS.search("-".join(tokens[0].part_of_speech()))
+                or (len(tokens) > 1 and tokens[1].part_of_speech()[0] not in _LIST_ITEM_END)):
+            return None, 0
+        return end + 1, end + 1 + tokens[0].end()
+
+    def _listed_before(self, text: str, start: int) -> tuple[int | None, int]:
+        if start == 0 or text[start - 1] not in _LIST_SEPARATORS:
+            return None, 0
+        window_start = max(0, start - 1 - _LIST_WINDOW)
+        tokens = self._surnames.tokenize(text[window_start : start - 1])
+        if (len(tokens) == 0
+                or not _PERSON_NAME_POS.search("-".join(tokens[len(tokens) - 1].part_of_speech()))
+                or (len(tokens) > 1
+                    and tokens[len(tokens) - 2].part_of_speech()[0] not in _LIST_ITEM_END)):
+            return None, 0
+        last = tokens[len(tokens) - 1]
+        return window_start + last.begin(), start - 1
 
     def _is_surname_by_place(self, text: str, word: Any, person: RecognizerResult) -> bool:
         """A kanji word the dictionary reads as a common noun (東雲 "dawn") that stands

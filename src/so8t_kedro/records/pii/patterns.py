@@ -14,7 +14,11 @@ from typing import TYPE_CHECKING
 import regex
 from presidio_analyzer import Pattern, PatternRecognizer
 
-from so8t_kedro.records.pii.text import _sudachi_dictionary, _sudachi_tokenizer
+from so8t_kedro.records.pii.text import (
+    _PERSON_NAME_POS,
+    _sudachi_dictionary,
+    _sudachi_tokenizer,
+)
 
 if TYPE_CHECKING:
     from so8t_kedro.records.pii.config import RecognizerConfig
@@ -116,7 +120,6 @@ def _digits(text: str) -> str:
 
 
 _COMMON_NOUN_POS = regex.compile(r"^名詞-普通名詞")
-_PERSON_NAME_POS = regex.compile(r"^名詞-固有名詞-人名")
 
 
 def _ja_name_not_common_noun(text: str) -> bool | None:

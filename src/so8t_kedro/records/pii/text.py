@@ -11,6 +11,9 @@ from typing import Any
 
 import regex
 
+# Sudachi's part of speech of a person name (人名: 姓, 名, 一般).
+_PERSON_NAME_POS = regex.compile(r"^名詞-固有名詞-人名")
+
 
 def _expand_words(pattern: str, words: Mapping[str, Sequence[str]]) -> str:
     """A regex with every {{name}} replaced by the alternation of words[name] (escaped)."""
