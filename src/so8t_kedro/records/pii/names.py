@@ -505,7 +505,7 @@ _KANJI_WORD_BEFORE = regex.compile(r"(?<![\p{Han}々])[\p{Han}々]{1,3}[ 　]?$"
 _LATIN_NAME_END = regex.compile(r"\p{Latin}$")
 # Between the names of a Japanese list (岡田、中村; 田中とさとみ), how far a listed
 # name is read and what may border it on its other side (a mark, a particle, a space).
-_LIST_SEPARATORS = "、,と・や"
+_LIST_SEPARATORS = "、,とや"
 _LIST_WINDOW = 8
 _LIST_ITEM_END = ("補助記号", "助詞", "空白", "助動詞")
 
@@ -562,9 +562,9 @@ class _PersonJoiner:
     def _list_neighbours(self, text: str, persons: list[RecognizerResult]) -> list[RecognizerResult]:
         """Japanese names listed beside a person (出席:岡田、<person>; 幹事は<person>と
         さとみ; 孫一同(<person>、<person>、美咲)): a word the dictionary reads as a person
-        name (人名) right after or before a person, with only 、, と, や or ・ between,
-        and a mark, a particle or the text's edge on its other side; repeated along the
-        list."""
+        name (人名) right after or before a person, with only 、, と or や between (not ・,
+        which lists a name's spellings too: 斉藤・齋藤), and a mark, a particle or the
+        text's edge on its other side; repeated along the list."""
         found: list[RecognizerResult] = []
         taken = {(p.start, p.end) for p in persons}
         frontier = list(persons)
