@@ -2278,3 +2278,79 @@ def test_possessives_honorifics_signatures_lists_and_speakers_name_persons(
     scrubbed, counts = scrub(text)
     assert scrubbed == expected
     assert counts["PERSON"] == persons
+
+
+# ------------------------------- round 23: records, bookings, chats in lower case, licences
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "entity", "count"),
+    [
+        ("Row 1: Walsh, Brenda | exp 11/26", "Row 1: <PERSON> | exp 11/26", "PERSON", 1),
+        ("residence card name is GARCIA LOPEZ, ANA.", "residence card name is <PERSON>.", "PERSON", 1),
+        ("Passenger: HUANG/XIAOMING MR, Flight NH10", "Passenger: <PERSON> MR, Flight NH10", "PERSON", 1),
+        ("hey kenji, attaching the invoice", "hey <PERSON>, attaching the invoice", "PERSON", 1),
+        ("so my ex (jess) still has my login", "so my ex (<PERSON>) still has my login", "PERSON", 1),
+        ("my little sister sammy used my card", "my little sister <PERSON> used my card", "PERSON", 1),
+        ("The manager, Kyle, won't pick up.", "The manager, <PERSON>, won't pick up.", "PERSON", 1),
+        ("'Dear Ngozi and Femi, we'd love to come!'", "'Dear <PERSON> and <PERSON>, we'd love to come!'", "PERSON", 2),
+        ("we'd love to come. Love, Alexis'", "we'd love to come. Love, <PERSON>'", "PERSON", 1),
+        ("a text to my landlord, mr. okafor, the sink", "a text to my landlord, mr. <PERSON>, the sink", "PERSON", 1),
+        ("both cards say KIM MINSEO. The ward office", "both cards say <PERSON>. The ward office", "PERSON", 1),
+        ("pay to acct (name: N. Ferreira) by friday", "pay to acct (name: <PERSON>) by friday", "PERSON", 1),
+        ("It says D4120-55831-0927 on my license but", "It says <ID> on my license but", "DRIVER_LICENSE", 1),
+        ("免許証の番号って何?自分のは第301902458817号", "免許証の番号って何?自分のは第<ID>号", "DRIVER_LICENSE", 1),
+        ("my Texas DL: the number is 31884502", "my Texas DL: the number is <ID>", "DRIVER_LICENSE", 1),
+    ],
+)
+def test_records_bookings_lowercase_chats_and_licences_are_scrubbed(scrub, text, expected, entity, count):
+    assert scrub(text) == (expected, {entity: count})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hey there, how do I reset a router?",
+        "Is mr. right a real thing or a myth?",
+        "Paris, France is lovely in spring.",
+        "The MIT license version 2.0 allows reuse",
+        "I LOVE NEW YORK.",
+        "Input/Output: see section 3",
+    ],
+)
+def test_lowercase_greetings_titles_and_capitals_that_name_no_one_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "entity", "count"),
+    [
+        ("'@deepa per my last message'", "'@<PERSON> per my last message'", "PERSON", 1),
+        ("chat: [9:02] dev_arjun: who broke prod", "chat: [9:02] <PERSON>: who broke prod", "PERSON", 1),
+        ("sshできない。ユーザーはhiro、ポート22", "sshできない。ユーザーは<PERSON>、ポート22", "PERSON", 1),
+        ("メモ:ユーザー名 s.kubota", "メモ:ユーザー名 <PERSON>", "PERSON", 1),
+        ("the staging password is still Winter2024! and nobody", "the staging password is still <SECRET> and nobody",
+         "SECRET", 1),
+        ("本番DBのパス変わりました→ Zq8#vL2pWx。共有は口頭で", "本番DBのパス変わりました→ <SECRET>。共有は口頭で", "SECRET", 1),
+        ("オートロックの暗証番号が「4821#」なんだけど", "オートロックの暗証番号が「<SECRET>」なんだけど", "SECRET", 1),
+        ("暗証番号4桁は 2580 で", "暗証番号4桁は <SECRET> で", "SECRET", 1),
+        ("スマートロックのゲスト用コード 739204 を送る", "スマートロックのゲスト用コード <SECRET> を送る", "SECRET", 1),
+    ],
+)
+def test_handles_and_passwords_near_their_words_are_scrubbed(scrub, text, expected, entity, count):
+    assert scrub(text) == (expected, {entity: count})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@channel prod is down",
+        "class Foo:\n    @property\n    def bar(self): ...",
+        "Use @media queries for mobile",
+        "ユーザー名はrootでログインしないで",
+        "the login page shows an error",
+        "reset-password.html returns 404 after the ResetPassword2FA change",
+    ],
+)
+def test_mentions_of_no_one_system_users_and_code_are_kept(scrub, text):
+    assert scrub(text) == (text, {})

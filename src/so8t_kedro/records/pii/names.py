@@ -468,10 +468,13 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         name too; a ``whole`` name in capitals needs one of its words to be one."""
         for match in self._alone_regex.finditer(text):
             if match.groupdict().get("whole"):
-                # A whole name in capitals: one of its words a given name, none a stop word.
-                words = [word.title() for word in match["whole"].split()]
+                # A whole name (in capitals, "Surname, Given", SURNAME/GIVEN, with an
+                # initial): one of its words a given name, none a stop word; a booking's
+                # SURNAME/GIVEN before its title (MR, MS) as it is.
+                words = [word.title() for word in regex.split(r"[\s,/]+", match["whole"]) if word]
                 if (not any(word in self._stop_words or word in self._titles for word in words)
-                        and any(self._alone_given_name(word) for word in words)):
+                        and (match.groupdict().get("titled")
+                             or any(self._alone_given_name(word) for word in words))):
                     yield match
                 continue
             names = [match["given"], *([match["other"]] if match.groupdict().get("other") else [])]
