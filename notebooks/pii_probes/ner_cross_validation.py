@@ -331,7 +331,7 @@ def set_number(name: str) -> int:
 BLIND_RULES = {"held-out-16": (0.920, 144 / 160), "held-out-17": (0.860, 143 / 162),
                "held-out-18": (0.830, 159 / 169), "held-out-19": (0.763, 152 / 169),
                "held-out-20": (0.797, 150 / 170), "held-out-21": (0.804, 158 / 170),
-               "held-out-22": (0.751, 157 / 170)}
+               "held-out-22": (0.751, 157 / 170), "held-out-23": (0.812, 159 / 170)}
 
 
 def main() -> None:
