@@ -2354,3 +2354,52 @@ def test_handles_and_passwords_near_their_words_are_scrubbed(scrub, text, expect
 )
 def test_mentions_of_no_one_system_users_and_code_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+# ----------------------------- round 24: lists of names, kin words, teams, one-time codes
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "entity", "count"),
+    [
+        ("seating chart. Table 2: Chloe, Mateo, and Ivan.", "seating chart. Table 2: <PERSON>, <PERSON>, and <PERSON>.",
+         "PERSON", 3),
+        ("Emergency contact: husband Karim, 090", "Emergency contact: husband <PERSON>, 090", "PERSON", 1),
+        ("hey, its jen from accounting, the invoices", "hey, its <PERSON> from accounting, the invoices", "PERSON", 1),
+        ("the box where Kevin from ops keeps the exports", "the box where <PERSON> from ops keeps the exports",
+         "PERSON", 1),
+        ("The account holder is listed as Mme Claire Dubois.", "The account holder is listed as Mme <PERSON>.",
+         "PERSON", 1),
+        ("name on card Robert J. Kim, for the", "name on card <PERSON>, for the", "PERSON", 1),
+        ("passport copy, name ELENA MARTINEZ RUIZ (Spain)", "passport copy, name <PERSON> (Spain)", "PERSON", 1),
+        ("\"Tayo was absent. -- Funke (mom)\"", "\"Tayo was absent. -- <PERSON> (mom)\"", "PERSON", 1),
+        ("お疲れさまです、経理の岡田です。", "お疲れさまです、経理の<PERSON>です。", "PERSON", 1),
+        ("はると君のお迎え", "<PERSON>のお迎え", "PERSON", 1),
+        ("ジュンソくんにもよろしく", "<PERSON>にもよろしく", "PERSON", 1),
+        ("the alarm is 4402. write a note", "the alarm is <SECRET>. write a note", "SECRET", 1),
+        ("オートロックの番号が #4826 なんだけど", "オートロックの番号が <SECRET> なんだけど", "SECRET", 1),
+        ("They asked for my debit PIN, 9072, and I gave it", "They asked for my debit PIN, <SECRET>, and I gave it",
+         "SECRET", 1),
+        ("3Dセキュアのパスワード(Ymz_0731)も入れた", "3Dセキュアのパスワード(<SECRET>)も入れた", "SECRET", 1),
+        ("ルーターのPW fX3q9Lz2 で接続", "ルーターのPW <SECRET> で接続", "SECRET", 1),
+        ("ワンタイムパスワード「482 019」を聞かれた", "ワンタイムパスワード「<SECRET>」を聞かれた", "SECRET", 1),
+        ("「AWS_SECRET_ACCESS_KEY=wJ7rXqU2nP/K9mEaT3vB+Yh5sLd8cF0gZo1iRk4W」これって",
+         "「AWS_SECRET_ACCESS_KEY=<SECRET>」これって", "SECRET", 1),
+    ],
+)
+def test_name_lists_kin_words_teams_and_one_time_codes_are_scrubbed(scrub, text, expected, entity, count):
+    assert scrub(text) == (expected, {entity: count})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Capitals: Paris, Berlin, and Madrid.",
+        "the 2FA code is six digits long",
+        "東京の天気です",
+        "ワンちゃんとネコちゃん、どっちが飼いやすい?",
+        "This is Major Tom to ground control",
+    ],
+)
+def test_place_lists_code_words_and_pets_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
