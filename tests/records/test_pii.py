@@ -2403,3 +2403,21 @@ def test_name_lists_kin_words_teams_and_one_time_codes_are_scrubbed(scrub, text,
 )
 def test_place_lists_code_words_and_pets_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "entity"),
+    [
+        ("Dues go to Wells Fargo checking 7730219845. Can you", "Dues go to Wells Fargo checking <ACCOUNT>. Can you",
+         "BANK_ACCOUNT"),
+        ("I pasted exp 11/27 cvv 318 in a chat", "I pasted exp 11/27 cvv <SECRET> in a chat", "SECRET"),
+        ("the email on it and the password was dragon2008. what", "the email on it and the password was <SECRET>. what",
+         "SECRET"),
+        ("管理画面に admin / Rt#9920kq で入れた", "管理画面に admin / <SECRET> で入れた", "SECRET"),
+        ("webhook https://hooks.slack.com/services/T04ZK8/B07QX2/pL9aQmX3vR7tYz2k を消したい",
+         "webhook <SECRET> を消したい", "SECRET"),
+    ],
+)
+def test_checking_accounts_lower_case_cvvs_past_passwords_admin_pairs_and_webhooks(
+        scrub, text, expected, entity):
+    assert scrub(text) == (expected, {entity: 1})
