@@ -465,7 +465,8 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         """Given names alone in a request or an exchange (``alone_regex``); one typed
         in lower case (my coworker siobhan) is looked up capitalised; where the match
         names an ``other`` person beside it (between X and Y), that one must be a given
-        name too; a ``whole`` name in capitals needs one of its words to be one."""
+        name too; a ``whole`` name (HIRAOKA YUTA, Walsh, Brenda) needs one of its words to
+        be one, or a booking's title after it (HUANG/XIAOMING MR)."""
         for match in self._alone_regex.finditer(text):
             if match.groupdict().get("whole"):
                 # A whole name (in capitals, "Surname, Given", SURNAME/GIVEN, with an
@@ -513,6 +514,11 @@ _LIST_WINDOW = 8
 _LIST_ITEM_END = ("補助記号", "助詞", "空白", "助動詞")
 
 
+def _is_person_name(token: Any) -> bool:
+    """Whether Sudachi reads the token as a person name (人名)."""
+    return _PERSON_NAME_POS.search("-".join(token.part_of_speech())) is not None
+
+
 class _PersonJoiner:
     """Person spans as whole names (``pii.honorific_names`` names the Japanese parts,
     ``pii.given_name_pairs.surname_after`` the Latin surnames carried over)."""
@@ -535,7 +541,8 @@ class _PersonJoiner:
         katakana given name that follows it (祖母の新井 + トメが), a kanji name carried
         back over a word before it, a space between or none, that the dictionary lists
         as a surname (柏木 遥斗, 東雲遥斗), and a Latin name carried over an accented
-        surname after it (Brigid Ó Súilleabháin)."""
+        surname after it (Brigid Ó Súilleabháin); and the Japanese names listed beside a
+        person (:meth:`_list_neighbours`)."""
         others = [r for r in results if r.entity_type != "PERSON"]
         joined: list[RecognizerResult] = []
         for person in sorted((r for r in results if r.entity_type == "PERSON"),
@@ -573,36 +580,35 @@ class _PersonJoiner:
         frontier = list(persons)
         while frontier:
             person = frontier.pop()
-            for start, end in (self._listed_after(text, person.end),
-                               self._listed_before(text, person.start)):
-                if start is not None and (start, end) not in taken:
-                    taken.add((start, end))
-                    neighbour = RecognizerResult("PERSON", start, end, person.score)
+            for span in (self._listed_after(text, person.end),
+                         self._listed_before(text, person.start)):
+                if span is not None and span not in taken:
+                    taken.add(span)
+                    neighbour = RecognizerResult("PERSON", *span, person.score)
                     found.append(neighbour)
                     frontier.append(neighbour)
         return found
 
-    def _listed_after(self, text: str, end: int) -> tuple[int | None, int]:
+    def _listed_after(self, text: str, end: int) -> tuple[int, int] | None:
+        """The span of a listed name right after a separator at ``end``, if any."""
         if end >= len(text) or text[end] not in _LIST_SEPARATORS:
-            return None, 0
+            return None
         tokens = self._surnames.tokenize(text[end + 1 : end + 1 + _LIST_WINDOW])
-        if (len(tokens) == 0 or not _PERSON_NAME_POS.search("-".join(tokens[0].part_of_speech()))
+        if (len(tokens) == 0 or not _is_person_name(tokens[0])
                 or (len(tokens) > 1 and tokens[1].part_of_speech()[0] not in _LIST_ITEM_END)):
-            return None, 0
+            return None
         return end + 1, end + 1 + tokens[0].end()
 
-    def _listed_before(self, text: str, start: int) -> tuple[int | None, int]:
+    def _listed_before(self, text: str, start: int) -> tuple[int, int] | None:
+        """The span of a listed name right before a separator ending at ``start``, if any."""
         if start == 0 or text[start - 1] not in _LIST_SEPARATORS:
-            return None, 0
+            return None
         window_start = max(0, start - 1 - _LIST_WINDOW)
-        tokens = self._surnames.tokenize(text[window_start : start - 1])
-        if (len(tokens) == 0
-                or not _PERSON_NAME_POS.search("-".join(tokens[len(tokens) - 1].part_of_speech()))
-                or (len(tokens) > 1
-                    and tokens[len(tokens) - 2].part_of_speech()[0] not in _LIST_ITEM_END)):
-            return None, 0
-        last = tokens[len(tokens) - 1]
-        return window_start + last.begin(), start - 1
+        tokens = list(self._surnames.tokenize(text[window_start : start - 1]))
+        if (not tokens or not _is_person_name(tokens[-1])
+                or (len(tokens) > 1 and tokens[-2].part_of_speech()[0] not in _LIST_ITEM_END)):
+            return None
+        return window_start + tokens[-1].begin(), start - 1
 
     def _is_surname_by_place(self, text: str, word: Any, person: RecognizerResult) -> bool:
         """A kanji word the dictionary reads as a common noun (東雲 "dawn") that stands
