@@ -3,9 +3,9 @@
 name or a public deed, date or legacy in its sentence, and no private context in the
 text), brands and firms named after people
 (``pii.brands``), addresses that identify no one (``pii.public_ip_addresses``:
-public resolvers), placeholders and values reserved for documentation
-(``pii.documentation_values``: <YOUR_API_KEY>, 555-0199, user@example.com), and the addresses and lines of public places asked about as public
-facts (``pii.public_places``)."""
+public resolvers), placeholders and example values that are nobody's
+(``pii.documentation_values``: <YOUR_API_KEY>, user@example.com, 03-0000-0000), and the
+addresses and lines of public places asked about as public facts (``pii.public_places``)."""
 
 from __future__ import annotations
 
