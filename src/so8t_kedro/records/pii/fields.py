@@ -82,8 +82,13 @@ class _FieldRecognizer(EntityRecognizer):
                 if result is not None:
                     yield result
 
+    def _results(self, text: str) -> Iterator[RecognizerResult]:
+        yield from self._table_cells(text)
+        yield from self._quoted_fields(text)
+
     def may_match(self, text: str) -> bool:
-        return bool(self.analyze(text, []))
+        # Asked of every text: stop at the first value found.
+        return next(self._results(text), None) is not None
 
     def analyze(self, text, entities, nlp_artifacts=None):
-        return [*self._table_cells(text), *self._quoted_fields(text)]
+        return list(self._results(text))
