@@ -400,6 +400,10 @@ _FOLDS = str.maketrans({"ø": "o", "Ø": "O", "æ": "ae", "Æ": "Ae", "œ": "oe"
                         "Þ": "Th", "ß": "ss", "ı": "i"})
 
 
+# What separates the words of a whole name (HUANG/XIAOMING, Walsh, Brenda).
+_NAME_WORD_SEPARATORS = regex.compile(r"[\s,/]+")
+
+
 def _ascii_folded(name: str) -> str:
     """A name as typed without its diacritics (Søren -> Soren, José -> Jose, Łukasz ->
     Lukasz): people often write foreign names so."""
@@ -461,26 +465,26 @@ class _GivenNamePairRecognizer(EntityRecognizer):
                     and not self._ends_a_longer_name(text, match.start())):
                 yield match
 
-    def _alone_names(self, text: str) -> Iterator[Any]:
-        """Given names alone in a request or an exchange (``alone_regex``); one typed
-        in lower case (my coworker siobhan) is looked up capitalised; where the match
-        names an ``other`` person beside it (between X and Y), that one must be a given
-        name too; a ``whole`` name (HIRAOKA YUTA, Walsh, Brenda) needs one of its words to
-        be one, or a booking's title after it (HUANG/XIAOMING MR)."""
+    def _alone_names(self, text: str) -> Iterator[tuple[int, int]]:
+        """Spans of given names alone in a request or an exchange (``alone_regex``); one
+        typed in lower case (my coworker siobhan) is looked up capitalised; where the
+        match names an ``other`` person beside it (between X and Y), that one must be a
+        given name too. A ``whole`` name (HIRAOKA YUTA, Walsh, Brenda) is taken whole when
+        one of its words is a given name and none a stop word or a title, or when a
+        booking's title follows it (HUANG/XIAOMING MR)."""
         for match in self._alone_regex.finditer(text):
-            if match.groupdict().get("whole"):
-                # A whole name (in capitals, "Surname, Given", SURNAME/GIVEN, with an
-                # initial): one of its words a given name, none a stop word; a booking's
-                # SURNAME/GIVEN before its title (MR, MS) as it is.
-                words = [word.title() for word in regex.split(r"[\s,/]+", match["whole"]) if word]
+            groups = match.groupdict()
+            if groups.get("whole"):
+                words = [word.title() for word in _NAME_WORD_SEPARATORS.split(groups["whole"])
+                         if word]
                 if (not any(word in self._stop_words or word in self._titles for word in words)
-                        and (match.groupdict().get("titled")
+                        and (groups.get("titled")
                              or any(self._alone_given_name(word) for word in words))):
-                    yield match
+                    yield match.span("whole")
                 continue
-            names = [match["given"], *([match["other"]] if match.groupdict().get("other") else [])]
+            names = [groups["given"], *([groups["other"]] if groups.get("other") else [])]
             if all(self._alone_given_name(name) for name in names):
-                yield match
+                yield match.span("given")
 
     def _alone_given_name(self, word: str) -> bool:
         # Looked up capitalised: siobhan -> Siobhan, YUTA -> Yuta, ANNA-LENA -> Anna-Lena.
@@ -494,12 +498,8 @@ class _GivenNamePairRecognizer(EntityRecognizer):
     def analyze(self, text, entities, nlp_artifacts=None):
         pairs = [RecognizerResult("PERSON", match.start(), match.end(), self._score)
                  for match in self._pairs(text)]
-        # A ``whole`` match is a whole name (HIRAOKA YUTA); the others, the given name.
-        return pairs + [
-            RecognizerResult("PERSON", *match.span("whole" if match.groupdict().get("whole")
-                                                   else "given"), self._score)
-            for match in self._alone_names(text)
-        ]
+        return pairs + [RecognizerResult("PERSON", start, end, self._score)
+                        for start, end in self._alone_names(text)]
 
 
 _KANJI_NAME = regex.compile(r"[\p{Han}々]{1,4}")
