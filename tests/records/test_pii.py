@@ -2301,6 +2301,11 @@ def test_possessives_honorifics_signatures_lists_and_speakers_name_persons(
         ("It says D4120-55831-0927 on my license but", "It says <ID> on my license but", "DRIVER_LICENSE", 1),
         ("免許証の番号って何?自分のは第301902458817号", "免許証の番号って何?自分のは第<ID>号", "DRIVER_LICENSE", 1),
         ("my Texas DL: the number is 31884502", "my Texas DL: the number is <ID>", "DRIVER_LICENSE", 1),
+        # \w is Japanese letters too: the number right after 第 and before 号, and a code
+        # right after は, are still taken (a Latin-only boundary)
+        ("免許証の番号って何を表してるの?自分のは第301902458817号なんだけど",
+         "免許証の番号って何を表してるの?自分のは第<ID>号なんだけど", "DRIVER_LICENSE", 1),
+        ("リカバリーコードは1234-5678と8765-4321です", "リカバリーコードは<SECRET>と<SECRET>です", "SECRET", 2),
         ("'@deepa per my last message'", "'@<PERSON> per my last message'", "PERSON", 1),
         ("chat: [9:02] dev_arjun: who broke prod", "chat: [9:02] <PERSON>: who broke prod", "PERSON", 1),
         ("sshできない。ユーザーはhiro、ポート22", "sshできない。ユーザーは<PERSON>、ポート22", "PERSON", 1),
