@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from so8t_kedro.models.bundles import BaseModelBundle
 from so8t_kedro.models.loading import load_base_model
+from so8t_kedro.pipelines.training.nodes import attach_reference_scores
 from tests.helpers.optuna_study import running_study_trials
 from tests.helpers.sft import train_records
 
@@ -42,16 +43,24 @@ PARAMS = ",".join([
 
 @pytest.fixture
 def hpo_project(kedro_project, sft_samples, tiny_base_dir) -> Path:
-    """The project copy with the tiny SFT set, its train requests and base model saved as the
-    catalog's latest versions, so that the `hpo` nodes find their inputs."""
+    """The project copy with the training samples of the tiny SFT set and the tiny base model
+    saved as the catalog's latest versions, as an earlier run leaves them for the `hpo`
+    nodes."""
     from kedro.framework.session import KedroSession
 
     with KedroSession.create(kedro_project) as session:
         catalog = session.load_context().catalog
-        catalog.save("thinking_sft_dataset", sft_samples)
-        catalog.save("train_records", train_records(sft_samples))
+        samples = attach_reference_scores(
+            sft_samples, train_records(sft_samples),
+            catalog.load("params:evaluation.reference_classifier"),
+            catalog.load("params:training.distillation"))
+        catalog.save("training_samples", samples)
         catalog.save("embedded_base_model", BaseModelBundle(*load_base_model(tiny_base_dir)))
     return kedro_project
+
+
+def saved_versions(project: Path, relative_path: str) -> list[str]:
+    return sorted(p.name for p in (project / relative_path).iterdir())
 
 
 def worker(project: Path) -> subprocess.Popen:
@@ -71,6 +80,8 @@ def study_trials(project: Path) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_two_workers_share_one_study_and_survive_a_killed_one(hpo_project):
+    samples_path = "data/05_model_input/training_samples.parquet"
+    fixture_samples = saved_versions(hpo_project, samples_path)
     first, second = worker(hpo_project), worker(hpo_project)
     # Each worker runs one trial at a time: when two trials run (and have reported), one is
     # the second worker's, which is then killed mid-trial.
@@ -108,3 +119,6 @@ def test_two_workers_share_one_study_and_survive_a_killed_one(hpo_project):
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     [saved] = (hpo_project / "data/06_models/hpo/best_params.json").glob("*/best_params.json")
     assert json.loads(saved.read_text()) == best.params
+    # The workers trained on the persisted samples and wrote none: two workers saving them
+    # in sessions begun in the same millisecond collided on Kedro's save version.
+    assert saved_versions(hpo_project, samples_path) == fixture_samples

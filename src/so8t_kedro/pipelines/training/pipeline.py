@@ -3,8 +3,12 @@ scores of the train requests (the distillation targets) -> (optional) Optuna sea
 QLoRA training with the search's best parameters -> learning curve and search plots.
 
 The search nodes carry the ``hpo`` tag: ``kedro run --pipelines=training --tags=hpo
---params=hpo.enabled=true`` runs the study alone; with ``hpo.enabled: false`` (the default)
-the search node returns no overrides at once.
+--params=hpo.enabled=true`` runs the study alone, on the ``embedded_base_model`` and
+``training_samples`` an earlier run persisted. A search run writes nothing that another
+worker reads: several such workers start at once on one study, and two Kedro sessions
+begun in the same millisecond share a save version, so two workers both saving the samples
+could collide. With ``hpo.enabled: false`` (the default) the search node returns no
+overrides at once.
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -38,7 +42,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="training_samples",
                 name="attach_reference_scores",
-                tags=["hpo"],  # the search trains on these samples too
             ),
             Node(
                 func=tune_hyperparameters,
