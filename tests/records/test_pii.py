@@ -295,8 +295,8 @@ def test_address_negative(scrub, text):
     ("text", "expected"),
     [
         ("口座番号 1234567 に振り込んで", "口座番号 <ACCOUNT> に振り込んで"),
-        ("ゆうちょの口座:記号10120 番号12345671", "ゆうちょの口座:記号10120 番号<ACCOUNT>"),
-        ("普通預金 7654321", "普通預金 <ACCOUNT>"),
+        ("ゆうちょの口座:記号10120 番号12345671", "ゆうちょの口座:記号<ACCOUNT>"),
+        ("普通預金 7654321", "<ACCOUNT>"),
         ("my account number is 12345678", "my account number is <ACCOUNT>"),
         ("IBAN GB82 WEST 1234 5698 7654 32", "IBAN <ACCOUNT>"),
     ],
@@ -418,7 +418,7 @@ def test_placeholders_already_in_the_text_are_not_counted(scrub):
         ("北海道札幌市中央区北1条西2丁目", "<ADDRESS>", {"ADDRESS": 1}),
         ("固定電話0312345678まで", "固定電話<PHONE>まで", {"PHONE_NUMBER": 1}),
         ("同僚の山田太郎さんの住所を教えて", "同僚の<PERSON>さんの住所を教えて", {"PERSON": 1}),
-        ("口座番号は…普通 1234567", "口座番号は...普通 <ACCOUNT>", {"BANK_ACCOUNT": 1}),
+        ("口座番号は…普通 1234567", "口座番号は...<ACCOUNT>", {"BANK_ACCOUNT": 1}),
         ("パスポート番号 TK1234567", "パスポート番号 <ID>", {"PASSPORT": 1}),
         ("サーバーのIPは192.168.10.25です", "サーバーのIPは<IP>です", {"IP_ADDRESS": 1}),
     ],
@@ -1423,7 +1423,7 @@ def test_private_signals_veto_offices_and_teams(scrub, text, expected):
         # form labels: an order's customer, the holder after an account number
         ("注文者:霞ヶ浦 悠 様 のお届け先を確認", "注文者:<PERSON> 様 のお届け先を確認"),
         ("振込先:みずほ銀行 新宿支店 普通 7654321 タカハシ ミユ",
-         "振込先:みずほ銀行 新宿支店 普通 <ACCOUNT> <PERSON>"),
+         "振込先:みずほ銀行 新宿支店 <ACCOUNT> <PERSON>"),
         ("Make a flyer. Pet: Pepper. Owner: Niamh, call after 6.",
          "Make a flyer. Pet: Pepper. Owner: <PERSON>, call after 6."),
         ("Visa form: Surname KOWALCZYK. Nationality: PL.", "Visa form: Surname <PERSON>. Nationality: PL."),
@@ -2399,4 +2399,77 @@ def test_name_lists_kin_words_teams_and_one_time_codes_are_scrubbed(scrub, text,
     ],
 )
 def test_place_lists_code_words_and_pets_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # The rest of a name after its part was read: ・-joined katakana parts (a kanji
+        # surname last), a quoted nickname and surname, a generation suffix.
+        ("会員番号 77812、ニコラス・ペトロフ、連絡先はメールで", "会員番号 77812、<PERSON>、連絡先はメールで",
+         {"PERSON": 1}),
+        ("家族会員にする娘の名前は エリカ・ロペス・鈴木。", "家族会員にする娘の名前は <PERSON>。", {"PERSON": 1}),
+        ("I'm Oluwaseun \"Seun\" Bakare, data engineer", "I'm <PERSON>, data engineer", {"PERSON": 1}),
+        ("My dad (Walter Brennan Jr., lives alone)", "My dad (<PERSON>, lives alone)", {"PERSON": 1}),
+        # Given names listed beside a private person, and a name's other mentions.
+        ("interviewers: me, Femi, and Daniel Cho. Femi liked her SQL.",
+         "interviewers: me, <PERSON>, and <PERSON>. <PERSON> liked her SQL.", {"PERSON": 3}),
+        ("roster: Mateo, Zoe K., Liam Ortiz", "roster: <PERSON>, <PERSON>, <PERSON>", {"PERSON": 3}),
+        ("Tell Hamid the deck is late. Hamid said he'd fix it.",
+         "Tell <PERSON> the deck is late. <PERSON> said he'd fix it.", {"PERSON": 2}),
+        ("can u and Ahmed fix it before standup", "can u and <PERSON> fix it before standup", {"PERSON": 1}),
+        ("Passengers MR ARJUN SHARMA (window), MRS KAVYA SHARMA (aisle)",
+         "Passengers MR <PERSON> (window), MRS <PERSON> (aisle)", {"PERSON": 2}),
+        # The account type with the number; ゆうちょ's 記号 with its 番号.
+        ("渋谷支店 普通 7284015 山田花子", "渋谷支店 <ACCOUNT> <PERSON>", {"BANK_ACCOUNT": 1, "PERSON": 1}),
+        ("ゆうちょ銀行 記号12150 番号38475610 です", "ゆうちょ銀行 記号<ACCOUNT> です", {"BANK_ACCOUNT": 1}),
+        # Security answers further on in the sentence, not the question.
+        ("合言葉を「初めて飼ったペットの名前」にしてて答えは「ぽち丸」なんだけど",
+         "合言葉を「初めて飼ったペットの名前」にしてて答えは「<SECRET>」なんだけど", {"SECRET": 1}),
+        ("秘密の質問の答え、『好きな食べ物』を「たこやき」にしてる", "秘密の質問の答え、『好きな食べ物』を「<SECRET>」にしてる",
+         {"SECRET": 1}),
+        ("My security question is \"maiden name\" and the answer I set was Fitzgerald. Help",
+         "My security question is \"maiden name\" and the answer I set was <SECRET>. Help", {"SECRET": 1}),
+        ("security question answer is my first car 'Dodge Neon 98'",
+         "security question answer is my first car '<SECRET>'", {"SECRET": 1}),
+        # A name after a kin word and a space (or の and a spaced full name), a kana name
+        # in parentheses after one; a given name after a role word.
+        ("扶養親族(長女 陽菜)の個人番号", "扶養親族(長女 <PERSON>)の個人番号", {"PERSON": 1}),
+        ("故人は祖父の岡田 勝利、喪主は叔父です。", "故人は祖父の<PERSON>、喪主は叔父です。", {"PERSON": 1}),
+        ("弟(ひろし)の免許証", "弟(<PERSON>)の免許証", {"PERSON": 1}),
+        ("うちの子(けんと、小3)が友達とケンカした", "うちの子(<PERSON>、小3)が友達とケンカした", {"PERSON": 1}),
+        ("Network guy (Arjun) says routing is fine.", "Network guy (<PERSON>) says routing is fine.",
+         {"PERSON": 1}),
+        ("Host: Wiremu & Aroha. Quiet street.", "Host: <PERSON> & <PERSON>. Quiet street.", {"PERSON": 2}),
+        ("a Craigslist buyer, Omar, who wants", "a Craigslist buyer, <PERSON>, who wants", {"PERSON": 1}),
+        # A lock's number said further on, and an old and a new code.
+        ("暗証番号(4桁)を3回間違えた。番号は 5284 だと思ってた", "暗証番号(4桁)を3回間違えた。番号は <SECRET> だと思ってた",
+         {"SECRET": 1}),
+        ("オートロック番号を 1470 から 2589 に変更決定", "オートロック番号を <SECRET> から <SECRET> に変更決定",
+         {"SECRET": 2}),
+    ],
+)
+def test_name_parts_listed_names_mentions_account_types_and_answers_are_scrubbed(
+        scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ジョン・レノンの代表曲は?",
+        "Who painted the Mona Lisa, Leonardo da Vinci?",
+        "Countries I visited: France, Spain, and Portugal.",
+        "Meeting on Monday, Tuesday and Wednesday.",
+        "暗証番号の変更は2024年までに。番号は 4桁です。",
+        "秘密の質問は「母の旧姓は?」です。",
+        "THE MR BEAN SHOW airs at 9.",
+        "父 会社員、母 パート、兄 大学生です。",
+        "母(60代)と父(70歳)の保険。",
+        "母 から連絡があった。",
+        "The host is Paris.",
+    ],
+)
+def test_public_names_their_neighbours_dates_and_questions_are_kept(scrub, text):
     assert scrub(text) == (text, {})

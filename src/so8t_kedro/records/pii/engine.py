@@ -106,6 +106,7 @@ class PiiScrubber:
             list[_ValidatedPatternRecognizer | _HonorificNameRecognizer | _GivenNamePairRecognizer
                  | _FieldRecognizer],
         ] = {language: [] for language in languages}
+        given_name_pairs = None
         for language in config.given_name_pairs.languages:
             if language in pipelines:
                 given_name_pairs = _GivenNamePairRecognizer(config.given_name_pairs, language)
@@ -146,7 +147,9 @@ class PiiScrubber:
         self._public_facts = _PublicFacts(config.public_facts)
         self._brands = _Brands(config.brands)
         self._public_places = _PublicPlaces(config.public_places) if config.public_places else None
-        self._persons = _PersonJoiner(config.honorific_names, config.given_name_pairs)
+        self._persons = _PersonJoiner(
+            config.honorific_names, config.given_name_pairs,
+            given_name_pairs.is_given_name_alone if given_name_pairs is not None else None)
 
     def _runs_ner(self, text: str, language: str) -> bool:
         """Whether the text goes through the named-entity model: never for a pipeline
@@ -229,6 +232,7 @@ class PiiScrubber:
             )
             kept_ids = {id(person) for person in kept}
             results = [r for r in results if id(r) not in kept_ids]
+            results += self._persons.around_private_persons(text, results)
             if not results:
                 return ScrubResult(text)
             anonymized = self.anonymizer.anonymize(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import regex
@@ -475,18 +475,26 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         for match in self._alone_regex.finditer(text):
             groups = match.groupdict()
             if groups.get("whole"):
+                start, end = match.span("whole")
                 words = [word.title() for word in _NAME_WORD_SEPARATORS.split(groups["whole"])
                          if word]
+                titled = groups.get("titled")
+                if len(words) > 2 and words[0] in self._titles:
+                    # A title read as the whole's first word (, MRS KAVYA SHARMA): the
+                    # name after it, titled.
+                    start = _NAME_WORD_SEPARATORS.search(text, start, end).end()
+                    words, titled = words[1:], words[0]
                 if (not any(word in self._stop_words or word in self._titles for word in words)
-                        and (groups.get("titled")
-                             or any(self._alone_given_name(word) for word in words))):
-                    yield match.span("whole")
+                        and (titled or any(self.is_given_name_alone(word) for word in words))):
+                    yield start, end
                 continue
             names = [groups["given"], *([groups["other"]] if groups.get("other") else [])]
-            if all(self._alone_given_name(name) for name in names):
+            if all(self.is_given_name_alone(name) for name in names):
                 yield match.span("given")
 
-    def _alone_given_name(self, word: str) -> bool:
+    def is_given_name_alone(self, word: str) -> bool:
+        """A given name standing alone: on the lists and not a word of ``alone_not``
+        (months, days)."""
         # Looked up capitalised: siobhan -> Siobhan, YUTA -> Yuta, ANNA-LENA -> Anna-Lena.
         word = word.title() if word.isupper() else word[:1].upper() + word[1:]
         return word not in self._alone_not and self.is_given_name(word)
@@ -507,9 +515,41 @@ _KANJI_NAME = regex.compile(r"[\p{Han}々]{1,4}")
 # 遥斗: the model read only the given name).
 _KANJI_WORD_BEFORE = regex.compile(r"(?<![\p{Han}々])[\p{Han}々]{1,3}[ 　]?$")
 _LATIN_NAME_END = regex.compile(r"\p{Latin}$")
+# The rest of a name whose part was read as a person: katakana parts joined by ・ or =
+# (ニコラス + ・ペトロフ, エリカ・ロペス・鈴木 whose last part may be a kanji surname),
+# a quoted nickname and the surname after a Latin given name (Oluwaseun "Seun" Bakare),
+# a generation suffix (Walter Brennan Jr.).
+_PARTS_AFTER_KATAKANA = regex.compile(
+    r"(?:[・=][\p{Katakana}ー]{2,12})+(?:・[\p{Han}々]{1,3}(?![\p{Han}々]))?"
+    r"|・[\p{Han}々]{1,3}(?![\p{Han}々])")
+_PARTS_BEFORE_KATAKANA = regex.compile(r"(?<![\p{Katakana}ー])(?:[\p{Katakana}ー]{2,12}[・=])+$")
+_NICKNAME_AND_SURNAME = regex.compile(r" [\"'“‘]\p{Lu}\p{Ll}+[\"'”’] \p{Lu}\p{Ll}+(?:-\p{Lu}\p{Ll}+)?")
+_GENERATION_SUFFIX = regex.compile(r"(?<=\b(?:Jr|Sr))\.|,? (?:Jr|Sr)\.?(?![\p{L}])|,? (?:II|III|IV)(?![\p{L}])")
 # Between the names of a Japanese list (岡田、中村; 田中とさとみ), how far a listed
 # name is read and what may border it on its other side (a mark, a particle, a space).
+_NAME_WORD_SEPARATORS_JA = regex.compile(r"[\s・=]+")
+
+
+def _mention_pattern(name: str) -> regex.Pattern | None:
+    """How another mention of ``name`` is found (see ``_PersonJoiner._other_mentions``);
+    None for a name too short or of a script to find safely."""
+    escaped = regex.escape(name)
+    if regex.fullmatch(r"\p{Lu}[\p{L}'’. -]{2,}", name):
+        return regex.compile(r"(?<![\p{L}])" + escaped + r"(?![\p{L}])")
+    if regex.fullmatch(r"[\p{Han}々]{2,}(?:\s[\p{Han}々]+)?", name):
+        return regex.compile(r"(?<![\p{Han}々])" + escaped + r"(?![\p{Han}々])")
+    if regex.fullmatch(r"[\p{Hiragana}\p{Katakana}ー\p{Han}々\s・]{3,}", name):
+        return regex.compile(escaped)
+    return None
+
+
 _LIST_SEPARATORS = "、,とや"
+# An English list: a given name (and an initial) between list separators.
+_LATIN_LIST_ITEM = r"(?P<item>(?P<name>\p{Lu}\p{Ll}+(?:-\p{Lu}?\p{Ll}+)?)(?: \p{Lu}\.)?)"
+_LATIN_LISTED_AFTER = regex.compile(
+    r"(?:,? and |, | & )" + _LATIN_LIST_ITEM + r"(?=[,;:!?)]|\.(?!\p{L})| and | & |\s*$|\s*\n)")
+_LATIN_LISTED_BEFORE = regex.compile(
+    r"(?:^|(?<=[\s:(]))" + _LATIN_LIST_ITEM + r"(?:,? and |, | & )$")
 _LIST_WINDOW = 8
 _LIST_ITEM_END = ("補助記号", "助詞", "空白", "助動詞")
 
@@ -523,7 +563,9 @@ class _PersonJoiner:
     """Person spans as whole names (``pii.honorific_names`` names the Japanese parts,
     ``pii.given_name_pairs.surname_after`` the Latin surnames carried over)."""
 
-    def __init__(self, config: HonorificNamesConfig, pairs: GivenNamePairsConfig):
+    def __init__(self, config: HonorificNamesConfig, pairs: GivenNamePairsConfig,
+                 is_given_name: Callable[[str], bool] | None = None):
+        self._is_given_name = is_given_name
         # A katakana given name after a kanji surname: 2-4 katakana, then a word of
         # katakana_given_name_followed_by, a space or the end.
         followed_by = sorted(config.katakana_given_name_followed_by, key=len, reverse=True)
@@ -541,12 +583,14 @@ class _PersonJoiner:
         katakana given name that follows it (祖母の新井 + トメが), a kanji name carried
         back over a word before it, a space between or none, that the dictionary lists
         as a surname (柏木 遥斗, 東雲遥斗), and a Latin name carried over an accented
-        surname after it (Brigid Ó Súilleabháin); and the Japanese names listed beside a
-        person (:meth:`_list_neighbours`)."""
+        surname after it (Brigid Ó Súilleabháin); and the names listed beside a person
+        (:meth:`_list_neighbours`)."""
         others = [r for r in results if r.entity_type != "PERSON"]
+        persons = [r for r in results if r.entity_type == "PERSON"]
+        for person in persons:
+            self._extend_over_name_parts(text, person)
         joined: list[RecognizerResult] = []
-        for person in sorted((r for r in results if r.entity_type == "PERSON"),
-                             key=lambda r: (r.start, -r.end)):
+        for person in sorted(persons, key=lambda r: (r.start, -r.end)):
             if joined and person.start < joined[-1].end:
                 last = joined[-1]
                 last.end = max(last.end, person.end)
@@ -568,6 +612,73 @@ class _PersonJoiner:
                 if surname is not None:
                     person.end = surname.end()
         return others + joined + self._list_neighbours(text, joined)
+
+    def around_private_persons(self, text: str,
+                               results: list[RecognizerResult]) -> list[RecognizerResult]:
+        """Called once the public figures are set aside, so that a private person's
+        neighbours are found and a public figure's are not (the Mona Lisa, Leonardo da
+        Vinci): the given names listed beside a private person (interviewers: me, Femi,
+        and <person>), then every other mention of those names (:meth:`_other_mentions`)."""
+        persons = [r for r in results if r.entity_type == "PERSON"]
+        if not persons:
+            return []
+        listed: list[RecognizerResult] = []
+        taken = {(p.start, p.end) for p in persons}
+        frontier = list(persons)
+        while frontier:
+            person = frontier.pop()
+            for span in (self._latin_listed_after(text, person.end),
+                         self._latin_listed_before(text, person.start)):
+                if span is not None and span not in taken:
+                    taken.add(span)
+                    neighbour = RecognizerResult("PERSON", *span, person.score)
+                    listed.append(neighbour)
+                    frontier.append(neighbour)
+        return listed + self._other_mentions(text, results + listed)
+
+    @staticmethod
+    def _other_mentions(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+        """Every other mention of a person's name, and of its words (Femi liked her SQL;
+        ささき ゆうと, then ゆうとが熱を): a word of at least 3 Latin letters between
+        non-letters, 2 kanji between non-kanji, or 3 kana; not inside a span already
+        found."""
+        persons = [r for r in results if r.entity_type == "PERSON"]
+        names = set()
+        for person in persons:
+            name = text[person.start : person.end]
+            names.add(name)
+            names.update(word for word in _NAME_WORD_SEPARATORS_JA.split(name) if word != name)
+        found: list[RecognizerResult] = []
+        taken = [(r.start, r.end) for r in results]
+        for name in sorted(names, key=len, reverse=True):
+            mention = _mention_pattern(name)
+            if mention is None:
+                continue
+            score = max(p.score for p in persons)
+            for match in mention.finditer(text):
+                if all(match.end() <= start or end <= match.start() for start, end in taken):
+                    taken.append(match.span())
+                    found.append(RecognizerResult("PERSON", *match.span(), score))
+        return found
+
+    @staticmethod
+    def _extend_over_name_parts(text: str, person: RecognizerResult) -> None:
+        """The person's span carried over the rest of its name (``_PARTS_AFTER_KATAKANA``
+        and the others above)."""
+        last, first = text[person.end - 1], text[person.start]
+        if regex.match(r"[\p{Katakana}ー]", last):
+            parts = _PARTS_AFTER_KATAKANA.match(text, person.end)
+            if parts is not None:
+                person.end = parts.end()
+        if regex.match(r"[\p{Katakana}ー]", first):
+            parts = _PARTS_BEFORE_KATAKANA.search(text, 0, person.start)
+            if parts is not None:
+                person.start = parts.start()
+        if regex.match(r"\p{Latin}", last):
+            for continuation in (_NICKNAME_AND_SURNAME, _GENERATION_SUFFIX):
+                parts = continuation.match(text, person.end)
+                if parts is not None:
+                    person.end = parts.end()
 
     def _list_neighbours(self, text: str, persons: list[RecognizerResult]) -> list[RecognizerResult]:
         """Japanese names listed beside a person (出席:岡田、<person>; 幹事は<person>と
@@ -609,6 +720,25 @@ class _PersonJoiner:
                 or (len(tokens) > 1 and tokens[-2].part_of_speech()[0] not in _LIST_ITEM_END)):
             return None
         return window_start + tokens[-1].begin(), start - 1
+
+    def _latin_listed_after(self, text: str, end: int) -> tuple[int, int] | None:
+        """A given name (with an initial: Zoe K.) listed right after a person, after a
+        comma, "and" or "&", ending its list item (interviewers: <person>, Femi, and ...)."""
+        if self._is_given_name is None:
+            return None
+        listed = _LATIN_LISTED_AFTER.match(text, end)
+        if listed is None or not self._is_given_name(listed["name"]):
+            return None
+        return listed.span("item")
+
+    def _latin_listed_before(self, text: str, start: int) -> tuple[int, int] | None:
+        """A given name listed right before a person (me, Femi, and <person>)."""
+        if self._is_given_name is None:
+            return None
+        listed = _LATIN_LISTED_BEFORE.search(text, 0, start)
+        if listed is None or not self._is_given_name(listed["name"]):
+            return None
+        return listed.span("item")
 
     def _is_surname_by_place(self, text: str, word: Any, person: RecognizerResult) -> bool:
         """A kanji word the dictionary reads as a common noun (東雲 "dawn") that stands
