@@ -360,10 +360,10 @@ def main() -> None:
         print(msg, flush=True)
 
     # Development only: the held_out split is dropped before anything else touches it.
-    cases = [c for c in load_cases() if c["split"] == "development"]
     params = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local")[
         "parameters"
     ]["pii"]
+    cases = [c for c in load_cases(set(params["placeholders"])) if c["split"] == "development"]
     placeholders = params["placeholders"]
 
     ids = [c["id"] for c in cases]

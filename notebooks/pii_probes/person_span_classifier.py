@@ -261,9 +261,9 @@ def main() -> None:
     args = parser.parse_args()
 
     # Development only: the held_out split is dropped before anything else touches it.
-    cases = [c for c in load_cases() if c["split"] == "development"]
     params = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local")[
         "parameters"]["pii"]
+    cases = [c for c in load_cases(set(params["placeholders"])) if c["split"] == "development"]
     placeholders = params["placeholders"]
     rules_all, _ = rules_results(cases, params, args.rules_cache, print)
     rules_by_id = dict(zip([c["id"] for c in cases], rules_all, strict=True))
