@@ -2473,3 +2473,50 @@ def test_name_parts_listed_names_mentions_account_types_and_answers_are_scrubbed
 )
 def test_public_names_their_neighbours_dates_and_questions_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # A chat log's speakers before a colon, each speaking twice; a form's labels stay.
+        ("要約して\nさくら:明日何時?\nケンケン:10時!\nさくら:了解\nケンケン:またね",
+         "要約して\n<PERSON>:明日何時?\n<PERSON>:10時!\n<PERSON>:了解\n<PERSON>:またね", {"PERSON": 4}),
+        # Names in capitals after a holder or name word; a name after "text from".
+        ("ordinary account, holder MURAKAMI YUTO.", "ordinary account, holder <PERSON>.", {"PERSON": 1}),
+        ("氏名 MATSUMOTO MEGUMI。大使館に", "氏名 <PERSON>。大使館に", {"PERSON": 1}),
+        ("Reply to this text from Emily: 'running late'", "Reply to this text from <PERSON>: 'running late'",
+         {"PERSON": 1}),
+        # Kin words with a colon, and a name said to be one.
+        ("妻:花子、長男:さくら", "妻:<PERSON>、長男:<PERSON>", {"PERSON": 2}),
+        ("母は葵って名前で、スマホに不慣れです。", "母は<PERSON>って名前で、スマホに不慣れです。", {"PERSON": 1}),
+        # A bare Japanese licence number after 免許は or in parentheses after a licence.
+        ("今の免許は809123862303で、来月ハワイに", "今の免許は<ID>で、来月ハワイに", {"DRIVER_LICENSE": 1}),
+        ("a US driver's license and a Japanese one (303237955313).",
+         "a US driver's license and a Japanese one (<ID>).", {"DRIVER_LICENSE": 1}),
+        # Random-looking quoted passwords by a password word; PIN in parentheses; a lock code.
+        ("パスワード「jMUybfClSj」って強度的に大丈夫?", "パスワード「<SECRET>」って強度的に大丈夫?", {"SECRET": 1}),
+        ("Is '4wdPMd2B68' a strong enough password?", "Is '<SECRET>' a strong enough password?", {"SECRET": 1}),
+        ("asked for my old PIN (2442) and", "asked for my old PIN (<SECRET>) and", {"SECRET": 1}),
+        ("画面ロック解除コードを0850から変えたい", "画面ロック解除コードを<SECRET>から変えたい", {"SECRET": 1}),
+        # A quoted password's quotes stay outside the placeholder.
+        ("パスワードは 'Summer2024!' にした", "パスワードは '<SECRET>' にした", {"SECRET": 1}),
+    ],
+)
+def test_chat_speakers_holders_kin_colons_bare_licences_and_quoted_passwords_are_scrubbed(
+        scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "履歴書\n氏名:なし\n現住所:東京都\n電話:なし\n備考:特になし",
+        "file name README TXT is missing",
+        "Is 'ResNet50V2' a good model name?",
+        "the bank says it's fine. Any ideas?",
+        "父は会社員です。",
+        "my Wi-Fi network 'CasaLuz_5G' keeps dropping, the password is fine",
+    ],
+)
+def test_form_labels_file_names_model_names_and_replies_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
