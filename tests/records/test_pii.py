@@ -2520,3 +2520,54 @@ def test_chat_speakers_holders_kin_colons_bare_licences_and_quoted_passwords_are
 )
 def test_form_labels_file_names_model_names_and_replies_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # User names in logs and VPN settings; a role word capitalised before a pair.
+        ("WARN login failed user=okada from 10.2.3.4", "WARN login failed user=<PERSON> from <IP>",
+         {"PERSON": 1, "IP_ADDRESS": 1}),
+        ("auth-user-pass with user jdoyle / pass", "auth-user-pass with user <PERSON> / pass", {"PERSON": 1}),
+        ("Received $1,450 from Tenant Yusuf Demir for the flat.",
+         "Received $1,450 from Tenant <PERSON> for the flat.", {"PERSON": 1}),
+        ("my little bro Ethan made a new account", "my little bro <PERSON> made a new account", {"PERSON": 1}),
+        ("Bring Steph and the kids.", "Bring <PERSON> and the kids.", {"PERSON": 1}),
+        # Japanese lists of foreign names in katakana, kana names before a parenthesis,
+        # Latin names with an honorific.
+        ("参加: 大野、ラージ・パテル", "参加: <PERSON>、<PERSON>", {"PERSON": 2}),
+        ("元カレのゆうき(佐藤悠希)からまた連絡", "元カレの<PERSON>(<PERSON>)からまた連絡", {"PERSON": 2}),
+        ("「Smithさん、添付します。」", "「<PERSON>さん、添付します。」", {"PERSON": 1}),
+        # Security answers listed by their question; a password after a colon further on;
+        # backup codes one per line; a PIN quoted a few characters on; a host key.
+        ("Security question answers: mother's maiden name = Castellano, first pet = Pickles.",
+         "Security question answers: mother's maiden name = <SECRET>, first pet = <SECRET>.", {"SECRET": 2}),
+        ("made his password his dog's name + birthday: Biscuit0412. why bad",
+         "made his password his dog's name + birthday: <SECRET>. why bad", {"SECRET": 1}),
+        ("Recovery codes for my authenticator:\n7hd9-2kq4\nxm3p-88vt\nWhere to keep them?",
+         "Recovery codes for my authenticator:\n<SECRET>\n<SECRET>\nWhere to keep them?", {"SECRET": 2}),
+        ("2段階認証のバックアップコード、\n3819 2274\n6620 1935\nこれ保管でいい?",
+         "2段階認証のバックアップコード、\n<SECRET>\n<SECRET>\nこれ保管でいい?", {"SECRET": 2}),
+        ("暗証番号を4桁の「0712」にしてた", "暗証番号を4桁の「<SECRET>」にしてた", {"SECRET": 1}),
+        ("Our Zoom host key is 604913 and", "Our Zoom host key is <SECRET> and", {"SECRET": 1}),
+        # A table's PW column.
+        ("サイト|ID|PW\n楽天|rakuten_user|Ueda0618!!", "サイト|ID|PW\n楽天|rakuten_user|<SECRET>", {"SECRET": 1}),
+    ],
+)
+def test_log_users_role_words_katakana_lists_answers_codes_and_pw_columns_are_scrubbed(
+        scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sort code 20-45-77 is Barclays' branch code",
+        "What's a good password manager? Compare Bitwarden and KeePass.",
+        "Zoom: Appleさんの新製品、Googleさんの検索",
+        "login ok user=root from the console",
+        "Bring the kids.",
+    ],
+)
+def test_bank_codes_password_compounds_firms_and_system_users_are_kept(scrub, text):
+    assert scrub(text) == (text, {})

@@ -544,6 +544,11 @@ def _mention_pattern(name: str) -> regex.Pattern | None:
 
 
 _LIST_SEPARATORS = "、,とや"
+# A foreign name in katakana, parts joined by ・, as a list item (ラージ・パテル).
+_DOTTED_KATAKANA = r"[\p{Katakana}ー]{2,10}(?:・[\p{Katakana}ー]{1,10})+"
+_DOTTED_KATAKANA_ITEM = regex.compile(_DOTTED_KATAKANA + r"(?=[、,。)）\s]|と|や|$)")
+_DOTTED_KATAKANA_ITEM_BEFORE = regex.compile(
+    r"(?:^|(?<=[:：、,(（\s]))(?P<item>" + _DOTTED_KATAKANA + r")$")
 # An English list: a given name (and an initial) between list separators.
 _LATIN_LIST_ITEM = r"(?P<item>(?P<name>\p{Lu}\p{Ll}+(?:-\p{Lu}?\p{Ll}+)?)(?: \p{Lu}\.)?)"
 _LATIN_LISTED_AFTER = regex.compile(
@@ -566,11 +571,11 @@ class _PersonJoiner:
     def __init__(self, config: HonorificNamesConfig, pairs: GivenNamePairsConfig,
                  is_given_name: Callable[[str], bool] | None = None):
         self._is_given_name = is_given_name
-        # A katakana given name after a kanji surname: 2-4 katakana, then a word of
-        # katakana_given_name_followed_by, a space or the end.
+        # A katakana given name after a kanji surname, a space between or none: 2-4
+        # katakana, then a word of katakana_given_name_followed_by, a space or the end.
         followed_by = sorted(config.katakana_given_name_followed_by, key=len, reverse=True)
         self._katakana_given_after = regex.compile(
-            r"[\p{Katakana}ー]{2,4}(?=" + "|".join(map(regex.escape, followed_by)) + r"|\s|$)")
+            r"[ 　]?[\p{Katakana}ー]{2,4}(?=" + "|".join(map(regex.escape, followed_by)) + r"|\s|$)")
         self._surnames = _SudachiTokens(config.pos, config.surface)
         self._surname_pos = regex.compile(config.listed_as_surname)
         self._honorifics = tuple(sorted(config.honorifics, key=len, reverse=True))
@@ -701,9 +706,14 @@ class _PersonJoiner:
         return found
 
     def _listed_after(self, text: str, end: int) -> tuple[int, int] | None:
-        """The span of a listed name right after a separator at ``end``, if any."""
+        """The span of a listed name right after a separator at ``end``, if any: one the
+        dictionary reads as a name, or a foreign name in katakana with its parts joined
+        by ・ (ラージ・パテル)."""
         if end >= len(text) or text[end] not in _LIST_SEPARATORS:
             return None
+        dotted = _DOTTED_KATAKANA_ITEM.match(text, end + 1)
+        if dotted is not None:
+            return dotted.span()
         tokens = self._surnames.tokenize(text[end + 1 : end + 1 + _LIST_WINDOW])
         if (len(tokens) == 0 or not _is_person_name(tokens[0])
                 or (len(tokens) > 1 and tokens[1].part_of_speech()[0] not in _LIST_ITEM_END)):
@@ -714,6 +724,9 @@ class _PersonJoiner:
         """The span of a listed name right before a separator ending at ``start``, if any."""
         if start == 0 or text[start - 1] not in _LIST_SEPARATORS:
             return None
+        dotted = _DOTTED_KATAKANA_ITEM_BEFORE.search(text, 0, start - 1)
+        if dotted is not None:
+            return dotted.span("item")
         window_start = max(0, start - 1 - _LIST_WINDOW)
         tokens = list(self._surnames.tokenize(text[window_start : start - 1]))
         if (not tokens or not _is_person_name(tokens[-1])
