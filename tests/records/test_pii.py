@@ -2571,3 +2571,38 @@ def test_log_users_role_words_katakana_lists_answers_codes_and_pw_columns_are_sc
 )
 def test_bank_codes_password_compounds_firms_and_system_users_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The flat or house number before the street, the state, postcode and country
+        # after the city, a district number, a slash-separated label line.
+        ("my tenant at 4B, 221 Larchmont Ave, Yonkers, NY 10705 is late",
+         "my tenant at <ADDRESS> is late"),
+        ("住所が12 Wattle Street, Fitzroy VIC 3065, Australia。EMSの宛名", "住所が<ADDRESS>。EMSの宛名"),
+        ("came to 88 Harcourt Street, Dublin 2 and left", "came to <ADDRESS> and left"),
+        ("TO: 1450 Brickell Bay Dr #2204 / Miami FL 33131 / tel", "TO: <ADDRESS> / tel"),
+        # A Japanese building with its floor or room; a lot number after U+2212.
+        ("京都市左京区北白川西町87番地 ハイム北白川2F に引っ越しました", "<ADDRESS> に引っ越しました"),
+        ("「沖縄県那覇市おもろまち4丁目1-9 302号」だと", "「<ADDRESS>」だと"),
+        ("新住所は〒060-0042 札幌市中央区大通西11丁目4−2 ライオンズ大通502号です", "新住所は<ADDRESS>です"),
+    ],
+)
+def test_addresses_are_carried_over_their_flats_buildings_states_and_countries(scrub, text, expected):
+    scrubbed, counts = scrub(text)
+    assert (scrubbed, counts.get("ADDRESS")) == (expected, 1)
+
+
+def test_an_address_is_not_carried_into_another_entity():
+    from presidio_analyzer import RecognizerResult
+
+    from so8t_kedro.records.pii.addresses import _AddressExtender
+    from so8t_kedro.records.pii.config import AddressPartsConfig
+
+    extender = _AddressExtender(AddressPartsConfig(before=r"\d{1,4}[A-Z],\s", after=r",\s[A-Z]{2}"))
+    text = "4B, 221 Main St, NY"
+    address = RecognizerResult("ADDRESS", 4, 15, 0.8)
+    flat = RecognizerResult("SECRET", 0, 2, 0.8)  # another entity where the flat is
+    extender.extend(text, [address, flat])
+    assert (address.start, address.end) == (4, 19)

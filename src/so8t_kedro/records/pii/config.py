@@ -282,6 +282,16 @@ class FieldsConfig(_Strict):
                              f"not {sorted(self.names)} and {sorted(self.values)}")
 
 
+class AddressPartsConfig(_Strict):
+    """What an address span is carried over (``pii.address_parts``): ``before``, a regex
+    that ends right where the span starts, and ``after``, one that starts right where it
+    ends; both may name ``words`` lists as {{name}}."""
+
+    before: str
+    after: str
+    words: dict[str, list[str]] = Field(default_factory=dict)
+
+
 class PiiConfig(_Strict):
     """``params:pii`` (conf/base/parameters_pii.yml); unknown keys are errors."""
 
@@ -300,6 +310,7 @@ class PiiConfig(_Strict):
     brands: BrandsConfig
     recognizers: list[RecognizerConfig]
     fields: FieldsConfig | None = None
+    address_parts: AddressPartsConfig | None = None
 
     def model_post_init(self, _context: Any) -> None:
         entities = ({r.entity for r in self.recognizers} | set(self.ner.labels.values())

@@ -23,6 +23,7 @@ from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 from spacy.tokens import Doc
 
+from so8t_kedro.records.pii.addresses import _AddressExtender
 from so8t_kedro.records.pii.config import PiiConfig
 from so8t_kedro.records.pii.fields import _FieldRecognizer
 from so8t_kedro.records.pii.names import (
@@ -147,6 +148,8 @@ class PiiScrubber:
         self._public_facts = _PublicFacts(config.public_facts)
         self._brands = _Brands(config.brands)
         self._public_places = _PublicPlaces(config.public_places) if config.public_places else None
+        self._addresses = (_AddressExtender(config.address_parts)
+                           if config.address_parts is not None else None)
         self._persons = _PersonJoiner(
             config.honorific_names, config.given_name_pairs,
             given_name_pairs.is_given_name_alone if given_name_pairs is not None else None)
@@ -216,6 +219,8 @@ class PiiScrubber:
             results = [r for r in results
                        if not self._documentation_values.is_documentation_value(text, r)]
             results = self._persons.join(text, results)
+            if self._addresses is not None:
+                results = self._addresses.extend(text, results)
             results = [r for r in results if not (
                 r.entity_type == "IP_ADDRESS"
                 and self._public_addresses.is_public_ip(text[r.start : r.end]))]
