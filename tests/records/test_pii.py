@@ -2606,3 +2606,57 @@ def test_an_address_is_not_carried_into_another_entity():
     flat = RecognizerResult("SECRET", 0, 2, 0.8)  # another entity where the flat is
     extender.extend(text, [address, flat])
     assert (address.start, address.end) == (4, 19)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # Secrets in code and on command lines.
+        ("server.login('me@sakura-mail.jp', 'gM7!vR2pQw')", "server.login('<EMAIL>', '<SECRET>')",
+         {"EMAIL_ADDRESS": 1, "SECRET": 1}),
+        ("redis-cli -h db -p 6379 -a 'Rd!s_Pr0d_88'", "redis-cli -h db -p 6379 -a '<SECRET>'", {"SECRET": 1}),
+        ("SECRET_KEY = 'dj4ng0-x9!k2#v@p7m$q1w&e5r(t8y)u3i'", "SECRET_KEY = '<SECRET>'", {"SECRET": 1}),
+        ("+ curl -u deploy:7f3c9a1e2b4d6f80 https://nexus.internal/",
+         "+ curl -u deploy:<SECRET> https://nexus.internal/", {"SECRET": 1}),
+        ("BitLocker 回復キー 418902-337645-120087-556391-774420-093318-661207-208845 を聞かれた",
+         "BitLocker 回復キー <SECRET> を聞かれた", {"SECRET": 1}),
+        # One-time codes further on; passports listed on the lines after the word.
+        ("her bank otp codes keep coming. latest one was 660193. how do i", 
+         "her bank otp codes keep coming. latest one was <SECRET>. how do i", {"SECRET": 1}),
+        ("ワンタイムパスワードが 528 417 って来た", "ワンタイムパスワードが <SECRET> って来た", {"SECRET": 1}),
+        ("同行者のパスポート番号を送る。\n父 TK5510238\n母 TK5510239", "同行者のパスポート番号を送る。\n父 <ID>\n母 <ID>",
+         {"PASSPORT": 2}),
+        # Persons: me (X), a hyphenated name in parentheses, list items with a note,
+        # plural relations, a kana name after a relation, a spaced kanji given name,
+        # a dotted katakana name before a spaced honorific, Japanese names in romaji.
+        ("secretary — me (Lucy).", "secretary — me (<PERSON>).", {"PERSON": 1}),
+        ("for my wife (Hye-jin) — her number", "for my wife (<PERSON>) — her number", {"PERSON": 1}),
+        ("attendees - Priya Raman, Tomasz (remote), me", "attendees - <PERSON>, <PERSON> (remote), me",
+         {"PERSON": 2}),
+        ("Kids are Maya (7) and Leo (4).", "Kids are <PERSON> (7) and <PERSON> (4).", {"PERSON": 2}),
+        ("妹のさくらが結婚する。さくらとTomは大学で出会った。", "妹の<PERSON>が結婚する。<PERSON>とTomは大学で出会った。",
+         {"PERSON": 2}),
+        ("相談者:3年4組 青木 陸斗の保護者。", "相談者:3年4組 <PERSON>の保護者。", {"PERSON": 1}),
+        ("営業の田中 部長に確認して。", "営業の<PERSON> 部長に確認して。", {"PERSON": 1}),
+        ("担当の ミラー・ジェシカ 様宛てで", "担当の <PERSON> 様宛てで", {"PERSON": 1}),
+        ("同行者:Kimura Haruka / 生年月日 1994/08/21", "同行者:<PERSON> / 生年月日 1994/08/21", {"PERSON": 1}),
+        ("namae wa WATANABE REN desu.", "namae wa <PERSON> desu.", {"PERSON": 1}),
+    ],
+)
+def test_secrets_in_code_codes_further_on_and_more_person_forms_are_scrubbed(scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'token_type = "bearer"',
+        'cache_key = "user_profile_v2"',
+        "The OTP is 6 digits and expires in 300 seconds.",
+        "妹のおかげで助かった。妹のことが心配。",
+        "Toyota Camry or Honda Civic?",
+        "What novels did Haruki Murakami write?",
+    ],
+)
+def test_code_words_short_codes_relation_phrases_roles_and_famous_romaji_names_are_kept(scrub, text):
+    assert scrub(text) == (text, {})

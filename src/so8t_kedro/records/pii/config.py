@@ -141,6 +141,11 @@ class PackageNamesConfig(_Strict):
     min_frequency: int = Field(ge=1, le=13)
 
 
+class JapaneseRomajiConfig(_Strict):
+    surnames: list[str]
+    given_names: list[str]
+
+
 class GivenNamePairsConfig(_Strict):
     """English names as "<given name> <Capitalised surname>" (``pii.given_name_pairs``)."""
 
@@ -172,6 +177,10 @@ class GivenNamePairsConfig(_Strict):
     # matched right after a span ending in a Latin letter; the joiner carries the person
     # over it (names._PersonJoiner).
     surname_after: str
+    # Japanese names in romaji (parameters_pii_japanese_romaji.yml): a surname and a given
+    # name of these lists, in either order, capitalised or in capitals (Kimura Haruka,
+    # HARUTO SUZUKI).
+    japanese_romaji: JapaneseRomajiConfig | None = None
     score: float = Field(ge=0.0, le=1.0)
 
 

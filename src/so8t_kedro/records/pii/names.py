@@ -21,6 +21,7 @@ from so8t_kedro.records.pii.config import (
     NerConfig,
     PackageNamesConfig,
 )
+from so8t_kedro.records.pii.patterns import ja_name_not_common_noun
 from so8t_kedro.records.pii.text import _PERSON_NAME_POS, _expand_words, _SudachiTokens
 
 
@@ -435,6 +436,9 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         self._titles = frozenset(config.titles)
         self._alone_regex = regex.compile(_expand_words(config.alone_regex, config.words))
         self._alone_not = frozenset(config.alone_not)
+        romaji = config.japanese_romaji
+        self._romaji_surnames = frozenset(romaji.surnames) if romaji else frozenset()
+        self._romaji_given = frozenset(romaji.given_names) if romaji else frozenset()
         self._score = config.score
 
     def load(self) -> None:
@@ -464,6 +468,17 @@ class _GivenNamePairRecognizer(EntityRecognizer):
                     and match["surname"] not in self._stop_words
                     and not self._ends_a_longer_name(text, match.start())):
                 yield match
+
+    def _romaji_names(self, text: str) -> Iterator[tuple[int, int]]:
+        """Spans of Japanese names in romaji: a surname and a given name of
+        ``japanese_romaji``, in either order (Kimura Haruka, Yuto Maeda, SUZUKI HARUTO)."""
+        if not self._romaji_surnames:
+            return
+        for match in _ROMAJI_PAIR.finditer(text, overlapped=True):
+            first, second = match["first"].title(), match["second"].title()
+            if ((first in self._romaji_surnames and second in self._romaji_given)
+                    or (first in self._romaji_given and second in self._romaji_surnames)):
+                yield match.span()
 
     def _alone_names(self, text: str) -> Iterator[tuple[int, int]]:
         """Spans of given names alone in a request or an exchange (``alone_regex``); one
@@ -501,20 +516,29 @@ class _GivenNamePairRecognizer(EntityRecognizer):
 
     def may_match(self, text: str) -> bool:
         return (next(self._pairs(text), None) is not None
-                or next(self._alone_names(text), None) is not None)
+                or next(self._alone_names(text), None) is not None
+                or next(self._romaji_names(text), None) is not None)
 
     def analyze(self, text, entities, nlp_artifacts=None):
         pairs = [RecognizerResult("PERSON", match.start(), match.end(), self._score)
                  for match in self._pairs(text)]
         return pairs + [RecognizerResult("PERSON", start, end, self._score)
-                        for start, end in self._alone_names(text)]
+                        for names in (self._alone_names(text), self._romaji_names(text))
+                        for start, end in names]
 
 
+# Two words, each capitalised or in capitals (Kimura Haruka, SUZUKI HARUTO).
+_ROMAJI_PAIR = regex.compile(
+    r"(?<![\p{L}])(?P<first>\p{Lu}\p{Ll}{2,}|\p{Lu}{3,}) (?P<second>\p{Lu}\p{Ll}{2,}|\p{Lu}{3,})(?![\p{L}])")
 _KANJI_NAME = regex.compile(r"[\p{Han}々]{1,4}")
 # A kanji word right before a kanji name, a space between or none (柏木 + 遥斗, 東雲 +
 # 遥斗: the model read only the given name).
 _KANJI_WORD_BEFORE = regex.compile(r"(?<![\p{Han}々])[\p{Han}々]{1,3}[ 　]?$")
 _LATIN_NAME_END = regex.compile(r"\p{Latin}$")
+# A kanji given name a space after a kanji surname the model read alone (青木 + 陸斗の):
+# 1-3 kanji, then an honorific, a particle, a mark or a space.
+_KANJI_GIVEN_AFTER = regex.compile(
+    r"[ 　][\p{Han}々]{1,3}(?=さん|様|くん|君|ちゃん|の|が|は|を|に|と|[、。,)）」』]|\s|$)")
 # The rest of a name whose part was read as a person: katakana parts joined by ・ or =
 # (ニコラス + ・ペトロフ, エリカ・ロペス・鈴木 whose last part may be a kanji surname),
 # a quoted nickname and the surname after a Latin given name (Oluwaseun "Seun" Bakare),
@@ -549,10 +573,12 @@ _DOTTED_KATAKANA = r"[\p{Katakana}ー]{2,10}(?:・[\p{Katakana}ー]{1,10})+"
 _DOTTED_KATAKANA_ITEM = regex.compile(_DOTTED_KATAKANA + r"(?=[、,。)）\s]|と|や|$)")
 _DOTTED_KATAKANA_ITEM_BEFORE = regex.compile(
     r"(?:^|(?<=[:：、,(（\s]))(?P<item>" + _DOTTED_KATAKANA + r")$")
-# An English list: a given name (and an initial) between list separators.
+# An English list: a given name (and an initial) between list separators, each item
+# perhaps followed by a note in parentheses (Tomasz (remote), Maya (7)).
 _LATIN_LIST_ITEM = r"(?P<item>(?P<name>\p{Lu}\p{Ll}+(?:-\p{Lu}?\p{Ll}+)?)(?: \p{Lu}\.)?)"
 _LATIN_LISTED_AFTER = regex.compile(
-    r"(?:,? and |, | & )" + _LATIN_LIST_ITEM + r"(?=[,;:!?)]|\.(?!\p{L})| and | & |\s*$|\s*\n)")
+    r"(?: \([^()\n]{1,15}\))?(?:,? and |, | & )" + _LATIN_LIST_ITEM
+    + r"(?=[,;:!?)]|\.(?!\p{L})| and | & | \(|\s*$|\s*\n)")
 _LATIN_LISTED_BEFORE = regex.compile(
     r"(?:^|(?<=[\s:(]))" + _LATIN_LIST_ITEM + r"(?:,? and |, | & )$")
 _LIST_WINDOW = 8
@@ -585,7 +611,8 @@ class _PersonJoiner:
     def join(self, text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
         """Overlapping person spans joined into one (John Wesley + Wesley Powell is John
         Wesley Powell: two recognisers read one name), a kanji surname carried over a
-        katakana given name that follows it (祖母の新井 + トメが), a kanji name carried
+        katakana or a spaced kanji given name that follows it (祖母の新井 + トメが, 青木 +
+        陸斗の; not a role, a relation or a common noun: 田中 部長), a kanji name carried
         back over a word before it, a space between or none, that the dictionary lists
         as a surname (柏木 遥斗, 東雲遥斗), and a Latin name carried over an accented
         surname after it (Brigid Ó Súilleabháin); and the names listed beside a person
@@ -605,6 +632,12 @@ class _PersonJoiner:
         for person in joined:
             if _KANJI_NAME.fullmatch(text, person.start, person.end):
                 given = self._katakana_given_after.match(text, person.end)
+                if given is None:
+                    given = _KANJI_GIVEN_AFTER.match(text, person.end)
+                    if given is not None and (given.group().strip() in self._not_surnames
+                                              or ja_name_not_common_noun(given.group().strip())
+                                              is False):
+                        given = None
                 if given is not None:
                     person.end = given.end()
                 surname = _KANJI_WORD_BEFORE.search(text, 0, person.start)

@@ -122,7 +122,7 @@ def _digits(text: str) -> str:
 _COMMON_NOUN_POS = regex.compile(r"^名詞-普通名詞")
 
 
-def _ja_name_not_common_noun(text: str) -> bool | None:
+def ja_name_not_common_noun(text: str) -> bool | None:
     """False for a Japanese word that Sudachi reads as a common noun and its dictionary
     lists as no person name (直通 in 担当者直通:03-..., 変更 in 担当者変更): a form label
     before an ordinary word. None (no opinion) otherwise: 酒井, 平野 (a common noun and
@@ -136,9 +136,26 @@ def _ja_name_not_common_noun(text: str) -> bool | None:
     # 担当アドレス: a form label before an ordinary word, not ヤマダタロウ).
     katakana = (len(tokens) == 1 and regex.fullmatch(r"[\p{Katakana}ー]+", surface)
                 is not None)
-    if ((not katakana and not regex.fullmatch(r"[\p{Han}々]+", surface))
-            or not _COMMON_NOUN_POS.search("-".join(first.part_of_speech()))):
+    if not katakana and not regex.fullmatch(r"[\p{Han}々]+", surface):
         return None
+    return _common_noun_and_no_name(first)
+
+
+def ja_hiragana_word_not_common_noun(text: str) -> bool | None:
+    """False for a hiragana word Sudachi reads as one common noun that its dictionary
+    lists as no person name (おむつ, おもちゃ in 娘のおむつが); None otherwise (さくら, ゆうと,
+    listed as names too). Not used where a name in hiragana is likely whatever the
+    dictionary says (長女 ひなた): ひなた and みなと are common nouns there."""
+    tokens = _sudachi_tokenizer().tokenize(text)
+    if len(tokens) != 1 or not regex.fullmatch(r"\p{Hiragana}+", tokens[0].surface()):
+        return None
+    return _common_noun_and_no_name(tokens[0])
+
+
+def _common_noun_and_no_name(token) -> bool | None:
+    if not _COMMON_NOUN_POS.search("-".join(token.part_of_speech())):
+        return None
+    surface = token.surface()
     listed = any(m.surface() == surface and _PERSON_NAME_POS.search("-".join(m.part_of_speech()))
                  for m in _sudachi_dictionary().lookup(surface))
     return None if listed else False
@@ -153,7 +170,8 @@ VALIDATORS: dict[str, Callable[[str], bool | None]] = {
     "ip_address": _ip_valid,
     "digits_10_11": lambda text: len(_digits(text)) in (10, 11),
     "digits_8_15": lambda text: 8 <= len(_digits(text)) <= 15,
-    "ja_name_not_common_noun": _ja_name_not_common_noun,
+    "ja_name_not_common_noun": ja_name_not_common_noun,
+    "ja_hiragana_word_not_common_noun": ja_hiragana_word_not_common_noun,
     "uk_driving_licence": uk_driving_licence_valid,
     "mixed_class_token": mixed_class_token,
 }
