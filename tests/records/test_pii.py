@@ -2660,3 +2660,41 @@ def test_secrets_in_code_codes_further_on_and_more_person_forms_are_scrubbed(scr
 )
 def test_code_words_short_codes_relation_phrases_roles_and_famous_romaji_names_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        ("出席 田中、ラジェシュ、鈴木(議長)。", "出席 <PERSON>、<PERSON>、<PERSON>(議長)。", {"PERSON": 3}),
+        ("Thanks again! Love, Hannah & Kwame", "Thanks again! Love, <PERSON> & <PERSON>", {"PERSON": 2}),
+        ("'yo Kevin send me the invoice by friday ok'", "'yo <PERSON> send me the invoice by friday ok'",
+         {"PERSON": 1}),
+        ("Our club treasurer Yvonne needs the IBAN.", "Our club treasurer <PERSON> needs the IBAN.", {"PERSON": 1}),
+        ("書類。氏名 Rahmawati Dewi、住所は未定。", "書類。氏名 <PERSON>、住所は未定。", {"PERSON": 1}),
+        ("メモ帳:楽天→ Rk_2023x、ヤフー→ Yh00_2023xx。パスワード移行中",
+         "メモ帳:楽天→ Rk_2023x、ヤフー→ Yh00_2023xx。パスワード移行中", {}),
+        ("パスワードのメモ:楽天→ Rk_2023x、ヤフー→ Yh00_2023xx。", "パスワードのメモ:楽天→ <SECRET>、ヤフー→ <SECRET>。",
+         {"SECRET": 2}),
+        ("router admin page won't take the old login. I changed it to 'Pumpkin$oup77' last year",
+         "router admin page won't take the old login. I changed it to '<SECRET>' last year", {"SECRET": 1}),
+        ("which security answer I used: the question was first pet and I put 'Biscuit2009'.",
+         "which security answer I used: the question was first pet and I put '<SECRET>'.", {"SECRET": 1}),
+        ("暗証番号、家族で共有してるのが「0417」なんだけど", "暗証番号、家族で共有してるのが「<SECRET>」なんだけど",
+         {"SECRET": 1}),
+        ("暗証番号(4桁)は 8821 で合ってる", "暗証番号(4桁)は <SECRET> で合ってる", {"SECRET": 1}),
+        ("ワンタイムパスワード 47 19 03 がメールで来た", "ワンタイムパスワード <SECRET> がメールで来た", {"SECRET": 1}),
+    ],
+)
+def test_katakana_list_names_sign_offs_arrows_and_codes_said_further_on(scrub, text, expected, counts):
+    assert scrub(text) == (expected, counts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "買い物リスト:コーヒー、ミルク、パン",
+        "My security question is 'name of your first pet'. Is that a bad idea?",
+    ],
+)
+def test_shopping_lists_and_quoted_questions_are_kept(scrub, text):
+    assert scrub(text) == (text, {})

@@ -21,7 +21,7 @@ from so8t_kedro.records.pii.config import (
     NerConfig,
     PackageNamesConfig,
 )
-from so8t_kedro.records.pii.patterns import ja_name_not_common_noun
+from so8t_kedro.records.pii.patterns import ja_name_not_common_noun, unknown_word_or_name
 from so8t_kedro.records.pii.text import _PERSON_NAME_POS, _expand_words, _SudachiTokens
 
 
@@ -568,11 +568,19 @@ def _mention_pattern(name: str) -> regex.Pattern | None:
 
 
 _LIST_SEPARATORS = "、,とや"
-# A foreign name in katakana, parts joined by ・, as a list item (ラージ・パテル).
-_DOTTED_KATAKANA = r"[\p{Katakana}ー]{2,10}(?:・[\p{Katakana}ー]{1,10})+"
-_DOTTED_KATAKANA_ITEM = regex.compile(_DOTTED_KATAKANA + r"(?=[、,。)）\s]|と|や|$)")
-_DOTTED_KATAKANA_ITEM_BEFORE = regex.compile(
-    r"(?:^|(?<=[:：、,(（\s]))(?P<item>" + _DOTTED_KATAKANA + r")$")
+# A foreign name in katakana as a list item, its parts perhaps joined by ・ (ラジェシュ,
+# ラージ・パテル).
+_KATAKANA_NAME = r"[\p{Katakana}ー]{2,10}(?:・[\p{Katakana}ー]{1,10})*"
+_KATAKANA_ITEM = regex.compile(_KATAKANA_NAME + r"(?=[、,。)）\s]|と|や|$)")
+_KATAKANA_ITEM_BEFORE = regex.compile(
+    r"(?:^|(?<=[:：、,(（\s]))(?P<item>" + _KATAKANA_NAME + r")$")
+
+
+def _foreign_name(word: str) -> bool:
+    """A katakana list item that reads as a name: parts joined by ・, or one word of four
+    or more letters the dictionary lists as a name or not at all (ラジェシュ, not コーヒー;
+    short words are too often a thing or a pet: カツオ, ワカメ)."""
+    return "・" in word or (len(word) >= 4 and unknown_word_or_name(word))
 # An English list: a given name (and an initial) between list separators, each item
 # perhaps followed by a note in parentheses (Tomasz (remote), Maya (7)).
 _LATIN_LIST_ITEM = r"(?P<item>(?P<name>\p{Lu}\p{Ll}+(?:-\p{Lu}?\p{Ll}+)?)(?: \p{Lu}\.)?)"
@@ -740,13 +748,13 @@ class _PersonJoiner:
 
     def _listed_after(self, text: str, end: int) -> tuple[int, int] | None:
         """The span of a listed name right after a separator at ``end``, if any: one the
-        dictionary reads as a name, or a foreign name in katakana with its parts joined
-        by ・ (ラージ・パテル)."""
+        dictionary reads as a name, or a foreign name in katakana (ラージ・パテル, ラジェシュ:
+        a katakana word the dictionary does not read as a common noun)."""
         if end >= len(text) or text[end] not in _LIST_SEPARATORS:
             return None
-        dotted = _DOTTED_KATAKANA_ITEM.match(text, end + 1)
-        if dotted is not None:
-            return dotted.span()
+        katakana = _KATAKANA_ITEM.match(text, end + 1)
+        if katakana is not None and _foreign_name(katakana.group()):
+            return katakana.span()
         tokens = self._surnames.tokenize(text[end + 1 : end + 1 + _LIST_WINDOW])
         if (len(tokens) == 0 or not _is_person_name(tokens[0])
                 or (len(tokens) > 1 and tokens[1].part_of_speech()[0] not in _LIST_ITEM_END)):
@@ -757,9 +765,9 @@ class _PersonJoiner:
         """The span of a listed name right before a separator ending at ``start``, if any."""
         if start == 0 or text[start - 1] not in _LIST_SEPARATORS:
             return None
-        dotted = _DOTTED_KATAKANA_ITEM_BEFORE.search(text, 0, start - 1)
-        if dotted is not None:
-            return dotted.span("item")
+        katakana = _KATAKANA_ITEM_BEFORE.search(text, 0, start - 1)
+        if katakana is not None and _foreign_name(katakana["item"]):
+            return katakana.span("item")
         window_start = max(0, start - 1 - _LIST_WINDOW)
         tokens = list(self._surnames.tokenize(text[window_start : start - 1]))
         if (not tokens or not _is_person_name(tokens[-1])

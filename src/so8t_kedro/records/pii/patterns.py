@@ -152,6 +152,14 @@ def ja_hiragana_word_not_common_noun(text: str) -> bool | None:
     return _common_noun_and_no_name(tokens[0])
 
 
+def unknown_word_or_name(word: str) -> bool:
+    """Whether the dictionary lists ``word`` as a person name, or does not list it at all
+    (ラジェシュ; not コーヒー): a katakana word found where a name is listed."""
+    entries = [m for m in _sudachi_dictionary().lookup(word) if m.surface() == word]
+    return not entries or any(_PERSON_NAME_POS.search("-".join(m.part_of_speech()))
+                              for m in entries)
+
+
 def _common_noun_and_no_name(token) -> bool | None:
     if not _COMMON_NOUN_POS.search("-".join(token.part_of_speech())):
         return None
