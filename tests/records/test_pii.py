@@ -2698,3 +2698,11 @@ def test_katakana_list_names_sign_offs_arrows_and_codes_said_further_on(scrub, t
 )
 def test_shopping_lists_and_quoted_questions_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+def test_japanese_script_goes_through_the_japanese_pipeline_whatever_the_record_says(scrubber):
+    text = "Translate this to English: '来週の打ち合わせは田口さんも参加します。'"
+    [as_english] = scrubber.scrub([text], ["en"])
+    [as_japanese] = scrubber.scrub([text], ["ja"])
+    assert as_english.text == as_japanese.text == (
+        "Translate this to English: '来週の打ち合わせは<PERSON>さんも参加します。'")

@@ -41,6 +41,7 @@ from so8t_kedro.records.pii.public import (
     _PublicPlaces,
 )
 from so8t_kedro.records.pii.text import _SudachiTokens
+from so8t_kedro.records.text import detect_language
 
 BLANK_MODEL = "blank"
 
@@ -255,7 +256,10 @@ class PiiScrubber:
         """Scrub texts in order, each with the pipeline of its language. Only where it
         is needed: a text no recogniser can match stays as it is without the analyzer,
         and the named-entity model runs, batched per language, only on the texts its
-        gate lets through."""
+        gate lets through. A text in Japanese script goes through the Japanese pipeline
+        whatever its record's language says (an English request quoting
+        'ジョンさん、田口さんも'): that pipeline runs every English recogniser as well, and
+        the Japanese name readers besides."""
         results: list[ScrubResult | None] = [None] * len(texts)
         ner_rows: dict[str, list[tuple[int, list[str]]]] = {}
         ner_entities = set(self.config.ner.labels.values())
@@ -263,6 +267,8 @@ class PiiScrubber:
             if language not in self.languages:
                 results[i] = ScrubResult(None, error=f"no PII pipeline for language {language!r}")
                 continue
+            if "ja" in self.languages and detect_language(text) == "ja":
+                language = "ja"
             try:
                 entities = self._possible_entities(text, language)
                 if self._runs_ner(text, language):
