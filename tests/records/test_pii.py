@@ -2706,3 +2706,33 @@ def test_japanese_script_goes_through_the_japanese_pipeline_whatever_the_record_
     [as_japanese] = scrubber.scrub([text], ["ja"])
     assert as_english.text == as_japanese.text == (
         "Translate this to English: '来週の打ち合わせは<PERSON>さんも参加します。'")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("名簿\n1. 東 大翔(幹事)\n2. 福田 ひより\n3. グエン・ヴァン・アン\n五十音順に",
+         "名簿\n1. <PERSON>(幹事)\n2. <PERSON>\n3. <PERSON>\n五十音順に"),
+        ("table:\nName, Email, Phone\nRuth Adeyemi, ruth.adeyemi@protonmail.com, +44 20 7946 3812",
+         "table:\nName, Email, Phone\n<PERSON>, <EMAIL>, <PHONE>"),
+        ("CSV:\nfirst,last,city\nEthan,Brooks,Boulder", "CSV:\nfirst,last,city\n<PERSON>,<PERSON>,Boulder"),
+        ("CSV\n社員番号,氏名,振込口座\n1021,堀 誠,2039485", "CSV\n社員番号,氏名,振込口座\n1021,<PERSON>,<ACCOUNT>"),
+    ],
+)
+def test_numbered_rosters_and_name_columns_beside_contacts_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Products:\nName, Price\nWidget Pro, 12.00", "手順\n1. 電源 オン\n2. 設定 画面\n3. 完了"],
+)
+def test_product_tables_and_numbered_steps_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+def test_a_bare_name_column_needs_its_contact_column_named_too():
+    from so8t_kedro.records.pii.config import FieldsConfig
+
+    with pytest.raises(ValueError, match="bare_name_column and contact_column go together"):
+        FieldsConfig(languages=["en"], names={}, values={}, bare_name_column="name", score=0.6)

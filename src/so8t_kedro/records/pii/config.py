@@ -283,9 +283,15 @@ class FieldsConfig(_Strict):
     languages: list[str]
     names: dict[str, str]
     values: dict[str, str]
+    # A column whose name is only "name" is a person's when the same header also has a
+    # column matching ``contact_column`` (Name, Email, Phone): ``bare_name_column``.
+    bare_name_column: str | None = None
+    contact_column: str | None = None
     score: float = Field(ge=0.0, le=1.0)
 
     def model_post_init(self, _context: Any) -> None:
+        if (self.bare_name_column is None) != (self.contact_column is None):
+            raise ValueError("pii.fields: bare_name_column and contact_column go together")
         if set(self.names) != set(self.values):
             raise ValueError("pii.fields: names and values must list the same entity types, "
                              f"not {sorted(self.names)} and {sorted(self.values)}")

@@ -30,6 +30,9 @@ class _FieldRecognizer(EntityRecognizer):
         self._names = {entity: regex.compile(pattern) for entity, pattern in config.names.items()}
         self._values = {entity: regex.compile(pattern)
                         for entity, pattern in config.values.items()}
+        self._bare_name = (regex.compile(config.bare_name_column)
+                           if config.bare_name_column else None)
+        self._contact = regex.compile(config.contact_column) if config.contact_column else None
         self._score = config.score
 
     def load(self) -> None:
@@ -59,8 +62,12 @@ class _FieldRecognizer(EntityRecognizer):
             separator = next((s for s in _SEPARATORS if s in header), None)
             if separator is None:
                 continue
-            columns = {k: entity for k, cell in enumerate(header.split(separator))
-                       if (entity := self._entity_of(cell.strip(" |"))) is not None}
+            names = [cell.strip(" |") for cell in header.split(separator)]
+            columns = {k: entity for k, name in enumerate(names)
+                       if (entity := self._entity_of(name)) is not None}
+            if self._bare_name is not None and any(self._contact.fullmatch(n) for n in names):
+                columns.update({k: "PERSON" for k, name in enumerate(names)
+                                if self._bare_name.fullmatch(name)})
             if not columns:
                 continue
             for start, line in lines[i + 1:]:

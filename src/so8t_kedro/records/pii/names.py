@@ -68,8 +68,9 @@ class _NerRecognizer(SpacyRecognizer):
 
     def analyze(self, text, entities, nlp_artifacts=None):
         results = [
-            r for r in super().analyze(text, entities, nlp_artifacts)
-            if not self._reject.search(text[r.start : r.end])
+            r for r in (_within_first_line(text, r)
+                        for r in super().analyze(text, entities, nlp_artifacts))
+            if r is not None and not self._reject.search(text[r.start : r.end])
         ]
         full_names = self._full_names(text) if "PERSON" in entities else []
         if self._confirm is None or not results:
@@ -77,6 +78,21 @@ class _NerRecognizer(SpacyRecognizer):
         names = self._confirm.spans(text)
         return [self._extended(text, r) for r in results
                 if any(r.start < end and start < r.end for start, end in names)] + full_names
+
+
+def _within_first_line(text: str, result: RecognizerResult) -> RecognizerResult | None:
+    """The model's entity cut at its first line break (it read グエン・ヴァン・アン and the
+    next line's 五十音順 as one name): no entity spans two lines. None if nothing is left."""
+    line_break = text.find("\n", result.start, result.end)
+    if line_break == -1:
+        return result
+    end = line_break
+    while end > result.start and text[end - 1].isspace():
+        end -= 1
+    if end == result.start:
+        return None
+    result.end = end
+    return result
 
 
 class _HonorificNameRecognizer(EntityRecognizer):
