@@ -2514,6 +2514,8 @@ def test_chat_speakers_holders_kin_colons_bare_licences_and_quoted_passwords_are
         "file name README TXT is missing",
         "Is 'ResNet50V2' a good model name?",
         "the bank says it's fine. Any ideas?",
+        "the router password is still the default one on the sticker",
+        "the API key is in the URL so I redacted half",
         "父は会社員です。",
         "my Wi-Fi network 'CasaLuz_5G' keeps dropping, the password is fine",
     ],
