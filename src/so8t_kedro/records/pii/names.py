@@ -80,6 +80,26 @@ class _NerRecognizer(SpacyRecognizer):
                 if any(r.start < end and start < r.end for start, end in names)] + full_names
 
 
+def _listed_beside(
+    persons: list[RecognizerResult],
+    neighbours: Callable[[RecognizerResult], tuple[tuple[int, int] | None, ...]],
+) -> list[RecognizerResult]:
+    """The persons listed beside ``persons``, walking along the list: ``neighbours`` gives
+    the spans of the names right after and before a person (None where there is none)."""
+    found: list[RecognizerResult] = []
+    taken = {(p.start, p.end) for p in persons}
+    frontier = list(persons)
+    while frontier:
+        person = frontier.pop()
+        for span in neighbours(person):
+            if span is not None and span not in taken:
+                taken.add(span)
+                neighbour = RecognizerResult("PERSON", *span, person.score)
+                found.append(neighbour)
+                frontier.append(neighbour)
+    return found
+
+
 def _within_first_line(text: str, result: RecognizerResult) -> RecognizerResult | None:
     """The model's entity cut at its first line break (it read グエン・ヴァン・アン and the
     next line's 五十音順 as one name): no entity spans two lines. None if nothing is left."""
@@ -565,9 +585,9 @@ _PARTS_AFTER_KATAKANA = regex.compile(
 _PARTS_BEFORE_KATAKANA = regex.compile(r"(?<![\p{Katakana}ー])(?:[\p{Katakana}ー]{2,12}[・=])+$")
 _NICKNAME_AND_SURNAME = regex.compile(r" [\"'“‘]\p{Lu}\p{Ll}+[\"'”’] \p{Lu}\p{Ll}+(?:-\p{Lu}\p{Ll}+)?")
 _GENERATION_SUFFIX = regex.compile(r"(?<=\b(?:Jr|Sr))\.|,? (?:Jr|Sr)\.?(?![\p{L}])|,? (?:II|III|IV)(?![\p{L}])")
-# Between the names of a Japanese list (岡田、中村; 田中とさとみ), how far a listed
-# name is read and what may border it on its other side (a mark, a particle, a space).
-_NAME_WORD_SEPARATORS_JA = regex.compile(r"[\s・=]+")
+# Between the parts of a name (ささき ゆうと, グエン・ヴァン・アン): its other mentions are
+# looked for part by part too.
+_NAME_PART_SEPARATORS = regex.compile(r"[\s・=]+")
 
 
 def _mention_pattern(name: str) -> regex.Pattern | None:
@@ -583,7 +603,11 @@ def _mention_pattern(name: str) -> regex.Pattern | None:
     return None
 
 
+# Between the names of a Japanese list (岡田、中村; 田中とさとみ), how far a listed
+# name is read and what may border it on its other side (a mark, a particle, a space).
 _LIST_SEPARATORS = "、,とや"
+_LIST_WINDOW = 8
+_LIST_ITEM_END = ("補助記号", "助詞", "空白", "助動詞")
 # A foreign name in katakana as a list item, its parts perhaps joined by ・ (ラジェシュ,
 # ラージ・パテル).
 _KATAKANA_NAME = r"[\p{Katakana}ー]{2,10}(?:・[\p{Katakana}ー]{1,10})*"
@@ -591,12 +615,6 @@ _KATAKANA_ITEM = regex.compile(_KATAKANA_NAME + r"(?=[、,。)）\s]|と|や|$)"
 _KATAKANA_ITEM_BEFORE = regex.compile(
     r"(?:^|(?<=[:：、,(（\s]))(?P<item>" + _KATAKANA_NAME + r")$")
 
-
-def _foreign_name(word: str) -> bool:
-    """A katakana list item that reads as a name: parts joined by ・, or one word of four
-    or more letters the dictionary lists as a name or not at all (ラジェシュ, not コーヒー;
-    short words are too often a thing or a pet: カツオ, ワカメ)."""
-    return "・" in word or (len(word) >= 4 and unknown_word_or_name(word))
 # An English list: a given name (and an initial) between list separators, each item
 # perhaps followed by a note in parentheses (Tomasz (remote), Maya (7)).
 _LATIN_LIST_ITEM = r"(?P<item>(?P<name>\p{Lu}\p{Ll}+(?:-\p{Lu}?\p{Ll}+)?)(?: \p{Lu}\.)?)"
@@ -605,8 +623,13 @@ _LATIN_LISTED_AFTER = regex.compile(
     + r"(?=[,;:!?)]|\.(?!\p{L})| and | & | \(|\s*$|\s*\n)")
 _LATIN_LISTED_BEFORE = regex.compile(
     r"(?:^|(?<=[\s:(]))" + _LATIN_LIST_ITEM + r"(?:,? and |, | & )$")
-_LIST_WINDOW = 8
-_LIST_ITEM_END = ("補助記号", "助詞", "空白", "助動詞")
+
+
+def _foreign_name(word: str) -> bool:
+    """A katakana list item that reads as a name: parts joined by ・, or one word of four
+    or more letters the dictionary lists as a name or not at all (ラジェシュ, not コーヒー;
+    short words are too often a thing or a pet: カツオ, ワカメ)."""
+    return "・" in word or (len(word) >= 4 and unknown_word_or_name(word))
 
 
 def _is_person_name(token: Any) -> bool:
@@ -684,18 +707,9 @@ class _PersonJoiner:
         persons = [r for r in results if r.entity_type == "PERSON"]
         if not persons:
             return []
-        listed: list[RecognizerResult] = []
-        taken = {(p.start, p.end) for p in persons}
-        frontier = list(persons)
-        while frontier:
-            person = frontier.pop()
-            for span in (self._latin_listed_after(text, person.end),
-                         self._latin_listed_before(text, person.start)):
-                if span is not None and span not in taken:
-                    taken.add(span)
-                    neighbour = RecognizerResult("PERSON", *span, person.score)
-                    listed.append(neighbour)
-                    frontier.append(neighbour)
+        listed = _listed_beside(persons, lambda person: (
+            self._latin_listed_after(text, person.end),
+            self._latin_listed_before(text, person.start)))
         return listed + self._other_mentions(text, results + listed)
 
     @staticmethod
@@ -709,7 +723,7 @@ class _PersonJoiner:
         for person in persons:
             name = text[person.start : person.end]
             names.add(name)
-            names.update(word for word in _NAME_WORD_SEPARATORS_JA.split(name) if word != name)
+            names.update(word for word in _NAME_PART_SEPARATORS.split(name) if word != name)
         found: list[RecognizerResult] = []
         taken = [(r.start, r.end) for r in results]
         for name in sorted(names, key=len, reverse=True):
@@ -748,19 +762,8 @@ class _PersonJoiner:
         name (人名) right after or before a person, with only 、, と or や between (not ・,
         which lists a name's spellings too: 斉藤・齋藤), and a mark, a particle or the
         text's edge on its other side; repeated along the list."""
-        found: list[RecognizerResult] = []
-        taken = {(p.start, p.end) for p in persons}
-        frontier = list(persons)
-        while frontier:
-            person = frontier.pop()
-            for span in (self._listed_after(text, person.end),
-                         self._listed_before(text, person.start)):
-                if span is not None and span not in taken:
-                    taken.add(span)
-                    neighbour = RecognizerResult("PERSON", *span, person.score)
-                    found.append(neighbour)
-                    frontier.append(neighbour)
-        return found
+        return _listed_beside(persons, lambda person: (
+            self._listed_after(text, person.end), self._listed_before(text, person.start)))
 
     def _listed_after(self, text: str, end: int) -> tuple[int, int] | None:
         """The span of a listed name right after a separator at ``end``, if any: one the
