@@ -28,6 +28,7 @@ from so8t_kedro.parameters.pii import (
     PiiFile,
     PiiGivenNamesFile,
     PiiGivenNamesRegionalFile,
+    PiiJapaneseRomajiFile,
     PiiRoleNounsFile,
 )
 from so8t_kedro.parameters.rehearsal import RehearsalFile
@@ -53,6 +54,7 @@ PARAMETER_FILES: dict[str, type[BaseModel]] = {
     "parameters_pii_brands.yml": PiiBrandsFile,
     "parameters_pii_given_names.yml": PiiGivenNamesFile,
     "parameters_pii_given_names_regional.yml": PiiGivenNamesRegionalFile,
+    "parameters_pii_japanese_romaji.yml": PiiJapaneseRomajiFile,
     "parameters_pii_role_nouns.yml": PiiRoleNounsFile,
     "parameters_rehearsal.yml": RehearsalFile,  # conf/rehearsal
     "parameters_run_hooks.yml": RunHooksFile,

@@ -30,5 +30,10 @@ class PiiGivenNamesRegionalFile(Strict):
     pii_given_names_regional: dict[str, list[str]]
 
 
+class PiiJapaneseRomajiFile(Strict):
+    pii_japanese_surnames_romaji: list[str]
+    pii_japanese_given_names_romaji: list[str]
+
+
 class PiiRoleNounsFile(Strict):
     pii_role_nouns: list[str]
