@@ -155,18 +155,23 @@ def ja_hiragana_word_not_common_noun(text: str) -> bool | None:
 def unknown_word_or_name(word: str) -> bool:
     """Whether the dictionary lists ``word`` as a person name, or does not list it at all
     (ラジェシュ; not コーヒー): a katakana word found where a name is listed."""
-    entries = [m for m in _sudachi_dictionary().lookup(word) if m.surface() == word]
-    return not entries or any(_PERSON_NAME_POS.search("-".join(m.part_of_speech()))
-                              for m in entries)
+    entries = _dictionary_entries(word)
+    return not entries or _listed_as_name(entries)
 
 
 def _common_noun_and_no_name(token) -> bool | None:
     if not _COMMON_NOUN_POS.search("-".join(token.part_of_speech())):
         return None
-    surface = token.surface()
-    listed = any(m.surface() == surface and _PERSON_NAME_POS.search("-".join(m.part_of_speech()))
-                 for m in _sudachi_dictionary().lookup(surface))
-    return None if listed else False
+    return None if _listed_as_name(_dictionary_entries(token.surface())) else False
+
+
+def _dictionary_entries(word: str) -> list:
+    """The dictionary's entries for exactly ``word``."""
+    return [m for m in _sudachi_dictionary().lookup(word) if m.surface() == word]
+
+
+def _listed_as_name(entries: list) -> bool:
+    return any(_PERSON_NAME_POS.search("-".join(m.part_of_speech())) for m in entries)
 
 
 # Validator name (conf) -> check of the matched text. True raises a match to score 1.0,
