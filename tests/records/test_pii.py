@@ -1449,7 +1449,7 @@ def test_names_in_parentheses_labels_chat_logs_and_private_contexts_go(scrub, te
     ["うちの課長(営業部)が異動になった", "母(60代)の健康診断の結果を見てほしい", "この宛名ラベルを作って",
      "Owner: Acme Ltd", "Surname field is required", "[Note]: remember the deadline",
      "I'm Happy with the result.", "my friend too.", "look after Brexit news",
-     "Newton's laws explained simply", "We met Maria in São Paulo"],
+     "Newton's laws explained simply", "They met Maria in São Paulo"],
 )
 def test_parentheses_labels_and_capitalised_words_without_a_name_are_kept(scrub, text):
     assert scrub(text) == (text, {})
@@ -2738,3 +2738,57 @@ def test_a_bare_name_column_needs_its_contact_column_named_too():
 
     with pytest.raises(ValueError, match="bare_name_column and contact_column go together"):
         FieldsConfig(languages=["en"], names={}, values={}, bare_name_column="name", score=0.6)
+
+
+# added in round 32
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a given name alone with no cue beside it, in a first-person text
+        ("Plan our picnic: the Hendersons, Margot and Felix, bring the salad.",
+         "Plan our picnic: the Hendersons, <PERSON> and <PERSON>, bring the salad."),
+        ("my carpool: Soren drives Monday and I take Tuesday",
+         "my carpool: <PERSON> drives Monday and I take Tuesday"),
+        # ... the name alone (no accented place after it is its surname)
+        ("We met Maria in São Paulo", "We met <PERSON> in São Paulo"),
+        # ... not in a text with no first person, nor after an article or a preposition,
+        # nor beside another capitalised word (a full name, a place)
+        ("The play casts Margot as the lead.", "The play casts Margot as the lead."),
+        ("I paid with my Visa and drove from Denver", "I paid with my Visa and drove from Denver"),
+        ("We flew into Ho Chi Minh last May", "We flew into Ho Chi Minh last May"),
+        # a Latin name right after kana, before an honorific
+        ("旅行で知り合ったMatteoさんに連絡したい", "旅行で知り合った<PERSON>さんに連絡したい"),
+        # a name cut inside its word by the model is carried to the word's end
+        ("保護者欄:3組 木村陽向 の父です", "保護者欄:3組 <PERSON> の父です"),
+        # ... not over an honorific or a title
+        ("部長の岡本さんへ。岡本部長、お世話になりました。",
+         "部長の<PERSON>さんへ。<PERSON>部長、お世話になりました。"),
+        # a name the dictionary lists, said of a kin word with は, or before くん
+        ("弟は健太、従兄の翔くんも来る", "弟は<PERSON>、従兄の<PERSON>くんも来る"),
+        ("母は元気です。弟くんは受験生。", "母は元気です。弟くんは受験生。"),
+        # a quoted name or handle before an honorific
+        ("出品者の「みかん姫」さんから返信がない", "出品者の「<PERSON>」さんから返信がない"),
+    ],
+)
+def test_lone_given_names_cut_names_and_quoted_names_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a code said further on in the sentence of a word for one
+        ("The shed padlock combo, if you need it, is 31-07-22.",
+         "The shed padlock combo, if you need it, is <SECRET>."),
+        ("My PIN got reset by the bank so I set it to 6093 yesterday",
+         "My PIN got reset by the bank so I set it to <SECRET> yesterday"),
+        ("宅配ボックスの暗証番号、今週から 5826 になりました", "宅配ボックスの暗証番号、今週から <SECRET> になりました"),
+        ("recovery codes for my account: 4HQ7-TZ82 and M9PX-31KD",
+         "recovery codes for my account: <SECRET> and <SECRET>"),
+        # ... not a year, a length or a count
+        ("I changed my PIN in 2021 and it must be 6 digits", "I changed my PIN in 2021 and it must be 6 digits"),
+        ("パスワードは 12 文字以上、2024年から必須", "パスワードは 12 文字以上、2024年から必須"),
+    ],
+)
+def test_codes_further_on_in_a_sentence_about_one_are_secrets(scrub, text, expected):
+    assert scrub(text)[0] == expected

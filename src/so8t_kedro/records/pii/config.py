@@ -127,6 +127,11 @@ class HonorificNamesConfig(_Strict):
     # What may follow a katakana given name that a kanji surname is carried over
     # (祖母の新井 + トメが): particles, marks and honorifics (a space or the end may too).
     katakana_given_name_followed_by: list[str] = Field(min_length=1)
+    # Words that end a name a recogniser cut short, yet are not part of it (山田 + 様,
+    # 田中 + 家): see names._PersonJoiner._carry_over_cut_name.
+    not_name_rest: list[str] = Field(default_factory=list)
+    # Titles a person's other mention may run into (岩崎部長: names._mention_pattern).
+    titles_after_name: list[str] = Field(default_factory=list)
     score: float = Field(ge=0.0, le=1.0)
 
 
@@ -144,6 +149,20 @@ class PackageNamesConfig(_Strict):
 class JapaneseRomajiConfig(_Strict):
     surnames: list[str]
     given_names: list[str]
+
+
+class LoneNameConfig(_Strict):
+    """A given name alone inside a sentence of a first-person text
+    (``pii.given_name_pairs.lone_name``)."""
+
+    # The candidate, group ``given``: a capitalised word inside a sentence with no
+    # capitalised word beside it.
+    regex: str
+    # The text must have one (my, our, I, me, we): the writer deals with people of their own.
+    first_person: str
+    # Capitalised words that are given names on the lists but, alone, more often
+    # something else (Visa, Jan, Mon).
+    not_names: list[str]
 
 
 class GivenNamePairsConfig(_Strict):
@@ -173,6 +192,9 @@ class GivenNamePairsConfig(_Strict):
     # ``alone_not`` (months, days, places that are also given names).
     alone_regex: str
     alone_not: list[str]
+    # A given name with no cue beside it, in a first-person text (the neighbours Ruth and
+    # Clive; Rania is driving Mon/Wed).
+    lone_name: LoneNameConfig | None = None
     # A surname that a person span found before it left out (Brigid + Ó Súilleabháin),
     # matched right after a span ending in a Latin letter; the joiner carries the person
     # over it (names._PersonJoiner).

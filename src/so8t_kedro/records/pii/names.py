@@ -472,6 +472,9 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         self._titles = frozenset(config.titles)
         self._alone_regex = regex.compile(_expand_words(config.alone_regex, config.words))
         self._alone_not = frozenset(config.alone_not)
+        lone = config.lone_name
+        self._lone = (regex.compile(lone.regex), regex.compile(lone.first_person),
+                      frozenset(lone.not_names)) if lone else None
         romaji = config.japanese_romaji
         self._romaji_surnames = frozenset(romaji.surnames) if romaji else frozenset()
         self._romaji_given = frozenset(romaji.given_names) if romaji else frozenset()
@@ -542,6 +545,19 @@ class _GivenNamePairRecognizer(EntityRecognizer):
             names = [groups["given"], *([groups["other"]] if groups.get("other") else [])]
             if all(self.is_given_name_alone(name) for name in names):
                 yield match.span("given")
+        yield from self._lone_names(text)
+
+    def _lone_names(self, text: str) -> Iterator[tuple[int, int]]:
+        """Spans of given names with no cue beside them (``lone_name``), in a text whose
+        writer speaks in the first person."""
+        if self._lone is None:
+            return
+        candidate, first_person, not_names = self._lone
+        if first_person.search(text) is None:
+            return
+        for match in candidate.finditer(text):
+            if match["given"] not in not_names and self.is_given_name_alone(match["given"]):
+                yield match.span("given")
 
     def is_given_name_alone(self, word: str) -> bool:
         """A given name standing alone: on the lists and not a word of ``alone_not``
@@ -590,14 +606,15 @@ _GENERATION_SUFFIX = regex.compile(r"(?<=\b(?:Jr|Sr))\.|,? (?:Jr|Sr)\.?(?![\p{L}
 _NAME_PART_SEPARATORS = regex.compile(r"[\s・=]+")
 
 
-def _mention_pattern(name: str) -> regex.Pattern | None:
+def _mention_pattern(name: str, titles: str) -> regex.Pattern | None:
     """How another mention of ``name`` is found (see ``_PersonJoiner._other_mentions``);
-    None for a name too short or of a script to find safely."""
+    None for a name too short or of a script to find safely. A kanji name may be followed
+    by one of ``titles`` (an alternation: 岩崎 + 部長)."""
     escaped = regex.escape(name)
     if regex.fullmatch(r"\p{Lu}[\p{L}'’. -]{2,}", name):
         return regex.compile(r"(?<![\p{L}])" + escaped + r"(?![\p{L}])")
     if regex.fullmatch(r"[\p{Han}々]{2,}(?:\s[\p{Han}々]+)?", name):
-        return regex.compile(r"(?<![\p{Han}々])" + escaped + r"(?![\p{Han}々])")
+        return regex.compile(r"(?<![\p{Han}々])" + escaped + r"(?:(?![\p{Han}々])|(?=" + titles + "))")
     if regex.fullmatch(r"[\p{Hiragana}\p{Katakana}ー\p{Han}々\s・]{3,}", name):
         return regex.compile(escaped)
     return None
@@ -654,6 +671,12 @@ class _PersonJoiner:
         self._honorifics = tuple(sorted(config.honorifics, key=len, reverse=True))
         self._not_surnames = frozenset(config.role_nouns) | frozenset(config.relation_nouns)
         self._surname_after = regex.compile(_expand_words(pairs.surname_after, pairs.words))
+        self._not_name_rest = frozenset(config.not_name_rest) | self._not_surnames
+        self._titles_after_name = "|".join(map(regex.escape, config.titles_after_name)) or "(?!)"
+        honorifics = "|".join(map(regex.escape, self._honorifics))
+        self._cut_name_rest = regex.compile(
+            r"(?P<rest>(?<=[\p{Han}々])[\p{Han}々]{1,2}|(?<=(?:^|[\s:：])\p{Hiragana})\p{Hiragana}{1,3})"
+            r"(?=[\s、。,.()（）「」『』:：]|$|" + honorifics + ")")
 
     def join(self, text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
         """Overlapping person spans joined into one (John Wesley + Wesley Powell is John
@@ -668,6 +691,7 @@ class _PersonJoiner:
         persons = [r for r in results if r.entity_type == "PERSON"]
         for person in persons:
             self._extend_over_name_parts(text, person)
+            self._carry_over_cut_name(text, person)
         joined: list[RecognizerResult] = []
         for person in sorted(persons, key=lambda r: (r.start, -r.end)):
             if joined and person.start < joined[-1].end:
@@ -678,25 +702,36 @@ class _PersonJoiner:
             joined.append(person)
         for person in joined:
             if _KANJI_NAME.fullmatch(text, person.start, person.end):
-                given = self._katakana_given_after.match(text, person.end)
-                if given is None:
-                    given = _KANJI_GIVEN_AFTER.match(text, person.end)
-                    if given is not None and (given.group().strip() in self._not_surnames
-                                              or ja_name_not_common_noun(given.group().strip())
-                                              is False):
-                        given = None
-                if given is not None:
-                    person.end = given.end()
-                surname = _KANJI_WORD_BEFORE.search(text, 0, person.start)
-                if surname is not None and (
-                        self._surnames.listed_as(surname.group().rstrip(), self._surname_pos)
-                        or self._is_surname_by_place(text, surname, person)):
-                    person.start = surname.start()
+                self._carry_over_kanji_name_parts(text, person)
             elif _LATIN_NAME_END.search(text, person.start, person.end):
                 surname = self._surname_after.match(text, person.end)
                 if surname is not None:
                     person.end = surname.end()
         return others + joined + self._list_neighbours(text, joined)
+
+    def _carry_over_cut_name(self, text: str, person: RecognizerResult) -> None:
+        """A name cut inside its word carried to the word's end (``not_name_rest``)."""
+        rest = self._cut_name_rest.match(text, person.end)
+        if rest is not None and rest["rest"] not in self._not_name_rest:
+            person.end = rest.end()
+
+    def _carry_over_kanji_name_parts(self, text: str, person: RecognizerResult) -> None:
+        """A kanji surname's span carried over the given name after it and a kanji name's
+        back over the surname before it (see :meth:`join`)."""
+        given = self._katakana_given_after.match(text, person.end)
+        if given is None:
+            given = _KANJI_GIVEN_AFTER.match(text, person.end)
+            if given is not None and (given.group().strip() in self._not_surnames
+                                      or ja_name_not_common_noun(given.group().strip())
+                                      is False):
+                given = None
+        if given is not None:
+            person.end = given.end()
+        surname = _KANJI_WORD_BEFORE.search(text, 0, person.start)
+        if surname is not None and (
+                self._surnames.listed_as(surname.group().rstrip(), self._surname_pos)
+                or self._is_surname_by_place(text, surname, person)):
+            person.start = surname.start()
 
     def around_private_persons(self, text: str,
                                results: list[RecognizerResult]) -> list[RecognizerResult]:
@@ -710,10 +745,14 @@ class _PersonJoiner:
         listed = _listed_beside(persons, lambda person: (
             self._latin_listed_after(text, person.end),
             self._latin_listed_before(text, person.start)))
-        return listed + self._other_mentions(text, results + listed)
+        mentions = self._other_mentions(text, results + listed)
+        for mention in mentions:
+            if _KANJI_NAME.fullmatch(text, mention.start, mention.end):
+                self._carry_over_kanji_name_parts(text, mention)
+        return listed + mentions
 
-    @staticmethod
-    def _other_mentions(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    def _other_mentions(self, text: str,
+                        results: list[RecognizerResult]) -> list[RecognizerResult]:
         """Every other mention of a person's name, and of its words (Femi liked her SQL;
         ささき ゆうと, then ゆうとが熱を): a word of at least 3 Latin letters between
         non-letters, 2 kanji between non-kanji, or 3 kana; not inside a span already
@@ -727,7 +766,7 @@ class _PersonJoiner:
         found: list[RecognizerResult] = []
         taken = [(r.start, r.end) for r in results]
         for name in sorted(names, key=len, reverse=True):
-            mention = _mention_pattern(name)
+            mention = _mention_pattern(name, self._titles_after_name)
             if mention is None:
                 continue
             score = max(p.score for p in persons)

@@ -185,6 +185,7 @@ VALIDATORS: dict[str, Callable[[str], bool | None]] = {
     "digits_8_15": lambda text: 8 <= len(_digits(text)) <= 15,
     "ja_name_not_common_noun": ja_name_not_common_noun,
     "ja_hiragana_word_not_common_noun": ja_hiragana_word_not_common_noun,
+    "ja_listed_as_name": lambda text: _listed_as_name(_dictionary_entries(text)),
     "uk_driving_licence": uk_driving_licence_valid,
     "mixed_class_token": mixed_class_token,
 }
