@@ -59,15 +59,21 @@ def load_cases(entity_types: set[str]) -> list[dict]:
         case = json.loads(line)
         case["text"] = unicodedata.normalize("NFKC", case["text"])
         cursor: dict[str, int] = {}
-        for entity in case["entities"]:  # repeated spans: the next occurrence each time
+        labelled: list[tuple[int, int]] = []
+        # Repeated spans: the next occurrence each time, not one inside a name labelled
+        # before it (Felix after Felix Grant).
+        for entity in case["entities"]:
             if entity["type"] not in entity_types:
                 raise ValueError(f"{DATA}:{number}: case {case['id']}: entity type "
                                  f"{entity['type']!r} is none of {sorted(entity_types)}")
             # Normalised as its text is (a full-width ０７０－… is 070-… in both).
             entity["text"] = unicodedata.normalize("NFKC", entity["text"])
             start = case["text"].index(entity["text"], cursor.get(entity["text"], 0))
+            while any(a <= start < b for a, b in labelled):
+                start = case["text"].index(entity["text"], start + 1)
             entity["start"], entity["end"] = start, start + len(entity["text"])
             cursor[entity["text"]] = entity["end"]
+            labelled.append((entity["start"], entity["end"]))
         cases.append(case)
     return cases
 

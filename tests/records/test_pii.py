@@ -2740,7 +2740,7 @@ def test_a_bare_name_column_needs_its_contact_column_named_too():
         FieldsConfig(languages=["en"], names={}, values={}, bare_name_column="name", score=0.6)
 
 
-# added in round 32
+# added in round 31
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
