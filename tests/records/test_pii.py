@@ -2792,3 +2792,48 @@ def test_lone_given_names_cut_names_and_quoted_names_are_scrubbed(scrub, text, e
 )
 def test_codes_further_on_in_a_sentence_about_one_are_secrets(scrub, text, expected):
     assert scrub(text)[0] == expected
+
+
+# added in round 32
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # nicknames after their label, or quoted after a word for a friend or a player
+        ("取引相手(ニックネーム:もちこ)から返信がない", "取引相手(ニックネーム:<PERSON>)から返信がない"),
+        ("ゲームのフレンド「ソラ」に謝りたい", "ゲームのフレンド「<PERSON>」に謝りたい"),
+        # a kana name after a relation word and の, before ちゃん
+        ("元カレのたっくんから連絡が来た", "元カレの<PERSON>から連絡が来た"),
+        ("娘の友達のりなちゃんが泊まりに来る", "娘の友達の<PERSON>ちゃんが泊まりに来る"),
+        # a listed surname after a relation word and の, before a work title
+        ("上司の松井課長に相談したい", "上司の<PERSON>課長に相談したい"),
+        # a Latin given name after a Japanese role word and a colon
+        ("PTAの連絡:書記:Priyanka", "PTAの連絡:書記:<PERSON>"),
+        # Japanese given names in romaji count as given names alone
+        ("Relay team order: Haruto, Minato, Kaito.", "Relay team order: <PERSON>, <PERSON>, <PERSON>."),
+    ],
+)
+def test_nicknames_relations_roles_and_romaji_given_names_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # characters known by a courtesy title stay in a public-fact frame
+        "Who is older in the stories, Sherlock Holmes or Dr. Watson?",
+        "Why does Elizabeth Bennet turn down Mr. Darcy at first?",
+        # product and framework names
+        "Is the Model Y Long Range worth the extra cost?",
+        "How do I change the port of a Spring Boot service?",
+        # a country after "for"
+        "Which plug adapter do I need for France?",
+    ],
+)
+def test_titled_characters_product_names_and_countries_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+def test_a_titled_character_is_listed_only_with_its_title(scrub):
+    # "Mr. Darcy" is Austen's; a private Darcy, or a Mr. Darcy who is a neighbour, goes
+    assert scrub("My neighbour Mr. Darcy blocks my drive")[0] == "My neighbour Mr. <PERSON> blocks my drive"
+    assert scrub("Text Darcy that I'm late")[0] == "Text <PERSON> that I'm late"

@@ -462,8 +462,12 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         stop_words = {word.capitalize() for word in STOP_WORDS}
         regional = {name for lists in (config.regional_names, config.more_regional_names)
                     for names in lists.values() for name in names}
+        romaji = config.japanese_romaji
+        # Japanese given names in romaji count alone too (Players: Ren, Kaito).
+        romaji_given = set(romaji.given_names) if romaji else set()
         names = set(config.names) | regional | (
-            package_given_names(config.package_names) - set(config.not_names) - stop_words
+            (package_given_names(config.package_names) | romaji_given)
+            - set(config.not_names) - stop_words
         )
         self._given_names = frozenset(names)
         self._stop_words = frozenset(stop_words)
@@ -475,7 +479,6 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         lone = config.lone_name
         self._lone = (regex.compile(lone.regex), regex.compile(lone.first_person),
                       frozenset(lone.not_names)) if lone else None
-        romaji = config.japanese_romaji
         self._romaji_surnames = frozenset(romaji.surnames) if romaji else frozenset()
         self._romaji_given = frozenset(romaji.given_names) if romaji else frozenset()
         self._score = config.score

@@ -50,8 +50,17 @@ class _PublicFacts:
         self._ignore = regex.compile(config.allow_list_ignore)
         self._not_listed_after = (regex.compile(config.not_listed_after)
                                   if config.not_listed_after else None)
-        self._listed = frozenset(
-            self._key(name) for names in config.allow_list.values() for name in names)
+        names = [name for names in config.allow_list.values() for name in names]
+        # Characters known by a courtesy title (Dr. Watson, Mr. Darcy) are listed with it
+        # and found only with it: "Watson" alone or "Mr. Watson" is someone else.
+        titled = [name for name in names if self._titled(name)]
+        self._listed = frozenset(self._key(name) for name in names if name not in titled)
+        self._listed_with_title = frozenset(map(_titled_key, titled))
+
+    def _titled(self, name: str) -> bool:
+        space = name.find(" ")
+        return (self._not_listed_after is not None and space > 0
+                and self._not_listed_after.search(name[: space + 1]) is not None)
 
     def _key(self, name: str) -> str:
         """A name as it is compared with the gazetteer: NFKC, without the titles, public
@@ -61,11 +70,13 @@ class _PublicFacts:
     def is_listed(self, text: str, person: RecognizerResult) -> bool:
         """Whether the person is on the gazetteer: its span, or a span of the text
         around it that starts and ends at a word's edge (a Latin letter is not cut),
-        is a listed name once normalised (信長 read inside 織田信長 is 織田信長); not
-        after a courtesy title (``not_listed_after``: Mr Lincoln is someone else)."""
-        if (self._not_listed_after is not None
-                and self._not_listed_after.search(text, 0, person.start) is not None):
-            return False
+        is a listed name once normalised (信長 read inside 織田信長 is 織田信長); after a
+        courtesy title (``not_listed_after``: Mr Lincoln is someone else) only a name
+        listed with its title (Dr. Watson)."""
+        title = (self._not_listed_after.search(text, 0, person.start)
+                 if self._not_listed_after is not None else None)
+        if title is not None:
+            return _titled_key(text[title.start() : person.end]) in self._listed_with_title
         if self._key(text[person.start : person.end]) in self._listed:
             return True
         for start in range(max(0, person.start - _LISTED_NAME_REACH), person.start + 1):
@@ -138,6 +149,12 @@ class _PublicFacts:
                 if self.is_listed(text, person)
                 or self.has_public_evidence(text, language, person)
                 or self.has_public_sentence(marked, language, person)]
+
+
+def _titled_key(name: str) -> str:
+    """A titled name as compared with the titled entries: NFKC, no dots or spaces,
+    case folded (Dr Watson = Dr. Watson)."""
+    return regex.sub(r"[\s.]", "", unicodedata.normalize("NFKC", name)).casefold()
 
 
 def _sentence_of(text: str, span: RecognizerResult) -> tuple[int, int]:
