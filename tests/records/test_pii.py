@@ -2837,3 +2837,45 @@ def test_a_titled_character_is_listed_only_with_its_title(scrub):
     # "Mr. Darcy" is Austen's; a private Darcy, or a Mr. Darcy who is a neighbour, goes
     assert scrub("My neighbour Mr. Darcy blocks my drive")[0] == "My neighbour Mr. <PERSON> blocks my drive"
     assert scrub("Text Darcy that I'm late")[0] == "Text <PERSON> that I'm late"
+
+
+# added in round 33
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the writer's own name after a greeting or in parentheses after 私
+        ("お世話になっております、吉岡です。先日の件です。", "お世話になっております、<PERSON>です。先日の件です。"),
+        ("ミスの原因は私(藤井)の確認不足です", "ミスの原因は私(<PERSON>)の確認不足です"),
+        # a letter's signature before より, not a kin word
+        ("いつもありがとう\nさくらより", "いつもありがとう\n<PERSON>より"),
+        ("いつもありがとう\n母より", "いつもありがとう\n母より"),
+        # a name called at the start, a surname before a work title, a holder before 名義
+        ("健太、昨日はごめん。", "<PERSON>、昨日はごめん。"),
+        ("承認者は村井課長です", "承認者は<PERSON>課長です"),
+        ("口座は(西川名義)です", "口座は(<PERSON>名義)です"),
+        ("口座は法人名義です", "口座は法人名義です"),
+        # a hiragana chat speaker where another line has one; a form's label is no speaker
+        ("要約して\nあやね:何時?\nみのり:7時", "要約して\n<PERSON>:何時?\n<PERSON>:7時"),
+        ("名前:ひかり\n趣味:読書", "名前:<PERSON>\n趣味:読書"),
+        # a listed name after a kin title even where the word is more often something else
+        ("Place cards: Uncle Theo, Grandma Rose", "Place cards: Uncle <PERSON>, Grandma <PERSON>"),
+        # "from X" closing a card, a person's laptop
+        ("Write the card and sign it from Imogen.", "Write the card and sign it from <PERSON>."),
+        ("The printer rejects Carmen's laptop", "The printer rejects <PERSON>'s laptop"),
+    ],
+)
+def test_signatures_self_introductions_speakers_and_titled_surnames_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I flew in from Manila last week.", "I flew in from Manila last week."),
+        ("パスポートを更新した。番号が変わって、新:MZ4410276になった", "パスポートを更新した。番号が変わって、新:<ID>になった"),
+        ("免許証の番号「410233890172」って控えられた", "免許証の番号「<ID>」って控えられた"),
+        ("鍵のパスフレーズは「kumo-no-ue-88」のはず", "鍵のパスフレーズは「<SECRET>」のはず"),
+    ],
+)
+def test_places_stay_and_passports_licences_and_passphrases_further_on_go(scrub, text, expected):
+    assert scrub(text)[0] == expected

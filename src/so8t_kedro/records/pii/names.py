@@ -470,6 +470,10 @@ class _GivenNamePairRecognizer(EntityRecognizer):
             - set(config.not_names) - stop_words
         )
         self._given_names = frozenset(names)
+        # After a kin title a listed name counts even where the word is more often
+        # something else (Grandma Rose, Uncle Chase): ``not_names`` do not apply there.
+        self._names_after_kin = self._given_names | (
+            package_given_names(config.package_names) - stop_words)
         self._stop_words = frozenset(stop_words)
         self._pair = regex.compile(_expand_words(config.regex, config.words))
         self._longer_name_before = regex.compile(config.longer_name_before)
@@ -544,6 +548,10 @@ class _GivenNamePairRecognizer(EntityRecognizer):
                 if (not any(word in self._stop_words or word in self._titles for word in words)
                         and (titled or any(self.is_given_name_alone(word) for word in words))):
                     yield start, end
+                continue
+            if groups.get("kin"):
+                if groups["given"] in self._names_after_kin and groups["given"] not in self._alone_not:
+                    yield match.span("given")
                 continue
             names = [groups["given"], *([groups["other"]] if groups.get("other") else [])]
             if all(self.is_given_name_alone(name) for name in names):
@@ -674,7 +682,8 @@ class _PersonJoiner:
         self._honorifics = tuple(sorted(config.honorifics, key=len, reverse=True))
         self._not_surnames = frozenset(config.role_nouns) | frozenset(config.relation_nouns)
         self._surname_after = regex.compile(_expand_words(pairs.surname_after, pairs.words))
-        self._not_name_rest = frozenset(config.not_name_rest) | self._not_surnames
+        self._not_name_rest = (frozenset(config.not_name_rest) | self._not_surnames
+                               | frozenset(config.titles_after_name))
         self._titles_after_name = "|".join(map(regex.escape, config.titles_after_name)) or "(?!)"
         honorifics = "|".join(map(regex.escape, self._honorifics))
         self._cut_name_rest = regex.compile(
