@@ -2879,3 +2879,53 @@ def test_signatures_self_introductions_speakers_and_titled_surnames_are_scrubbed
 )
 def test_places_stay_and_passports_licences_and_passphrases_further_on_go(scrub, text, expected):
     assert scrub(text)[0] == expected
+
+
+# added in round 34
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("うちの湊、今日も元気です", "うちの<PERSON>、今日も元気です"),
+        ("父正和の年金の手続き", "父<PERSON>の年金の手続き"),
+        ("拾った方は飼い主のあずさまでご連絡を", "拾った方は飼い主の<PERSON>までご連絡を"),
+        ("「スズキ」と名乗る男から電話が来た", "「<PERSON>」と名乗る男から電話が来た"),
+        ("[Noor] who's bringing snacks\n[Ivan] me", "[<PERSON>] who's bringing snacks\n[<PERSON>] me"),
+        ("I told Priya the plan already", "I told <PERSON> the plan already"),
+        ("Your access is ready. Thanks, Lucinda (HR)", "Your access is ready. Thanks, <PERSON> (HR)"),
+        ("Emergency list:\nMarisol 07700 900812", "Emergency list:\n<PERSON> <PHONE>"),
+    ],
+)
+def test_names_after_uchi_kin_owners_brackets_and_sign_offs_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ログイン用: sora.m@outlook.jp / Umi$Kaze88", "ログイン用: <EMAIL> / <SECRET>"),
+        ("パスワードumino0815を変えたい", "パスワード<SECRET>を変えたい"),
+        ('my seed phrase is "apple river stone cloud piano tiger lemon brave olive night sugar frame"',
+         'my seed phrase is "<SECRET>"'),
+        ("the bot token MTA5ODc2NTQzMjEwOTg3NjU0Mw.Gk3dQz.aB9cD8eF7gH6iJ5kL4mN3oP2qR1sT0uVwXyZ leaked",
+         "the bot token <SECRET> leaked"),
+        ("Send it to 5-3-1 Minami Aoyama, Minato-ku, Tokyo 107-0062 please",
+         "Send it to <ADDRESS> please"),
+        ("Adres: ul. Kwiatowa 7/12, 00-950 Warszawa", "Adres: <ADDRESS>"),
+        ("Deliver to 41 W 57th St, New York, NY 10019", "Deliver to <ADDRESS>"),
+        ("The form wants my DL number. Mine is Ohio 48219375.", "The form wants my DL number. Mine is Ohio <ID>."),
+        # ... and a password said to be set is no password; the number 42 is no contact
+        ("Your temporary password is set. Log in now.", "Your temporary password is set. Log in now."),
+    ],
+)
+def test_secrets_addresses_and_licences_by_their_shape_go(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["紫式部と清少納言は実際に会ったことがあるの?", "名探偵コナンの本名は工藤新一?",
+     "Write a haiku about the number 42 and Douglas Adams.",
+     "ハチの飼い主の上野英三郎博士について教えて"],
+)
+def test_public_figures_said_to_meet_or_by_real_name_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
