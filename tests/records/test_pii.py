@@ -2929,3 +2929,32 @@ def test_secrets_addresses_and_licences_by_their_shape_go(scrub, text, expected)
 )
 def test_public_figures_said_to_meet_or_by_real_name_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+# added in round 35
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Party RSVPs:\nMarisol - yes\nDeclan (maybe)\nIngrid K.",
+         "Party RSVPs:\n<PERSON> - yes\n<PERSON> (maybe)\n<PERSON>"),
+        ("INSERT INTO staff VALUES ('Harriet Lowe', 'sales');", "INSERT INTO staff VALUES ('<PERSON>', 'sales');"),
+        ("Lease: Lessee Tomasz Nowak, Lessor Jane Holt.", "Lease: Lessee <PERSON>, Lessor <PERSON>."),
+        ("Plan Ezra's christening lunch", "Plan <PERSON>'s christening lunch"),
+        ("hi, it's Anouk again about the refund", "hi, it's <PERSON> again about the refund"),
+        ("whatsapp msg from Callum: running late", "whatsapp msg from <PERSON>: running late"),
+        ("Someone is at the gate. Desmond can you look?", "Someone is at the gate. <PERSON> can you look?"),
+        ("Haruへ。元気?", "<PERSON>へ。元気?"),
+        ("「至急連絡して」ってまさみから来た", "「至急連絡して」って<PERSON>から来た"),
+    ],
+)
+def test_list_lines_quoted_pairs_parties_and_senders_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Rota:\nMon - early\nTue - late", "Groceries:\nMilk - 2\nBread (rye)",
+     "Is 'John Doe' a placeholder name in court papers?", "What is the song 'Eleanor Rigby' about?"],
+)
+def test_day_rotas_shopping_lists_and_quoted_titles_are_kept(scrub, text):
+    assert scrub(text) == (text, {})

@@ -161,7 +161,7 @@ class LoneNameConfig(_Strict):
     # The text must have one (my, our, I, me, we): the writer deals with people of their own.
     first_person: str
     # Capitalised words that are given names on the lists but, alone, more often
-    # something else (Visa, Jan, Mon).
+    # something else (Visa; months and days are alone_not).
     not_names: list[str]
 
 
