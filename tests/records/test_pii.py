@@ -2958,3 +2958,9 @@ def test_list_lines_quoted_pairs_parties_and_senders_are_scrubbed(scrub, text, e
 )
 def test_day_rotas_shopping_lists_and_quoted_titles_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+def test_words_of_grammar_after_a_relation_are_no_names(scrub):
+    # ため is listed as a name too; 友達のために is "for a friend"
+    text = "友達のために区役所へ行く"
+    assert scrub(text) == (text, {})
