@@ -486,6 +486,7 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         self._romaji_surnames = frozenset(romaji.surnames) if romaji else frozenset()
         self._romaji_given = frozenset(romaji.given_names) if romaji else frozenset()
         self._score = config.score
+        self._last: tuple[str, list[tuple[int, int]]] | None = None
 
     def load(self) -> None:
         """Nothing to load: the name list is read in ``__init__``."""
@@ -577,17 +578,23 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         word = word.title() if word.isupper() else word[:1].upper() + word[1:]
         return word not in self._alone_not and self.is_given_name(word)
 
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        """Every name span of the text; the last text's are kept, since the engine asks
+        ``may_match`` and then ``analyze`` of the same text (the alone regex is the
+        slowest of the recognisers)."""
+        if self._last is None or self._last[0] != text:
+            spans = [match.span() for match in self._pairs(text)]
+            spans += [span for names in (self._alone_names(text), self._romaji_names(text))
+                      for span in names]
+            self._last = (text, spans)
+        return self._last[1]
+
     def may_match(self, text: str) -> bool:
-        return (next(self._pairs(text), None) is not None
-                or next(self._alone_names(text), None) is not None
-                or next(self._romaji_names(text), None) is not None)
+        return bool(self._spans(text))
 
     def analyze(self, text, entities, nlp_artifacts=None):
-        pairs = [RecognizerResult("PERSON", match.start(), match.end(), self._score)
-                 for match in self._pairs(text)]
-        return pairs + [RecognizerResult("PERSON", start, end, self._score)
-                        for names in (self._alone_names(text), self._romaji_names(text))
-                        for start, end in names]
+        return [RecognizerResult("PERSON", start, end, self._score)
+                for start, end in self._spans(text)]
 
 
 # Two words, each capitalised or in capitals (Kimura Haruka, SUZUKI HARUTO).
