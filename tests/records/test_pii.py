@@ -2964,3 +2964,25 @@ def test_words_of_grammar_after_a_relation_are_no_names(scrub):
     # ため is listed as a name too; 友達のために is "for a friend"
     text = "友達のために区役所へ行く"
     assert scrub(text) == (text, {})
+
+
+# added in round 36
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Seats: me (Ines), Tobias, Mum.", "Seats: me (<PERSON>), <PERSON>, Mum."),
+        ("cousin Ava + her bf Mateo", "cousin <PERSON> + her bf <PERSON>"),
+        ("Table booked under Moretti, Chiara.", "Table booked under <PERSON>."),
+        ("Old passport issued to ANNA MARIA KOWALSKA", "Old passport issued to <PERSON>"),
+        ("カードの裏の3桁は 271 です", "カードの裏の3桁は <SECRET> です"),
+        ("my debit card pin 5093 is on a post-it", "my debit card pin <SECRET> is on a post-it"),
+        ("NY DL for my daughter: 618 204 937", "NY DL for my daughter: <ID>"),
+        ("Ship to 3 Oak Row, Bray, Co. Wicklow, A98 X2T4 please",
+         "Ship to <ADDRESS> please"),
+        ("ゆうまへ\n卒業おめでとう", "<PERSON>へ\n卒業おめでとう"),
+        ("相手は「ぷりん」って人です", "相手は「<PERSON>」って人です"),
+        ("ねえ、みゆき先輩に聞いてみて", "ねえ、<PERSON>先輩に聞いてみて"),
+    ],
+)
+def test_lists_with_parentheses_bookings_codes_in_prose_and_addressees_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected

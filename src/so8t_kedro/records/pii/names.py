@@ -651,10 +651,11 @@ _KATAKANA_ITEM_BEFORE = regex.compile(
     r"(?:^|(?<=[:：、,(（\s]))(?P<item>" + _KATAKANA_NAME + r")$")
 
 # An English list: a given name (and an initial) between list separators, each item
-# perhaps followed by a note in parentheses (Tomasz (remote), Maya (7)).
+# perhaps followed by a note in parentheses (Tomasz (remote), Maya (7)), or the person
+# inside parentheses (me (Ana), Ben).
 _LATIN_LIST_ITEM = r"(?P<item>(?P<name>\p{Lu}\p{Ll}+(?:-\p{Lu}?\p{Ll}+)?)(?: \p{Lu}\.)?)"
 _LATIN_LISTED_AFTER = regex.compile(
-    r"(?: \([^()\n]{1,15}\))?(?:,? and |, | & )" + _LATIN_LIST_ITEM
+    r"(?: \([^()\n]{1,15}\)|\))?(?:,? and |, | & )" + _LATIN_LIST_ITEM
     + r"(?=[,;:!?)]|\.(?!\p{L})| and | & | \(|\s*$|\s*\n)")
 _LATIN_LISTED_BEFORE = regex.compile(
     r"(?:^|(?<=[\s:(]))" + _LATIN_LIST_ITEM + r"(?:,? and |, | & )$")
