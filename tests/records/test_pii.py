@@ -2986,3 +2986,22 @@ def test_words_of_grammar_after_a_relation_are_no_names(scrub):
 )
 def test_lists_with_parentheses_bookings_codes_in_prose_and_addressees_are_scrubbed(scrub, text, expected):
     assert scrub(text)[0] == expected
+
+
+# added in round 37
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Was 221B Baker Street a real address in Conan Doyle's day?",
+        "What's the address of the Empire State Building? 20 W 34th St right?",
+        "明治神宮の住所って公開されてるけど、渋谷区代々木神園町1-1で合ってる?",
+        "Does rails 7.1.3.2 fix the CVE?",
+        "Spotify track ID 6rqhFgbbKwnb9MLmUQDhG6 — which song is it?",
+    ],
+)
+def test_landmark_addresses_versions_and_media_ids_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+def test_a_private_address_beside_a_landmark_question_still_goes(scrub):
+    assert scrub("I moved to 20 W 34th St, New York last week")[0] == "I moved to <ADDRESS> last week"

@@ -227,6 +227,10 @@ class _Brands:
                    for start in range(1, len(span)))
 
 
+# How far before an address's sentence its public owner may be named (characters).
+_OWNER_REACH = 80
+
+
 class _PublicPlaces:
     """``pii.public_places``, compiled: addresses and phone numbers of public places."""
 
@@ -252,7 +256,11 @@ class _PublicPlaces:
         start, end = _sentence_of(marked, result)
         owner = self._owner_before.get(language)
         line = self._public_line.get(language)
-        return ((owner is not None and owner.search(marked, start, result.start + 1) is not None)
+        # The owner may close the sentence before (What's the address of the White House?
+        # 1600 Pennsylvania Ave NW?).
+        owner_from = max(0, start - _OWNER_REACH)
+        return ((owner is not None
+                 and owner.search(marked, owner_from, result.start + 1) is not None)
                 or (line is not None and line.search(marked, start, end) is not None))
 
 
