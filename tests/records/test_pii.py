@@ -3005,3 +3005,16 @@ def test_landmark_addresses_versions_and_media_ids_are_kept(scrub, text):
 
 def test_a_private_address_beside_a_landmark_question_still_goes(scrub):
     assert scrub("I moved to 20 W 34th St, New York last week")[0] == "I moved to <ADDRESS> last week"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["What makes a password strong, in general terms?", "Why is bcrypt used for password hashing?",
+     "the email said password changed. Am I hacked?"],
+)
+def test_a_word_before_a_mark_after_password_is_no_value(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+def test_the_pass_label_of_a_user_slash_pass_line_is_no_value(scrub):
+    assert scrub("# user: ops7 / pass: Wq4#nL8!zz")[0] == "# user: ops7 / pass: <SECRET>"
