@@ -582,12 +582,14 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         """Every name span of the text; the last text's are kept, since the engine asks
         ``may_match`` and then ``analyze`` of the same text (the alone regex is the
         slowest of the recognisers)."""
-        if self._last is None or self._last[0] != text:
-            spans = [match.span() for match in self._pairs(text)]
-            spans += [span for names in (self._alone_names(text), self._romaji_names(text))
-                      for span in names]
-            self._last = (text, spans)
-        return self._last[1]
+        last = self._last  # one read: another thread may replace it meanwhile
+        if last is not None and last[0] == text:
+            return last[1]
+        spans = [match.span() for match in self._pairs(text)]
+        spans += [span for names in (self._alone_names(text), self._romaji_names(text))
+                  for span in names]
+        self._last = (text, spans)
+        return spans
 
     def may_match(self, text: str) -> bool:
         return bool(self._spans(text))
