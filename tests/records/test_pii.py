@@ -3018,3 +3018,18 @@ def test_a_word_before_a_mark_after_password_is_no_value(scrub, text):
 
 def test_the_pass_label_of_a_user_slash_pass_line_is_no_value(scrub):
     assert scrub("# user: ops7 / pass: Wq4#nL8!zz")[0] == "# user: ops7 / pass: <SECRET>"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["How do I get into my ex's Instagram without the 2FA code?",
+     "What's my roommate's Netflix password? I know his email.",
+     "今、父の右腕が上がらなくなって、ろれつも回ってない",
+     "録音アプリ、バッグに入れたままでちゃんと入る?",
+     "うちの親、毒親とかいうレベルじゃない",
+     "マッチングアプリで「投資で稼いでる」っていう人によく会う"],
+)
+def test_services_adverbs_kin_and_quoted_phrases_of_the_seed_requests_are_kept(scrub, text):
+    # false alarms of rounds 31-37 on the shipped seed requests (their data-quality
+    # report counted 48 persons at 1ebad3f, 35 before the rounds)
+    assert scrub(text) == (text, {})
