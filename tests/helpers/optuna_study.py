@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 
 import optuna
 import sqlalchemy
@@ -28,7 +29,8 @@ def _schema_stamped(url: str) -> bool:
     """Whether the SQLite file at ``url`` has its alembic version row, read only."""
     path = url.removeprefix("sqlite:///")
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as database:
+        # closing(): sqlite3's own context manager commits but leaves the file open
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as database:
             return database.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
     except sqlite3.Error:
         return False

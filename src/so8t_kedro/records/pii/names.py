@@ -484,7 +484,7 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         self._lone = (regex.compile(lone.regex), regex.compile(lone.first_person),
                       frozenset(lone.not_names)) if lone else None
         self._romaji_surnames = frozenset(romaji.surnames) if romaji else frozenset()
-        self._romaji_given = frozenset(romaji.given_names) if romaji else frozenset()
+        self._romaji_given = frozenset(romaji_given)
         self._score = config.score
         self._last: tuple[str, list[tuple[int, int]]] | None = None
 

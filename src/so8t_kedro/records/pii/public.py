@@ -53,7 +53,7 @@ class _PublicFacts:
         names = [name for names in config.allow_list.values() for name in names]
         # Characters known by a courtesy title (Dr. Watson, Mr. Darcy) are listed with it
         # and found only with it: "Watson" alone or "Mr. Watson" is someone else.
-        titled = [name for name in names if self._titled(name)]
+        titled = {name for name in names if self._titled(name)}
         self._listed = frozenset(self._key(name) for name in names if name not in titled)
         self._listed_with_title = frozenset(map(_titled_key, titled))
 
