@@ -135,6 +135,36 @@ class HonorificNamesConfig(_Strict):
     score: float = Field(ge=0.0, le=1.0)
 
 
+class KanaNameContextConfig(_Strict):
+    """Where a hiragana given name is said of a person (``pii.kana_given_names.contexts``)."""
+
+    # Group ``run``: the hiragana right before the cue (はると in はるとママ).
+    regex: str
+    # The run must be the name itself (a vocative at a quote's start), not end in it.
+    whole: bool = False
+    # Whether Sudachi's dictionary counts as a list of given names here too (it also
+    # lists words such as せい, ため, なお as given names).
+    dictionary: bool = True
+
+
+class KanaGivenNamesConfig(_Strict):
+    """Hiragana given names where the words around them say a person
+    (``pii.kana_given_names``)."""
+
+    languages: list[str]
+    # A given name: its romaji (Hepburn, long vowels folded) is on this list, or (where a
+    # context allows) the dictionary lists exactly the kana with this part of speech.
+    romaji_given_names: list[str]
+    dictionary_pos: str
+    dictionary_min_length: int = Field(ge=1)
+    contexts: list[KanaNameContextConfig] = Field(min_length=1)
+    min_length: int = Field(ge=1)
+    max_length: int = Field(ge=1)
+    # Kana that are given names on a list but here far more often words (みな in みなさん).
+    not_names: list[str] = Field(default_factory=list)
+    score: float = Field(ge=0.0, le=1.0)
+
+
 class PackageNamesConfig(_Strict):
     """A given-name list published inside an installed package: gender-guesser's copy of
     Jörg Michael's ``nam_dict.txt`` (~48,000 first names from ~55 countries, each with a
@@ -342,6 +372,7 @@ class PiiConfig(_Strict):
     documentation_values: dict[str, str] = Field(default_factory=dict)
     ner: NerConfig
     honorific_names: HonorificNamesConfig
+    kana_given_names: KanaGivenNamesConfig | None = None
     given_name_pairs: GivenNamePairsConfig
     public_facts: PublicFactsConfig
     brands: BrandsConfig

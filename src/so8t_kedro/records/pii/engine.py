@@ -29,6 +29,7 @@ from so8t_kedro.records.pii.fields import _FieldRecognizer
 from so8t_kedro.records.pii.names import (
     _GivenNamePairRecognizer,
     _HonorificNameRecognizer,
+    _KanaGivenNameRecognizer,
     _NerRecognizer,
     _PersonJoiner,
 )
@@ -106,7 +107,7 @@ class PiiScrubber:
         self._pattern_recognizers: dict[
             str,
             list[_ValidatedPatternRecognizer | _HonorificNameRecognizer | _GivenNamePairRecognizer
-                 | _FieldRecognizer],
+                 | _KanaGivenNameRecognizer | _FieldRecognizer],
         ] = {language: [] for language in languages}
         given_name_pairs = None
         for language in config.given_name_pairs.languages:
@@ -119,6 +120,11 @@ class PiiScrubber:
                 honorific_names = _HonorificNameRecognizer(config.honorific_names, language)
                 registry.add_recognizer(honorific_names)
                 self._pattern_recognizers[language].append(honorific_names)
+        for language in config.kana_given_names.languages if config.kana_given_names else ():
+            if language in pipelines:
+                kana_given_names = _KanaGivenNameRecognizer(config.kana_given_names, language)
+                registry.add_recognizer(kana_given_names)
+                self._pattern_recognizers[language].append(kana_given_names)
         for language in config.fields.languages if config.fields else ():
             if language in pipelines:
                 fields = _FieldRecognizer(config.fields, language)
@@ -153,7 +159,8 @@ class PiiScrubber:
                            if config.address_parts is not None else None)
         self._persons = _PersonJoiner(
             config.honorific_names, config.given_name_pairs,
-            given_name_pairs.is_given_name_alone if given_name_pairs is not None else None)
+            given_name_pairs.is_given_name_alone if given_name_pairs is not None else None,
+            config.kana_given_names)
 
     def _runs_ner(self, text: str, language: str) -> bool:
         """Whether the text goes through the named-entity model: never for a pipeline

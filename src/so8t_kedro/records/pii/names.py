@@ -1,6 +1,7 @@
 """Person-name recognisers: the named-entity model's (``pii.ner``, each name confirmed by
 a Sudachi dictionary name), Japanese names before an honorific, after a relation word and
-の, and with kana given names (``pii.honorific_names``), and English "<given name>
+の, and with kana given names (``pii.honorific_names``), hiragana given names by their cue
+(``pii.kana_given_names``), and English "<given name>
 <Surname>" pairs from given-name lists (``pii.given_name_pairs``)."""
 
 from __future__ import annotations
@@ -18,11 +19,19 @@ from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 from so8t_kedro.records.pii.config import (
     GivenNamePairsConfig,
     HonorificNamesConfig,
+    KanaGivenNamesConfig,
     NerConfig,
     PackageNamesConfig,
 )
 from so8t_kedro.records.pii.patterns import ja_name_not_common_noun, unknown_word_or_name
-from so8t_kedro.records.pii.text import _PERSON_NAME_POS, _expand_words, _SudachiTokens
+from so8t_kedro.records.pii.text import (
+    _PERSON_NAME_POS,
+    _expand_words,
+    _sudachi_dictionary,
+    _SudachiTokens,
+    folded_romaji,
+    hiragana_romaji,
+)
 
 
 class _NerRecognizer(SpacyRecognizer):
@@ -401,6 +410,76 @@ class _HonorificNameRecognizer(EntityRecognizer):
 # A capitalised name of any Latin script, parts joined by hyphens (Zsófia, Dae-Hyun).
 _CAPITALISED_NAME = regex.compile(r"\p{Lu}\p{Ll}+(?:-\p{Lu}\p{Ll}+)*")
 
+class _KanaGivenNames:
+    """Whether hiragana is a given name: its romaji (Hepburn, long vowels folded: ゆうこ ->
+    yuko) is on the romaji given-name list, or, with ``dictionary``, Sudachi lists exactly
+    the kana as a given name (りょうへい; three kana or more: it lists many two-kana words
+    as given names too, しん, せい); never kana that cannot start a word (っき) nor one of
+    ``not_names``."""
+
+    def __init__(self, config: KanaGivenNamesConfig):
+        self._romaji = frozenset(folded_romaji(name) for name in config.romaji_given_names)
+        self._dictionary_pos = regex.compile(config.dictionary_pos)
+        self._not_names = frozenset(config.not_names)
+        self._dictionary_min_length = config.dictionary_min_length
+
+    def __call__(self, kana: str, dictionary: bool = True) -> bool:
+        if kana in self._not_names or regex.match(r"[ぁぃぅぇぉゃゅょっんー]", kana):
+            return False
+        romaji = hiragana_romaji(kana)
+        if romaji is not None and folded_romaji(romaji) in self._romaji:
+            return True
+        return dictionary and len(kana) >= self._dictionary_min_length and any(
+            entry.surface() == kana and self._dictionary_pos.search("-".join(entry.part_of_speech()))
+            for entry in _sudachi_dictionary().lookup(kana))
+
+
+class _KanaGivenNameRecognizer(EntityRecognizer):
+    """Hiragana given names where the words around them say a person, though Sudachi
+    cuts them (帰りははるとママが: は + はると; DMでりょうへいくん): in each context's
+    ``run`` the longest ending that is a given name (``pii.kana_given_names``)."""
+
+    def __init__(self, config: KanaGivenNamesConfig, language: str):
+        super().__init__(supported_entities=["PERSON"], name=f"kana_given_names_{language}",
+                         supported_language=language)
+        self._is_given_name = _KanaGivenNames(config)
+        self._contexts = [(regex.compile(c.regex, regex.MULTILINE), c.whole, c.dictionary)
+                          for c in config.contexts]
+        self._lengths = range(config.max_length, config.min_length - 1, -1)
+        self._score = config.score
+
+    def load(self) -> None:
+        """Nothing to load: the lists come with the configuration."""
+
+    def _name_in(self, text: str, start: int, end: int, whole: bool,
+                 dictionary: bool) -> tuple[int, int] | None:
+        lengths = [end - start] if whole else self._lengths
+        for length in lengths:
+            begin = end - length
+            # Not the word after an honorific prefix the run begins with (お + ひさ + さま).
+            if begin < start or (begin == start + 1 and text[start] in "おご"):
+                continue
+            if self._is_given_name(text[begin:end], dictionary):
+                return begin, end
+        return None
+
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        spans = []
+        for context, whole, dictionary in self._contexts:
+            for match in context.finditer(text):
+                span = self._name_in(text, *match.span("run"), whole, dictionary)
+                if span is not None:
+                    spans.append(span)
+        return spans
+
+    def may_match(self, text: str) -> bool:
+        return any(context.search(text) for context, _, _ in self._contexts)
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        return [RecognizerResult("PERSON", start, end, self._score)
+                for start, end in self._spans(text)]
+
+
 def package_given_names(config: PackageNamesConfig) -> frozenset[str]:
     """Given names of at least ``min_frequency`` in some country, from a package's
     ``nam_dict.txt`` (column 0-1 gender, 3-28 the name, 30- one frequency digit 1-D
@@ -607,6 +686,13 @@ _KANJI_NAME = regex.compile(r"[\p{Han}々]{1,4}")
 # 遥斗: the model read only the given name).
 _KANJI_WORD_BEFORE = regex.compile(r"(?<![\p{Han}々])[\p{Han}々]{1,3}[ 　]?$")
 _LATIN_NAME_END = regex.compile(r"\p{Latin}$")
+# A kana given name a space after a kanji surname (安藤 + こころ, 後藤 + ひなた。), then a
+# particle, a mark, an honorific or a space.
+_KANA_GIVEN_AFTER = regex.compile(
+    r"[ 　]\p{Hiragana}{2,4}(?=さん|様|くん|ちゃん|の|が|は|を|に|と|[、。,)）(（」』]|\s|$)")
+_NAME_READING = regex.compile(
+    r"[(（](?P<reading>[\p{Hiragana}\p{Katakana}ー]{2,8}(?:[ 　][\p{Hiragana}\p{Katakana}ー]{1,8})?)[)）]")
+_GIVEN_NAME_NOTE = regex.compile(r"[(（](?P<kanji>\p{Han})[)）]")
 # A kanji given name a space after a kanji surname the model read alone (青木 + 陸斗の):
 # 1-3 kanji, then an honorific, a particle, a mark or a space.
 _KANJI_GIVEN_AFTER = regex.compile(
@@ -633,6 +719,9 @@ def _mention_pattern(name: str, titles: str) -> regex.Pattern | None:
     escaped = regex.escape(name)
     if regex.fullmatch(r"\p{Lu}[\p{L}'’. -]{2,}", name):
         return regex.compile(r"(?<![\p{L}])" + escaped + r"(?![\p{L}])")
+    # A handle (hiro.k, kazu_shop, ren2019): lower case with a mark or digits in it.
+    if regex.fullmatch(r"(?=.{4,})[a-z][a-z0-9]*(?:[._-][a-z0-9]+)+|[a-z]{2,}\d+", name):
+        return regex.compile(r"(?<![\w.@-])" + escaped + r"(?![\w@-]|\.\w)")
     if regex.fullmatch(r"[\p{Han}々]{2,}(?:\s[\p{Han}々]+)?", name):
         return regex.compile(r"(?<![\p{Han}々])" + escaped + r"(?:(?![\p{Han}々])|(?=" + titles + "))")
     if regex.fullmatch(r"[\p{Hiragana}\p{Katakana}ー\p{Han}々\s・]{3,}", name):
@@ -680,8 +769,11 @@ class _PersonJoiner:
     ``pii.given_name_pairs.surname_after`` the Latin surnames carried over)."""
 
     def __init__(self, config: HonorificNamesConfig, pairs: GivenNamePairsConfig,
-                 is_given_name: Callable[[str], bool] | None = None):
+                 is_given_name: Callable[[str], bool] | None = None,
+                 kana_given_names: KanaGivenNamesConfig | None = None):
         self._is_given_name = is_given_name
+        self._is_kana_given_name = _KanaGivenNames(kana_given_names) if kana_given_names else None
+        self._given_name_pos = regex.compile(kana_given_names.dictionary_pos) if kana_given_names else None
         # A katakana given name after a kanji surname, a space between or none: 2-4
         # katakana, then a word of katakana_given_name_followed_by, a space or the end.
         followed_by = sorted(config.katakana_given_name_followed_by, key=len, reverse=True)
@@ -747,8 +839,18 @@ class _PersonJoiner:
                                       or ja_name_not_common_noun(given.group().strip())
                                       is False):
                 given = None
+        if given is None and self._is_kana_given_name is not None:
+            given = _KANA_GIVEN_AFTER.match(text, person.end)
+            if given is not None and not self._is_kana_given_name(given.group().strip()):
+                given = None
         if given is not None:
             person.end = given.end()
+        # A given name's kanji in parentheses after a surname, as minutes tell two people
+        # apart (高橋(晴)); not a note (田中(欠)): the dictionary lists it as a given name.
+        note = _GIVEN_NAME_NOTE.match(text, person.end)
+        if (note is not None and self._given_name_pos is not None
+                and self._surnames.listed_as(note["kanji"], self._given_name_pos)):
+            person.end = note.end()
         surname = _KANJI_WORD_BEFORE.search(text, 0, person.start)
         if surname is not None and (
                 self._surnames.listed_as(surname.group().rstrip(), self._surname_pos)
@@ -764,14 +866,26 @@ class _PersonJoiner:
         persons = [r for r in results if r.entity_type == "PERSON"]
         if not persons:
             return []
-        listed = _listed_beside(persons, lambda person: (
-            self._latin_listed_after(text, person.end),
-            self._latin_listed_before(text, person.start)))
+        def latin_neighbours(person: RecognizerResult) -> tuple[tuple[int, int] | None, ...]:
+            return (self._latin_listed_after(text, person.end),
+                    self._latin_listed_before(text, person.start))
+
+        listed = _listed_beside(persons, latin_neighbours)
+        # A name's reading in parentheses right after it (松岡 ひかり(まつおか ひかり)).
+        listed += [RecognizerResult("PERSON", *reading.span("reading"), person.score)
+                   for person in persons
+                   if (reading := _NAME_READING.match(text, person.end)) is not None]
         mentions = self._other_mentions(text, results + listed)
         for mention in mentions:
             if _KANJI_NAME.fullmatch(text, mention.start, mention.end):
                 self._carry_over_kanji_name_parts(text, mention)
-        return listed + mentions
+        # ... and the names listed beside another mention (Rachel mentored <Tyler> and
+        # Amara, where Tyler is found as Tyler Jensen's).
+        taken = [(r.start, r.end) for r in results + listed + mentions]
+        listed_by_mentions = [
+            r for r in _listed_beside(mentions, latin_neighbours)
+            if all(r.end <= start or end <= r.start for start, end in taken)]
+        return listed + mentions + listed_by_mentions
 
     def _other_mentions(self, text: str,
                         results: list[RecognizerResult]) -> list[RecognizerResult]:

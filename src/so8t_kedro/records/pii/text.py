@@ -77,3 +77,64 @@ class _SudachiTokens:
             m.surface() == surface and pos_pattern.search("-".join(m.part_of_speech()))
             for m in self._dictionary.lookup(surface)
         )
+
+
+# Hepburn romanisation of hiragana (a standard, not a tunable list): what a kana given
+# name is looked up by in the romaji given-name list (ゆうこ -> yuuko, folded to yuko).
+_HEPBURN = {
+    "あ": "a", "い": "i", "う": "u", "え": "e", "お": "o",
+    "か": "ka", "き": "ki", "く": "ku", "け": "ke", "こ": "ko",
+    "さ": "sa", "し": "shi", "す": "su", "せ": "se", "そ": "so",
+    "た": "ta", "ち": "chi", "つ": "tsu", "て": "te", "と": "to",
+    "な": "na", "に": "ni", "ぬ": "nu", "ね": "ne", "の": "no",
+    "は": "ha", "ひ": "hi", "ふ": "fu", "へ": "he", "ほ": "ho",
+    "ま": "ma", "み": "mi", "む": "mu", "め": "me", "も": "mo",
+    "や": "ya", "ゆ": "yu", "よ": "yo", "ら": "ra", "り": "ri",
+    "る": "ru", "れ": "re", "ろ": "ro", "わ": "wa", "を": "o",
+    "ん": "n", "が": "ga", "ぎ": "gi", "ぐ": "gu", "げ": "ge",
+    "ご": "go", "ざ": "za", "じ": "ji", "ず": "zu", "ぜ": "ze",
+    "ぞ": "zo", "だ": "da", "ぢ": "ji", "づ": "zu", "で": "de",
+    "ど": "do", "ば": "ba", "び": "bi", "ぶ": "bu", "べ": "be",
+    "ぼ": "bo", "ぱ": "pa", "ぴ": "pi", "ぷ": "pu", "ぺ": "pe",
+    "ぽ": "po", "ぁ": "a", "ぃ": "i", "ぅ": "u", "ぇ": "e",
+    "ぉ": "o",
+}
+_SMALL_Y = {"ゃ": "a", "ゅ": "u", "ょ": "o"}
+
+
+def hiragana_romaji(kana: str) -> str | None:
+    """Hepburn romaji of a hiragana word (りょうへい -> ryouhei, ちなつ -> chinatsu,
+    はっと -> hatto), long vowels as typed; None for a word it cannot read."""
+    out = ""
+    double = False
+    for ch in kana:
+        if ch in _SMALL_Y:
+            if not out.endswith("i") or len(out) < 2:
+                return None
+            stem = out[:-1]
+            out = stem + ("" if stem.endswith(("sh", "ch", "j")) else "y") + _SMALL_Y[ch]
+            continue
+        if ch == "っ":
+            double = True
+            continue
+        if ch == "ー":
+            if not out:
+                return None
+            out += out[-1]
+            continue
+        syllable = _HEPBURN.get(ch)
+        if syllable is None:
+            return None
+        if double:
+            syllable = ("t" if syllable.startswith("ch") else syllable[0]) + syllable
+            double = False
+        out += syllable
+    return None if double else out
+
+
+def folded_romaji(romaji: str) -> str:
+    """Romaji with long vowels folded, so that the spellings people type meet (Yuuko,
+    Yuko; Shouta, Shota, Shohta; Oono, Ohno)."""
+    word = romaji.lower()
+    word = regex.sub(r"oh(?![aeiouy])", "o", word)
+    return regex.sub(r"ou|oo", "o", word).replace("uu", "u")
