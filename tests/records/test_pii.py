@@ -3107,3 +3107,67 @@ def test_secrets_in_code_and_prose_and_addresses_with_postcodes_go(scrub, text, 
 )
 def test_words_before_cues_roles_and_system_users_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+# added in round 39
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[12/9/24, 08:01:44] Tomás: running late", "[12/9/24, 08:01:44] <PERSON>: running late"),
+        ("LINE履歴\n09:12\tゆうだい\t了解!\n09:13\tみさき\tありがと", "LINE履歴\n09:12\t<PERSON>\t了解!\n09:13\t<PERSON>\tありがと"),
+        ("| 番号 | 氏名 |\n|---|---|\n| 7 | 森 はるか |", "| 番号 | 氏名 |\n|---|---|\n| 7 | <PERSON> |"),
+        ("取引先の이서연さん(Lee Seo-yeon)に連絡", "取引先の<PERSON>さん(<PERSON>)に連絡"),
+        ("同僚のチャン・ティ・マイ(Tran Thi Mai)さんの歓迎会", "同僚の<PERSON>(<PERSON>)さんの歓迎会"),
+        ("Discordの表示名は「Kai R」です", "Discordの表示名は「<PERSON>」です"),
+        ("--\n山田工業株式会社\n総務課 村上 浩二\n", "--\n山田工業株式会社\n総務課 <PERSON>\n"),
+        ("町内会名簿\n0101 タナカ ユウキ\n0102 イノウエ サキ", "町内会名簿\n0101 <PERSON>\n0102 <PERSON>"),
+        ("明日は午後から出社します。宜しくお願いします。三浦", "明日は午後から出社します。宜しくお願いします。<PERSON>"),
+        ("元気にしてる?また連絡するね。ゆうこ", "元気にしてる?また連絡するね。<PERSON>"),
+        ("ねえはるかー、宿題おわった?", "ねえ<PERSON>ー、宿題おわった?"),
+        ("うちの娘のあおいが熱を出しました", "うちの娘の<PERSON>が熱を出しました"),
+        ("Thanks to Greta and Omar for the help", "Thanks to <PERSON> and <PERSON> for the help"),
+        ("Hey all, Femi is out sick today.", "Hey all, <PERSON> is out sick today."),
+        ("The caller said she was Nadia from the bank.", "The caller said she was <PERSON> from the bank."),
+    ],
+)
+def test_chat_exports_tables_other_scripts_signatures_and_rosters_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ログイン用のパス「mk_sora2019」を教えた", "ログイン用のパス「<SECRET>」を教えた"),
+        ("ssh in with deploy / Sn0w!Fall#2024 and restart nginx",
+         "ssh in with deploy / <SECRET> and restart nginx"),
+        ("Your code is 730155. Don't share it.", "Your code is <SECRET>. Don't share it."),
+        ("call me 555-0143 when you land", "call me <PHONE> when you land"),
+        ("Illinois CDL roster:\nAna Ruiz – R512-7734-2209", "Illinois CDL roster:\n<PERSON> – <ID>"),
+        ("my ph licence is K03-19-044512", "my ph licence is <ID>"),
+        ("Sumitomo Mitsui, futsu 5521039", "Sumitomo Mitsui, futsu <ACCOUNT>"),
+        ("代金は4417203(みずほ銀行 普通)にお振込みください", "代金は<ACCOUNT>(みずほ銀行 普通)にお振込みください"),
+        ("name,url,username\nMail,https://mail.example,ken.ito.1990@qq.com", "name,url,username\nMail,https://mail.example,<EMAIL>"),
+        ("住所は富山県高岡市中川本町3番地の7です", "住所は<ADDRESS>です"),
+        ("Adres: Ul. Piękna 7 m. 3, 00-549 Warszawa, Poland", "Adres: <ADDRESS>"),
+        ("Anschrift: Bergstraße 8, 2. OG rechts, 69117 Heidelberg", "Anschrift: <ADDRESS>"),
+        ("My address: 2-7-14-303 Kamata, Ota-ku, Tokyo", "My address: <ADDRESS>"),
+        ("부산광역시 해운대구 해운대로 570, 1203호로 보내주세요", "<ADDRESS>로 보내주세요"),
+        ("inet 10.0.0.7/24 brd 10.0.0.255 scope global eth0", "inet <IP> brd 10.0.0.255 scope global eth0"),
+        ("同乗者 ジョン・スミスさん(アメリカ)の免許", "同乗者 <PERSON>さん(アメリカ)の免許"),
+    ],
+)
+def test_quoted_passes_local_numbers_licences_accounts_and_foreign_addresses_go(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["commit 9af3\nDate:   Tue Apr 16 14:22:07 2024 +0900",
+     "池田屋事件で新選組が襲撃した池田屋は京都のどこ?",
+     "源頼朝と源義経は実際に会ったことがありますか?",
+     "羽生善治さんの永世七冠はいつ?タイトル数も一緒に教えて",
+     'api_key = os.environ["OPENAI_API_KEY"]\nif not api_key:\n    raise SystemExit(1)',
+     ".env.example\nDB_PASSWORD=\nAPI_KEY=your-api-key-here"],
+)
+def test_dates_broadcasts_inns_historical_meetings_and_env_lookups_are_kept(scrub, text):
+    assert scrub(text) == (text, {})

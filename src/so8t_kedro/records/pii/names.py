@@ -691,7 +691,10 @@ _LATIN_NAME_END = regex.compile(r"\p{Latin}$")
 _KANA_GIVEN_AFTER = regex.compile(
     r"[ 　]\p{Hiragana}{2,4}(?=さん|様|くん|ちゃん|の|が|は|を|に|と|[、。,)）(（」』]|\s|$)")
 _NAME_READING = regex.compile(
-    r"[(（](?P<reading>[\p{Hiragana}\p{Katakana}ー]{2,8}(?:[ 　][\p{Hiragana}\p{Katakana}ー]{1,8})?)[)）]")
+    r"(?:さん|様|さま|くん|ちゃん|氏)?[(（](?P<reading>[\p{Hiragana}\p{Katakana}ー]{2,8}(?:[ 　][\p{Hiragana}\p{Katakana}ー]{1,8})?"
+    r"|\p{Hangul}{2,4}|\p{Lu}\p{Ll}*(?:[ -]\p{Lu}?\p{Ll}+){1,2})[)）]")
+_HAS_KANJI = regex.compile(r"[\p{Han}々]")
+_KANA = regex.compile(r"[\p{Hiragana}\p{Katakana}ー]+")
 _GIVEN_NAME_NOTE = regex.compile(r"[(（](?P<kanji>\p{Han})[)）]")
 # A kanji given name a space after a kanji surname the model read alone (青木 + 陸斗の):
 # 1-3 kanji, then an honorific, a particle, a mark or a space.
@@ -747,7 +750,8 @@ _KATAKANA_ITEM_BEFORE = regex.compile(
 _LATIN_LIST_ITEM = r"(?P<item>(?P<name>\p{Lu}\p{Ll}+(?:-\p{Lu}?\p{Ll}+)?)(?: \p{Lu}\.)?)"
 _LATIN_LISTED_AFTER = regex.compile(
     r"(?: \([^()\n]{1,15}\)|\))?(?:,? and |, | & )" + _LATIN_LIST_ITEM
-    + r"(?=[,;:!?)]|\.(?!\p{L})| and | & | \(|\s*$|\s*\n)")
+    + r"(?=[,;:!?)]|\.(?!\p{L})| and | & | \(|\s*$|\s*\n"
+    r"| (?:for|to|from|at|in|on|with|about)(?![\p{L}]))")
 _LATIN_LISTED_BEFORE = regex.compile(
     r"(?:^|(?<=[\s:(]))" + _LATIN_LIST_ITEM + r"(?:,? and |, | & )$")
 
@@ -871,10 +875,14 @@ class _PersonJoiner:
                     self._latin_listed_before(text, person.start))
 
         listed = _listed_beside(persons, latin_neighbours)
-        # A name's reading in parentheses right after it (松岡 ひかり(まつおか ひかり)).
+        # A name's reading or other script in parentheses right after it (松岡 ひかり(まつおか
+        # ひかり), 박지훈さん(Park Ji-hoon)).
+        # A kana reading only of a name in kanji (ジョン・スミスさん(アメリカ) is a note).
         listed += [RecognizerResult("PERSON", *reading.span("reading"), person.score)
                    for person in persons
-                   if (reading := _NAME_READING.match(text, person.end)) is not None]
+                   if (reading := _NAME_READING.match(text, person.end)) is not None
+                   and (_HAS_KANJI.search(text, person.start, person.end)
+                        or not _KANA.fullmatch(reading["reading"].replace(" ", "").replace("　", "")))]
         mentions = self._other_mentions(text, results + listed)
         for mention in mentions:
             if _KANJI_NAME.fullmatch(text, mention.start, mention.end):
