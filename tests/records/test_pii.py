@@ -3171,3 +3171,33 @@ def test_quoted_passes_local_numbers_licences_accounts_and_foreign_addresses_go(
 )
 def test_dates_broadcasts_inns_historical_meetings_and_env_lookups_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+# added in round 40
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("免許って12桁だよね?私のは302914775061って書いてある", "免許って12桁だよね?私のは<ID>って書いてある"),
+        ("あのさ、ちえみの電話番号わかる?", "あのさ、<PERSON>の電話番号わかる?"),
+        ("「タク」こと大西さんの誕生日会", "「<PERSON>」こと<PERSON>さんの誕生日会"),
+        ("配信では「月影ルナ」って名前で活動してる", "配信では「<PERSON>」って名前で活動してる"),
+        ("「まっつん」っていうインスタの人から連絡が来た", "「<PERSON>」っていうインスタの人から連絡が来た"),
+        ("長男そうまと次女ひなは同じ園です", "長男<PERSON>と次女<PERSON>は同じ園です"),
+        ("Tenant: Ana Silva, unit 1204-855 Burrard St, Vancouver, BC V6Z 2K7",
+         "Tenant: <PERSON>, unit <ADDRESS>"),
+        ("Our new analyst Olga Petrova (Ольга Петрова) starts today", "Our new analyst <PERSON> (<PERSON>) starts today"),
+        ("sshpass -p 'Qm7#vL2!xz' ssh admin@10.2.0.9", "sshpass -p '<SECRET>' ssh admin@<IP>"),
+        ("WA driver license WDL4K8Z2M7QQ renewal", "WA driver license <ID> renewal"),
+    ],
+)
+def test_twelve_digits_quoted_handles_kin_forms_units_and_cyrillic_readings_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["When are Taylor Swift's Eras Tour dates in Tokyo?", "「さくら」って名前の駅、日本にいくつある?",
+     "娘はなにも言わなかった"],
+)
+def test_tour_dates_station_names_and_particles_after_kin_are_kept(scrub, text):
+    assert scrub(text) == (text, {})

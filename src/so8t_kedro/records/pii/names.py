@@ -691,8 +691,8 @@ _LATIN_NAME_END = regex.compile(r"\p{Latin}$")
 _KANA_GIVEN_AFTER = regex.compile(
     r"[ 　]\p{Hiragana}{2,4}(?=さん|様|くん|ちゃん|の|が|は|を|に|と|[、。,)）(（」』]|\s|$)")
 _NAME_READING = regex.compile(
-    r"(?:さん|様|さま|くん|ちゃん|氏)?[(（](?P<reading>[\p{Hiragana}\p{Katakana}ー]{2,8}(?:[ 　][\p{Hiragana}\p{Katakana}ー]{1,8})?"
-    r"|\p{Hangul}{2,4}|\p{Lu}\p{Ll}*(?:[ -]\p{Lu}?\p{Ll}+){1,2})[)）]")
+    r"(?:さん|様|さま|くん|ちゃん|氏)? ?[(（](?P<reading>[\p{Hiragana}\p{Katakana}ー]{2,8}(?:[ 　][\p{Hiragana}\p{Katakana}ー]{1,8})?"
+    r"|\p{Hangul}{2,4}|\p{Lu}\p{Ll}*(?:[ -]\p{Lu}?\p{Ll}+){1,2}|\p{Cyrillic}+(?: \p{Cyrillic}+){1,2})[)）]")
 _HAS_KANJI = regex.compile(r"[\p{Han}々]")
 _KANA = regex.compile(r"[\p{Hiragana}\p{Katakana}ー]+")
 _GIVEN_NAME_NOTE = regex.compile(r"[(（](?P<kanji>\p{Han})[)）]")
@@ -876,7 +876,7 @@ class _PersonJoiner:
 
         listed = _listed_beside(persons, latin_neighbours)
         # A name's reading or other script in parentheses right after it (松岡 ひかり(まつおか
-        # ひかり), 박지훈さん(Park Ji-hoon)).
+        # ひかり), 박지훈さん(Park Ji-hoon), Dmitry Volkov (Дмитрий Волков)).
         # A kana reading only of a name in kanji (ジョン・スミスさん(アメリカ) is a note).
         listed += [RecognizerResult("PERSON", *reading.span("reading"), person.score)
                    for person in persons
