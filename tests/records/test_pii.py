@@ -3201,3 +3201,43 @@ def test_twelve_digits_quoted_handles_kin_forms_units_and_cyrillic_readings_are_
 )
 def test_tour_dates_station_names_and_particles_after_kin_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+# added in round 41
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("インスタのIDはsaki_0413だよ", "インスタのIDは<PERSON>だよ"),
+        ("自治会 名簿\n301号室 李 明 080-1234-5678", "自治会 名簿\n301号室 <PERSON> <PHONE>"),
+        ("Thanks, Kimura-san, for the package.", "Thanks, <PERSON>-san, for the package."),
+        ("Aiko、明日の会議の資料送ったよ", "<PERSON>、明日の会議の資料送ったよ"),
+        ("Dana, here's the code for the shed", "<PERSON>, here's the code for the shed"),
+        ("西田 陽菜(にしだ ひな)さんの件", "<PERSON>(<PERSON>)さんの件"),
+        ("パスワードは初回に変更してください。 総務 中川", "パスワードは初回に変更してください。 総務 <PERSON>"),
+        ("The PIN on my card 4111 1111 1111 1111 is 7730, keep it safe",
+         "The PIN on my card <ACCOUNT> is <SECRET>, keep it safe"),
+        ("Mail it to 8 rue Victor Hugo, 33000 Bordeaux", "Mail it to <ADDRESS>"),
+        ("Ship to Salma Benali, 14 Rue Allal Ben Abdellah, Apt 2, Rabat 10000, thanks",
+         "Ship to <PERSON>, <ADDRESS>, thanks"),
+    ],
+)
+def test_instagram_ids_rooms_romanised_honorifics_vocatives_and_postcodes_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["豊臣秀吉の幼名は日吉丸ですか?", "ベーカー街221Bは実在する?",
+     "Who is Anakin Skywalker's mother in the prequels?",
+     "DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/DBNAME",
+     "10:15:03 INFO request_id=7f3c GET /api/v1/items 200"],
+)
+def test_childhood_names_fictional_streets_placeholders_and_api_paths_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
+
+
+def test_a_service_user_in_a_connection_url_is_no_person(scrub):
+    # the writers of the benchmark leave service accounts in URLs unlabelled (appuser,
+    # reporting, oauth2): only the password goes
+    assert scrub("git clone https://deploy:ghp_x8Kq2mZ@github.com/x/y.git is failing")[0] == (
+        "git clone https://deploy:<SECRET>@github.com/x/y.git is failing")

@@ -699,7 +699,7 @@ _GIVEN_NAME_NOTE = regex.compile(r"[(（](?P<kanji>\p{Han})[)）]")
 # A kanji given name a space after a kanji surname the model read alone (青木 + 陸斗の):
 # 1-3 kanji, then an honorific, a particle, a mark or a space.
 _KANJI_GIVEN_AFTER = regex.compile(
-    r"[ 　][\p{Han}々]{1,3}(?=さん|様|くん|君|ちゃん|の|が|は|を|に|と|[、。,)）」』]|\s|$)")
+    r"[ 　][\p{Han}々]{1,3}(?=さん|様|くん|君|ちゃん|の|が|は|を|に|と|[、。,)）(（」』]|\s|$)")
 # The rest of a name whose part was read as a person: katakana parts joined by ・ or =
 # (ニコラス + ・ペトロフ, エリカ・ロペス・鈴木 whose last part may be a kanji surname),
 # a quoted nickname and the surname after a Latin given name (Oluwaseun "Seun" Bakare),
