@@ -3241,3 +3241,33 @@ def test_a_service_user_in_a_connection_url_is_no_person(scrub):
     # reporting, oauth2): only the password goes
     assert scrub("git clone https://deploy:ghp_x8Kq2mZ@github.com/x/y.git is failing")[0] == (
         "git clone https://deploy:<SECRET>@github.com/x/y.git is failing")
+
+
+# added in round 42
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("借用書\n借主 大森 健太\n金額 50,000円", "借用書\n借主 <PERSON>\n金額 50,000円"),
+        ("掃除当番\n月曜:杉山\n火曜:井上", "掃除当番\n月曜:<PERSON>\n火曜:<PERSON>"),
+        ("Intake form\nName: Maria T. Lopez\nDOB: 02/11/1975", "Intake form\nName: <PERSON>\nDOB: 02/11/1975"),
+        ("見つけた方はゆい(080-1111-2222)まで連絡ください", "見つけた方は<PERSON>(<PHONE>)まで連絡ください"),
+        ("くまきち(本名は知らない)が来なかった", "<PERSON>(本名は知らない)が来なかった"),
+        ('requests.get(url, auth=("sato_k", "Sato#2001"))', 'requests.get(url, auth=("sato_k", "<SECRET>"))'),
+    ],
+)
+def test_lenders_duty_rosters_initials_numbers_in_parentheses_and_auth_tuples_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["ifconfig:\neth0: inet 10.0.0.4\neth0: inet6 fe80::1", "Nelson Mandela's prisoner number was 46664.",
+     "The genesis block hash is 000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f."],
+)
+def test_interfaces_public_figures_numbers_and_hashes_are_no_persons_or_ids(scrub, text):
+    counts = scrub(text)[1]
+    assert "PERSON" not in counts and "MY_NUMBER" not in counts
+
+
+def test_my_number_after_a_possessive_is_the_document(scrub):
+    assert scrub("my wife's My Number card shows 391028475615")[0] == "my wife's My Number card shows <ID>"
