@@ -3271,3 +3271,33 @@ def test_interfaces_public_figures_numbers_and_hashes_are_no_persons_or_ids(scru
 
 def test_my_number_after_a_possessive_is_the_document(scrub):
     assert scrub("my wife's My Number card shows 391028475615")[0] == "my wife's My Number card shows <ID>"
+
+
+# added in round 43
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('sshd: Failed password for user "mtanaka" from 10.0.0.9 port 22', 'sshd: Failed password for user "<PERSON>" from <IP> port 22'),
+        ("docker login -u pkowal -p x registry.local", "docker login -u <PERSON> -p x registry.local"),
+        ("フリガナ:サトウ ハナコ", "フリガナ:<PERSON>"),
+        ("Adress: Kungsgatan 7C, 411 19 Göteborg", "Adress: <ADDRESS>"),
+        ("Hello, I'm Emma from the Leeds office.", "Hello, I'm <PERSON> from the Leeds office."),
+        ("Totals: Chloe $12.00, Ravi $9.50", "Totals: <PERSON> $12.00, <PERSON> $9.50"),
+        ("my old licence shows number 512 804 366 on the back", "my old licence shows number <ID> on the back"),
+        ("my sister Mai - everyone calls her \"Bean\" - turns 30", "my sister <PERSON> - everyone calls her \"<PERSON>\" - turns 30"),
+        ("受取人 Choi Seo-yeon、口座は新韓銀行", "受取人 <PERSON>、口座は新韓銀行"),
+        ("Signed by Maria T. Gonzalez and witnessed", "Signed by <PERSON> and witnessed"),
+    ],
+)
+def test_log_users_readings_nordic_streets_offices_bills_and_korean_names_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Is Austin, Texas named after Stephen F. Austin?",
+     "How do I get to the Eiffel Tower (Champ de Mars, 5 Av. Anatole France) by metro?",
+     "why does `docker login -u ci-bot -p $TOKEN registry` warn?"],
+)
+def test_public_founders_landmarks_and_pipeline_users_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
