@@ -686,20 +686,21 @@ _KANJI_NAME = regex.compile(r"[\p{Han}々]{1,4}")
 # 遥斗: the model read only the given name).
 _KANJI_WORD_BEFORE = regex.compile(r"(?<![\p{Han}々])[\p{Han}々]{1,3}[ 　]?$")
 _LATIN_NAME_END = regex.compile(r"\p{Latin}$")
-# A kana given name a space after a kanji surname (安藤 + こころ, 後藤 + ひなた。), then a
-# particle, a mark, an honorific or a space.
-_KANA_GIVEN_AFTER = regex.compile(
-    r"[ 　]\p{Hiragana}{2,4}(?=さん|様|くん|ちゃん|の|が|は|を|に|と|[、。,)）(（」』]|\s|$)")
+# What follows a given name after its surname: an honorific, a particle, a mark or a space.
+_AFTER_GIVEN_NAME = r"(?=さん|様|くん|君|ちゃん|の|が|は|を|に|と|[、。,)）(（」』]|\s|$)"
+# A kana given name a space after a kanji surname (安藤 + こころ, 後藤 + ひなた。).
+_KANA_GIVEN_AFTER = regex.compile(r"[ 　]\p{Hiragana}{2,4}" + _AFTER_GIVEN_NAME)
+# A kanji given name a space after a kanji surname the model read alone (青木 + 陸斗の).
+_KANJI_GIVEN_AFTER = regex.compile(r"[ 　][\p{Han}々]{1,3}" + _AFTER_GIVEN_NAME)
+# A name's reading or other script in parentheses after it, an honorific perhaps between
+# (see _PersonJoiner.around_private_persons).
 _NAME_READING = regex.compile(
     r"(?:さん|様|さま|くん|ちゃん|氏)? ?[(（](?P<reading>[\p{Hiragana}\p{Katakana}ー]{2,8}(?:[ 　][\p{Hiragana}\p{Katakana}ー]{1,8})?"
     r"|\p{Hangul}{2,4}|\p{Lu}\p{Ll}*(?:[ -]\p{Lu}?\p{Ll}+){1,2}|\p{Cyrillic}+(?: \p{Cyrillic}+){1,2})[)）]")
 _HAS_KANJI = regex.compile(r"[\p{Han}々]")
 _KANA = regex.compile(r"[\p{Hiragana}\p{Katakana}ー]+")
+# One kanji of a given name in parentheses after a surname (高橋(晴)).
 _GIVEN_NAME_NOTE = regex.compile(r"[(（](?P<kanji>\p{Han})[)）]")
-# A kanji given name a space after a kanji surname the model read alone (青木 + 陸斗の):
-# 1-3 kanji, then an honorific, a particle, a mark or a space.
-_KANJI_GIVEN_AFTER = regex.compile(
-    r"[ 　][\p{Han}々]{1,3}(?=さん|様|くん|君|ちゃん|の|が|は|を|に|と|[、。,)）(（」』]|\s|$)")
 # The rest of a name whose part was read as a person: katakana parts joined by ・ or =
 # (ニコラス + ・ペトロフ, エリカ・ロペス・鈴木 whose last part may be a kanji surname),
 # a quoted nickname and the surname after a Latin given name (Oluwaseun "Seun" Bakare),
