@@ -3301,3 +3301,30 @@ def test_log_users_readings_nordic_streets_offices_bills_and_korean_names_are_sc
 )
 def test_public_founders_landmarks_and_pipeline_users_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("kana", "romaji", "folded"),
+    [("りょうへい", "ryouhei", "ryohei"), ("ちなつ", "chinatsu", "chinatsu"),
+     ("まっちゃ", "matcha", "matcha"), ("はっと", "hatto", "hatto"), ("ゆうこ", "yuuko", "yuko"),
+     ("じゅん", "jun", "jun"), ("ゆー", "yuu", "yu"), ("しょうた", "shouta", "shota")],
+)
+def test_hiragana_is_read_in_hepburn_romaji_and_long_vowels_fold(kana, romaji, folded):
+    from so8t_kedro.records.pii.text import folded_romaji, hiragana_romaji
+
+    assert hiragana_romaji(kana) == romaji
+    assert folded_romaji(romaji) == folded
+
+
+@pytest.mark.parametrize("kana", ["ゃあ", "はっ", "ーあ", "カナ"])
+def test_kana_hepburn_cannot_read_is_none(kana):
+    from so8t_kedro.records.pii.text import hiragana_romaji
+
+    assert hiragana_romaji(kana) is None
+
+
+def test_romaji_spellings_people_type_fold_together():
+    from so8t_kedro.records.pii.text import folded_romaji
+
+    assert {folded_romaji(name) for name in ("Shouta", "Shota", "Shohta")} == {"shota"}
+    assert folded_romaji("Ohno") == folded_romaji("Oono") == "ono"

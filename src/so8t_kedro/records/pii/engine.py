@@ -30,6 +30,7 @@ from so8t_kedro.records.pii.names import (
     _GivenNamePairRecognizer,
     _HonorificNameRecognizer,
     _KanaGivenNameRecognizer,
+    _KanaGivenNames,
     _NerRecognizer,
     _PersonJoiner,
 )
@@ -120,11 +121,15 @@ class PiiScrubber:
                 honorific_names = _HonorificNameRecognizer(config.honorific_names, language)
                 registry.add_recognizer(honorific_names)
                 self._pattern_recognizers[language].append(honorific_names)
+        # One lexicon of kana given names for the recogniser and the person joiner.
+        kana_given_names = (_KanaGivenNames(config.kana_given_names)
+                            if config.kana_given_names else None)
         for language in config.kana_given_names.languages if config.kana_given_names else ():
             if language in pipelines:
-                kana_given_names = _KanaGivenNameRecognizer(config.kana_given_names, language)
-                registry.add_recognizer(kana_given_names)
-                self._pattern_recognizers[language].append(kana_given_names)
+                kana_recognizer = _KanaGivenNameRecognizer(
+                    config.kana_given_names, language, kana_given_names)
+                registry.add_recognizer(kana_recognizer)
+                self._pattern_recognizers[language].append(kana_recognizer)
         for language in config.fields.languages if config.fields else ():
             if language in pipelines:
                 fields = _FieldRecognizer(config.fields, language)
@@ -160,7 +165,7 @@ class PiiScrubber:
         self._persons = _PersonJoiner(
             config.honorific_names, config.given_name_pairs,
             given_name_pairs.is_given_name_alone if given_name_pairs is not None else None,
-            config.kana_given_names)
+            kana_given_names)
 
     def _runs_ner(self, text: str, language: str) -> bool:
         """Whether the text goes through the named-entity model: never for a pipeline

@@ -23,11 +23,14 @@ from so8t_kedro.records.pii.config import (
     NerConfig,
     PackageNamesConfig,
 )
-from so8t_kedro.records.pii.patterns import ja_name_not_common_noun, unknown_word_or_name
+from so8t_kedro.records.pii.patterns import (
+    _dictionary_entries,
+    ja_name_not_common_noun,
+    unknown_word_or_name,
+)
 from so8t_kedro.records.pii.text import (
     _PERSON_NAME_POS,
     _expand_words,
-    _sudachi_dictionary,
     _SudachiTokens,
     folded_romaji,
     hiragana_romaji,
@@ -87,6 +90,11 @@ class _NerRecognizer(SpacyRecognizer):
         names = self._confirm.spans(text)
         return [self._extended(text, r) for r in results
                 if any(r.start < end and start < r.end for start, end in names)] + full_names
+
+
+def _free(start: int, end: int, taken: list[tuple[int, int]]) -> bool:
+    """Whether ``start:end`` overlaps none of the ``taken`` spans."""
+    return all(end <= taken_start or taken_end <= start for taken_start, taken_end in taken)
 
 
 def _listed_beside(
@@ -410,6 +418,10 @@ class _HonorificNameRecognizer(EntityRecognizer):
 # A capitalised name of any Latin script, parts joined by hyphens (Zsófia, Dae-Hyun).
 _CAPITALISED_NAME = regex.compile(r"\p{Lu}\p{Ll}+(?:-\p{Lu}\p{Ll}+)*")
 
+# Kana that start no word (っき in さっき, ん, a small vowel): no given name starts so.
+_NOT_A_WORD_START = regex.compile(r"[ぁぃぅぇぉゃゅょっんー]")
+
+
 class _KanaGivenNames:
     """Whether hiragana is a given name: its romaji (Hepburn, long vowels folded: ゆうこ ->
     yuko) is on the romaji given-name list, or, with ``dictionary``, Sudachi lists exactly
@@ -424,14 +436,18 @@ class _KanaGivenNames:
         self._dictionary_min_length = config.dictionary_min_length
 
     def __call__(self, kana: str, dictionary: bool = True) -> bool:
-        if kana in self._not_names or regex.match(r"[ぁぃぅぇぉゃゅょっんー]", kana):
+        if kana in self._not_names or _NOT_A_WORD_START.match(kana):
             return False
         romaji = hiragana_romaji(kana)
         if romaji is not None and folded_romaji(romaji) in self._romaji:
             return True
-        return dictionary and len(kana) >= self._dictionary_min_length and any(
-            entry.surface() == kana and self._dictionary_pos.search("-".join(entry.part_of_speech()))
-            for entry in _sudachi_dictionary().lookup(kana))
+        return (dictionary and len(kana) >= self._dictionary_min_length
+                and self.listed_as_given_name(kana))
+
+    def listed_as_given_name(self, word: str) -> bool:
+        """Whether the dictionary lists exactly ``word`` (kana or kanji) as a given name."""
+        return any(self._dictionary_pos.search("-".join(entry.part_of_speech()))
+                   for entry in _dictionary_entries(word))
 
 
 class _KanaGivenNameRecognizer(EntityRecognizer):
@@ -439,10 +455,11 @@ class _KanaGivenNameRecognizer(EntityRecognizer):
     cuts them (帰りははるとママが: は + はると; DMでりょうへいくん): in each context's
     ``run`` the longest ending that is a given name (``pii.kana_given_names``)."""
 
-    def __init__(self, config: KanaGivenNamesConfig, language: str):
+    def __init__(self, config: KanaGivenNamesConfig, language: str,
+                 is_given_name: _KanaGivenNames):
         super().__init__(supported_entities=["PERSON"], name=f"kana_given_names_{language}",
                          supported_language=language)
-        self._is_given_name = _KanaGivenNames(config)
+        self._is_given_name = is_given_name
         self._contexts = [(regex.compile(c.regex, regex.MULTILINE), c.whole, c.dictionary)
                           for c in config.contexts]
         self._lengths = range(config.max_length, config.min_length - 1, -1)
@@ -698,7 +715,7 @@ _NAME_READING = regex.compile(
     r"(?:さん|様|さま|くん|ちゃん|氏)? ?[(（](?P<reading>[\p{Hiragana}\p{Katakana}ー]{2,8}(?:[ 　][\p{Hiragana}\p{Katakana}ー]{1,8})?"
     r"|\p{Hangul}{2,4}|\p{Lu}\p{Ll}*(?:[ -]\p{Lu}?\p{Ll}+){1,2}|\p{Cyrillic}+(?: \p{Cyrillic}+){1,2})[)）]")
 _HAS_KANJI = regex.compile(r"[\p{Han}々]")
-_KANA = regex.compile(r"[\p{Hiragana}\p{Katakana}ー]+")
+_KANA = regex.compile(r"[\p{Hiragana}\p{Katakana}ー 　]+")
 # One kanji of a given name in parentheses after a surname (高橋(晴)).
 _GIVEN_NAME_NOTE = regex.compile(r"[(（](?P<kanji>\p{Han})[)）]")
 # The rest of a name whose part was read as a person: katakana parts joined by ・ or =
@@ -775,10 +792,9 @@ class _PersonJoiner:
 
     def __init__(self, config: HonorificNamesConfig, pairs: GivenNamePairsConfig,
                  is_given_name: Callable[[str], bool] | None = None,
-                 kana_given_names: KanaGivenNamesConfig | None = None):
+                 kana_given_names: _KanaGivenNames | None = None):
         self._is_given_name = is_given_name
-        self._is_kana_given_name = _KanaGivenNames(kana_given_names) if kana_given_names else None
-        self._given_name_pos = regex.compile(kana_given_names.dictionary_pos) if kana_given_names else None
+        self._kana_given_names = kana_given_names
         # A katakana given name after a kanji surname, a space between or none: 2-4
         # katakana, then a word of katakana_given_name_followed_by, a space or the end.
         followed_by = sorted(config.katakana_given_name_followed_by, key=len, reverse=True)
@@ -844,17 +860,17 @@ class _PersonJoiner:
                                       or ja_name_not_common_noun(given.group().strip())
                                       is False):
                 given = None
-        if given is None and self._is_kana_given_name is not None:
+        if given is None and self._kana_given_names is not None:
             given = _KANA_GIVEN_AFTER.match(text, person.end)
-            if given is not None and not self._is_kana_given_name(given.group().strip()):
+            if given is not None and not self._kana_given_names(given.group().strip()):
                 given = None
         if given is not None:
             person.end = given.end()
         # A given name's kanji in parentheses after a surname, as minutes tell two people
         # apart (高橋(晴)); not a note (田中(欠)): the dictionary lists it as a given name.
         note = _GIVEN_NAME_NOTE.match(text, person.end)
-        if (note is not None and self._given_name_pos is not None
-                and self._surnames.listed_as(note["kanji"], self._given_name_pos)):
+        if (note is not None and self._kana_given_names is not None
+                and self._kana_given_names.listed_as_given_name(note["kanji"])):
             person.end = note.end()
         surname = _KANJI_WORD_BEFORE.search(text, 0, person.start)
         if surname is not None and (
@@ -883,7 +899,7 @@ class _PersonJoiner:
                    for person in persons
                    if (reading := _NAME_READING.match(text, person.end)) is not None
                    and (_HAS_KANJI.search(text, person.start, person.end)
-                        or not _KANA.fullmatch(reading["reading"].replace(" ", "").replace("　", "")))]
+                        or not _KANA.fullmatch(reading["reading"]))]
         mentions = self._other_mentions(text, results + listed)
         for mention in mentions:
             if _KANJI_NAME.fullmatch(text, mention.start, mention.end):
@@ -891,9 +907,8 @@ class _PersonJoiner:
         # ... and the names listed beside another mention (Rachel mentored <Tyler> and
         # Amara, where Tyler is found as Tyler Jensen's).
         taken = [(r.start, r.end) for r in results + listed + mentions]
-        listed_by_mentions = [
-            r for r in _listed_beside(mentions, latin_neighbours)
-            if all(r.end <= start or end <= r.start for start, end in taken)]
+        listed_by_mentions = [r for r in _listed_beside(mentions, latin_neighbours)
+                              if _free(r.start, r.end, taken)]
         return listed + mentions + listed_by_mentions
 
     def _other_mentions(self, text: str,
@@ -916,7 +931,7 @@ class _PersonJoiner:
                 continue
             score = max(p.score for p in persons)
             for match in mention.finditer(text):
-                if all(match.end() <= start or end <= match.start() for start, end in taken):
+                if _free(*match.span(), taken):
                     taken.append(match.span())
                     found.append(RecognizerResult("PERSON", *match.span(), score))
         return found
