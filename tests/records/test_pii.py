@@ -3328,3 +3328,58 @@ def test_romaji_spellings_people_type_fold_together():
 
     assert {folded_romaji(name) for name in ("Shouta", "Shota", "Shohta")} == {"shota"}
     assert folded_romaji("Ohno") == folded_romaji("Oono") == "ono"
+
+
+# added in round 44
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("旅券の氏名はローマ字でSATO MISAKIで合ってる?", "旅券の氏名はローマ字で<PERSON>で合ってる?"),
+        ("ローマ字はShun'ichi Kurodaでいい?", "ローマ字は<PERSON>でいい?"),
+        ("rails:\n  SECRET_KEY_BASE: 4f8a1c9e7b2d6053a1e8c7f2b9d4e6a0c3b5d7f9e1a2c4b6", "rails:\n  SECRET_KEY_BASE: <SECRET>"),
+        ("連絡網\nA班 坂口 090-3321-8874\nB班 浜田 080-1192-5530", "連絡網\nA班 <PERSON> <PHONE>\nB班 <PERSON> <PHONE>"),
+        ("受付当番:早番 松井、遅番 Tuan、夜勤 Anjali", "受付当番:早番 <PERSON>、遅番 <PERSON>、夜勤 <PERSON>"),
+        ("口座名義(カナ):ヨシダ ミホ", "口座名義(カナ):<PERSON>"),
+        ("```\nid,name,kana,email\n7,吉田 美穂,ヨシダ ミホ,m.yoshida@example.jp\n```", "```\nid,name,kana,email\n7,<PERSON>,<PERSON>,<EMAIL>\n```"),
+        ("留学生の李 娜さん(リー・ナー)の電話", "留学生の<PERSON>さん(<PERSON>)の電話"),
+        ("お誕生日おめでとう! 東京のお土産送ったよ ゆかより", "お誕生日おめでとう! 東京のお土産送ったよ <PERSON>より"),
+        ("わたしはしおり、よろしくね", "わたしは<PERSON>、よろしくね"),
+        ("上司から「Mikey」って呼ばれてる後輩", "上司から「<PERSON>」って呼ばれてる後輩"),
+        ("運転免許証\n番号 4410-2298-1107\n有効期限 2027年", "運転免許証\n番号 <ID>\n有効期限 2027年"),
+        ("担任の先生からのお知らせです。明日は遠足です。担任 森田", "担任の先生からのお知らせです。明日は遠足です。担任 <PERSON>"),
+    ],
+)
+def test_romaji_in_japanese_rosters_shifts_kana_columns_and_letters_signed_in_kana_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<yuki_ops> is the build green?\n<marek> yes, deployed at 10:02", "<<PERSON>> is the build green?\n<<PERSON>> yes, deployed at 10:02"),
+        ("[10:11] dana: who has the staging creds?\n[10:13] dana: ok thanks Omar", "[10:11] <PERSON>: who has the staging creds?\n[10:13] <PERSON>: ok thanks <PERSON>"),
+        ("my name's priya nair and my card number is 4111111111111111", "my name's <PERSON> and my card number is <ACCOUNT>"),
+        ("my snap is lily.k.2004 add me", "my snap is <PERSON> add me"),
+        ("our clan leader (ign ShadowFoxx) got banned", "our clan leader (ign <PERSON>) got banned"),
+        ("Note: Uncle Rafael's new number is 555-0142", "Note: Uncle <PERSON>'s new number is 555-0142"),
+        ("FYI our landlord Gary gave us the code", "FYI our landlord <PERSON> gave us the code"),
+        ("Please reset it.\n— Facilities Team (Howard)", "Please reset it.\n— Facilities Team (<PERSON>)"),
+        ("me: Nina can u send the file\nNina: here it is", "me: <PERSON> can u send the file\n<PERSON>: here it is"),
+        ("Last name O'Brien, first name Aidan", "Last name <PERSON>, first name <PERSON>"),
+        ("氏名:Reyes, Ana Lucia\n国籍:フィリピン", "氏名:<PERSON>\n国籍:フィリピン"),
+        ("Plus-ones:\n- Sam & Priya — 2", "Plus-ones:\n- <PERSON> & <PERSON> — 2"),
+        ("Cleanup crew:\nSun AM — Nora, Idris\nSun PM — Kemal, Anouk", "Cleanup crew:\nSun AM — <PERSON>, <PERSON>\nSun PM — <PERSON>, <PERSON>"),
+    ],
+)
+def test_irc_speakers_lower_case_names_social_handles_kin_possessives_and_rosters_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["From: HR\nTo: IT\nSubject: laptop refresh", "徳川15代将軍の名前を教えて", "<div> hello</div>\n<span> world</span>",
+     "The teams — Spain, France — met twice.", "氏名はローマ字で書いてください",
+     "My friend's Instagram is private. Can I see her posts?"],
+)
+def test_departments_lineages_html_and_katakana_words_are_kept(scrub, text):
+    assert scrub(text) == (text, {})

@@ -618,7 +618,8 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         if not self._romaji_surnames:
             return
         for match in _ROMAJI_PAIR.finditer(text, overlapped=True):
-            first, second = match["first"].title(), match["second"].title()
+            first, second = (_SYLLABLE_APOSTROPHE.sub("", match[part]).title()
+                             for part in ("first", "second"))
             if ((first in self._romaji_surnames and second in self._romaji_given)
                     or (first in self._romaji_given and second in self._romaji_surnames)):
                 yield match.span()
@@ -695,9 +696,13 @@ class _GivenNamePairRecognizer(EntityRecognizer):
                 for start, end in self._spans(text)]
 
 
-# Two words, each capitalised or in capitals (Kimura Haruka, SUZUKI HARUTO).
+# Two words, each capitalised or in capitals (Kimura Haruka, SUZUKI HARUTO), an
+# apostrophe perhaps parting syllables (Shun'ichi), glued to Japanese text or not
+# (ローマ字でKATO HARUKAです).
 _ROMAJI_PAIR = regex.compile(
-    r"(?<![\p{L}])(?P<first>\p{Lu}\p{Ll}{2,}|\p{Lu}{3,}) (?P<second>\p{Lu}\p{Ll}{2,}|\p{Lu}{3,})(?![\p{L}])")
+    r"(?<![\p{Latin}'’])(?P<first>\p{Lu}\p{Ll}{2,}(?:['’]\p{Ll}+)?|\p{Lu}{3,})"
+    r" (?P<second>\p{Lu}\p{Ll}{2,}(?:['’]\p{Ll}+)?|\p{Lu}{3,})(?![\p{Latin}'’])")
+_SYLLABLE_APOSTROPHE = regex.compile(r"['’]")
 _KANJI_NAME = regex.compile(r"[\p{Han}々]{1,4}")
 # A kanji word right before a kanji name, a space between or none (柏木 + 遥斗, 東雲 +
 # 遥斗: the model read only the given name).
@@ -712,10 +717,10 @@ _KANJI_GIVEN_AFTER = regex.compile(r"[ 　][\p{Han}々]{1,3}" + _AFTER_GIVEN_NAM
 # A name's reading or other script in parentheses after it, an honorific perhaps between
 # (see _PersonJoiner.around_private_persons).
 _NAME_READING = regex.compile(
-    r"(?:さん|様|さま|くん|ちゃん|氏)? ?[(（](?P<reading>[\p{Hiragana}\p{Katakana}ー]{2,8}(?:[ 　][\p{Hiragana}\p{Katakana}ー]{1,8})?"
+    r"(?:さん|様|さま|くん|ちゃん|氏)? ?[(（](?P<reading>[\p{Hiragana}\p{Katakana}ー]{2,8}(?:[ 　・][\p{Hiragana}\p{Katakana}ー]{1,8})?"
     r"|\p{Hangul}{2,4}|\p{Lu}\p{Ll}*(?:[ -]\p{Lu}?\p{Ll}+){1,2}|\p{Cyrillic}+(?: \p{Cyrillic}+){1,2})[)）]")
 _HAS_KANJI = regex.compile(r"[\p{Han}々]")
-_KANA = regex.compile(r"[\p{Hiragana}\p{Katakana}ー 　]+")
+_KANA = regex.compile(r"[\p{Hiragana}\p{Katakana}ー 　・]+")
 # One kanji of a given name in parentheses after a surname (高橋(晴)).
 _GIVEN_NAME_NOTE = regex.compile(r"[(（](?P<kanji>\p{Han})[)）]")
 # The rest of a name whose part was read as a person: katakana parts joined by ・ or =
@@ -767,11 +772,11 @@ _KATAKANA_ITEM_BEFORE = regex.compile(
 # inside parentheses (me (Ana), Ben).
 _LATIN_LIST_ITEM = r"(?P<item>(?P<name>\p{Lu}\p{Ll}+(?:-\p{Lu}?\p{Ll}+)?)(?: \p{Lu}\.)?)"
 _LATIN_LISTED_AFTER = regex.compile(
-    r"(?: \([^()\n]{1,15}\)|\))?(?:,? and |, | & )" + _LATIN_LIST_ITEM
-    + r"(?=[,;:!?)]|\.(?!\p{L})| and | & | \(|\s*$|\s*\n"
+    r"(?: \([^()\n]{1,15}\)|\))?(?:,? and |, | & | \+ )" + _LATIN_LIST_ITEM
+    + r"(?=[,;:!?)]|\.(?!\p{L})| and | & | \+ | [—–-] | \(|\s*$|\s*\n"
     r"| (?:for|to|from|at|in|on|with|about)(?![\p{L}]))")
 _LATIN_LISTED_BEFORE = regex.compile(
-    r"(?:^|(?<=[\s:(]))" + _LATIN_LIST_ITEM + r"(?:,? and |, | & )$")
+    r"(?:^|(?<=[\s:(]))" + _LATIN_LIST_ITEM + r"(?:,? and |, | & | \+ )$")
 
 
 def _foreign_name(word: str) -> bool:
