@@ -3383,3 +3383,56 @@ def test_irc_speakers_lower_case_names_social_handles_kin_possessives_and_roster
 )
 def test_departments_lineages_html_and_katakana_words_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+# added in round 45
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("hey nina, tell marcus to start without me. - jess", "hey <PERSON>, tell <PERSON> to start without me. - <PERSON>"),
+        ("pls don't share w/ tom yet", "pls don't share w/ <PERSON> yet"),
+        ("name: lucy chen\naddr: 88 clementina st #4, san francisco ca 94105", "name: <PERSON>\naddr: <ADDRESS>"),
+        ("192.168.0.12  iPhone (Rosa)\n192.168.0.15  DESKTOP-7HQ2K", "<IP>  iPhone (<PERSON>)\n<IP>  DESKTOP-7HQ2K"),
+        ("**Ben**: you around?\n**Tyler**: yep", "**<PERSON>**: you around?\n**<PERSON>**: yep"),
+        ('const user = { first: "chris", last: "delgado", dob: "1988-02-11" };', 'const user = { first: "<PERSON>", last: "<PERSON>", dob: "1988-02-11" };'),
+        ("DL S530-2849-7721-04\nLN SCHULTZ\nADDR 901 E JOHNSON ST MADISON WI 53703", "DL <ID>\nLN <PERSON>\nADDR <ADDRESS>"),
+        ("BEGIN:VCARD\nADR:;;Via Garibaldi 18;Torino;;10122;Italy\nEND:VCARD", "BEGIN:VCARD\nADR:;;<ADDRESS>\nEND:VCARD"),
+        ("also the wifi pw at the cabin is lakeside_2288 btw", "also the wifi pw at the cabin is <SECRET> btw"),
+        ("生徒:Sota(小3)、Mei(小5)", "生徒:<PERSON>(小3)、<PERSON>(小5)"),
+    ],
+)
+def test_lower_case_chat_names_device_owners_code_name_keys_scans_and_vcards_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("氏名,ふりがな,電話\n阿部 真一,あべ しんいち,090-1234-8871", "氏名,ふりがな,電話\n<PERSON>,<PERSON>,<PHONE>"),
+        ("「拝啓 山本様 先日は結構な品を頂戴し、誠に有難く存じ候。 源三郎」", "「拝啓 <PERSON> 先日は結構な品を頂戴し、誠に有難く存じ候。 <PERSON>」"),
+        ("銀行の振込名義が「スズキ タロウ」になってる", "銀行の振込名義が「<PERSON>」になってる"),
+        ("「まいこ、もう一回だけ会えない?」って来た", "「<PERSON>、もう一回だけ会えない?」って来た"),
+        ("出品者のゆかりんさんに催促のメッセージ", "出品者の<PERSON>さんに催促のメッセージ"),
+        ("ちゃんりなの本名は梨奈らしい。", "ちゃんりなの本名は<PERSON>らしい。"),
+        ("書類の氏名欄は「MÜLLER, Jonas」で合っていますか?", "書類の氏名欄は「<PERSON>」で合っていますか?"),
+        ("ユーザー:松田 恭子\n初期パスワード:Tmp!2024-xQ8r\nログインURL:https://intra.example.co.jp/login", "ユーザー:<PERSON>\n初期パスワード:<SECRET>\nログインURL:https://intra.example.co.jp/login"),
+    ],
+)
+def test_kana_columns_quoted_holders_letter_signatures_nicknames_and_real_names_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Julius Caesar was assassinated on the Ides of March, 44 BC. What date is that exactly?",
+     "Why did Alan Turing's work at Bletchley Park matter so much in WWII?",
+     "What are the names of Elizabeth Bennet's four sisters in Pride and Prejudice?",
+     "手塚治虫の『ブラック・ジャック』の主人公の本名と、ピノコの年齢設定は?",
+     "「SSID: Buffalo-G-7A3C」はネットワーク名で、パスワードは別に伝えます",
+     "引数 password: string を受け取り、12文字以上か判定する",
+     "マイナンバーのチェックデジットを、ダミーの 123456789012 が無効になる理由とあわせて説明して",
+     "it's leaking the token in the process list:\n*/5 * * * * /usr/bin/backup",
+     "Send it to legal — don't wait", "<p> hello</p>\n<b> world</b>"],
+)
+def test_public_lives_fiction_network_names_type_annotations_and_dummies_are_kept(scrub, text):
+    assert scrub(text) == (text, {})

@@ -477,6 +477,11 @@ class _KanaGivenNameRecognizer(EntityRecognizer):
             if begin < start or (begin == start + 1 and text[start] in "おご"):
                 continue
             if self._is_given_name(text[begin:end], dictionary):
+                # One kana left before it (after a particle) that is no particle belongs
+                # to the name (の + ゆ + かりん + さん: ゆかりん, a nickname of かりん's shape).
+                lead = start + (begin - start == 2 and text[start] in _PARTICLES_BEFORE_A_NAME)
+                if begin == lead + 1 and text[lead] not in _PARTICLES_BEFORE_A_NAME:
+                    begin = lead
                 return begin, end
         return None
 
@@ -719,6 +724,8 @@ _KANJI_GIVEN_AFTER = regex.compile(r"[ 　][\p{Han}々]{1,3}" + _AFTER_GIVEN_NAM
 _NAME_READING = regex.compile(
     r"(?:さん|様|さま|くん|ちゃん|氏)? ?[(（](?P<reading>[\p{Hiragana}\p{Katakana}ー]{2,8}(?:[ 　・][\p{Hiragana}\p{Katakana}ー]{1,8})?"
     r"|\p{Hangul}{2,4}|\p{Lu}\p{Ll}*(?:[ -]\p{Lu}?\p{Ll}+){1,2}|\p{Cyrillic}+(?: \p{Cyrillic}+){1,2})[)）]")
+# Particles that may end a run of hiragana before a name (DMで + りょうへい).
+_PARTICLES_BEFORE_A_NAME = frozenset("のはがをにともでへやおご")
 _HAS_KANJI = regex.compile(r"[\p{Han}々]")
 _KANA = regex.compile(r"[\p{Hiragana}\p{Katakana}ー 　・]+")
 # One kanji of a given name in parentheses after a surname (高橋(晴)).
