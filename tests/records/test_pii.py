@@ -3436,3 +3436,53 @@ def test_kana_columns_quoted_holders_letter_signatures_nicknames_and_real_names_
 )
 def test_public_lives_fiction_network_names_type_annotations_and_dummies_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+# added in round 46
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[9:14 PM] Bex: did Jonno get home ok\n[9:15 PM] Smithy: yeah", "[9:14 PM] <PERSON>: did <PERSON> get home ok\n[9:15 PM] <PERSON>: yeah"),
+        ("<marta gonzalez> pushing to prod\n<sven> wait", "<<PERSON>> pushing to prod\n<<PERSON>> wait"),
+        ("sshd[2240]: Accepted publickey for nadia from 98.214.33.170 port 60022 ssh2", "sshd[2240]: Accepted publickey for <PERSON> from <IP> port 60022 ssh2"),
+        ('$ git config user.name "takeshi-ogawa"', '$ git config user.name "<PERSON>"'),
+        ("variables:\n  DEPLOY_USER: hugo.lambert\n  DB_USER: app_rw", "variables:\n  DEPLOY_USER: <PERSON>\n  DB_USER: app_rw"),
+        ("Mrs. J. Hartley, 14 Pembroke Road, Clifton, Bristol BS8 3BA", "Mrs. <PERSON>, <ADDRESS>"),
+        ("my friends call me Yukki. I go by Hiki at work.", "my friends call me <PERSON>. I go by <PERSON> at work."),
+        ("hey mark, jenny said you still have my charger", "hey <PERSON>, <PERSON> said you still have my charger"),
+        ("notes:\n- tom will update the roadmap\n- ping bjorn re: budget", "notes:\n- <PERSON> will update the roadmap\n- ping <PERSON> re: budget"),
+        ("sorry for what happened at kyle's party", "sorry for what happened at <PERSON>'s party"),
+        ('"Big Al" <al.romano68@aol.com>, "Vinny" <vin.romano@gmail.com>', '"<PERSON>" <<EMAIL>>, "<PERSON>" <<EMAIL>>'),
+        ("Mom (Patricia) 617-402-2930\nneighbour Mrs Alvarez 6174029921", "Mom (<PERSON>) <PHONE>\nneighbour Mrs <PERSON> <PHONE>"),
+    ],
+)
+def test_timed_and_irc_chats_login_users_display_names_and_bare_numbers_in_lists_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("| 名前 | 銀行 | 口座番号 |\n| 太田 | 横浜銀行 | 6029183 |", "| 名前 | 銀行 | 口座番号 |\n| <PERSON> | 横浜銀行 | <ACCOUNT> |"),
+        ("3万円貸してて、振込先は7719302(楽天銀行)って伝えたい", "3万円貸してて、振込先は<ACCOUNT>(楽天銀行)って伝えたい"),
+        ("明日のデモはkaitoがやるので", "明日のデモは<PERSON>がやるので"),
+        ("Hi Aoi、来週のtrip", "Hi <PERSON>、来週のtrip"),
+        ("出欠:ミサキ×、なっち△、ゴリ○", "出欠:<PERSON>×、<PERSON>△、<PERSON>○"),
+        ("家系図:祖母 静、父 浩、私 陽斗", "家系図:祖母 <PERSON>、父 <PERSON>、私 <PERSON>"),
+        ("| ホスト | IP |\n| 経理PC(菊池) | 172.16.4.21 |", "| ホスト | IP |\n| 経理PC(<PERSON>) | <IP> |"),
+    ],
+)
+def test_account_tables_transfer_targets_romaji_before_particles_attendance_and_family_lists_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["commit 9fceb02\nAuthor: release-bot\n    fix: typo\ncommit 1e4d7a0\nAuthor: release-bot\n    feat: export",
+     "why error 1004?\nSub Unlock()\n    ActiveSheet.Unprotect\nEnd Sub",
+     "社内LANでファイルサーバーに繋がらない。pingは通る。何を確認すべき?",
+     "environment:\n  POSTGRES_USER: analytics\n  POSTGRES_DB: events",
+     "買い物リスト:ビール○、ワイン×"],
+)
+def test_git_authors_vba_subs_tools_before_particles_service_users_and_checklists_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
