@@ -3486,3 +3486,38 @@ def test_account_tables_transfer_targets_romaji_before_particles_attendance_and_
 )
 def test_git_authors_vba_subs_tools_before_particles_service_users_and_checklists_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+# added in round 47
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("INSERT INTO customers (name, email, tel) VALUES ('吉田 直樹', 'n.yoshida@gmail.com', '03-5577-1092');",
+         "INSERT INTO customers (name, email, tel) VALUES ('<PERSON>', '<EMAIL>', '<PHONE>');"),
+        ("INSERT INTO patients (first_name, last_name) VALUES ('Mateo', 'Alvarez'), ('Hannah','Cho')",
+         "INSERT INTO patients (first_name, last_name) VALUES ('<PERSON>', '<PERSON>'), ('<PERSON>','<PERSON>')"),
+        ("name,email,shift\ndan okafor,dokafor@clinic.org,AM", "name,email,shift\n<PERSON>,<EMAIL>,AM"),
+        ('{"name": "坂本 颯", "tel": "099-258-4471"}', '{"name": "<PERSON>", "tel": "<PHONE>"}'),
+        ("SHIP TO: KWAME BOATENG\n880 W 181ST ST APT 4F, NEW YORK NY 10033\nTEL 6467039915", "SHIP TO: <PERSON>\n<ADDRESS>\nTEL <PHONE>"),
+        ("06/02 ZELLE FROM MARIA LOPEZ +250.00\n06/03 ONLINE TRANSFER TO SAV 7730019284 -500.00", "06/02 ZELLE FROM <PERSON> +250.00\n06/03 ONLINE TRANSFER TO SAV <ACCOUNT> -500.00"),
+        ("Please transfer the rent to my account FR76 1027 8060 4100 0204 5880 173, reference: June rent.", "Please transfer the rent to my account <ACCOUNT>, reference: June rent."),
+        ("useradd -m -c \"fatima zahra\" u1042 && echo 'u1042:Welcome#2024' | chpasswd", "useradd -m -c \"<PERSON>\" u1042 && echo 'u1042:<SECRET>' | chpasswd"),
+        ("who has liv's number?", "who has <PERSON>'s number?"),
+        ("マイナンバー一覧\n片山 296974760360", "マイナンバー一覧\n<PERSON> <ID>"),
+        ("配布順:\n三浦家 杉並区阿佐谷南1-8-3", "配布順:\n<PERSON>家 <ADDRESS>"),
+        ("担当ドライバー 木下です", "担当ドライバー <PERSON>です"),
+    ],
+)
+def test_sql_inserts_name_columns_label_capitals_statements_ibans_and_family_addresses_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["def get_user(user_id: int) -> dict:", "夏休みは実家 静岡県浜松市に帰ります",
+     "found messages on my son's phone from a stranger",
+     "INSERT INTO products (name, sku) VALUES ('Widget', 'W-100')"],
+)
+def test_type_annotations_parents_homes_and_product_rows_are_kept(scrub, text):
+    counts = scrub(text)[1]
+    assert "PERSON" not in counts

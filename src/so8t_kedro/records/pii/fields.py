@@ -1,7 +1,7 @@
 """Structured text whose labels say what its values are (``pii.fields``): the cells of a
 table (lines split by ``|``, a tab or a comma) under a header that names an entity type
-(Account No., license_no, 氏名), and the value of a quoted record field ("license_no":
-"F2748193"). Free-text rules miss these: a bare 9-digit number or a lone surname in a
+(Account No., license_no, 氏名), the value of a quoted record field ("license_no":
+"F2748193"), and the values of an SQL INSERT under its column list. Free-text rules miss these: a bare 9-digit number or a lone surname in a
 cell carries no cue of its own but its column's name."""
 
 from __future__ import annotations
@@ -19,6 +19,13 @@ _SEPARATORS = ("|", "\t", ",")
 # A quoted field name, a colon or =, and its quoted value (JSON, YAML flow, Python dicts).
 _QUOTED_FIELD = regex.compile(
     r"""(?P<q>["'])(?P<name>[^"'\n]{1,40})(?P=q)\s*[:=]\s*(?P<vq>["'])(?P<value>[^"'\n]{1,80})(?P=vq)""")
+# INSERT INTO table (columns) VALUES (row), (row)...; a row's values, quoted or bare.
+_SQL_INSERT = regex.compile(
+    r"INSERT\s+INTO\s+[\w.`\"\[\]]+\s*\((?P<columns>[^()]*)\)\s*VALUES\s*"
+    r"(?P<rows>\((?:[^()']|'(?:[^']|'')*')*\)(?:\s*,\s*\((?:[^()']|'(?:[^']|'')*')*\))*)",
+    regex.IGNORECASE)
+_SQL_ROW = regex.compile(r"\(((?:[^()']|'(?:[^']|'')*')*)\)")
+_SQL_VALUE = regex.compile(r"'(?:[^']|'')*'|[^,\s][^,]*")
 
 
 class _FieldRecognizer(EntityRecognizer):
@@ -53,6 +60,16 @@ class _FieldRecognizer(EntityRecognizer):
             return None
         return RecognizerResult(entity, start, end, self._score)
 
+    def _columns(self, names: list[str]) -> dict[int, str]:
+        """Column index -> entity type for a header's names; a bare name column counts
+        beside a contact column (Name, Email)."""
+        columns = {k: entity for k, name in enumerate(names)
+                   if (entity := self._entity_of(name)) is not None}
+        if self._bare_name is not None and any(self._contact.fullmatch(n) for n in names):
+            columns.update({k: "PERSON" for k, name in enumerate(names)
+                            if self._bare_name.fullmatch(name)})
+        return columns
+
     def _table_cells(self, text: str) -> Iterator[RecognizerResult]:
         lines, offset = [], 0
         for line in text.split("\n"):
@@ -62,12 +79,7 @@ class _FieldRecognizer(EntityRecognizer):
             separator = next((s for s in _SEPARATORS if s in header), None)
             if separator is None:
                 continue
-            names = [cell.strip(" |") for cell in header.split(separator)]
-            columns = {k: entity for k, name in enumerate(names)
-                       if (entity := self._entity_of(name)) is not None}
-            if self._bare_name is not None and any(self._contact.fullmatch(n) for n in names):
-                columns.update({k: "PERSON" for k, name in enumerate(names)
-                                if self._bare_name.fullmatch(name)})
+            columns = self._columns([cell.strip(" |") for cell in header.split(separator)])
             if not columns:
                 continue
             for start, line in lines[i + 1:]:
@@ -81,9 +93,27 @@ class _FieldRecognizer(EntityRecognizer):
                             yield result
                     position += len(cell) + len(separator)
 
+    def _sql_inserts(self, text: str) -> Iterator[RecognizerResult]:
+        for insert in _SQL_INSERT.finditer(text):
+            columns = self._columns([name.strip(" `\"[]") for name in insert["columns"].split(",")])
+            if not columns:
+                continue
+            for row in _SQL_ROW.finditer(text, *insert.span("rows")):
+                for k, value in enumerate(_SQL_VALUE.finditer(text, *row.span(1))):
+                    if k in columns:
+                        result = self._value(columns[k], text, *value.span())
+                        if result is not None:
+                            yield result
+
     def _quoted_fields(self, text: str) -> Iterator[RecognizerResult]:
-        for match in _QUOTED_FIELD.finditer(text):
+        matches = list(_QUOTED_FIELD.finditer(text))
+        # A bare "name" field is a person's beside a contact field ("name", "tel").
+        contact = self._bare_name is not None and any(
+            self._contact.fullmatch(match["name"]) for match in matches)
+        for match in matches:
             entity = self._entity_of(match["name"])
+            if entity is None and contact and self._bare_name.fullmatch(match["name"]):
+                entity = "PERSON"
             if entity is not None:
                 result = self._value(entity, text, *match.span("value"))
                 if result is not None:
@@ -92,6 +122,7 @@ class _FieldRecognizer(EntityRecognizer):
     def _results(self, text: str) -> Iterator[RecognizerResult]:
         yield from self._table_cells(text)
         yield from self._quoted_fields(text)
+        yield from self._sql_inserts(text)
 
     def may_match(self, text: str) -> bool:
         # Asked of every text: stop at the first value found.
