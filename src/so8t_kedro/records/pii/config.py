@@ -219,8 +219,9 @@ class GivenNamePairsConfig(_Strict):
     titles: list[str]
     # A given name alone where the text deals with a person (Send Desmond ..., Hi Fiona,
     # it's Rosa, Wendell said ...): group ``given``, a name on the lists and not one of
-    # ``alone_not`` (months, days, places that are also given names).
-    alone_regex: str
+    # ``alone_not`` (months, days, places that are also given names). One regex per form,
+    # each searched on its own: one alternation of them all costs about four times as much.
+    alone_regex: list[str]
     alone_not: list[str]
     # A given name with no cue beside it, in a first-person text (the neighbours Ruth and
     # Clive; Rania is driving Mon/Wed).

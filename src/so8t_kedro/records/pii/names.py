@@ -579,7 +579,8 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         self._pair = regex.compile(_expand_words(config.regex, config.words))
         self._longer_name_before = regex.compile(config.longer_name_before)
         self._titles = frozenset(config.titles)
-        self._alone_regex = regex.compile(_expand_words(config.alone_regex, config.words))
+        self._alone_regexes = [regex.compile(_expand_words(form, config.words))
+                               for form in config.alone_regex]
         self._alone_not = frozenset(config.alone_not)
         lone = config.lone_name
         self._lone = (regex.compile(lone.regex), regex.compile(lone.first_person),
@@ -636,7 +637,7 @@ class _GivenNamePairRecognizer(EntityRecognizer):
         given name too. A ``whole`` name (HIRAOKA YUTA, Walsh, Brenda) is taken whole when
         one of its words is a given name and none a stop word or a title, or when a
         booking's title follows it (HUANG/XIAOMING MR)."""
-        for match in self._alone_regex.finditer(text):
+        for match in (m for form in self._alone_regexes for m in form.finditer(text)):
             groups = match.groupdict()
             if groups.get("whole"):
                 start, end = match.span("whole")
