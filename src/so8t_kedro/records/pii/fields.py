@@ -1,8 +1,9 @@
 """Structured text whose labels say what its values are (``pii.fields``): the cells of a
 table (lines split by ``|``, a tab or a comma) under a header that names an entity type
 (Account No., license_no, 氏名), the value of a quoted record field ("license_no":
-"F2748193"), and the values of an SQL INSERT under its column list. Free-text rules miss these: a bare 9-digit number or a lone surname in a
-cell carries no cue of its own but its column's name."""
+"F2748193"), and the values of an SQL INSERT under its column list. Free-text rules miss
+these: a bare 9-digit number or a lone surname in a cell carries no cue of its own but
+its column's name."""
 
 from __future__ import annotations
 
@@ -106,14 +107,12 @@ class _FieldRecognizer(EntityRecognizer):
                             yield result
 
     def _quoted_fields(self, text: str) -> Iterator[RecognizerResult]:
+        # The text's field names read as one header: a bare "name" field is a person's
+        # beside a contact field ("name", "tel"), as a table's column is.
         matches = list(_QUOTED_FIELD.finditer(text))
-        # A bare "name" field is a person's beside a contact field ("name", "tel").
-        contact = self._bare_name is not None and any(
-            self._contact.fullmatch(match["name"]) for match in matches)
-        for match in matches:
-            entity = self._entity_of(match["name"])
-            if entity is None and contact and self._bare_name.fullmatch(match["name"]):
-                entity = "PERSON"
+        columns = self._columns([match["name"] for match in matches])
+        for k, match in enumerate(matches):
+            entity = columns.get(k)
             if entity is not None:
                 result = self._value(entity, text, *match.span("value"))
                 if result is not None:

@@ -683,7 +683,7 @@ class _GivenNamePairRecognizer(EntityRecognizer):
 
     def _spans(self, text: str) -> list[tuple[int, int]]:
         """Every name span of the text; the last text's are kept, since the engine asks
-        ``may_match`` and then ``analyze`` of the same text (the alone regex is the
+        ``may_match`` and then ``analyze`` of the same text (the alone-name regexes are the
         slowest of the recognisers)."""
         last = self._last  # one read: another thread may replace it meanwhile
         if last is not None and last[0] == text:
