@@ -6,11 +6,12 @@ English, PII, exact duplicates, typo variants (near duplicates), label conflicts
 few bad lines; each text starts with a random run of words so that, as in real data,
 most requests are not near duplicates of one another), spread
 over four ``four_class_*.jsonl`` partitions plus a seed file, then times the node
-functions and reports records/second and peak memory (process peak RSS, and the peak
-of Python allocations in one more, tracemalloc-instrumented pass with --trace-memory).
+functions and reports records/second, CPU seconds (with the PII worker processes') and
+peak memory (process peak RSS, the largest PII worker's, and the peak of Python
+allocations in one more, tracemalloc-instrumented pass with --trace-memory).
 
-    python benchmarks/data_processing.py [--records 100000] [--repeat 3] [--profile]
-        [--trace-memory]
+    python benchmarks/data_processing.py [--records 100000] [--repeat 3] [--processes N]
+        [--profile] [--trace-memory]
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from so8t_kedro.pipelines.data_processing.nodes import (
     ingest_raw_records,
     split_records,
 )
-from so8t_kedro.records.cleaning import clean_records
+from so8t_kedro.records.cleaning import clean_records, configured_scrubber
 from so8t_kedro.records.deduplication import deduplicate_records
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -126,18 +127,25 @@ def make_files(n_records: int, seed: int = 0) -> tuple[dict[str, bytes], bytes]:
     return partitions, b"\n".join(chunks[0]) + b"\n"
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its ended children (the PII workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def cleaning_path(partitions: dict[str, bytes], seed: bytes, params: dict):
     """The timed path: the node functions of ingest -> clean (PII) -> deduplicate ->
     quarantine -> near-duplicate groups -> split; returns counts and (wall, CPU) seconds
-    per stage (on a shared machine the CPU seconds are the comparable figure)."""
+    per stage (CPU: this process and the PII workers; on a shared machine the comparable
+    figure)."""
     loaders = {k: (lambda v=v: v) for k, v in partitions.items()}
     stages: dict[str, tuple[float, float]] = {}  # name -> (wall, CPU) seconds
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
 
     def lap(name: str) -> None:
         nonlocal start, cpu_start
-        stages[name] = (time.perf_counter() - start, time.process_time() - cpu_start)
-        start, cpu_start = time.perf_counter(), time.process_time()
+        stages[name] = (time.perf_counter() - start, cpu_seconds() - cpu_start)
+        start, cpu_start = time.perf_counter(), cpu_seconds()
 
     raw, q_ingest, _ = ingest_raw_records(loaders, seed, params["ingest"])
     lap("ingest")
@@ -164,6 +172,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=None,
+                        help="PII worker processes (clean.scrub_processes; default: the "
+                             "YAML's, null = one per usable core; 1 = in this process)")
     parser.add_argument("--profile", action="store_true", help="print the top cProfile entries")
     parser.add_argument("--trace-memory", action="store_true",
                         help="one more pass under tracemalloc (slow)")
@@ -172,6 +183,8 @@ def main() -> None:
     params = OmegaConfigLoader(str(CONF_DIR), base_env="base", default_run_env="local")[
         "parameters"
     ]["data_processing"]
+    if args.processes is not None:
+        params["clean"]["scrub_processes"] = args.processes
     partitions, seed = make_files(args.records)
     size_mb = (sum(map(len, partitions.values())) + len(seed)) / 1e6
     print(f"generated {args.records} lines ({size_mb:.1f} MB) in 4 partitions + seed")
@@ -183,10 +196,10 @@ def main() -> None:
     times, cpu_times = [], []
     for _ in range(args.repeat):
         gc.collect()
-        start, cpu_start = time.perf_counter(), time.process_time()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         (read, kept, quarantined, duplicates), stages = cleaning_path(partitions, seed, params)
         times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
+        cpu_times.append(cpu_seconds() - cpu_start)
         print("  stages (wall / CPU): "
               + ", ".join(f"{k} {wall:.1f} / {cpu:.1f} s" for k, (wall, cpu) in stages.items()))
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -200,7 +213,11 @@ def main() -> None:
     print(f"throughput: {args.records / best:,.0f} records/s; CPU time (best of "
           f"{args.repeat}): {min(cpu_times):.2f} s = {args.records / min(cpu_times):,.0f} "
           f"records per CPU second; load average {os.getloadavg()[0]:.1f}")
-    print(f"peak RSS: {rss_peak:.0f} MiB (after generation and warm-up: {rss_before:.0f} MiB)")
+    worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    pool = configured_scrubber(params["clean"])
+    print(f"PII processes for {args.records} texts: {pool.process_count(args.records)}")
+    print(f"peak RSS: {rss_peak:.0f} MiB (after generation and warm-up: {rss_before:.0f} MiB); "
+          f"largest PII worker: {worker_peak:.0f} MiB")
 
     if args.trace_memory:
         gc.collect()

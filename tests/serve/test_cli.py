@@ -119,3 +119,24 @@ def test_api_key_from_credentials_or_environment(tmp_path, project_root, cli_env
     assert load_serve_conf(conf)[1] == "from-credentials-0123456789"
     monkeypatch.setenv(API_KEY_ENV, "from-environment-0123456789")
     assert load_serve_conf(conf)[1] == "from-environment-0123456789"
+
+
+def test_serve_conf_reads_a_local_override_and_only_the_serving_files(tmp_path, project_root):
+    import shutil
+
+    from so8t_kedro.serve.config import load_serve_conf
+
+    conf = tmp_path / "conf"
+    shutil.copytree(project_root / "conf" / "base", conf / "base")
+    (conf / "local").mkdir()
+    (conf / "local" / "parameters_serve.yml").write_text(
+        "serve:\n  reply_policy:\n    on_decision_disagreement: show\n")
+    # A broken file of another pipeline is not read by the server.
+    (conf / "local" / "parameters_training.yml").write_text("training: [unclosed\n")
+    policy = load_serve_conf(conf)[0]
+    base = load_serve_conf(conf, "base")[0]
+    assert policy.on_decision_disagreement == "show"
+    assert base.on_decision_disagreement == "withhold"
+    # The soft merge keeps the base replies and switches the override does not name.
+    assert policy.replies == base.replies and policy.replies["DENY"]["en"].startswith("Sorry")
+    assert policy.escalation_includes_model_answer is True

@@ -16,6 +16,8 @@ class IngestParameters(Strict):
 class CleanParameters(Strict):
     max_text_chars: int
     scrub_pii: bool
+    scrub_processes: int | None
+    min_texts_per_process: int
     # ``${pii}``: validated as parameters_pii.yml's ``pii`` (the same dict).
     pii: dict[str, Any]
 

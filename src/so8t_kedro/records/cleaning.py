@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from so8t_kedro.labels import LABEL_TO_ID, normalise_label
-from so8t_kedro.records.pii import PiiScrubber, ScrubResult, pii_scrubber
+from so8t_kedro.records.pii import ScrubberPool, ScrubResult
 from so8t_kedro.records.schema import (
     QUARANTINE_COLUMNS,
     RAW_COLUMNS,
@@ -37,12 +37,12 @@ def _normalise_language(value: str) -> str | None:
     return {"japanese": "ja", "english": "en", "jpn": "ja", "eng": "en"}.get(key)
 
 
-def configured_scrubber(params: Mapping[str, Any]) -> PiiScrubber | None:
-    """The PII scrubber of ``params:data_processing.clean``, or None when ``scrub_pii`` is
-    off."""
+def configured_scrubber(params: Mapping[str, Any]) -> ScrubberPool | None:
+    """The PII scrubber of ``params:data_processing.clean`` (in ``scrub_processes``
+    worker processes for a large batch), or None when ``scrub_pii`` is off."""
     if not params["scrub_pii"]:
         return None
-    return pii_scrubber(params["pii"])
+    return ScrubberPool(params["pii"], params["scrub_processes"], params["min_texts_per_process"])
 
 
 def clean_records(
@@ -55,8 +55,9 @@ def clean_records(
     unknown labels and languages other than ja / en. A missing language is detected
     from the text, a missing domain becomes ``"unknown"``. When ``scrub_pii`` is on,
     PII is replaced with typed placeholders by the Presidio + GiNZA scrubber
-    (:mod:`so8t_kedro.records.pii`, ``params["pii"]``), batched per language; a record
-    the engine fails on is quarantined as ``pii_scrub_failed`` with the error.
+    (:mod:`so8t_kedro.records.pii`, ``params["pii"]``), batched per language and spread
+    over ``scrub_processes`` worker processes; a record the engine fails on is quarantined
+    as ``pii_scrub_failed`` with the error.
 
     Args:
         raw_records: raw records (:data:`~so8t_kedro.records.schema.RAW_COLUMNS`), as

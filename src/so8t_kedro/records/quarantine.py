@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from so8t_kedro.records.pii import PiiScrubber
+from so8t_kedro.records.pii import ScrubberPool
 from so8t_kedro.records.schema import QUARANTINE_COLUMNS
 from so8t_kedro.records.text import detect_language, normalise_text
 
 
-def join_quarantines(quarantines: list[pd.DataFrame], scrubber: PiiScrubber | None) -> pd.DataFrame:
+def join_quarantines(quarantines: list[pd.DataFrame], scrubber: ScrubberPool | None) -> pd.DataFrame:
     """Join the stage quarantines into one table sorted by file and line.
 
     With a ``scrubber``, the ``raw`` snippets are normalised and scrubbed too, so that the

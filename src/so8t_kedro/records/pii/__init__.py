@@ -9,6 +9,7 @@ Presidio's anonymizer replaces every entity by its typed placeholder (``<PERSON>
 ``<ADDRESS>``, ...), resolving overlaps. Nothing is downloaded at run time.
 
 - :mod:`.engine`: the Presidio engine, batching, ``ScrubResult`` for the quarantine;
+- :mod:`.processes`: the engine in worker processes, one per core, for large batches;
 - :mod:`.config`: ``params:pii`` as strict models;
 - :mod:`.patterns`: the validators (Luhn, My Number, IBAN, ``ipaddress``, ...) and the
   validated pattern recogniser;
@@ -34,6 +35,7 @@ from so8t_kedro.records.pii.config import (
 from so8t_kedro.records.pii.engine import BLANK_MODEL, PiiScrubber, ScrubResult, pii_scrubber
 from so8t_kedro.records.pii.names import package_given_names
 from so8t_kedro.records.pii.patterns import VALIDATORS, iban_valid, luhn_valid, my_number_valid
+from so8t_kedro.records.pii.processes import ScrubberPool
 from so8t_kedro.records.pii.public import PERSON_MARK
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "PublicFactsConfig",
     "RecognizerConfig",
     "ScrubResult",
+    "ScrubberPool",
     "iban_valid",
     "luhn_valid",
     "my_number_valid",
