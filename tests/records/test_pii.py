@@ -3521,3 +3521,49 @@ def test_sql_inserts_name_columns_label_capitals_statements_ibans_and_family_add
 def test_type_annotations_parents_homes_and_product_rows_are_kept(scrub, text):
     counts = scrub(text)[1]
     assert "PERSON" not in counts
+
+
+# added in round 48
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("MRZ:\nP<CANLEBLANC<<MARIE<CLAIRE<<<<<<<<<<<<<<<<<<<\nGA7731902<5CAN8511234F3203158<<<<<<<<<<<<<<04",
+         "MRZ:\nP<CAN<PERSON><<<<<<<<<<<<<<<<<<<\n<ID><5CAN8511234F3203158<<<<<<<<<<<<<<04"),
+        ("宛名リスト\n・小林様 060-0042 北海道札幌市中央区大通西5-11-3",
+         "宛名リスト\n・<PERSON>様 <ADDRESS>"),
+        ('{"name":"Ruth Okafor","zip":"94107","email":"ruth.ok@fastmail.com"}',
+         '{"name":"<PERSON>","zip":"<ADDRESS>","email":"<EMAIL>"}'),
+        ("氏名,クラス,緊急連絡先\n宮田あおい,2組,080-3141-5926",
+         "氏名,クラス,緊急連絡先\n<PERSON>,2組,<PHONE>"),
+        ("| id | name | savings_acct |\n| 7 | Ola Berg | 4471 0093 2218 |",
+         "| id | name | savings_acct |\n| 7 | <PERSON> | <ACCOUNT> |"),
+        ("-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBGZk3PEBCAC7xq2Mn8Rw5Tz1Vb4Yh6Kd9Lf0Ps3Ge7Ja2Wq\n=Tz8b\n-----END PGP PRIVATE KEY BLOCK-----\nwhy won't it import?",
+         "<SECRET>\nwhy won't it import?"),
+        ("my recovery phrase: amber lunar dock piano sketch meadow toast violin ember cargo humble ridge",
+         "my recovery phrase: <SECRET>"),
+        ("ルーターの暗号化キーは「a91f0c77de2b4」です", "ルーターの暗号化キーは「<SECRET>」です"),
+        ("Permission denied: /home/yuki/.config/app.toml", "Permission denied: /home/<PERSON>/.config/app.toml"),
+        ("PS C:\\Users\\Oliver\\Desktop> git push", "PS C:\\Users\\<PERSON>\\Desktop> git push"),
+        ("[maya] r u coming tonight\n[devon] ya", "[<PERSON>] r u coming tonight\n[<PERSON>] ya"),
+        ("translate:\nharuto: おつかれ\nemily: thanks!", "translate:\n<PERSON>: おつかれ\n<PERSON>: thanks!"),
+        ("daniel reyes | dreyes@outlook.com | portfolio", "<PERSON> | <EMAIL> | portfolio"),
+        ("dhcp: lease 10.0.4.23 to 5c:cf:7f:01:aa:3e (printer)", "dhcp: lease <IP> to 5c:cf:7f:01:aa:3e (printer)"),
+        ("Ohio driver license T 301 447 925 118 expired", "Ohio driver license <ID> expired"),
+    ],
+)
+def test_mrz_lines_postcodes_contact_columns_key_blocks_home_folders_and_chat_speakers_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["config:\nimage: nginx\nhost: db\nnote: keep it simple",
+     "ls /home/ubuntu/app /home/runner/work",
+     "[info] server started\n[error] retry failed",
+     "Bitte überweisen Sie den Betrag bis Freitag.",
+     "upgrade node 10.2.1.4 to 12.1 first",
+     "Home | About | Contact us: hello@example.com"],
+)
+def test_config_keys_service_homes_log_levels_german_and_menu_lines_are_kept(scrub, text):
+    assert "PERSON" not in scrub(text)[1]
+    assert "IP_ADDRESS" not in scrub(text)[1]
