@@ -3567,3 +3567,32 @@ def test_mrz_lines_postcodes_contact_columns_key_blocks_home_folders_and_chat_sp
 def test_config_keys_service_homes_log_levels_german_and_menu_lines_are_kept(scrub, text):
     assert "PERSON" not in scrub(text)[1]
     assert "IP_ADDRESS" not in scrub(text)[1]
+
+
+# added in round 49
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("22:01 ゆうた:着いた?\n22:03 陽菜:まだ電車", "22:01 <PERSON>:着いた?\n22:03 <PERSON>:まだ電車"),
+        ("Passenger 2: OKONKWO ADA, seat 14C", "Passenger 2: <PERSON>, seat 14C"),
+        ("fix my cv header pls\nname: Priya Raman", "fix my cv header pls\nname: <PERSON>"),
+        ("Host backup\n  HostName 192.168.10.4\n  User megumi", "Host backup\n  HostName <IP>\n  User <PERSON>"),
+        ("Note for the coach: Isla (age 9) has asthma.", "Note for the coach: <PERSON> (age 9) has asthma."),
+        ("Account no 304918827715530 at Axis Bank", "Account no <ACCOUNT> at Axis Bank"),
+        ("my pasport number is 548812093", "my pasport number is <ID>"),
+        ("Translate the name Светлана Орлова into Japanese", "Translate the name <PERSON> into Japanese"),
+        ("秘密の質問のメモ\n質問:出身小学校は? 答え:みなみ台", "秘密の質問のメモ\n質問:出身小学校は? 答え:<SECRET>"),
+        ("社員名 加藤 美咲 所属 営業部", "社員名 <PERSON> 所属 営業部"),
+    ],
+)
+def test_chat_times_numbered_passengers_ssh_users_grades_and_japanese_answers_are_scrubbed(scrub, text, expected):
+    assert scrub(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["当日の流れ\n10:00 開会:挨拶\n12:00 ランチ:会議室", "Product name: Apple Watch Series 9",
+     "郵便番号 100-0001 ってどこ?", "User-Agent: Mozilla/5.0"],
+)
+def test_timetables_product_names_and_public_postcodes_are_kept(scrub, text):
+    assert scrub(text) == (text, {})
