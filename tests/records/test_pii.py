@@ -3583,6 +3583,9 @@ def test_config_keys_service_homes_log_levels_german_and_menu_lines_are_kept(scr
         ("Translate the name Светлана Орлова into Japanese", "Translate the name <PERSON> into Japanese"),
         ("秘密の質問のメモ\n質問:出身小学校は? 答え:みなみ台", "秘密の質問のメモ\n質問:出身小学校は? 答え:<SECRET>"),
         ("社員名 加藤 美咲 所属 営業部", "社員名 <PERSON> 所属 営業部"),
+        # the contact word after a surname stays outside the name
+        ("担当ドライバー 木下 直通 090-1234-5678", "担当ドライバー <PERSON> 直通 <PHONE>"),
+        ("担当 山田 携帯 090-1111-2222", "担当 <PERSON> 携帯 <PHONE>"),
     ],
 )
 def test_chat_times_numbered_passengers_ssh_users_grades_and_japanese_answers_are_scrubbed(scrub, text, expected):

@@ -59,6 +59,8 @@ class NerConfig(_Strict):
     # matches extend_over (グエン・バン + ・ナム: GiNZA cuts long katakana names short).
     extend_if: str | None = None
     extend_over: str | None = None
+    # What the model read on after a name and is cut from its end (木下 + 直通, a direct line).
+    trim_end: str | None = None
     # A full name from the dictionary where the model reads none: a token whose part of
     # speech matches full_name_pos[0] (a surname) right before one matching
     # full_name_pos[1] (a given name), both surfaces matching full_name_surface.

@@ -51,6 +51,7 @@ class _NerRecognizer(SpacyRecognizer):
         self._confirm = confirm
         self._extend_if = regex.compile(config.extend_if) if config.extend_if else None
         self._extend_over = regex.compile(config.extend_over) if config.extend_over else None
+        self._trim_end = regex.compile(f"(?:{config.trim_end})$") if config.trim_end else None
         self._full_name = (_SudachiTokens(config.full_name_pos[0], config.full_name_surface),
                            _SudachiTokens(config.full_name_pos[1], config.full_name_surface)
                            ) if config.full_name_pos else None
@@ -78,10 +79,18 @@ class _NerRecognizer(SpacyRecognizer):
                 for i in range(len(tokens) - 1)
                 if surname.matches(tokens[i]) and given.matches(tokens[i + 1])]
 
+    def _trimmed(self, text: str, result: RecognizerResult) -> RecognizerResult:
+        """The entity without a ``ner.trim_end`` word it ends in (木下 直通 -> 木下)."""
+        if self._trim_end is not None:
+            cut = self._trim_end.search(text, result.start, result.end)
+            if cut is not None and cut.start() > result.start:
+                result.end = cut.start()
+        return result
+
     def analyze(self, text, entities, nlp_artifacts=None):
         results = [
-            r for r in (_within_first_line(text, r)
-                        for r in super().analyze(text, entities, nlp_artifacts))
+            self._trimmed(text, r) for r in (_within_first_line(text, r)
+                                             for r in super().analyze(text, entities, nlp_artifacts))
             if r is not None and not self._reject.search(text[r.start : r.end])
         ]
         full_names = self._full_names(text) if "PERSON" in entities else []
