@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.kedro_cli import kedro, ok
+from tests.helpers.project import use_seed_subset
 
 PIPELINES = {"__default__", "data_processing", "thinking_sft", "training", "evaluation",
              "ab_test", "export"}
@@ -32,6 +33,7 @@ def test_kedro_run_pipelines_builds_the_sft_dataset(kedro_project: Path):
 
 @pytest.mark.slow
 def test_parallel_runner_runs_data_processing(kedro_project: Path):
+    use_seed_subset(kedro_project, 50)
     ok(kedro(kedro_project, "run", "--pipelines=data_processing", "--runner=ParallelRunner"))
     assert len(list((kedro_project / "data/03_primary").glob("four_class_*.jsonl/*/*"))) == 3
 
@@ -39,6 +41,7 @@ def test_parallel_runner_runs_data_processing(kedro_project: Path):
 @pytest.mark.slow
 def test_deprecated_pipeline_option_still_runs(kedro_project: Path):
     """Kedro's older ``--pipeline`` takes one name (no comma list) and still works."""
+    use_seed_subset(kedro_project, 50)
     ok(kedro(kedro_project, "run", "--pipeline=data_processing"))
     splits = list((kedro_project / "data/03_primary").glob("four_class_*.jsonl/*/*.jsonl"))
     assert len(splits) == 3

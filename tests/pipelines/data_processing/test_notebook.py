@@ -8,6 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.helpers.project import use_seed_subset
+
 NOTEBOOK = "notebooks/explore_processed_data.ipynb"
 
 
@@ -15,6 +17,7 @@ NOTEBOOK = "notebooks/explore_processed_data.ipynb"
 def test_notebook_shows_the_processed_data(project_root: Path, kedro_project: Path):
     from kedro.framework.session import KedroSession
 
+    use_seed_subset(kedro_project, 50)
     with KedroSession.create(project_path=kedro_project) as session:
         session.run(pipeline_names=["data_processing"])
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.kedro_cli import kedro, ok
+from tests.helpers.project import use_seed_subset
 
 
 def expected_decision(verdict: dict) -> str:
@@ -34,6 +35,7 @@ def versions(project: Path, relative: str) -> list[Path]:
 
 @pytest.mark.slow
 def test_evaluation_and_ab_test_after_training(kedro_project: Path):
+    assert use_seed_subset(kedro_project, 100) == 400
     ok(kedro(kedro_project, "run", "--pipelines=data_processing,thinking_sft,training",
              f"--params={TINY}"))
     ok(kedro(kedro_project, "run", "--pipelines=evaluation"))
