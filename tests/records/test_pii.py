@@ -3601,3 +3601,12 @@ def test_chat_times_numbered_passengers_ssh_users_grades_and_japanese_answers_ar
 )
 def test_timetables_product_names_and_public_postcodes_are_kept(scrub, text):
     assert scrub(text) == (text, {})
+
+
+def test_a_found_name_is_found_again_in_lower_case_unless_it_is_a_word_or_a_host(scrub):
+    text = 'Rewrite this for Aiden\'s mum: "aiden talks in class"'
+    assert scrub(text)[0] == 'Rewrite this for <PERSON>\'s mum: "<PERSON> talks in class"'
+    # mark is also a common noun; smith-family.net a host
+    assert scrub("Mark asked me to mark the boxes")[0] == "<PERSON> asked me to mark the boxes"
+    assert scrub("From mail.smith-family.net, sent by Ann Smith")[0] == (
+        "From mail.smith-family.net, sent by <PERSON>")

@@ -26,6 +26,7 @@ from so8t_kedro.records.pii.config import (
 from so8t_kedro.records.pii.patterns import (
     _dictionary_entries,
     ja_name_not_common_noun,
+    listed_as_common_noun,
     unknown_word_or_name,
 )
 from so8t_kedro.records.pii.text import (
@@ -761,6 +762,12 @@ def _mention_pattern(name: str, titles: str) -> regex.Pattern | None:
     by one of ``titles`` (an alternation: 岩崎 + 部長)."""
     escaped = regex.escape(name)
     if regex.fullmatch(r"\p{Lu}[\p{L}'’. -]{2,}", name):
+        # ... and a one-word name in lower case, as chats type it (Aiden, then "aiden talks
+        # too much"), unless the word is a common noun too (Mark, then "mark the boxes") or
+        # part of a host or an address (mail.smith-family.net).
+        lower = name.lower()
+        if " " not in name and not listed_as_common_noun(lower):
+            escaped = f"(?:{escaped}|(?<![.@/-]){regex.escape(lower)}(?![-@]|\\.\\w))"
         return regex.compile(r"(?<![\p{L}])" + escaped + r"(?![\p{L}])")
     # A handle (hiro.k, kazu_shop, ren2019): lower case with a mark or digits in it.
     if regex.fullmatch(r"(?=.{4,})[a-z][a-z0-9]*(?:[._-][a-z0-9]+)+|[a-z]{2,}\d+", name):

@@ -159,6 +159,13 @@ def unknown_word_or_name(word: str) -> bool:
     return not entries or _listed_as_name(entries)
 
 
+def listed_as_common_noun(word: str) -> bool:
+    """Whether the dictionary lists ``word`` as a common noun (it lists English words too:
+    mark, grace, bill; not aiden or becca)."""
+    return any(_COMMON_NOUN_POS.search("-".join(m.part_of_speech()))
+               for m in _dictionary_entries(word))
+
+
 def _common_noun_and_no_name(token) -> bool | None:
     if not _COMMON_NOUN_POS.search("-".join(token.part_of_speech())):
         return None
