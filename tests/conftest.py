@@ -3,7 +3,6 @@ tiny adapter on that base."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import yaml
 # Before anything imports kedro: no telemetry prompt or upload from tests.
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
-from so8t_kedro.labels import LABEL_TO_ID, LABELS  # after the telemetry switch
+from so8t_kedro.labels import LABEL_TO_ID  # after the telemetry switch
 from so8t_kedro.models.embedded import embedded_base_model
 from so8t_kedro.models.loading import load_base_model, save_base_model
 from so8t_kedro.pipelines.thinking_sft.nodes import render_thinking_sft_samples
@@ -23,6 +22,7 @@ from so8t_kedro.think import request_from_prompt
 from so8t_kedro.training.pretrain import pretrain_causal_lm
 from tests.helpers.embedded_base import embedded_params
 from tests.helpers.phrase_bank import PHRASE_BANK_DATA, THINKING_SFT_PARAMS
+from tests.helpers.project import seed_records
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,22 +66,13 @@ def kedro_project(project_root: Path, tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
-def _seed_records(per_label: int) -> list[dict]:
-    rows = [json.loads(line) for line in
-            (PROJECT_ROOT / "data/01_raw/so8t_seed_dataset.jsonl").read_text().splitlines()]
-    picked = []
-    for label in LABELS:
-        picked += [r for r in rows if r["label"] == label][:per_label]
-    return picked
-
-
 @pytest.fixture(scope="session")
 def sft_samples() -> pd.DataFrame:
     """24 train + 8 val /think samples, balanced over the labels."""
     records = pd.DataFrame([
         {**r, "label_id": LABEL_TO_ID[r["label"]], "source": "seed",
          "split": "val" if i % 8 >= 6 else "train"}
-        for i, r in enumerate(_seed_records(8))
+        for i, r in enumerate(seed_records(8))
     ])
     return render_thinking_sft_samples(records, PHRASE_BANK_DATA,
                                        {**THINKING_SFT_PARAMS, "format": "quadruple", "seed": 0})

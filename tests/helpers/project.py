@@ -48,14 +48,19 @@ def write_sft_samples(project: Path, samples: pd.DataFrame) -> None:
         frame.to_json(path, orient="records", lines=True, force_ascii=False)
 
 
-def use_seed_subset(project: Path, per_label: int) -> int:
-    """Replace a project copy's seed dataset by the shipped one's first ``per_label``
-    requests of each label, for a test of the pipelines' wiring rather than of the data
-    (every stage runs on a tenth of the seed in a tenth of the time). Returns the count."""
+def seed_records(per_label: int) -> list[dict]:
+    """The shipped seed dataset's first ``per_label`` requests of each label."""
     from so8t_kedro.labels import LABELS
 
     rows = [json.loads(line) for line in SEED_DATA.read_text("utf-8").splitlines()]
-    picked = [row for label in LABELS for row in [r for r in rows if r["label"] == label][:per_label]]
+    return [row for label in LABELS for row in [r for r in rows if r["label"] == label][:per_label]]
+
+
+def use_seed_subset(project: Path, per_label: int) -> int:
+    """Replace a project copy's seed dataset by :func:`seed_records` (``per_label`` of each
+    label), for a test of the pipelines' wiring rather than of the data (every stage runs
+    on a tenth of the seed in a tenth of the time). Returns the count."""
+    picked = seed_records(per_label)
     (project / "data/01_raw" / SEED_DATA.name).write_text(
         "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in picked), "utf-8")
     return len(picked)

@@ -10,20 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kedro.config import OmegaConfigLoader
 
 from so8t_kedro.records.pii import ScrubberPool, processes
 from so8t_kedro.records.pii.processes import CHUNKS_PER_PROCESS
+from tests.helpers.project import project_parameters
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 BENCHMARK = Path(__file__).resolve().parent / "data/pii_benchmark.jsonl"
 TEXTS = 240  # 2 processes x 8 chunks of 15 texts
 
 
 @pytest.fixture(scope="module")
 def pii_params() -> dict[str, Any]:
-    loader = OmegaConfigLoader(str(CONF_DIR), base_env="base", default_run_env="local")
-    return loader["parameters"]["pii"]
+    return project_parameters()["pii"]  # read only here
 
 
 @pytest.fixture(scope="module")

@@ -89,11 +89,10 @@ class _NerRecognizer(SpacyRecognizer):
         return result
 
     def analyze(self, text, entities, nlp_artifacts=None):
-        results = [
-            self._trimmed(text, r) for r in (_within_first_line(text, r)
-                                             for r in super().analyze(text, entities, nlp_artifacts))
-            if r is not None and not self._reject.search(text[r.start : r.end])
-        ]
+        found = (_within_first_line(text, r)
+                 for r in super().analyze(text, entities, nlp_artifacts))
+        results = [self._trimmed(text, r) for r in found
+                   if r is not None and not self._reject.search(text[r.start : r.end])]
         full_names = self._full_names(text) if "PERSON" in entities else []
         if self._confirm is None or not results:
             return [self._extended(text, r) for r in results] + full_names
@@ -756,6 +755,7 @@ _GENERATION_SUFFIX = regex.compile(r"(?<=\b(?:Jr|Sr))\.|,? (?:Jr|Sr)\.?(?![\p{L}
 _NAME_PART_SEPARATORS = regex.compile(r"[\s・=]+")
 
 
+@functools.lru_cache(maxsize=4096)  # per name, not per text: it asks the dictionary
 def _mention_pattern(name: str, titles: str) -> regex.Pattern | None:
     """How another mention of ``name`` is found (see ``_PersonJoiner._other_mentions``);
     None for a name too short or of a script to find safely. A kanji name may be followed
